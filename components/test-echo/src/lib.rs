@@ -1,0 +1,36 @@
+//! Echoes the request body. `/env/NAME` answers the guest's view of environment
+//! variable NAME instead, and `/env` the number of variables it can see, so tests
+//! can check that only the manifest's `[env]` reaches the guest. `/files` answers
+//! how many preopened directories the guest got (must be 0).
+
+use guest_kit::wasip2;
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+struct Echo;
+
+impl wasip2::exports::http::incoming_handler::Guest for Echo {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = guest_kit::path(&request);
+        if let Some(name) = path.strip_prefix("/env/") {
+            match std::env::var(name) {
+                Ok(value) => guest_kit::respond(out, 200, "text/plain", value.as_bytes()),
+                Err(_) => guest_kit::respond(out, 404, "text/plain", b"unset"),
+            }
+        } else if path == "/env" {
+            let count = std::env::vars().count().to_string();
+            guest_kit::respond(out, 200, "text/plain", count.as_bytes());
+        } else if path == "/files" {
+            let count = wasip2::filesystem::preopens::get_directories().len().to_string();
+            guest_kit::respond(out, 200, "text/plain", count.as_bytes());
+        } else if path == "/log" {
+            println!("hello from the guest's stdout");
+            eprintln!("hello from the guest's stderr");
+            guest_kit::respond(out, 200, "text/plain", b"logged");
+        } else {
+            let body = guest_kit::read_body(&request);
+            guest_kit::respond(out, 200, "application/octet-stream", &body);
+        }
+    }
+}
+
+wasip2::http::proxy::export!(Echo with_types_in wasip2);

@@ -1,0 +1,28 @@
+//! Host capabilities: everything a guest can reach, each bound to its app.
+//!
+//! One module per capability. Adding a capability touches this short list:
+//! 1. `wit/<cap>.wit` and one `import` line in the `alorig:host/app` world;
+//! 2. `host/src/capabilities/<cap>.rs`: the per-app state built at load (`<Cap>App`),
+//!    the per-instance state kept in the store (`<Cap>Ctx`), the generated `Host`
+//!    trait implemented on a borrowed view, and `add_to_linker`;
+//! 3. one line below, and one call in [`add_to_linker`];
+//! 4. one typed field in [`crate::state::InstanceState`];
+//! 5. its manifest section in `config/manifest.rs`;
+//! 6. a guest `components/test-<cap>-*` and its end-to-end test in `tests/`.
+//!
+//! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
+//! no sockets) and `wasi:http` (incoming requests; outbound denied by default).
+
+pub mod outbound_http;
+pub mod wasi;
+
+use crate::state::InstanceState;
+use wasmtime::component::Linker;
+
+/// Links every capability the host offers. Components whose imports are not all
+/// satisfied here are refused at validation, before they can serve.
+pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The operator's host configuration (`host.toml`, every key optional), with the
+//! `ALORIG_*` environment overrides that `serve` and `up` share.
+
+use super::{ByteSize, HumanDuration, toml_error};
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Ingress: where Caddy (or a developer's curl) sends app traffic.
+    pub listen: SocketAddr,
+    /// Admin API and `/metrics`.
+    pub admin_listen: SocketAddr,
+    /// Deployed versions, the compile cache and the admin token.
+    pub data_dir: PathBuf,
+    /// The sum of the apps' memory caps must fit in this.
+    pub memory_budget: ByteSize,
+    pub postgres_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub admin_token: Option<String>,
+    /// A client must send a request's headers within this time.
+    pub header_read_timeout: Duration,
+    /// Live instances across all apps: sizes the pooling allocator.
+    pub max_instances: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HostToml {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    memory_budget: Option<ByteSize>,
+    postgres_url: Option<String>,
+    redis_url: Option<String>,
+    admin_token: Option<String>,
+    header_read_timeout: Option<HumanDuration>,
+    max_instances: Option<u32>,
+}
+
+const DEFAULT_CONFIG_PATH: &str = "host.toml";
+
+impl HostConfig {
+    /// Reads `path` (or `./host.toml` when it exists), then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let raw = match path {
+            Some(path) => read(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read(Path::new(DEFAULT_CONFIG_PATH))?,
+            None => HostToml::default(),
+        };
+        Self::from_toml(raw, |key| std::env::var(key).ok())
+    }
+
+    fn from_toml(raw: HostToml, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let pick = |key: &str, value: Option<String>| env(key).or(value);
+        let addr = |key: &str, value: Option<String>, default: &str| -> Result<SocketAddr> {
+            let text = pick(key, value).unwrap_or_else(|| default.to_string());
+            text.parse()
+                .with_context(|| format!("{key}/host.toml: {text:?} is not an address like 127.0.0.1:8080"))
+        };
+        let max_instances = raw.max_instances.unwrap_or(1000);
+        anyhow::ensure!(
+            (1..=100_000).contains(&max_instances),
+            "host.toml: max_instances must be between 1 and 100000, not {max_instances}"
+        );
+        Ok(HostConfig {
+            listen: addr("ALORIG_LISTEN", raw.listen, "127.0.0.1:8080")?,
+            admin_listen: addr("ALORIG_ADMIN_LISTEN", raw.admin_listen, "127.0.0.1:9090")?,
+            data_dir: env("ALORIG_DATA_DIR")
+                .map(PathBuf::from)
+                .or(raw.data_dir)
+                .unwrap_or_else(|| PathBuf::from(".alorig")),
+            memory_budget: raw.memory_budget.unwrap_or(ByteSize::gib(12)),
+            postgres_url: pick("ALORIG_POSTGRES_URL", raw.postgres_url),
+            redis_url: pick("ALORIG_REDIS_URL", raw.redis_url),
+            admin_token: pick("ALORIG_ADMIN_TOKEN", raw.admin_token),
+            header_read_timeout: raw
+                .header_read_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(10)),
+            max_instances,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<HostToml> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read host config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = HostConfig::from_toml(HostToml::default(), |_| None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.data_dir, PathBuf::from(".alorig"));
+        assert_eq!(config.memory_budget, ByteSize::gib(12));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let raw: HostToml = toml::from_str("listen = \"127.0.0.1:1\"\ndata_dir = \"/a\"").unwrap();
+        let config = HostConfig::from_toml(raw, |key| match key {
+            "ALORIG_LISTEN" => Some("127.0.0.1:2".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.data_dir, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:8080\"\nmemroy_budget = \"1GiB\"\n").unwrap();
+        let err = HostConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("host.toml:2: unknown field `memroy_budget`"), "{err}");
+        std::fs::write(&path, "memory_budget = \"12GB\"\n").unwrap();
+        let err = HostConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("host.toml:1:") && err.contains("unknown size unit"), "{err}");
+    }
+}

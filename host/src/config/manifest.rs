@@ -1,0 +1,508 @@
+//! An app's manifest (`manifests/<app>.toml`, see CONTRACT.md): private `*Toml`
+//! structs that mirror the file and reject unknown keys, turned once into a
+//! validated [`Manifest`]. Field-level mistakes are caught during deserialization,
+//! so their errors carry the file and line; cross-field checks name the field.
+
+use super::{ByteSize, HumanDuration, toml_error};
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+use std::{
+    collections::BTreeMap,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// A validated app manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub name: AppName,
+    /// The component file, resolved relative to the manifest's folder.
+    pub component: PathBuf,
+    pub resources: Resources,
+    pub routes: Vec<Route>,
+    pub static_site: Option<StaticSite>,
+    pub postgres: Option<Postgres>,
+    pub redis: Option<Redis>,
+    pub outbound_http: OutboundHttp,
+    pub timers: Vec<Timer>,
+    /// Plain configuration the guest may read as environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Names of host environment variables resolved at deploy time.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Where the manifest was read from, for error messages.
+    pub source: PathBuf,
+}
+
+/// `[a-z0-9-]{1,32}`: safe in paths, metric labels, Redis prefixes and role names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AppName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid = (1..=32).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(AppName(name))
+        } else {
+            Err(format!(
+                "app name {name:?} must be 1 to 32 characters of a-z, 0-9 and -"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for AppName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Resources {
+    /// Aggregate cap over all live instances of the app.
+    pub memory: ByteSize,
+    /// Ceiling for one instance.
+    pub instance_memory: ByteSize,
+    pub max_concurrency: NonZeroU32,
+    pub request_timeout: Duration,
+    /// Request bodies past this get 413.
+    pub max_body: ByteSize,
+}
+
+pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 100;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_BODY: ByteSize = ByteSize::mib(10);
+/// A 32-bit linear memory cannot grow past 4 GiB, so neither can an instance.
+pub const MAX_INSTANCE_MEMORY: ByteSize = ByteSize::gib(4);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub host: HostPattern,
+    /// Path prefix, matched on whole segments; the longest wins.
+    pub path: String,
+    pub websocket: bool,
+}
+
+/// An exact host name, or `*.domain` matching any name below `domain`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix including its leading dot: `.sites.alorig.com`.
+    Wildcard(String),
+}
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+    fn try_from(host: String) -> Result<Self, String> {
+        let host = host.to_ascii_lowercase();
+        let (pattern, name) = match host.strip_prefix("*.") {
+            Some(rest) => (HostPattern::Wildcard(format!(".{rest}")), rest.to_string()),
+            None => (HostPattern::Exact(host.clone()), host.clone()),
+        };
+        let valid_label = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+            return Err(format!(
+                "route host {host:?} must be a host name like \"api.example.com\" or \"*.example.com\" (no scheme, port or path)"
+            ));
+        }
+        Ok(pattern)
+    }
+}
+
+impl HostPattern {
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => name == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StaticSite {
+    pub host: HostPattern,
+    pub root: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct Postgres {
+    pub database: String,
+    pub max_connections: NonZeroU32,
+    pub statement_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Redis {
+    pub db: u8,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct OutboundHttp {
+    /// `scheme://host[:port]` patterns; empty means no outbound HTTP at all.
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Timer {
+    pub name: String,
+    pub schedule: Schedule,
+}
+
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Five cron fields, interpreted in `timezone` (an IANA name).
+    Cron { expression: String, timezone: String },
+    Every(Duration),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The host environment variable holding the value.
+    pub env: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestToml {
+    name: AppName,
+    component: PathBuf,
+    #[serde(default)]
+    resources: ResourcesToml,
+    #[serde(default)]
+    routes: Vec<RouteToml>,
+    #[serde(rename = "static")]
+    static_site: Option<StaticToml>,
+    postgres: Option<PostgresToml>,
+    redis: Option<RedisToml>,
+    outbound_http: Option<OutboundToml>,
+    #[serde(default)]
+    timers: Vec<TimerToml>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretSource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResourcesToml {
+    memory: Option<ByteSize>,
+    instance_memory: Option<ByteSize>,
+    max_concurrency: Option<NonZeroU32>,
+    request_timeout: Option<HumanDuration>,
+    max_body: Option<ByteSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteToml {
+    host: HostPattern,
+    path: Option<String>,
+    #[serde(default)]
+    websocket: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticToml {
+    host: HostPattern,
+    root: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresToml {
+    database: String,
+    max_connections: Option<NonZeroU32>,
+    statement_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisToml {
+    db: u8,
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundToml {
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimerToml {
+    name: String,
+    cron: Option<String>,
+    timezone: Option<String>,
+    every: Option<HumanDuration>,
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read manifest {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates manifest text; `path` names it in errors and anchors `component`.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest> {
+        let raw: ManifestToml = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let at = |field: &str| format!("{}: {field}", path.display());
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let memory = raw.resources.memory.unwrap_or(DEFAULT_MEMORY);
+        let instance_memory = raw
+            .resources
+            .instance_memory
+            .unwrap_or(memory)
+            .min(MAX_INSTANCE_MEMORY);
+        if memory.bytes() < 1 << 20 {
+            bail!("{}: must be at least 1MiB, not {memory}", at("resources.memory"));
+        }
+        if instance_memory > memory {
+            bail!(
+                "{}: {instance_memory} is more than the app's whole memory cap {memory}",
+                at("resources.instance_memory")
+            );
+        }
+        let request_timeout = raw
+            .resources
+            .request_timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if request_timeout.is_zero() {
+            bail!("{}: must be more than zero", at("resources.request_timeout"));
+        }
+        let resources = Resources {
+            memory,
+            instance_memory,
+            max_concurrency: raw
+                .resources
+                .max_concurrency
+                .unwrap_or(NonZeroU32::new(DEFAULT_MAX_CONCURRENCY).unwrap()),
+            request_timeout,
+            max_body: raw.resources.max_body.unwrap_or(DEFAULT_MAX_BODY),
+        };
+
+        let mut routes = Vec::new();
+        for (i, route) in raw.routes.into_iter().enumerate() {
+            let path = route.path.unwrap_or_else(|| "/".to_string());
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                bail!("{}: {path:?} must be a path starting with /", at(&format!("routes[{i}].path")));
+            }
+            let route = Route { host: route.host, path: normalize_prefix(&path), websocket: route.websocket };
+            if routes.contains(&route) {
+                bail!("{}: {} {} is listed twice", at(&format!("routes[{i}]")), route.host, route.path);
+            }
+            routes.push(route);
+        }
+
+        let postgres = match raw.postgres {
+            None => None,
+            Some(pg) => {
+                let valid = !pg.database.is_empty()
+                    && pg.database.len() <= 63
+                    && pg.database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    bail!("{}: {:?} must be 1 to 63 characters of a-z, 0-9 and _", at("postgres.database"), pg.database);
+                }
+                Some(Postgres {
+                    database: pg.database,
+                    max_connections: pg.max_connections.unwrap_or(NonZeroU32::new(5).unwrap()),
+                    statement_timeout: pg.statement_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+                })
+            }
+        };
+
+        let redis = match raw.redis {
+            None => None,
+            Some(redis) => {
+                if redis.db > 15 {
+                    bail!("{}: {} is past Redis's default 16 databases (0-15)", at("redis.db"), redis.db);
+                }
+                let valid = !redis.prefix.is_empty()
+                    && redis.prefix.len() <= 64
+                    && redis.prefix.ends_with(':')
+                    && !redis.prefix.contains(['*', '?', '[', ']', '\\', ' ']);
+                if !valid {
+                    bail!(
+                        "{}: {:?} must end with ':' and contain no glob characters (e.g. \"{}:\")",
+                        at("redis.prefix"), redis.prefix, raw.name
+                    );
+                }
+                Some(Redis { db: redis.db, prefix: redis.prefix })
+            }
+        };
+
+        let outbound_http = OutboundHttp {
+            allowed_hosts: raw.outbound_http.map(|o| o.allowed_hosts).unwrap_or_default(),
+        };
+        for (i, pattern) in outbound_http.allowed_hosts.iter().enumerate() {
+            let rest = pattern.strip_prefix("https://").or_else(|| pattern.strip_prefix("http://"));
+            match rest {
+                Some(rest) if !rest.is_empty() && !rest.contains(['/', '?', '#', '@']) => {}
+                _ => bail!(
+                    "{}: {pattern:?} must be scheme://host[:port], e.g. \"https://api.example.com\"",
+                    at(&format!("outbound_http.allowed_hosts[{i}]"))
+                ),
+            }
+        }
+
+        let mut timers: Vec<Timer> = Vec::new();
+        for (i, timer) in raw.timers.into_iter().enumerate() {
+            let field = |f: &str| at(&format!("timers[{i}].{f}"));
+            if timer.name.is_empty() || timers.iter().any(|t| t.name == timer.name) {
+                bail!("{}: {:?} must be a non-empty name used once", field("name"), timer.name);
+            }
+            let schedule = match (timer.cron, timer.every) {
+                (Some(expression), None) => {
+                    let fields = expression.split_whitespace().count();
+                    if fields != 5 {
+                        bail!("{}: {expression:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday)", field("cron"));
+                    }
+                    Schedule::Cron { expression, timezone: timer.timezone.unwrap_or_else(|| "UTC".into()) }
+                }
+                (None, Some(every)) if !every.0.is_zero() => {
+                    if timer.timezone.is_some() {
+                        bail!("{}: only applies to cron timers", field("timezone"));
+                    }
+                    Schedule::Every(every.0)
+                }
+                (None, Some(_)) => bail!("{}: must be more than zero", field("every")),
+                _ => bail!("{}: give exactly one of `cron` or `every`", at(&format!("timers[{i}]"))),
+            };
+            timers.push(Timer { name: timer.name, schedule });
+        }
+
+        for key in raw.env.keys().chain(raw.secrets.keys()) {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                bail!("{}: {key:?} is not a valid environment variable name", at("env"));
+            }
+        }
+        if let Some(key) = raw.env.keys().find(|k| raw.secrets.contains_key(*k)) {
+            bail!("{}: {key:?} is set in both [env] and [secrets]", at("secrets"));
+        }
+
+        Ok(Manifest {
+            component: base.join(&raw.component),
+            name: raw.name,
+            resources,
+            routes,
+            static_site: raw.static_site.map(|s| StaticSite { host: s.host, root: s.root }),
+            postgres,
+            redis,
+            outbound_http,
+            timers,
+            env: raw.env,
+            secrets: raw.secrets,
+            source: path.to_path_buf(),
+        })
+    }
+}
+
+/// `/api/` and `/api` are the same prefix; `/` stays `/`.
+fn normalize_prefix(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(Path::new("manifests/app.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let m = parse(include_str!("../../tests/fixtures/contract-example.toml")).unwrap();
+        assert_eq!(m.name.as_str(), "psydge");
+        assert_eq!(m.component, Path::new("manifests/../target/wasm32-wasip2/release/psydge.wasm"));
+        assert_eq!(m.resources.memory, ByteSize::mib(1750));
+        assert_eq!(m.resources.instance_memory, ByteSize::mib(64));
+        assert_eq!(m.resources.max_concurrency.get(), 256);
+        assert_eq!(m.routes.len(), 2);
+        assert!(m.routes[1].websocket);
+        assert_eq!(m.redis.as_ref().unwrap().prefix, "psydge:");
+        assert_eq!(m.timers.len(), 2);
+        assert!(matches!(m.timers[1].schedule, Schedule::Every(d) if d == Duration::from_secs(5)));
+        assert_eq!(m.secrets["ANTHROPIC_API_KEY"].env, "PSYDGE_ANTHROPIC_API_KEY");
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let m = parse("name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        assert_eq!(m.resources.memory, DEFAULT_MEMORY);
+        assert_eq!(m.resources.instance_memory, DEFAULT_MEMORY);
+        assert_eq!(m.resources.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert!(m.outbound_http.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn every_bad_manifest_in_the_fixtures_gets_its_expected_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad-manifests");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let expected = std::fs::read_to_string(path.with_extension("err")).unwrap();
+                let err = Manifest::load(&path).unwrap_err().to_string();
+                let name = path.file_name().unwrap().to_string_lossy();
+                let expected = expected.trim().replace("{file}", &format!("{}/{name}", dir.display()));
+                assert_eq!(err, expected, "fixture {name}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} fixtures found");
+    }
+
+    #[test]
+    fn names_hosts_and_prefixes_are_checked() {
+        assert!(error("name = \"Psydge\"\ncomponent = \"a.wasm\"").contains("must be 1 to 32 characters"));
+        let e = error("name = \"a\"\ncomponent = \"a.wasm\"\n[[routes]]\nhost = \"https://x.com\"");
+        assert!(e.contains("app.toml:4:") && e.contains("must be a host name"), "{e}");
+        assert!(HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("a.sites.alorig.com"));
+        assert!(!HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("sites.alorig.com"));
+    }
+
+    #[test]
+    fn route_prefixes_are_normalized() {
+        assert_eq!(normalize_prefix("/api/"), "/api");
+        assert_eq!(normalize_prefix("/"), "/");
+    }
+}

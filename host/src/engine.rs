@@ -1,0 +1,137 @@
+//! The one wasmtime [`Engine`] the host runs every app on, and the compile cache.
+//!
+//! Choices, and why:
+//! * Pooling allocator with copy-on-write memory images: a fresh instance per
+//!   request costs microseconds, and memory slots are reused, not re-mapped.
+//! * Epoch interruption with one ticker thread for the whole engine: a guest that
+//!   computes forever is preempted every tick (so it cannot pin a tokio worker)
+//!   and trapped at its deadline.
+//! * Components are compiled ahead of time, off the request path, and cached on
+//!   disk by content hash, so a restart or a second `up` never recompiles.
+
+use anyhow::{Context as _, Result};
+use sha2::{Digest as _, Sha256};
+use std::{
+    hash::{Hash as _, Hasher as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, component::Component};
+
+/// How often the epoch advances; also how often a computing guest yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine, sized for `max_instances` live instances across all apps.
+pub fn build_engine(max_instances: u32) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    // Rust `wasm32-wasip2` components hold a handful of core instances and at most
+    // two memories; these per-component bounds leave room for other toolchains.
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances.saturating_mul(8))
+        .total_memories(max_instances.saturating_mul(2))
+        .total_tables(max_instances.saturating_mul(4))
+        .total_stacks(max_instances)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .table_elements(100_000)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20)
+        // The per-app accountant enforces the real ceilings; the pool only
+        // needs slots as large as the largest possible 32-bit memory.
+        .max_memory_size(crate::config::manifest::MAX_INSTANCE_MEMORY.bytes() as usize)
+        // Keep a little of each slot resident so small instances reuse warm pages
+        // instead of faulting them in again on every request.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(64 << 10);
+
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_init_cow(true)
+        .wasm_component_model(true);
+    Engine::new(&config).map_err(anyhow::Error::from).context("cannot set up the WebAssembly engine")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, for
+/// as long as the process lives.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// Compiled components on disk, keyed by the component's content hash and the
+/// engine's compatibility hash (a wasmtime upgrade or config change misses).
+#[derive(Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+/// A loaded component and where it came from.
+pub struct Compiled {
+    pub component: Component,
+    /// Hex SHA-256 of the component bytes.
+    pub digest: String,
+    /// Whether it was loaded from the cache rather than compiled now.
+    pub cached: bool,
+}
+
+impl CompileCache {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { dir: data_dir.join("compiled") }
+    }
+
+    /// Loads `bytes` as a component, compiling it on a blocking thread unless a
+    /// compiled copy is cached. Call only after [`crate::validate::check_bytes`].
+    pub async fn load(&self, engine: &Engine, bytes: Arc<Vec<u8>>) -> Result<Compiled> {
+        let digest = hex::encode(Sha256::digest(bytes.as_slice()));
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let path = self.dir.join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()));
+
+        if path.exists() {
+            // SAFETY: files in this folder are written only by `store` below, via
+            // write-then-rename, from `Engine::precompile_component` of this same
+            // engine configuration (the file name carries its compatibility hash).
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(Compiled { component, digest, cached: true }),
+                Err(err) => tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {err:#}"),
+            }
+        }
+
+        let compile_engine = engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || compile_engine.precompile_component(&bytes))
+            .await
+            .context("the compiler thread failed")?
+            .map_err(anyhow::Error::from)
+            .context("component does not compile")?;
+        self.store(&path, &compiled)?;
+        // SAFETY: as above; the file was just written from this engine's output.
+        let component = unsafe { Component::deserialize_file(engine, &path) }
+            .map_err(anyhow::Error::from)
+            .context("cannot load the compiled component")?;
+        Ok(Compiled { component, digest, cached: false })
+    }
+
+    fn store(&self, path: &Path, compiled: &[u8]) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, compiled).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! Runs one request in a fresh instance of an app and turns every way that can
+//! end into an HTTP answer and a metric:
+//!
+//! | what happened                                   | answer | metric                          |
+//! |-------------------------------------------------|--------|---------------------------------|
+//! | guest answered                                  | its own| requests_total{status}          |
+//! | no permit (`max_concurrency` reached)           | 503    | rejected_total{concurrency}     |
+//! | instance cannot start within the memory budget  | 503    | rejected_total{memory_budget}   |
+//! | memory growth refused mid-request, then trapped | 500    | traps_total{memory_limit}       |
+//! | deadline passed (computing or blocked)          | 504    | traps_total{deadline}           |
+//! | any other trap                                  | 500    | traps_total{trap}               |
+//! | request body past `max_body`                    | 413    | requests_total{413}             |
+//!
+//! The instance lives in its own task: it is dropped (and its memory given back)
+//! when the guest finishes, traps, or passes its deadline, whichever comes first.
+//! Nothing here can affect another request: a trap ends only its own store.
+
+use super::body::LimitedBody;
+use crate::{app::App, limits::Refusal, metrics::{RejectReason, TrapReason}};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use std::{sync::{Arc, atomic::Ordering}, time::Instant};
+use wasmtime::Trap;
+use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::Scheme, body::HyperOutgoingBody}};
+
+pub type Response = hyper::Response<HyperOutgoingBody>;
+
+/// How the guest's task ended, when it did not deliver a response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Rejected(RejectReason),
+    Trapped(TrapReason),
+}
+
+pub async fn invoke(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
+    let response = run(app, req, started).await;
+    app.metrics.request(response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
+    let max_body = app.manifest.resources.max_body.bytes();
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body) {
+        return plain(413, "request body too large\n");
+    }
+
+    let Ok(permit) = app.concurrency.clone().try_acquire_owned() else {
+        app.metrics.rejected(RejectReason::Concurrency);
+        return overloaded();
+    };
+
+    let (req, body_exceeded) = {
+        let (parts, body) = req.into_parts();
+        let (body, exceeded) = LimitedBody::new(body, max_body);
+        (hyper::Request::from_parts(parts, body), exceeded)
+    };
+
+    let mut store = app.new_store(started);
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let prepared = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(sender)?)));
+    let (guest_req, out) = match prepared {
+        Ok(resources) => resources,
+        Err(err) => {
+            tracing::error!(app = %app.name, "cannot hand the request to the guest: {err:#}");
+            return plain(500, "internal error\n");
+        }
+    };
+
+    let task_app = app.clone();
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        let app = task_app;
+        let timeout = app.manifest.resources.request_timeout.saturating_sub(started.elapsed());
+        let outcome = tokio::time::timeout(timeout, async {
+            let proxy = match app.pre.instantiate_async(&mut store).await {
+                Ok(proxy) => proxy,
+                Err(err) => return Err((true, err)),
+            };
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, guest_req, out)
+                .await
+                .map_err(|err| (false, err))
+        })
+        .await;
+        let refusal = store.data().limiter.refusal();
+        drop(store);
+        let failure = match outcome {
+            Ok(Ok(())) => return None,
+            Err(_) => Failure::Trapped(TrapReason::Deadline),
+            Ok(Err((starting, ref err))) => classify(starting, err, refusal),
+        };
+        match failure {
+            Failure::Rejected(reason) => app.metrics.rejected(reason),
+            Failure::Trapped(reason) => {
+                app.metrics.trap(reason);
+                tracing::warn!(app = %app.name, reason = ?reason, "guest instance ended: {}", first_line(&outcome_error(&outcome)));
+            }
+        }
+        Some(failure)
+    });
+
+    let answer = receiver.await;
+    if body_exceeded.load(Ordering::Acquire) {
+        return plain(413, "request body too large\n");
+    }
+    match answer {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            tracing::warn!(app = %app.name, "guest answered with an error: {code:?}");
+            plain(500, "internal error\n")
+        }
+        // The guest ended without answering: its task says why.
+        Err(_) => match task.await {
+            Ok(Some(Failure::Rejected(_))) => overloaded(),
+            Ok(Some(Failure::Trapped(TrapReason::Deadline))) => plain(504, "request deadline passed\n"),
+            Ok(Some(Failure::Trapped(_))) => plain(500, "internal error\n"),
+            Ok(None) => {
+                tracing::warn!(app = %app.name, "guest returned without setting a response");
+                plain(500, "internal error\n")
+            }
+            Err(join) => {
+                tracing::error!(app = %app.name, "request task failed: {join}");
+                plain(500, "internal error\n")
+            }
+        },
+    }
+}
+
+/// Decides why an instance failed, from the error and the limiter's record.
+fn classify(starting: bool, err: &wasmtime::Error, refusal: Option<Refusal>) -> Failure {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Failure::Trapped(TrapReason::Deadline);
+    }
+    match (starting, refusal) {
+        (true, Some(Refusal::AppBudget)) => Failure::Rejected(RejectReason::MemoryBudget),
+        (_, Some(_)) => Failure::Trapped(TrapReason::MemoryLimit),
+        (_, None) => Failure::Trapped(TrapReason::Trap),
+    }
+}
+
+fn outcome_error<T>(outcome: &Result<Result<T, (bool, wasmtime::Error)>, tokio::time::error::Elapsed>) -> String {
+    match outcome {
+        Ok(Err((_, err))) => format!("{err:#}"),
+        Ok(Ok(_)) => String::new(),
+        Err(_) => "wall-clock deadline passed while blocked in a host call".to_string(),
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// A response the host itself gives.
+pub fn plain(status: u16, text: &'static str) -> Response {
+    hyper::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+/// 503 with `Retry-After`: the app is at its memory budget or concurrency limit.
+fn overloaded() -> Response {
+    let mut response = plain(503, "app is at its capacity, retry shortly\n");
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
+}

@@ -1,0 +1,120 @@
+//! Picks the app for a request: by `Host` (exact, or `*.domain` wildcard) and the
+//! longest path prefix, matched on whole path segments. On equal prefixes an
+//! exact host beats a wildcard, and a longer wildcard beats a shorter one.
+
+use crate::{app::App, config::manifest::HostPattern};
+use anyhow::{Result, bail};
+use std::{collections::HashMap, sync::Arc};
+
+struct Entry {
+    prefix: String,
+    app: Arc<App>,
+}
+
+#[derive(Default)]
+pub struct Router {
+    /// Routes by exact host, longest prefix first.
+    exact: HashMap<String, Vec<Entry>>,
+    /// (suffix with its leading dot, route), longest suffix first.
+    wildcard: Vec<(String, Entry)>,
+    apps: Vec<Arc<App>>,
+}
+
+impl Router {
+    /// Builds the table; two apps claiming the same host and path is an error.
+    pub fn new(apps: Vec<Arc<App>>) -> Result<Self> {
+        let mut router = Router::default();
+        let mut claimed: HashMap<(String, String), Arc<str>> = HashMap::new();
+        for app in &apps {
+            for route in &app.manifest.routes {
+                let key = (route.host.to_string(), route.path.clone());
+                if let Some(owner) = claimed.insert(key.clone(), app.name.clone()) {
+                    bail!(
+                        "route {}{} is claimed by both {owner} and {} (in {})",
+                        key.0, key.1, app.name, app.manifest.source.display()
+                    );
+                }
+                let entry = Entry { prefix: route.path.clone(), app: app.clone() };
+                match &route.host {
+                    HostPattern::Exact(host) => router.exact.entry(host.clone()).or_default().push(entry),
+                    HostPattern::Wildcard(suffix) => router.wildcard.push((suffix.clone(), entry)),
+                }
+            }
+        }
+        for entries in router.exact.values_mut() {
+            entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        }
+        router
+            .wildcard
+            .sort_by(|a, b| (b.1.prefix.len(), b.0.len()).cmp(&(a.1.prefix.len(), a.0.len())));
+        router.apps = apps;
+        Ok(router)
+    }
+
+    pub fn apps(&self) -> &[Arc<App>] {
+        &self.apps
+    }
+
+    /// The app serving `host` (lowercase, without port) and `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<App>> {
+        let exact = self
+            .exact
+            .get(host)
+            .and_then(|entries| entries.iter().find(|e| prefix_matches(&e.prefix, path)));
+        let wildcard = self
+            .wildcard
+            .iter()
+            .filter(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, entry)| entry)
+            .find(|e| prefix_matches(&e.prefix, path));
+        match (exact, wildcard) {
+            (Some(e), Some(w)) if w.prefix.len() > e.prefix.len() => Some(&w.app),
+            (Some(e), _) => Some(&e.app),
+            (None, w) => w.map(|w| &w.app),
+        }
+    }
+}
+
+/// `/api` matches `/api` and `/api/x`, not `/apix`; `/` matches everything.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The request's host, lowercased and without a port.
+pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())?;
+    // `name:port`, or `[v6]:port` for an IP literal.
+    let host = match raw.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => raw.split(':').next().unwrap_or(raw),
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+    }
+
+    #[test]
+    fn hosts_lose_their_port_and_case() {
+        let req = |host: &str| http::Request::builder().header("host", host).body(()).unwrap();
+        assert_eq!(request_host(&req("API.Psydge.com:8080")).unwrap(), "api.psydge.com");
+        assert_eq!(request_host(&req("api.psydge.com")).unwrap(), "api.psydge.com");
+        assert_eq!(request_host(&req("api.psydge.com.")).unwrap(), "api.psydge.com");
+    }
+}

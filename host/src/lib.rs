@@ -1,0 +1,28 @@
+//! alorig-host runs many web apps as sandboxed WebAssembly components in one
+//! process, each with a hard memory budget and only the capabilities its
+//! manifest grants.
+//!
+//! ```text
+//!  config ──> Runtime (engine · linker of capabilities · compile cache · metrics)
+//!                │
+//!  manifests ──> App (manifest · pre-linked component · memory budget · limits)
+//!                │
+//!  ingress ──> Router (host + longest path) ──> invoke: fresh Store per request
+//!                                                 │  InstanceLimiter charges the app's budget
+//!                                                 │  epoch deadline + wall-clock timeout
+//!                                                 └─ capabilities: wasi, wasi:http, …
+//!  admin ──> /healthz, /metrics
+//! ```
+
+pub mod admin;
+pub mod app;
+pub mod capabilities;
+pub mod config;
+pub mod engine;
+pub mod ingress;
+pub mod limits;
+pub mod metrics;
+pub mod runtime;
+pub mod serve;
+pub mod state;
+pub mod validate;

@@ -1,0 +1,88 @@
+//! The `alorig-host` command line (names fixed by CONTRACT.md). Every failure is
+//! one line on stderr saying what is wrong and where, and a non-zero exit.
+
+use alorig_host::{config::{HostConfig, Manifest}, runtime::Runtime, serve, validate};
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Parser)]
+#[command(name = "alorig-host", version, about = "Run many web apps as sandboxed WebAssembly components on one server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host in the foreground, with the apps deployed in its data dir.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a host with exactly these apps (the development loop).
+    Up {
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a manifest and its component offline: everything a deploy checks.
+    Validate {
+        manifest: PathBuf,
+        /// Use this component file instead of the manifest's `component`.
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve::run(HostConfig::load(config.as_deref())?, Vec::new()).await,
+            Command::Up { manifests, config } => serve::run(HostConfig::load(config.as_deref())?, manifests).await,
+            Command::Validate { manifest, component } => validate_offline(manifest, component).await,
+        }
+    })
+}
+
+async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Result<()> {
+    let config = HostConfig::load(None)?;
+    let mut parsed = Manifest::load(&manifest)?;
+    if let Some(component) = component {
+        parsed.component = component;
+    }
+    serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
+    let runtime = Runtime::new(&config.data_dir, 4)?;
+    let app = alorig_host::app::App::load(&runtime, parsed).await?;
+    let _ = validate::check_bytes; // the same checks `up` and deploys run, via App::load
+    println!(
+        "{}: ok — app {}, {} route(s), memory cap {}, one instance starts in {}",
+        manifest.display(),
+        app.name,
+        app.manifest.routes.len(),
+        app.manifest.resources.memory,
+        alorig_host::config::ByteSize(app.startup_memory)
+    );
+    Ok(())
+}

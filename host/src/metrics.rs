@@ -1,0 +1,224 @@
+//! Prometheus metrics (names fixed by CONTRACT.md), every app series labelled
+//! `app`. Handles are resolved once per app when it is loaded ([`AppMetrics`]),
+//! so recording on the request path is an atomic add, never a label lookup or a
+//! string format.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppStatusLabel {
+    pub app: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppReasonLabel {
+    pub app: String,
+    pub reason: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s: from a cached hello to a slow report.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
+}
+
+type HistogramFamily = Family<AppLabel, Histogram, fn() -> Histogram>;
+
+/// All series of the host. One per process.
+pub struct Metrics {
+    registry: Registry,
+    memory: Family<AppLabel, Gauge>,
+    memory_peak: Family<AppLabel, Gauge>,
+    memory_limit: Family<AppLabel, Gauge>,
+    instances: Family<AppLabel, Gauge>,
+    requests: Family<AppStatusLabel, Counter>,
+    duration: HistogramFamily,
+    traps: Family<AppReasonLabel, Counter>,
+    rejected: Family<AppReasonLabel, Counter>,
+    host_budget: Gauge,
+    host_rss: Gauge,
+    /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
+    encode_lock: Mutex<()>,
+}
+
+/// Trap reasons (label `reason` of `alorig_app_traps_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapReason {
+    MemoryLimit,
+    Deadline,
+    Trap,
+}
+
+impl TrapReason {
+    fn label(self) -> &'static str {
+        match self {
+            TrapReason::MemoryLimit => "memory_limit",
+            TrapReason::Deadline => "deadline",
+            TrapReason::Trap => "trap",
+        }
+    }
+}
+
+/// Rejection reasons (label `reason` of `alorig_app_rejected_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    MemoryBudget,
+    Concurrency,
+}
+
+impl RejectReason {
+    fn label(self) -> &'static str {
+        match self {
+            RejectReason::MemoryBudget => "memory_budget",
+            RejectReason::Concurrency => "concurrency",
+        }
+    }
+}
+
+/// Status codes whose counter is resolved once, on first use; others go through
+/// the family each time.
+const COMMON_STATUSES: [u16; 8] = [200, 201, 204, 404, 413, 500, 503, 504];
+
+/// One app's metric handles.
+#[derive(Clone)]
+pub struct AppMetrics {
+    app: String,
+    pub memory: Gauge,
+    pub memory_peak: Gauge,
+    pub memory_limit: Gauge,
+    pub instances: Gauge,
+    requests_common: Arc<[OnceLock<Counter>; COMMON_STATUSES.len()]>,
+    requests: Family<AppStatusLabel, Counter>,
+    pub duration: Histogram,
+    traps: [Counter; 3],
+    rejected: [Counter; 2],
+}
+
+impl AppMetrics {
+    pub fn request(&self, status: u16, seconds: f64) {
+        let label = || AppStatusLabel { app: self.app.clone(), status };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                self.requests_common[i].get_or_init(|| self.requests.get_or_create_owned(&label())).inc();
+            }
+            None => {
+                self.requests.get_or_create(&label()).inc();
+            }
+        }
+        self.duration.observe(seconds);
+    }
+
+    pub fn trap(&self, reason: TrapReason) {
+        self.traps[reason as usize].inc();
+    }
+
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejected[reason as usize].inc();
+    }
+
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason as usize].get()
+    }
+
+    pub fn trap_count(&self, reason: TrapReason) -> u64 {
+        self.traps[reason as usize].get()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let memory = Family::<AppLabel, Gauge>::default();
+        let memory_peak = Family::<AppLabel, Gauge>::default();
+        let memory_limit = Family::<AppLabel, Gauge>::default();
+        let instances = Family::<AppLabel, Gauge>::default();
+        let requests = Family::<AppStatusLabel, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let traps = Family::<AppReasonLabel, Counter>::default();
+        let rejected = Family::<AppReasonLabel, Counter>::default();
+        let host_budget = Gauge::default();
+        let host_rss = Gauge::default();
+        registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
+        registry.register("alorig_app_memory_peak_bytes", "Highest guest memory in use since start", memory_peak.clone());
+        registry.register("alorig_app_memory_limit_bytes", "The manifest's memory cap", memory_limit.clone());
+        registry.register("alorig_app_instances", "Live instances", instances.clone());
+        registry.register("alorig_app_requests", "Requests answered, by HTTP status", requests.clone());
+        registry.register("alorig_app_request_duration_seconds", "Time to the response head", duration.clone());
+        registry.register("alorig_app_traps", "Instances ended by a trap, by reason", traps.clone());
+        registry.register("alorig_app_rejected", "Requests refused before starting, by reason", rejected.clone());
+        registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
+        registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
+        Self {
+            registry,
+            memory,
+            memory_peak,
+            memory_limit,
+            instances,
+            requests,
+            duration,
+            traps,
+            rejected,
+            host_budget,
+            host_rss,
+            encode_lock: Mutex::new(()),
+        }
+    }
+
+    /// Resolves (or re-uses, across versions of the app) its handles.
+    pub fn app(&self, app: &str) -> AppMetrics {
+        let label = AppLabel { app: app.to_string() };
+        let reason = |family: &Family<AppReasonLabel, Counter>, reason: &'static str| {
+            family.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })
+        };
+        AppMetrics {
+            app: app.to_string(),
+            memory: self.memory.get_or_create_owned(&label),
+            memory_peak: self.memory_peak.get_or_create_owned(&label),
+            memory_limit: self.memory_limit.get_or_create_owned(&label),
+            instances: self.instances.get_or_create_owned(&label),
+            requests_common: Arc::new(Default::default()),
+            requests: self.requests.clone(),
+            duration: self.duration.get_or_create_owned(&label),
+            traps: [TrapReason::MemoryLimit, TrapReason::Deadline, TrapReason::Trap]
+                .map(|r| reason(&self.traps, r.label())),
+            rejected: [RejectReason::MemoryBudget, RejectReason::Concurrency]
+                .map(|r| reason(&self.rejected, r.label())),
+        }
+    }
+
+    pub fn set_host_budget(&self, bytes: u64) {
+        self.host_budget.set(bytes as i64);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        self.host_rss.set(resident_memory_bytes() as i64);
+        let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The process's resident set size, from `/proc/self/statm` (0 elsewhere).
+pub fn resident_memory_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}

@@ -1,0 +1,28 @@
+//! What every app shares: the engine, the linker of host capabilities, the
+//! compile cache and the metrics registry.
+
+use crate::{capabilities, engine::{self, CompileCache}, metrics::Metrics, state::InstanceState};
+use anyhow::Result;
+use std::{path::Path, sync::Arc};
+use wasmtime::{Engine, component::Linker};
+
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<InstanceState>,
+    pub cache: CompileCache,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    pub fn new(data_dir: &Path, max_instances: u32) -> Result<Self> {
+        let engine = engine::build_engine(max_instances)?;
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)?;
+        Ok(Self { engine, linker, cache: CompileCache::new(data_dir), metrics: Arc::new(Metrics::new()) })
+    }
+
+    /// Starts the epoch ticker; call once when the runtime will serve.
+    pub fn start(&self) {
+        engine::start_epoch_ticker(&self.engine);
+    }
+}

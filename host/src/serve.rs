@@ -1,0 +1,108 @@
+//! Running a host: load the apps, check they fit the host's memory budget, bind
+//! the ingress and admin listeners, serve until SIGINT/SIGTERM, then drain.
+
+use crate::{
+    admin::Admin,
+    app::App,
+    config::{ByteSize, HostConfig, Manifest},
+    ingress::{Ingress, router::Router},
+    runtime::Runtime,
+};
+use anyhow::{Context as _, Result, bail};
+use std::{path::PathBuf, sync::Arc, time::{Duration, Instant}};
+use tokio::net::TcpListener;
+
+/// How long in-flight requests may run on after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Loads every manifest's app; the first bad one stops the whole set.
+pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[PathBuf]) -> Result<Vec<Arc<App>>> {
+    let manifests = manifests.iter().map(|p| Manifest::load(p)).collect::<Result<Vec<_>>>()?;
+    check_budget(config.memory_budget, &manifests)?;
+    for (i, m) in manifests.iter().enumerate() {
+        if let Some(other) = manifests[..i].iter().find(|o| o.name == m.name) {
+            bail!("{}: app name {} is already used by {}", m.source.display(), m.name, other.source.display());
+        }
+    }
+    let mut apps = Vec::new();
+    for manifest in manifests {
+        let started = Instant::now();
+        let app = App::load(runtime, manifest).await?;
+        tracing::info!(
+            app = %app.name,
+            digest = &app.digest[..12],
+            cached = app.compiled_from_cache,
+            startup_memory = app.startup_memory,
+            "loaded in {:.0?}", started.elapsed()
+        );
+        apps.push(Arc::new(app));
+    }
+    Ok(apps)
+}
+
+/// The apps' memory caps must add up to no more than the host's budget.
+pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> Result<()> {
+    let total: u64 = manifests.iter().map(|m| m.resources.memory.bytes()).sum();
+    if total > budget.bytes() {
+        let each: Vec<String> = manifests.iter().map(|m| format!("{} {}", m.name, m.resources.memory)).collect();
+        bail!(
+            "the apps' memory caps add up to {} ({}), more than the host's memory_budget of {budget}",
+            ByteSize(total),
+            each.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs a host with exactly these apps (`up`), or with none yet (`serve`).
+pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
+    let runtime = Runtime::new(&config.data_dir, config.max_instances)?;
+    runtime.metrics.set_host_budget(config.memory_budget.bytes());
+    let apps = load_apps(&runtime, &config, &manifests).await?;
+    let router = Router::new(apps)?;
+    runtime.start();
+
+    let ingress_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin_listen)", config.admin_listen))?;
+    let ingress_addr = ingress_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    println!("alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}");
+    for app in router.apps() {
+        for route in &app.manifest.routes {
+            println!(
+                "  {:<16} http://{}:{}{}   (curl -H 'Host: {}' http://{ingress_addr}{})",
+                app.name,
+                route.host.to_string().replace('*', "any"),
+                ingress_addr.port(),
+                route.path,
+                route.host.to_string().replace('*', "any"),
+                route.path,
+            );
+        }
+        if app.manifest.routes.is_empty() {
+            println!("  {:<16} (no [[routes]]: not reachable over HTTP)", app.name);
+        }
+    }
+
+    let ingress = Arc::new(Ingress::new(router, config.header_read_timeout));
+    let admin = Arc::new(Admin { metrics: runtime.metrics.clone() });
+    tokio::spawn(admin.serve(admin_listener));
+    ingress.serve(ingress_listener, shutdown_signal(), DRAIN).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

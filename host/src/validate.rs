@@ -1,0 +1,61 @@
+//! Checks a component before it may serve: that the bytes are a component (not a
+//! core module or something else), that every import is something the host
+//! provides, and that it exports a `wasi:http` handler. Used by `validate`, `up`
+//! and deploys alike, so all three refuse the same things with the same words.
+
+use crate::state::InstanceState;
+use anyhow::{Result, anyhow, bail};
+use std::path::Path;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+/// Component binaries use version 0x0d with layer 1.
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
+
+/// Cheap checks on the raw bytes, before spending time compiling them.
+pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = path.display();
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        bail!("{path}: not a WebAssembly component (the file does not start with the \\0asm header)");
+    }
+    let version: [u8; 4] = bytes[4..8].try_into().expect("slice of 4");
+    if version == CORE_MODULE_VERSION {
+        bail!("{path}: is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)");
+    }
+    if version != COMPONENT_VERSION {
+        bail!("{path}: unsupported WebAssembly binary version {version:02x?}; expected a component (wasm32-wasip2)");
+    }
+    Ok(())
+}
+
+/// Links the component against what the host provides and checks its export.
+pub fn check_linkable(path: &Path, linker: &Linker<InstanceState>, component: &Component) -> Result<ProxyPre<InstanceState>> {
+    let path = path.display();
+    let pre = linker.instantiate_pre(component).map_err(|err| {
+        anyhow!("{path}: imports something alorig-host does not provide: {}", one_line(err))
+    })?;
+    ProxyPre::new(pre).map_err(|err| {
+        anyhow!("{path}: does not export a wasi:http/incoming-handler (a wasi:http proxy component is needed): {}", one_line(err))
+    })
+}
+
+fn one_line(err: wasmtime::Error) -> String {
+    format!("{:#}", anyhow::Error::from(err)).replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_components_are_named_for_what_they_are() {
+        let p = Path::new("x.wasm");
+        assert!(check_bytes(p, b"hello world").unwrap_err().to_string().contains("does not start with the \\0asm header"));
+        let module = wat::parse_str("(module)").unwrap();
+        assert!(check_bytes(p, &module).unwrap_err().to_string().contains("is a core WebAssembly module, not a component"));
+        let component = wat::parse_str("(component)").unwrap();
+        check_bytes(p, &component).unwrap();
+    }
+}

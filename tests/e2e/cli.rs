@@ -1,0 +1,85 @@
+//! `validate` and `up` refuse bad input with one clear line and a non-zero exit.
+
+use crate::harness::{guest, manifest, run_cli, workspace_root};
+
+fn one_line_error(args: &[&str]) -> String {
+    let (code, stdout, stderr) = run_cli(args);
+    assert_ne!(code, 0, "expected failure for {args:?}; stdout: {stdout}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Backtrace"), "{stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn validate_accepts_a_good_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hello.toml");
+    std::fs::write(&path, manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\"")).unwrap();
+    let (code, stdout, stderr) = run_cli(&["validate", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok — app hello, 1 route(s), memory cap 128MiB"), "{stdout}");
+}
+
+#[test]
+fn malformed_manifests_are_refused_by_validate_and_up_with_the_line() {
+    let fixtures = workspace_root().join("host/tests/fixtures/bad-manifests");
+    for name in ["unknown-key", "bad-size", "bad-toml", "instance-over-app"] {
+        let path = fixtures.join(format!("{name}.toml"));
+        let expected = std::fs::read_to_string(fixtures.join(format!("{name}.err")))
+            .unwrap()
+            .trim()
+            .replace("{file}", path.to_str().unwrap());
+        assert_eq!(one_line_error(&["validate", path.to_str().unwrap()]), format!("error: {expected}"));
+        assert_eq!(one_line_error(&["up", path.to_str().unwrap()]), format!("error: {expected}"));
+    }
+}
+
+#[test]
+fn files_that_are_not_components_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("text.wasm", b"this is not wasm", "not a WebAssembly component (the file does not start with the \\0asm header)"),
+        ("module.wasm", b"\0asm\x01\0\0\0", "is a core WebAssembly module, not a component"),
+        ("truncated.wasm", b"\0asm\x0d\0\x01\0\x01\x05", "does not compile"),
+    ];
+    for (file, bytes, expected) in cases {
+        let component = dir.path().join(file);
+        std::fs::write(&component, bytes).unwrap();
+        let path = dir.path().join("app.toml");
+        std::fs::write(&path, format!("name = \"app\"\ncomponent = \"{file}\"\n")).unwrap();
+        for command in ["validate", "up"] {
+            let line = one_line_error(&[command, path.to_str().unwrap()]);
+            assert!(line.contains(component.to_str().unwrap()) && line.contains(expected), "{command} {file}: {line}");
+        }
+    }
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(&missing, "name = \"app\"\ncomponent = \"nowhere.wasm\"\n").unwrap();
+    let line = one_line_error(&["validate", missing.to_str().unwrap()]);
+    assert!(line.contains("component: cannot read") && line.contains("nowhere.wasm"), "{line}");
+}
+
+#[test]
+fn validate_checks_the_component_given_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, "name = \"app\"\ncomponent = \"nowhere.wasm\"\n").unwrap();
+    let hello = guest("hello");
+    let (code, stdout, stderr) = run_cli(&["validate", path.to_str().unwrap(), "--component", hello.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+#[test]
+fn apps_over_the_hosts_memory_budget_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.toml");
+    let b = dir.path().join("b.toml");
+    std::fs::write(&a, manifest("a", "hello", "[resources]\nmemory = \"1GiB\"")).unwrap();
+    std::fs::write(&b, manifest("b", "hello", "[resources]\nmemory = \"1536MiB\"")).unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "memory_budget = \"2GiB\"\n").unwrap();
+    let line = one_line_error(&["up", a.to_str().unwrap(), b.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(line, "error: the apps' memory caps add up to 2560MiB (a 1GiB, b 1536MiB), more than the host's memory_budget of 2GiB");
+}

@@ -1,0 +1,241 @@
+//! The test harness: builds the guest components from source (once per test
+//! run), starts the real `alorig-host` binary on free loopback ports with its own
+//! data dir, and talks to it over real sockets. Everything it starts is stopped
+//! and removed when the test's handle is dropped.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds every guest in `components/` for wasm32-wasip2 (release), once.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&root).args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
+        for entry in std::fs::read_dir(root.join("components")).unwrap() {
+            let dir = entry.unwrap().path();
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+            if manifest.contains("cdylib") {
+                cmd.arg("-p").arg(dir.file_name().unwrap());
+            }
+        }
+        let status = cmd.status().expect("running cargo to build the guest components");
+        assert!(status.success(), "building the guest components failed");
+    });
+    let path = workspace_root()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "guest {name} was not built at {}", path.display());
+    path
+}
+
+pub fn host_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_alorig-host")
+}
+
+/// A manifest for a test app: `name`, the guest it runs, and extra TOML.
+pub fn manifest(name: &str, guest_name: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\ncomponent = \"{}\"\n{extra}\n",
+        guest(guest_name).display()
+    )
+}
+
+/// A running `alorig-host up`.
+pub struct Host {
+    child: Child,
+    pub ingress: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Host {
+    /// Starts a host with these manifests (file name stem, text), on free ports.
+    pub fn up(manifests: &[(&str, String)]) -> Host {
+        Self::up_with(manifests, "")
+    }
+
+    /// Like [`Host::up`], with extra `host.toml` lines.
+    pub fn up_with(manifests: &[(&str, String)], host_toml: &str) -> Host {
+        Self::up_full(manifests, host_toml, &[])
+    }
+
+    /// Like [`Host::up_with`], with extra environment variables for the host.
+    pub fn up_full(manifests: &[(&str, String)], host_toml: &str, envs: &[(&str, &str)]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["up".to_string()];
+        for (stem, text) in manifests {
+            let path = dir.path().join(format!("{stem}.toml"));
+            std::fs::write(&path, text).unwrap();
+            args.push(path.display().to_string());
+        }
+        let config = dir.path().join("host.toml");
+        std::fs::write(
+            &config,
+            format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{host_toml}\n",
+                dir.path().join("data").display()),
+        )
+        .unwrap();
+        args.push("--config".into());
+        args.push(config.display().to_string());
+
+        let mut child = Command::new(host_binary())
+            .args(&args)
+            .env_remove("ALORIG_LISTEN")
+            .env_remove("ALORIG_ADMIN_LISTEN")
+            .env_remove("ALORIG_DATA_DIR")
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting alorig-host");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let stderr_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                stderr_log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("alorig-host: ingress on http://") {
+                    let (ingress, admin) = rest.split_once(", admin and /metrics on http://").unwrap();
+                    let _ = tx.send((ingress.parse::<SocketAddr>().unwrap(), admin.parse::<SocketAddr>().unwrap()));
+                }
+                stdout_log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let (ingress, admin) = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addrs) => addrs,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("alorig-host did not start; its output:\n{}", log.lock().unwrap());
+            }
+        };
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build_http();
+        Host { child, ingress, admin, dir, log, client }
+    }
+
+    /// Everything the host has printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub async fn request(&self, method: &str, host: &str, path: &str, body: Vec<u8>) -> Reply {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ingress))
+            .header("host", host)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self.client.request(req).await.expect("request to the host failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.request("GET", host, path, Vec::new()).await
+    }
+
+    /// The Prometheus exposition from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let req = http::Request::get(format!("http://{}/metrics", self.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.client.request(req).await.expect("scraping /metrics failed");
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    /// The value of one series, e.g. `metric("alorig_app_memory_bytes", "app=\"a\"")`;
+    /// 0 when the series does not exist (yet).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// Waits (up to 5 s) for a series to reach `value`, returning the last value seen.
+    pub async fn wait_metric(&self, name: &str, labels: &str, value: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = self.metric(name, labels).await;
+            if seen == value || Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn metric_value(exposition: &str, name: &str, labels: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter(|line| labels.split(',').all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the host CLI to completion: (exit code, stdout, stderr).
+/// Its data dir (compile cache) is a fresh temporary folder.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(host_binary())
+        .args(args)
+        .env("ALORIG_DATA_DIR", data.path())
+        .output()
+        .expect("running alorig-host");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Latency percentiles of a set of durations (p50, p99) in milliseconds.
+pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    (at(0.50), at(0.99))
+}

@@ -1,0 +1,96 @@
+//! The front door: body limits, slow or silent clients, oversized headers.
+
+use crate::harness::{Host, manifest};
+use std::{io::{Read as _, Write as _}, net::TcpStream, time::{Duration, Instant}};
+
+fn echo_host(extra_host_toml: &str) -> Host {
+    Host::up_with(
+        &[("echo", manifest("echo", "test-echo", "[resources]\nmax_body = \"64KiB\"\n[[routes]]\nhost = \"echo.test\""))],
+        extra_host_toml,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_the_apps_limit_get_413() {
+    let host = echo_host("");
+    let ok = host.request("POST", "echo.test", "/", vec![7u8; 64 << 10]).await;
+    assert_eq!((ok.status, ok.body.len()), (200, 64 << 10), "a body at the limit passes, byte for byte");
+    assert_eq!(host.request("POST", "echo.test", "/", vec![7u8; (64 << 10) + 1]).await.status, 413);
+
+    // Chunked, with no Content-Length: cut off while the guest reads it.
+    let mut stream = TcpStream::connect(host.ingress).unwrap();
+    write!(stream, "POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    let chunk = vec![b'x'; 16 << 10];
+    for _ in 0..8 {
+        write!(stream, "{:x}\r\n", chunk.len()).unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(host.metric("alorig_app_requests_total", "app=\"echo\",status=\"413\"").await, 2.0);
+    assert_eq!(host.wait_metric("alorig_app_memory_bytes", "app=\"echo\"", 0.0).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_dribbling_clients_are_cut_off() {
+    let host = echo_host("header_read_timeout = \"1s\"");
+    let closed_within = |mut stream: TcpStream| {
+        let started = Instant::now();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => continue, // a 408 may come first
+            }
+        }
+    };
+    // Sends nothing at all.
+    let silent = TcpStream::connect(host.ingress).unwrap();
+    let took = closed_within(silent);
+    assert!(took < Duration::from_secs(3), "a silent connection stayed open {took:?}");
+
+    // Dribbles a header byte every 300 ms.
+    let dribble = TcpStream::connect(host.ingress).unwrap();
+    let writer = dribble.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut writer = writer;
+        for byte in b"GET / HTTP/1.1\r\nHost: echo.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".iter() {
+            if writer.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    dribble.set_nodelay(true).unwrap();
+    let took = closed_within(dribble);
+    assert!(took < Duration::from_secs(3), "a dribbling client held its connection {took:?}");
+
+    // Meanwhile and afterwards, normal requests are served.
+    assert_eq!(host.request("POST", "echo.test", "/", b"hi".to_vec()).await.text(), "hi");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_clear_statuses_and_the_host_keeps_serving() {
+    let host = echo_host("");
+    let raw = |request: &[u8]| {
+        let mut stream = TcpStream::connect(host.ingress).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stream.write_all(request);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string()
+    };
+    assert!(raw(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 404"), "no Host: no app");
+    let huge_header = format!("GET / HTTP/1.1\r\nHost: echo.test\r\nX-Big: {}\r\n\r\n", "a".repeat(100 << 10));
+    let answer = raw(huge_header.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "oversized headers: {answer}");
+    assert!(raw(b"NOT HTTP AT ALL\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let smuggle = b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let answer = raw(smuggle);
+    assert!(answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(host.request("POST", "echo.test", "/", b"still here".to_vec()).await.text(), "still here");
+}
