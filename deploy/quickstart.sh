@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The two set-up commands of the README, for a fresh Debian/Ubuntu machine:
+#
+#   deploy/quickstart.sh          install what is missing, build, run the host with the reference apps
+#   deploy/quickstart.sh test     install what is missing, build, run every test
+#   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
+#
+# Installs only what is absent: the Rust target wasm32-wasip2 (rustup), and from
+# the distribution's packages PostgreSQL, Redis, Caddy and wrk. Services are not
+# started system-wide: the tests start their own throwaway instances.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_missing() {
+  if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found; install Rust with rustup first (https://rustup.rs)" >&2
+    exit 1
+  fi
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    say "adding the Rust target wasm32-wasip2"
+    rustup target add wasm32-wasip2
+  fi
+  local packages=()
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql postgresql-contrib)
+  command -v redis-server >/dev/null || packages+=(redis-server)
+  command -v caddy >/dev/null || packages+=(caddy)
+  command -v wrk >/dev/null || packages+=(wrk)
+  if [ ${#packages[@]} -gt 0 ]; then
+    say "installing ${packages[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  fi
+}
+
+# Every guest component (the crates under components/ that build a cdylib).
+guest_packages() {
+  for toml in components/*/Cargo.toml; do
+    grep -q cdylib "$toml" && printf -- '-p %s ' "$(basename "$(dirname "$toml")")"
+  done
+}
+
+build() {
+  say "building the host (release)"
+  cargo build --release --locked -p alorig-host
+  say "building the guest components (wasm32-wasip2)"
+  # shellcheck disable=SC2046
+  cargo build --release --locked --target wasm32-wasip2 $(guest_packages)
+}
+
+case "${1:-run}" in
+  run)
+    install_missing
+    build
+    say "running the host with the reference apps; try: curl http://hello.localhost:8080/"
+    exec target/release/alorig-host up manifests/hello.toml
+    ;;
+  test)
+    install_missing
+    build
+    say "running the tests"
+    cargo test --release --locked -p alorig-host
+    ;;
+  bench)
+    install_missing
+    build
+    cargo run --release --locked -p alorig-bench -- "${@:2}"
+    ;;
+  *)
+    echo "usage: deploy/quickstart.sh [run|test|bench]" >&2
+    exit 2
+    ;;
+esac
