@@ -69,7 +69,7 @@ case "${1:-run}" in
   bench)
     install_missing
     build
-    cargo run --release --locked -p alorig-bench -- "${@:2}"
+    cargo bench --locked -p alorig-host --bench hosting -- "${@:2}"
     ;;
   *)
     echo "usage: deploy/quickstart.sh [run|test|bench]" >&2

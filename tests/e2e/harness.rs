@@ -201,10 +201,10 @@ impl Host {
 }
 
 pub fn metric_value(exposition: &str, name: &str, labels: &str) -> f64 {
-    let prefix = format!("{name}{{");
+    let (labelled, bare) = (format!("{name}{{"), format!("{name} "));
     exposition
         .lines()
-        .filter(|line| line.starts_with(&prefix))
+        .filter(|line| line.starts_with(&labelled) || line.starts_with(&bare))
         .filter(|line| labels.split(',').all(|l| line.contains(l)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

@@ -1,0 +1,270 @@
+//! The benchmark suite. Every figure is printed next to a baseline measured in
+//! the same run on the same machine, with the ratio:
+//!
+//! 1. `hello` through alorig-host vs a native hyper server giving the same bytes,
+//!    and vs `wasmtime serve` on the same component (when `wasmtime` is on PATH),
+//!    at 1, 32 and 256 connections, with wrk on loopback;
+//! 2. instantiation: a fresh instance created and dropped, in isolation;
+//! 3. memory density: host RSS idle with eight apps, and per live instance;
+//! 4. deploy: cold compile and cached load of each component.
+//!
+//! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
+//! `--quick` shortens each load run.
+
+#[allow(dead_code)]
+#[path = "../../tests/e2e/harness.rs"]
+mod harness;
+
+use alorig_host::{app::App, config::Manifest, runtime::Runtime};
+use harness::{Host, guest, manifest};
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const HELLO_BODY: &[u8] = b"Hello from alorig-host\n";
+
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// One wrk run against `addr` with `connections` connections.
+fn wrk(addr: SocketAddr, host_header: &str, connections: u32, seconds: u32) -> Load {
+    let threads = connections.clamp(1, 2).to_string();
+    let out = Command::new("wrk")
+        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
+        .args(["-H", &format!("Host: {host_header}")])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("running wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |prefix: &str| -> Option<&str> {
+        text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1))
+    };
+    let ms = |v: Option<&str>| -> f64 {
+        let v = v.unwrap_or("0ms");
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = num.parse().unwrap_or(0.0);
+        match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => n,
+        }
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()))
+        .sum();
+    Load {
+        rps: value("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        p50_ms: ms(value("50%")),
+        p99_ms: ms(value("99%")),
+        errors,
+    }
+}
+
+/// A native hyper server answering the same bytes as `hello`, on its own runtime.
+fn start_native_hyper() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "text/plain")
+                                .body(http_body_util::Full::new(bytes::Bytes::from_static(HELLO_BODY)))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// `wasmtime serve` on the same component, if wasmtime is installed.
+fn start_wasmtime_serve(component: &Path) -> Option<(Child, SocketAddr)> {
+    let version = Command::new("wasmtime").arg("--version").output().ok()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new("wasmtime")
+        .args(["serve", "-Scli", "--addr", &addr.to_string()])
+        .arg(component)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("baseline: {}", String::from_utf8_lossy(&version.stdout).trim());
+    Some((child, addr))
+}
+
+fn throughput(seconds: u32) {
+    println!("\n## 1. hello: requests/s and latency (wrk, {seconds} s per row, loopback, load generator on the same 2 cores)\n");
+    let native = start_native_hyper();
+    let hello = guest("hello");
+    let host = Host::up(&[("hello", manifest("hello", "hello", "[resources]\nmax_concurrency = 1000\n[[routes]]\nhost = \"hello.localhost\""))]);
+    let wasmtime = start_wasmtime_serve(&hello);
+    if wasmtime.is_none() {
+        println!("(wasmtime serve: skipped, `wasmtime` is not installed: cargo install wasmtime-cli --version 48.0.8)");
+    }
+    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve | p99 vs wasmtime serve |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for connections in [1, 32, 256] {
+        let base = wrk(native, "hello.localhost", connections, seconds);
+        let ours = wrk(host.ingress, "hello.localhost", connections, seconds);
+        let theirs = wasmtime.as_ref().map(|(_, addr)| wrk(*addr, "hello.localhost", connections, seconds));
+        let row = |name: &str, l: &Load, vs_wasmtime: Option<&Load>| {
+            let (rps_ratio, p99_ratio) = match vs_wasmtime {
+                Some(w) => (format!("{:.2}×", l.rps / w.rps), format!("{:.2}×", l.p99_ms / w.p99_ms)),
+                None => ("–".into(), "–".into()),
+            };
+            println!(
+                "| {connections} | {name} | {:.0} | {:.3} | {:.3} | {} | {:.2}× | {rps_ratio} | {p99_ratio} |",
+                l.rps, l.p50_ms, l.p99_ms, l.errors, l.rps / base.rps
+            );
+        };
+        row("native hyper", &base, theirs.as_ref());
+        if let Some(w) = &theirs {
+            row("wasmtime serve", w, theirs.as_ref());
+        }
+        row("alorig-host", &ours, theirs.as_ref());
+    }
+    if let Some((mut child, _)) = wasmtime {
+        let _ = child.kill();
+    }
+}
+
+async fn instantiation(iterations: u32) {
+    println!("\n## 2. instantiation: a fresh instance of `hello`, created and dropped ({iterations} times, one thread)\n");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(dir.path(), 100).unwrap();
+    let path = dir.path().join("hello.toml");
+    std::fs::write(&path, manifest("hello", "hello", "")).unwrap();
+    let app = App::load(&runtime, Manifest::load(&path).unwrap()).await.unwrap();
+    let mut samples = Vec::with_capacity(iterations as usize);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let mut store = app.new_store(started);
+        app.pre.instantiate_async(&mut store).await.unwrap();
+        drop(store);
+        samples.push(started.elapsed());
+    }
+    let (p50, p99) = harness::percentiles(samples);
+    println!("| per-request instance (new store + instantiate + drop) | p50 {:.1} µs | p99 {:.1} µs |", p50 * 1000.0, p99 * 1000.0);
+    println!("|---|---:|---:|");
+}
+
+async fn density() {
+    println!("\n## 3. memory density\n");
+    let names: Vec<String> = (1..=8).map(|i| format!("app{i}")).collect();
+    let manifests: Vec<(&str, String)> = names
+        .iter()
+        .map(|n| (n.as_str(), manifest(n, "test-alloc", &format!("[resources]\nmemory = \"1GiB\"\nmax_concurrency = 500\n[[routes]]\nhost = \"{n}.localhost\""))))
+        .collect();
+    let host = Host::up(&manifests);
+    for name in &names {
+        host.get(&format!("{name}.localhost"), "/?mib=0").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = host.metric("alorig_host_resident_memory_bytes", "").await;
+    let live = 200;
+    let holders = futures::future::join_all(
+        (0..live).map(|i| {
+            let host_name = format!("app{}.localhost", i % 8 + 1);
+            let host = &host;
+            async move { host.get(&host_name, "/?mib=0&hold_ms=2000").await }
+        }),
+    );
+    let sample = async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        (
+            host.metric("alorig_host_resident_memory_bytes", "").await,
+            host.metric("alorig_app_instances", "").await,
+            host.metric("alorig_app_memory_bytes", "").await,
+        )
+    };
+    let (_, (busy, instances, guest_memory)) = tokio::join!(holders, sample);
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    println!("| figure | alorig-host | baseline |");
+    println!("|---|---:|---:|");
+    println!("| host RSS, 8 apps deployed, idle | {:.1} MiB | Docker budget for the seeds' 8 app deployments: ~8,200 MiB (ratio {:.0}×) |", mib(idle), 8200.0 / mib(idle));
+    println!(
+        "| RSS per live instance ({instances:.0} live, guest memory {:.1} MiB) | {:.0} KiB | guest linear memory per instance {:.0} KiB |",
+        mib(guest_memory),
+        (busy - idle) / instances.max(1.0) / 1024.0,
+        guest_memory / instances.max(1.0) / 1024.0
+    );
+}
+
+async fn deploy_times() {
+    println!("\n## 4. load time per component: cold compile vs compile cache\n");
+    println!("| component | size | cold | cached | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(dir.path(), 100).unwrap();
+    for name in ["hello", "test-alloc", "test-echo"] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, manifest(name, name, "")).unwrap();
+        let size = std::fs::metadata(guest(name)).unwrap().len();
+        let started = Instant::now();
+        App::load(&runtime, Manifest::load(&path).unwrap()).await.unwrap();
+        let cold = started.elapsed();
+        let started = Instant::now();
+        let app = App::load(&runtime, Manifest::load(&path).unwrap()).await.unwrap();
+        let cached = started.elapsed();
+        assert!(app.compiled_from_cache);
+        println!(
+            "| {name} | {} KiB | {:.1} ms | {:.1} ms | {:.0}× |",
+            size / 1024,
+            cold.as_secs_f64() * 1000.0,
+            cached.as_secs_f64() * 1000.0,
+            cold.as_secs_f64() / cached.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    println!("# alorig-host benchmarks");
+    println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
+    throughput(if quick { 2 } else { 8 });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        instantiation(if quick { 2_000 } else { 20_000 }).await;
+        density().await;
+        deploy_times().await;
+    });
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
