@@ -61,6 +61,60 @@ fn files_that_are_not_components_are_refused() {
 }
 
 #[test]
+fn components_the_host_cannot_link_or_call_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "foreign-import.wasm",
+            r#"(component (import "acme:nope/thing" (instance (export "f" (func)))))"#,
+            "imports something alorig-host does not provide",
+        ),
+        ("no-handler.wasm", "(component)", "does not export a wasi:http/incoming-handler"),
+    ];
+    for (file, wat, expected) in cases {
+        std::fs::write(dir.path().join(file), wat::parse_str(wat).unwrap()).unwrap();
+        let path = dir.path().join("app.toml");
+        std::fs::write(&path, format!("name = \"app\"\ncomponent = \"{file}\"\n")).unwrap();
+        for command in ["validate", "up"] {
+            let line = one_line_error(&[command, path.to_str().unwrap()]);
+            assert!(line.contains(file) && line.contains(expected), "{command} {file}: {line}");
+        }
+    }
+}
+
+#[test]
+fn serve_starts_with_no_apps_and_reports_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmemory_budget = \"3GiB\"\n",
+        dir.path().join("data").display()
+    )).unwrap();
+    let mut child = std::process::Command::new(crate::harness::host_binary())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    let admin = first.trim().rsplit("http://").next().unwrap().to_string();
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(&admin).unwrap();
+        std::io::Write::write_all(&mut stream, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        answer
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    assert!(metrics.contains(&format!("alorig_host_memory_budget_bytes {}", 3u64 << 30)), "{metrics}");
+    assert!(crate::harness::metric_value(&metrics, "alorig_host_resident_memory_bytes", "") > 1_000_000.0);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn validate_checks_the_component_given_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.toml");

@@ -21,6 +21,14 @@ async fn a_guest_sees_only_its_manifests_env_and_secrets() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_open_sockets() {
+    let host = Host::up(&[("echo", manifest("echo", "test-echo", "[[routes]]\nhost = \"echo.test\""))]);
+    // Its own host's ingress, on loopback, is as unreachable as anything else.
+    let answer = host.get("echo.test", &format!("/connect?addr={}", host.ingress)).await.text();
+    assert!(answer.starts_with("refused:"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn guest_output_becomes_log_lines_tagged_with_the_app() {
     let host = Host::up(&[("echo", manifest("echo", "test-echo", "[[routes]]\nhost = \"echo.test\""))]);
     assert_eq!(host.get("echo.test", "/log").await.text(), "logged");

@@ -1,7 +1,8 @@
 //! Echoes the request body. `/env/NAME` answers the guest's view of environment
 //! variable NAME instead, and `/env` the number of variables it can see, so tests
 //! can check that only the manifest's `[env]` reaches the guest. `/files` answers
-//! how many preopened directories the guest got (must be 0).
+//! how many preopened directories the guest got (must be 0). `/connect?addr=A`
+//! tries to open a TCP connection to A and answers what happened (must fail).
 
 use guest_kit::wasip2;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
@@ -22,6 +23,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
         } else if path == "/files" {
             let count = wasip2::filesystem::preopens::get_directories().len().to_string();
             guest_kit::respond(out, 200, "text/plain", count.as_bytes());
+        } else if path == "/connect" {
+            let addr = guest_kit::query_param(&request, "addr").unwrap_or_default();
+            let result = match std::net::TcpStream::connect(addr.as_str()) {
+                Ok(_) => "connected".to_string(),
+                Err(err) => format!("refused: {err}"),
+            };
+            guest_kit::respond(out, 200, "text/plain", result.as_bytes());
         } else if path == "/log" {
             println!("hello from the guest's stdout");
             eprintln!("hello from the guest's stderr");
