@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod caddyfile;
 pub mod capabilities;
 pub mod config;
 pub mod engine;

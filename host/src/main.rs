@@ -1,7 +1,7 @@
 //! The `alorig-host` command line (names fixed by CONTRACT.md). Every failure is
 //! one line on stderr saying what is wrong and where, and a non-zero exit.
 
-use alorig_host::{config::{HostConfig, Manifest}, runtime::Runtime, serve, validate};
+use alorig_host::{caddyfile, config::{HostConfig, Manifest}, runtime::Runtime, serve};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
@@ -27,12 +27,24 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Check a manifest and its component offline: everything a deploy checks.
+    /// Check a manifest and its component offline: everything `up` and a deploy check.
     Validate {
         manifest: PathBuf,
         /// Use this component file instead of the manifest's `component`.
         #[arg(long)]
         component: Option<PathBuf>,
+    },
+    /// Print a Caddyfile that puts Caddy in front of the host for every manifest.
+    Caddyfile {
+        /// Folder of app manifests.
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        /// The host's ingress address Caddy proxies to.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        upstream: String,
+        /// Serve plain HTTP on this port instead of HTTPS (local testing).
+        #[arg(long)]
+        http_port: Option<u16>,
     },
 }
 
@@ -62,8 +74,23 @@ fn run(cli: Cli) -> Result<()> {
             Command::Serve { config } => serve::run(HostConfig::load(config.as_deref())?, Vec::new()).await,
             Command::Up { manifests, config } => serve::run(HostConfig::load(config.as_deref())?, manifests).await,
             Command::Validate { manifest, component } => validate_offline(manifest, component).await,
+            Command::Caddyfile { manifests, upstream, http_port } => {
+                print!("{}", caddyfile::render(&load_manifest_dir(&manifests)?, &upstream, http_port));
+                Ok(())
+            }
         }
     })
+}
+
+/// Every `*.toml` manifest in `dir`, in name order.
+fn load_manifest_dir(dir: &std::path::Path) -> Result<Vec<Manifest>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the manifest folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| Manifest::load(p)).collect()
 }
 
 async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Result<()> {
@@ -75,7 +102,6 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
     serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
     let runtime = Runtime::new(&config.data_dir, 4)?;
     let app = alorig_host::app::App::load(&runtime, parsed).await?;
-    let _ = validate::check_bytes; // the same checks `up` and deploys run, via App::load
     println!(
         "{}: ok — app {}, {} route(s), memory cap {}, one instance starts in {}",
         manifest.display(),

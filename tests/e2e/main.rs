@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod caddy;
 mod cli;
 mod ingress;
 mod limits;

@@ -1,0 +1,81 @@
+//! The whole request path as end users take it: a real Caddy, configured by
+//! `alorig-host caddyfile`, in front of the host.
+
+use crate::harness::{Host, manifest, run_cli};
+use std::{io::{Read as _, Write as _}, net::TcpStream, process::{Child, Command, Stdio}, time::{Duration, Instant}};
+
+struct Caddy(Child, tempfile::TempDir);
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_caddy(caddyfile: &str, port: u16) -> Caddy {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Caddyfile");
+    // No admin endpoint: parallel test runs must not fight over :2019.
+    std::fs::write(&path, caddyfile.replacen("{\n", "{\n\tadmin off\n", 1)).unwrap();
+    let child = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting caddy (apt-get install caddy)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "caddy did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Caddy(child, dir)
+}
+
+fn get_via(port: u16, host: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn end_users_reach_apps_and_static_files_through_caddy() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "<h1>frontend</h1>").unwrap();
+    let hello = manifest(
+        "hello",
+        "hello",
+        &format!("[[routes]]\nhost = \"hello.test\"\n[[routes]]\nhost = \"shop.test\"\npath = \"/api\"\n[static]\nhost = \"shop.test\"\nroot = \"{}\"", site.path().display()),
+    );
+    let host = Host::up(&[("hello", hello.clone())]);
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(manifests.path().join("hello.toml"), &hello).unwrap();
+
+    let port = free_port();
+    let (code, caddyfile, stderr) = run_cli(&[
+        "caddyfile",
+        "--manifests", manifests.path().to_str().unwrap(),
+        "--upstream", &host.ingress.to_string(),
+        "--http-port", &port.to_string(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let _caddy = start_caddy(&caddyfile, port);
+
+    let api = get_via(port, "hello.test", "/");
+    assert!(api.starts_with("HTTP/1.1 200") && api.contains("Hello from alorig-host\n"), "{api}");
+    let shop_api = get_via(port, "shop.test", "/api/products");
+    assert!(shop_api.contains("Hello from alorig-host\n"), "{shop_api}");
+    let frontend = get_via(port, "shop.test", "/some/page");
+    assert!(frontend.starts_with("HTTP/1.1 200") && frontend.contains("<h1>frontend</h1>"), "static files come from Caddy: {frontend}");
+    assert_eq!(host.metric("alorig_app_requests_total", "app=\"hello\",status=\"200\"").await, 2.0);
+}
