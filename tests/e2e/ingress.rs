@@ -35,6 +35,15 @@ async fn bodies_over_the_apps_limit_get_413() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_stream_through_intact() {
+    let host = Host::up(&[("echo", manifest("echo", "test-echo", "[resources]\nmax_body = \"4MiB\"\n[[routes]]\nhost = \"echo.test\""))]);
+    let body: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let echoed = host.request("POST", "echo.test", "/", body.clone()).await;
+    assert_eq!(echoed.status, 200);
+    assert!(echoed.body == body, "3 MiB echoed byte for byte (got {} bytes)", echoed.body.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn silent_and_dribbling_clients_are_cut_off() {
     let host = echo_host("header_read_timeout = \"1s\"");
     let closed_within = |mut stream: TcpStream| {

@@ -10,7 +10,9 @@ async fn apps_are_routed_by_host_and_longest_path_prefix() {
     ]);
 
     let hello = |r: &crate::harness::Reply| r.status == 200 && r.text().starts_with("Hello from alorig-host");
-    assert!(hello(&host.get("site.test", "/").await));
+    let first = host.get("site.test", "/").await;
+    assert!(hello(&first));
+    assert_eq!(first.headers.get("content-length").unwrap(), "23", "a small finished body goes out in one piece");
     assert!(hello(&host.get("SITE.test:8080", "/anything/else").await), "host matching ignores case and port");
     assert!(hello(&host.get("site.test", "/echoes").await), "/echo must not match /echoes");
 

@@ -56,3 +56,65 @@ impl Body for LimitedBody {
         self.inner.size_hint()
     }
 }
+
+/// Bodies up to this size are sent in one piece when the guest finishes them
+/// within [`COALESCE_WAIT`].
+const COALESCE_LIMIT: usize = 64 * 1024;
+/// How long the head may wait for a small body: long enough for a guest that
+/// writes its body right after the head, short enough to be invisible for a
+/// streaming response (server-sent events, long polls).
+const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+type OutgoingBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Sends a small, promptly finished guest body in one write with a
+/// `Content-Length`, instead of head, chunk and end-of-body separately; any other
+/// body is streamed on unchanged, with what was read so far in front.
+pub async fn coalesce(response: hyper::Response<OutgoingBody>) -> hyper::Response<OutgoingBody> {
+    use http_body_util::BodyExt as _;
+    let (mut parts, mut body) = response.into_parts();
+    let mut buffered = bytes::BytesMut::new();
+    let mut pending = None;
+    let wait = tokio::time::sleep(COALESCE_WAIT);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                None => {
+                    let status = parts.status.as_u16();
+                    let bodiless = status == 204 || status == 304 || status < 200;
+                    if !bodiless && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+                        parts.headers.insert(http::header::CONTENT_LENGTH, buffered.len().into());
+                    }
+                    let full = http_body_util::Full::new(buffered.freeze()).map_err(|never| match never {});
+                    return hyper::Response::from_parts(parts, full.boxed_unsync());
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        buffered.extend_from_slice(&data);
+                        if buffered.len() > COALESCE_LIMIT {
+                            break;
+                        }
+                    }
+                    Err(trailers) => {
+                        pending = Some(Ok(trailers));
+                        break;
+                    }
+                },
+                Some(Err(err)) => {
+                    pending = Some(Err(err));
+                    break;
+                }
+            },
+            () = &mut wait => break,
+        }
+    }
+    let mut prefix = Vec::with_capacity(2);
+    if !buffered.is_empty() {
+        prefix.push(Ok(Frame::data(buffered.freeze())));
+    }
+    prefix.extend(pending);
+    let rest = http_body_util::BodyStream::new(body);
+    let stream = futures::stream::StreamExt::chain(futures::stream::iter(prefix), rest);
+    hyper::Response::from_parts(parts, http_body_util::StreamBody::new(stream).boxed_unsync())
+}

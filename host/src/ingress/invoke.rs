@@ -115,7 +115,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         return plain(413, "request body too large\n");
     }
     match answer {
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => super::body::coalesce(response).await,
         Ok(Err(code)) => {
             tracing::warn!(app = %app.name, "guest answered with an error: {code:?}");
             plain(500, "internal error\n")
