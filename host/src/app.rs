@@ -12,10 +12,13 @@ use crate::{
     validate,
 };
 use anyhow::{Context as _, Result, bail};
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 use tokio::sync::Semaphore;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 pub struct App {
     pub name: Arc<str>,
@@ -32,7 +35,22 @@ pub struct App {
     /// Memory one instance holds right after instantiation, measured at load.
     pub startup_memory: u64,
     wasi: WasiApp,
+    /// Instances that finished a request cleanly and may take another
+    /// (only with `instance_reuse` > 1), most recently used last.
+    idle: Mutex<Vec<(Instance, Instant)>>,
 }
+
+/// A live instance of the app, between or during requests.
+pub struct Instance {
+    pub store: Store<InstanceState>,
+    pub proxy: Proxy,
+    /// Requests it has served so far.
+    pub served: u32,
+}
+
+/// An idle instance is dropped after this long without a request, giving its
+/// memory back to the app's budget.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl App {
     /// Validates and compiles the manifest's component, resolves its secrets and
@@ -77,6 +95,7 @@ impl App {
             budget,
             metrics,
             startup_memory: 0,
+            idle: Mutex::new(Vec::new()),
             manifest,
         };
         app.startup_memory = app.probe().await?;
@@ -87,16 +106,16 @@ impl App {
     pub fn new_store(&self, started: Instant) -> Store<InstanceState> {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
-        let state = InstanceState::new(&self.name, limiter, &self.wasi, &self.metrics.instances);
+        let deadline = started + resources.request_timeout;
+        let state = InstanceState::new(&self.name, limiter, &self.wasi, &self.metrics.instances, deadline);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never
         // holds a worker thread; once its deadline has passed it is interrupted.
         // tokio's `yield_now` (not wasmtime's plain `Yield`, which re-queues the
         // task first in line) lets the I/O driver and other requests run first.
-        let deadline = started + resources.request_timeout;
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
@@ -104,6 +123,39 @@ impl App {
         });
         store.set_epoch_deadline(1);
         store
+    }
+
+    /// An idle instance ready for another request, if the app reuses them.
+    pub fn take_idle(&self) -> Option<Instance> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.pop().map(|(instance, _)| instance)
+    }
+
+    /// Keeps an instance that just served a request cleanly for the next one,
+    /// unless it has served its `instance_reuse` requests, or grew past a
+    /// quarter of the app's budget (so one bloated instance cannot sit on it).
+    pub fn release(&self, mut instance: Instance) {
+        instance.served += 1;
+        let resources = &self.manifest.resources;
+        let keep = instance.served < resources.instance_reuse.get()
+            && instance.store.data().limiter.refusal().is_none()
+            && instance.store.data().limiter.charged() <= self.budget.limit() / 4;
+        if keep {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < resources.max_concurrency.get() as usize {
+                idle.push((instance, Instant::now()));
+            }
+        }
+    }
+
+    /// Drops instances idle for longer than [`IDLE_TIMEOUT`].
+    pub fn trim_idle(&self) {
+        let expired: Vec<(Instance, Instant)> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let keep_from = idle.iter().position(|(_, since)| since.elapsed() < IDLE_TIMEOUT).unwrap_or(idle.len());
+            idle.drain(..keep_from).collect()
+        };
+        drop(expired); // outside the lock: dropping a store gives its memory back
     }
 
     /// Instantiates once without calling the handler: proves that an instance

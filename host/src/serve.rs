@@ -91,10 +91,22 @@ pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
 
     let ingress = Arc::new(Ingress::new(router, config.header_read_timeout));
     let admin = Arc::new(Admin { metrics: runtime.metrics.clone() });
+    tokio::spawn(trim_idle_instances(ingress.clone()));
     tokio::spawn(admin.serve(admin_listener));
     ingress.serve(ingress_listener, shutdown_signal(), DRAIN).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives the memory of long-idle reused instances back to their apps' budgets.
+async fn trim_idle_instances(ingress: Arc<Ingress>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        for app in ingress.router().apps() {
+            app.trim_idle();
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,12 +3,15 @@
 
 use crate::{capabilities::{outbound_http::OutboundHttp, wasi::WasiApp}, limits::InstanceLimiter};
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub struct InstanceState {
+    /// When the current request must end; read by the epoch callback, and
+    /// moved forward each time a reused instance takes a new request.
+    pub deadline: Instant,
     pub limiter: InstanceLimiter,
     pub table: ResourceTable,
     pub wasi: WasiCtx,
@@ -30,11 +33,12 @@ impl Drop for LiveInstance {
 const MAX_RESOURCES: usize = 10_000;
 
 impl InstanceState {
-    pub fn new(app: &Arc<str>, limiter: InstanceLimiter, wasi: &WasiApp, instances: &Gauge) -> Self {
+    pub fn new(app: &Arc<str>, limiter: InstanceLimiter, wasi: &WasiApp, instances: &Gauge, deadline: Instant) -> Self {
         instances.inc();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         Self {
+            deadline,
             limiter,
             table,
             wasi: wasi.ctx(),

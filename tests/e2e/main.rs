@@ -7,5 +7,6 @@ mod caddy;
 mod cli;
 mod ingress;
 mod limits;
+mod reuse;
 mod routing;
 mod sandbox;

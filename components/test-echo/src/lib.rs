@@ -3,16 +3,32 @@
 //! can check that only the manifest's `[env]` reaches the guest. `/files` answers
 //! how many preopened directories the guest got (must be 0). `/connect?addr=A`
 //! tries to open a TCP connection to A and answers what happened (must fail).
+//! For instance reuse: `/count` answers how many requests this instance has
+//! served, `/panic` traps, `/hoard?mib=N` keeps N more MiB for the instance's life.
 
 use guest_kit::wasip2;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 struct Echo;
 
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static HOARD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
 impl wasip2::exports::http::incoming_handler::Guest for Echo {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = guest_kit::path(&request);
-        if let Some(name) = path.strip_prefix("/env/") {
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if path == "/count" {
+            guest_kit::respond(out, 200, "text/plain", served.to_string().as_bytes());
+        } else if path == "/panic" {
+            panic!("test-echo: trapping on purpose");
+        } else if path == "/hoard" {
+            let mib: usize = guest_kit::query_param(&request, "mib").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let mut block = vec![1u8; mib << 20];
+            block[0] = 2;
+            HOARD.lock().unwrap().push(block);
+            guest_kit::respond(out, 200, "text/plain", served.to_string().as_bytes());
+        } else if let Some(name) = path.strip_prefix("/env/") {
             match std::env::var(name) {
                 Ok(value) => guest_kit::respond(out, 200, "text/plain", value.as_bytes()),
                 Err(_) => guest_kit::respond(out, 404, "text/plain", b"unset"),

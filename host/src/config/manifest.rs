@@ -76,6 +76,9 @@ pub struct Resources {
     pub request_timeout: Duration,
     /// Request bodies past this get 413.
     pub max_body: ByteSize,
+    /// Requests one instance may serve one after another; 1 means a fresh
+    /// instance for every request.
+    pub instance_reuse: NonZeroU32,
 }
 
 pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
@@ -217,6 +220,7 @@ struct ResourcesToml {
     max_concurrency: Option<NonZeroU32>,
     request_timeout: Option<HumanDuration>,
     max_body: Option<ByteSize>,
+    instance_reuse: Option<NonZeroU32>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +316,7 @@ impl Manifest {
                 .unwrap_or(NonZeroU32::new(DEFAULT_MAX_CONCURRENCY).unwrap()),
             request_timeout,
             max_body: raw.resources.max_body.unwrap_or(DEFAULT_MAX_BODY),
+            instance_reuse: raw.resources.instance_reuse.unwrap_or(NonZeroU32::MIN),
         };
 
         let mut routes = Vec::new();

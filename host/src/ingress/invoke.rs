@@ -12,17 +12,19 @@
 //! | request body past `max_body`                    | 413    | requests_total{413}             |
 //!
 //! The instance lives in its own task: it is dropped (and its memory given back)
-//! when the guest finishes, traps, or passes its deadline, whichever comes first.
+//! when the guest finishes, traps, or passes its deadline, whichever comes first
+//! — unless the app allows `instance_reuse` and the request ended cleanly, in
+//! which case it waits, idle, for the app's next request.
 //! Nothing here can affect another request: a trap ends only its own store.
 
 use super::body::LimitedBody;
-use crate::{app::App, limits::Refusal, metrics::{RejectReason, TrapReason}};
+use crate::{app::{App, Instance}, limits::Refusal, metrics::{RejectReason, TrapReason}};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use std::{sync::{Arc, atomic::Ordering}, time::Instant};
+use std::{sync::{Arc, atomic::{AtomicBool, Ordering}}, time::Instant};
 use wasmtime::Trap;
-use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::Scheme, body::HyperOutgoingBody}};
+use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::{ErrorCode, Scheme}, body::HyperOutgoingBody}};
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
@@ -61,45 +63,30 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         (hyper::Request::from_parts(parts, body), exceeded)
     };
 
-    let mut store = app.new_store(started);
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let prepared = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, req)
-        .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(sender)?)));
-    let (guest_req, out) = match prepared {
-        Ok(resources) => resources,
-        Err(err) => {
-            tracing::error!(app = %app.name, "cannot hand the request to the guest: {err:#}");
-            return plain(500, "internal error\n");
-        }
-    };
-
     let task_app = app.clone();
     let task = tokio::spawn(async move {
         let _permit = permit;
         let app = task_app;
         let timeout = app.manifest.resources.request_timeout.saturating_sub(started.elapsed());
-        let outcome = tokio::time::timeout(timeout, async {
-            let proxy = match app.pre.instantiate_async(&mut store).await {
-                Ok(proxy) => proxy,
-                Err(err) => return Err((true, err)),
-            };
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, guest_req, out)
-                .await
-                .map_err(|err| (false, err))
-        })
-        .await;
-        let refusal = store.data().limiter.refusal();
-        drop(store);
+        let mut slot = app.take_idle().map(|instance| (instance, false));
+        let outcome = tokio::time::timeout(timeout, serve_request(&app, &mut slot, req, sender, started)).await;
         let failure = match outcome {
-            Ok(Ok(())) => return None,
+            Ok(Ok(())) => {
+                if let Some((instance, _)) = slot {
+                    app.release(instance);
+                }
+                return None;
+            }
             Err(_) => Failure::Trapped(TrapReason::Deadline),
-            Ok(Err((starting, ref err))) => classify(starting, err, refusal),
+            Ok(Err(ref err)) => {
+                let refusal = slot.as_ref().and_then(|(i, _)| i.store.data().limiter.refusal());
+                let starting = slot.as_ref().is_none_or(|(_, started)| !started);
+                classify(starting, err, refusal)
+            }
         };
+        // A failed instance is never reused: dropping it gives its memory back.
+        drop(slot);
         match failure {
             Failure::Rejected(reason) => app.metrics.rejected(reason),
             Failure::Trapped(reason) => {
@@ -137,10 +124,64 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
     }
 }
 
+type Sender = tokio::sync::oneshot::Sender<Result<Response, ErrorCode>>;
+
+/// Runs one request on the instance in `slot`, instantiating a fresh one first
+/// when the slot is empty. The slot's flag records whether the instance got as
+/// far as the handler, which tells a budget rejection from a trap.
+async fn serve_request(
+    app: &App,
+    slot: &mut Option<(Instance, bool)>,
+    req: hyper::Request<LimitedBody>,
+    sender: Sender,
+    started: Instant,
+) -> wasmtime::Result<()> {
+    if slot.is_none() {
+        let mut store = app.new_store(started);
+        let instantiated = app.pre.instantiate_async(&mut store).await;
+        match instantiated {
+            Ok(proxy) => *slot = Some((Instance { store, proxy, served: 0 }, false)),
+            Err(err) => {
+                // Keep the store in the slot only long enough to read why.
+                let refusal = store.data().limiter.refusal();
+                return Err(match refusal {
+                    Some(Refusal::AppBudget) => err.context(BUDGET_AT_START),
+                    _ => err,
+                });
+            }
+        }
+    }
+    let (instance, running) = slot.as_mut().expect("filled above");
+    *running = true;
+    let store = &mut instance.store;
+    store.data_mut().deadline = started + app.manifest.resources.request_timeout;
+    // The guest must answer through the outparam; an instance that returns
+    // without doing so is not reused (its outparam, and our sender, would
+    // otherwise linger in its table).
+    let answered = Arc::new(AtomicBool::new(false));
+    let flag = answered.clone();
+    let out = store.data_mut().http().new_response_outparam_from_callback(move |result| {
+        flag.store(true, Ordering::Release);
+        let _ = sender.send(result);
+    })?;
+    let guest_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+    instance.proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_req, out).await?;
+    if !answered.load(Ordering::Acquire) {
+        *slot = None;
+    }
+    Ok(())
+}
+
+/// Context marking an instantiation refused by the app's memory budget.
+const BUDGET_AT_START: &str = "the app's memory budget has no room for another instance";
+
 /// Decides why an instance failed, from the error and the limiter's record.
 fn classify(starting: bool, err: &wasmtime::Error, refusal: Option<Refusal>) -> Failure {
     if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return Failure::Trapped(TrapReason::Deadline);
+    }
+    if starting && format!("{err}").contains(BUDGET_AT_START) {
+        return Failure::Rejected(RejectReason::MemoryBudget);
     }
     match (starting, refusal) {
         (true, Some(Refusal::AppBudget)) => Failure::Rejected(RejectReason::MemoryBudget),
@@ -149,9 +190,9 @@ fn classify(starting: bool, err: &wasmtime::Error, refusal: Option<Refusal>) -> 
     }
 }
 
-fn outcome_error<T>(outcome: &Result<Result<T, (bool, wasmtime::Error)>, tokio::time::error::Elapsed>) -> String {
+fn outcome_error<T>(outcome: &Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> String {
     match outcome {
-        Ok(Err((_, err))) => format!("{err:#}"),
+        Ok(Err(err)) => format!("{err:#}"),
         Ok(Ok(_)) => String::new(),
         Err(_) => "wall-clock deadline passed while blocked in a host call".to_string(),
     }
