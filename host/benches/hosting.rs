@@ -102,12 +102,16 @@ fn start_native_hyper() -> SocketAddr {
 }
 
 /// `wasmtime serve` on the same component, if wasmtime is installed.
-fn start_wasmtime_serve(component: &Path) -> Option<(Child, SocketAddr)> {
+fn start_wasmtime_serve(component: &Path, reuse: Option<u32>) -> Option<(Child, SocketAddr)> {
     let version = Command::new("wasmtime").arg("--version").output().ok()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new("wasmtime")
-        .args(["serve", "-Scli", "--addr", &addr.to_string()])
+    let mut command = Command::new("wasmtime");
+    command.args(["serve", "-Scli", "--addr", &addr.to_string()]);
+    if let Some(n) = reuse {
+        command.arg(format!("--max-instance-reuse-count={n}"));
+    }
+    let child = command
         .arg(component)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -120,7 +124,9 @@ fn start_wasmtime_serve(component: &Path) -> Option<(Child, SocketAddr)> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("baseline: {}", String::from_utf8_lossy(&version.stdout).trim());
+    if reuse.is_none() {
+        println!("baseline: {}", String::from_utf8_lossy(&version.stdout).trim());
+    }
     Some((child, addr))
 }
 
@@ -128,17 +134,23 @@ fn throughput(seconds: u32) {
     println!("\n## 1. hello: requests/s and latency (wrk, {seconds} s per row, loopback, load generator on the same 2 cores)\n");
     let native = start_native_hyper();
     let hello = guest("hello");
-    let host = Host::up(&[("hello", manifest("hello", "hello", "[resources]\nmax_concurrency = 1000\n[[routes]]\nhost = \"hello.localhost\""))]);
-    let wasmtime = start_wasmtime_serve(&hello);
+    let route = "max_concurrency = 1000\n[[routes]]\nhost = \"hello.localhost\"";
+    let host = Host::up(&[
+        ("hello", manifest("hello", "hello", &format!("[resources]\n{route}"))),
+    ]);
+    let host_reuse = Host::up(&[
+        ("hello", manifest("hello", "hello", &format!("[resources]\ninstance_reuse = 1000\n{route}"))),
+    ]);
+    let wasmtime = start_wasmtime_serve(&hello, None);
+    let wasmtime_reuse = start_wasmtime_serve(&hello, Some(1000));
     if wasmtime.is_none() {
         println!("(wasmtime serve: skipped, `wasmtime` is not installed: cargo install wasmtime-cli --version 48.0.8)");
     }
-    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve | p99 vs wasmtime serve |");
+    println!("Fresh = a new instance per request; reuse = up to 1000 requests per instance (alorig `instance_reuse`, wasmtime `--max-instance-reuse-count`).\n");
+    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve (same mode) | p99 vs wasmtime serve (same mode) |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for connections in [1, 32, 256] {
         let base = wrk(native, "hello.localhost", connections, seconds);
-        let ours = wrk(host.ingress, "hello.localhost", connections, seconds);
-        let theirs = wasmtime.as_ref().map(|(_, addr)| wrk(*addr, "hello.localhost", connections, seconds));
         let row = |name: &str, l: &Load, vs_wasmtime: Option<&Load>| {
             let (rps_ratio, p99_ratio) = match vs_wasmtime {
                 Some(w) => (format!("{:.2}×", l.rps / w.rps), format!("{:.2}×", l.p99_ms / w.p99_ms)),
@@ -149,13 +161,17 @@ fn throughput(seconds: u32) {
                 l.rps, l.p50_ms, l.p99_ms, l.errors, l.rps / base.rps
             );
         };
-        row("native hyper", &base, theirs.as_ref());
-        if let Some(w) = &theirs {
-            row("wasmtime serve", w, theirs.as_ref());
+        row("native hyper", &base, None);
+        for (mode, ours_addr, theirs) in [("fresh", host.ingress, &wasmtime), ("reuse", host_reuse.ingress, &wasmtime_reuse)] {
+            let theirs = theirs.as_ref().map(|(_, addr)| wrk(*addr, "hello.localhost", connections, seconds));
+            let ours = wrk(ours_addr, "hello.localhost", connections, seconds);
+            if let Some(w) = &theirs {
+                row(&format!("wasmtime serve, {mode}"), w, Some(w));
+            }
+            row(&format!("alorig-host, {mode}"), &ours, theirs.as_ref());
         }
-        row("alorig-host", &ours, theirs.as_ref());
     }
-    if let Some((mut child, _)) = wasmtime {
+    for (mut child, _) in [wasmtime, wasmtime_reuse].into_iter().flatten() {
         let _ = child.kill();
     }
 }
