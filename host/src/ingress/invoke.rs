@@ -11,7 +11,7 @@
 //! | any other trap                                  | 500    | traps_total{trap}               |
 //! | request body past `max_body`                    | 413    | requests_total{413}             |
 //!
-//! The instance lives in its own task: it is dropped (and its memory given back)
+//! The instance is dropped (and its memory given back)
 //! when the guest finishes, traps, or passes its deadline, whichever comes first
 //! — unless the app allows `instance_reuse` and the request ended cleanly, in
 //! which case it waits, idle, for the app's next request.
@@ -65,7 +65,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let task_app = app.clone();
-    let task = tokio::spawn(async move {
+    let guest = async move {
         let _permit = permit;
         let app = task_app;
         let timeout = app.manifest.resources.request_timeout.saturating_sub(started.elapsed());
@@ -95,32 +95,53 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
             }
         }
         Some(failure)
-    });
+    };
 
-    let answer = receiver.await;
+    // The guest runs right here, in the connection's task: most guests finish
+    // their whole response in one go, and then no task is spawned and no other
+    // worker is woken. Only a guest still running when its response head is
+    // ready (a streaming body) moves to a task of its own.
+    let mut guest = Box::pin(guest);
+    let mut receiver = receiver;
+    let (answer, ended) = tokio::select! {
+        biased;
+        failure = &mut guest => (receiver.try_recv().map_err(|_| ()), Some(failure)),
+        answer = &mut receiver => (answer.map_err(|_| ()), None),
+    };
+    let still_running = ended.is_none();
+    let failure = match answer {
+        Ok(answer) => {
+            if still_running {
+                tokio::spawn(guest);
+            }
+            if body_exceeded.load(Ordering::Acquire) {
+                return plain(413, "request body too large\n");
+            }
+            return match answer {
+                Ok(response) => super::body::coalesce(response).await,
+                Err(code) => {
+                    tracing::warn!(app = %app.name, "guest answered with an error: {code:?}");
+                    plain(500, "internal error\n")
+                }
+            };
+        }
+        // The guest ended without answering: how it ended says why.
+        Err(()) => match ended {
+            Some(failure) => failure,
+            None => guest.await,
+        },
+    };
     if body_exceeded.load(Ordering::Acquire) {
         return plain(413, "request body too large\n");
     }
-    match answer {
-        Ok(Ok(response)) => super::body::coalesce(response).await,
-        Ok(Err(code)) => {
-            tracing::warn!(app = %app.name, "guest answered with an error: {code:?}");
+    match failure {
+        Some(Failure::Rejected(_)) => overloaded(),
+        Some(Failure::Trapped(TrapReason::Deadline)) => plain(504, "request deadline passed\n"),
+        Some(Failure::Trapped(_)) => plain(500, "internal error\n"),
+        None => {
+            tracing::warn!(app = %app.name, "guest returned without setting a response");
             plain(500, "internal error\n")
         }
-        // The guest ended without answering: its task says why.
-        Err(_) => match task.await {
-            Ok(Some(Failure::Rejected(_))) => overloaded(),
-            Ok(Some(Failure::Trapped(TrapReason::Deadline))) => plain(504, "request deadline passed\n"),
-            Ok(Some(Failure::Trapped(_))) => plain(500, "internal error\n"),
-            Ok(None) => {
-                tracing::warn!(app = %app.name, "guest returned without setting a response");
-                plain(500, "internal error\n")
-            }
-            Err(join) => {
-                tracing::error!(app = %app.name, "request task failed: {join}");
-                plain(500, "internal error\n")
-            }
-        },
     }
 }
 
