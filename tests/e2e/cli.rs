@@ -128,12 +128,11 @@ fn validate_checks_the_component_given_on_the_command_line() {
 #[test]
 fn apps_over_the_hosts_memory_budget_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.toml");
-    let b = dir.path().join("b.toml");
-    std::fs::write(&a, manifest("a", "hello", "[resources]\nmemory = \"1GiB\"")).unwrap();
-    std::fs::write(&b, manifest("b", "hello", "[resources]\nmemory = \"1536MiB\"")).unwrap();
-    let config = dir.path().join("host.toml");
-    std::fs::write(&config, "memory_budget = \"2GiB\"\n").unwrap();
-    let line = one_line_error(&["up", a.to_str().unwrap(), b.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let files = crate::harness::write_files(dir.path(), &[
+        ("a.toml", manifest("a", "hello", "[resources]\nmemory = \"1GiB\"")),
+        ("b.toml", manifest("b", "hello", "[resources]\nmemory = \"1536MiB\"")),
+        ("host.toml", "memory_budget = \"2GiB\"\n".to_string()),
+    ]);
+    let line = one_line_error(&["up", &files[0], &files[1], "--config", &files[2]]);
     assert_eq!(line, "error: the apps' memory caps add up to 2560MiB (a 1GiB, b 1536MiB), more than the host's memory_budget of 2GiB");
 }

@@ -217,6 +217,18 @@ impl Drop for Host {
     }
 }
 
+/// Writes `(file name, text)` pairs into `dir`, returning their paths as strings.
+pub fn write_files(dir: &Path, files: &[(&str, String)]) -> Vec<String> {
+    files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        })
+        .collect()
+}
+
 /// Runs the host CLI to completion: (exit code, stdout, stderr).
 /// Its data dir (compile cache) is a fresh temporary folder.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {

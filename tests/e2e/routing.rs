@@ -35,13 +35,12 @@ async fn apps_are_routed_by_host_and_longest_path_prefix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_claiming_the_same_route_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.toml");
-    let b = dir.path().join("b.toml");
-    std::fs::write(&a, manifest("a", "hello", "[[routes]]\nhost = \"same.test\"")).unwrap();
-    std::fs::write(&b, manifest("b", "hello", "[[routes]]\nhost = \"same.test\"\npath = \"/\"")).unwrap();
-    let config = dir.path().join("host.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"", dir.path().join("d").display())).unwrap();
-    let (code, _, stderr) = crate::harness::run_cli(&["up", a.to_str().unwrap(), b.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let files = crate::harness::write_files(dir.path(), &[
+        ("a.toml", manifest("a", "hello", "[[routes]]\nhost = \"same.test\"")),
+        ("b.toml", manifest("b", "hello", "[[routes]]\nhost = \"same.test\"\npath = \"/\"")),
+        ("host.toml", "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n".to_string()),
+    ]);
+    let (code, _, stderr) = crate::harness::run_cli(&["up", &files[0], &files[1], "--config", &files[2]]);
     assert_ne!(code, 0);
-    assert_eq!(stderr.trim().lines().last().unwrap(), format!("error: route same.test/ is claimed by both a and b (in {})", b.display()));
+    assert_eq!(stderr.trim().lines().last().unwrap(), format!("error: route same.test/ is claimed by both a and b (in {})", files[1]));
 }

@@ -3,6 +3,13 @@
 
 use std::{fmt, time::Duration};
 
+/// `"64 MiB"` → (`"64"`, `"MiB"`).
+fn split_unit(text: &str) -> (&str, &str) {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    (digits, unit.trim())
+}
+
 /// A size in bytes, written with a `B`, `KiB`, `MiB` or `GiB` suffix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
 #[serde(try_from = "String")]
@@ -24,11 +31,8 @@ impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let shift = match unit.trim() {
+        let (digits, unit) = split_unit(text);
+        let shift = match unit {
             "B" | "" => 0,
             "KiB" => 10,
             "MiB" => 20,
@@ -79,14 +83,11 @@ impl std::str::FromStr for HumanDuration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
+        let (digits, unit) = split_unit(text);
         let n: u64 = digits
             .parse()
             .map_err(|_| format!("{text:?} is not a duration (e.g. \"30s\")"))?;
-        let duration = match unit.trim() {
+        let duration = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n * 60),
