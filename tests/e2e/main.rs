@@ -10,3 +10,4 @@ mod limits;
 mod reuse;
 mod routing;
 mod sandbox;
+mod seeds;
