@@ -3,7 +3,7 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::wasi::WasiApp,
+    capabilities::{outbound_http::OutboundApp, wasi::WasiApp},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
@@ -35,6 +35,7 @@ pub struct App {
     /// Memory one instance holds right after instantiation, measured at load.
     pub startup_memory: u64,
     wasi: WasiApp,
+    outbound: Arc<OutboundApp>,
     /// Instances that finished a request cleanly and may take another
     /// (only with `instance_reuse` > 1), most recently used last.
     idle: Mutex<Vec<(Instance, Instant)>>,
@@ -88,6 +89,7 @@ impl App {
         let mut app = App {
             concurrency: Arc::new(Semaphore::new(manifest.resources.max_concurrency.get() as usize)),
             wasi: WasiApp::new(&name, env),
+            outbound: Arc::new(OutboundApp::new(name.clone(), manifest.outbound_http.clone(), metrics.clone())),
             name,
             digest: compiled.digest,
             compiled_from_cache: compiled.cached,
@@ -107,7 +109,7 @@ impl App {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
         let deadline = started + resources.request_timeout;
-        let state = InstanceState::new(&self.name, limiter, &self.wasi, &self.metrics.instances, deadline);
+        let state = InstanceState::new(limiter, &self.wasi, &self.outbound, &self.metrics.instances, deadline);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never

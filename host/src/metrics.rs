@@ -27,6 +27,14 @@ pub struct AppReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppDestinationLabel {
+    pub app: String,
+    /// The allow-list entry the request matched, or `denied`.
+    pub destination: String,
+    pub outcome: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 0.5 ms .. ~16 s: from a cached hello to a slow report.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
@@ -45,6 +53,7 @@ pub struct Metrics {
     duration: HistogramFamily,
     traps: Family<AppReasonLabel, Counter>,
     rejected: Family<AppReasonLabel, Counter>,
+    outbound: Family<AppDestinationLabel, Counter>,
     host_budget: Gauge,
     host_rss: Gauge,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
@@ -102,6 +111,7 @@ pub struct AppMetrics {
     pub duration: Histogram,
     traps: [Counter; 3],
     rejected: [Counter; 2],
+    outbound: Family<AppDestinationLabel, Counter>,
 }
 
 impl AppMetrics {
@@ -130,6 +140,12 @@ impl AppMetrics {
         self.rejected[reason as usize].get()
     }
 
+    /// One outbound HTTP request: `outcome` is `ok`, `denied` or `error`.
+    pub fn outbound(&self, destination: &str, outcome: &'static str) {
+        let label = AppDestinationLabel { app: self.app.clone(), destination: destination.to_string(), outcome };
+        self.outbound.get_or_create(&label).inc();
+    }
+
     pub fn trap_count(&self, reason: TrapReason) -> u64 {
         self.traps[reason as usize].get()
     }
@@ -146,6 +162,7 @@ impl Metrics {
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let traps = Family::<AppReasonLabel, Counter>::default();
         let rejected = Family::<AppReasonLabel, Counter>::default();
+        let outbound = Family::<AppDestinationLabel, Counter>::default();
         let host_budget = Gauge::default();
         let host_rss = Gauge::default();
         registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
@@ -156,6 +173,7 @@ impl Metrics {
         registry.register("alorig_app_request_duration_seconds", "Time to the response head", duration.clone());
         registry.register("alorig_app_traps", "Instances ended by a trap, by reason", traps.clone());
         registry.register("alorig_app_rejected", "Requests refused before starting, by reason", rejected.clone());
+        registry.register("alorig_app_outbound_requests", "Outbound HTTP requests, by allowed destination and outcome", outbound.clone());
         registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
         registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
         Self {
@@ -168,6 +186,7 @@ impl Metrics {
             duration,
             traps,
             rejected,
+            outbound,
             host_budget,
             host_rss,
             encode_lock: Mutex::new(()),
@@ -193,6 +212,7 @@ impl Metrics {
                 .map(|r| reason(&self.traps, r.label())),
             rejected: [RejectReason::MemoryBudget, RejectReason::Concurrency]
                 .map(|r| reason(&self.rejected, r.label())),
+            outbound: self.outbound.clone(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The state of one instance's `Store`: a hand-written struct with one typed
 //! field per capability (no type-erased map), plus the memory limiter.
 
-use crate::{capabilities::{outbound_http::OutboundHttp, wasi::WasiApp}, limits::InstanceLimiter};
+use crate::{capabilities::{outbound_http::{OutboundApp, OutboundHttp}, wasi::WasiApp}, limits::InstanceLimiter};
 use prometheus_client::metrics::gauge::Gauge;
 use std::{sync::Arc, time::Instant};
 use wasmtime::component::ResourceTable;
@@ -33,7 +33,7 @@ impl Drop for LiveInstance {
 const MAX_RESOURCES: usize = 10_000;
 
 impl InstanceState {
-    pub fn new(app: &Arc<str>, limiter: InstanceLimiter, wasi: &WasiApp, instances: &Gauge, deadline: Instant) -> Self {
+    pub fn new(limiter: InstanceLimiter, wasi: &WasiApp, outbound: &Arc<OutboundApp>, instances: &Gauge, deadline: Instant) -> Self {
         instances.inc();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -43,7 +43,7 @@ impl InstanceState {
             table,
             wasi: wasi.ctx(),
             http: WasiHttpCtx::new(),
-            outbound_http: OutboundHttp::new(app.clone()),
+            outbound_http: OutboundHttp::new(outbound.clone()),
             _live: LiveInstance(instances.clone()),
         }
     }

@@ -4,7 +4,7 @@
 use crate::harness::{Host, manifest, run_cli};
 use std::{io::{Read as _, Write as _}, net::TcpStream, process::{Child, Command, Stdio}, time::{Duration, Instant}};
 
-struct Caddy(Child, tempfile::TempDir);
+struct Caddy(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Caddy {
     fn drop(&mut self) {

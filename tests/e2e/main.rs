@@ -7,6 +7,7 @@ mod caddy;
 mod cli;
 mod ingress;
 mod limits;
+mod outbound;
 mod reuse;
 mod routing;
 mod sandbox;

@@ -164,10 +164,69 @@ pub struct Redis {
     pub prefix: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct OutboundHttp {
-    /// `scheme://host[:port]` patterns; empty means no outbound HTTP at all.
-    pub allowed_hosts: Vec<String>,
+    /// Where the app may send requests; empty means no outbound HTTP at all.
+    pub allowed: Vec<AllowedOrigin>,
+    /// Connecting plus waiting for the response head.
+    pub timeout: Duration,
+    /// Outbound requests of the app in flight at once.
+    pub max_concurrency: NonZeroU32,
+    /// Response bodies past this are cut off with an error.
+    pub max_response: ByteSize,
+}
+
+impl Default for OutboundHttp {
+    fn default() -> Self {
+        Self {
+            allowed: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_concurrency: NonZeroU32::new(16).unwrap(),
+            max_response: ByteSize::mib(16),
+        }
+    }
+}
+
+/// One `scheme://host[:port]` entry of `allowed_hosts`; the port defaults to the
+/// scheme's. `*.example.com` matches names below example.com.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedOrigin {
+    pub https: bool,
+    pub host: HostPattern,
+    pub port: u16,
+    /// The entry as written, for metric labels and messages.
+    pub text: String,
+}
+
+impl AllowedOrigin {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let fail = || format!("{text:?} must be scheme://host[:port], e.g. \"https://api.example.com\"");
+        let (https, rest) = match text.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            _ => return Err(fail()),
+        };
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(fail());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
+                (host, port.parse::<u16>().map_err(|_| fail())?)
+            }
+            _ => (rest, if https { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => HostPattern::Exact(ip.to_string()),
+            Err(_) => HostPattern::try_from(host.to_string()).map_err(|_| fail())?,
+        };
+        Ok(Self { https, host, port, text: text.to_string() })
+    }
+
+    /// Whether a request to `scheme://host:port` is covered by this entry.
+    pub fn covers(&self, https: bool, host: &str, port: u16) -> bool {
+        self.https == https && self.port == port && self.host.matches(host)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -259,6 +318,9 @@ struct RedisToml {
 struct OutboundToml {
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    timeout: Option<HumanDuration>,
+    max_concurrency: Option<NonZeroU32>,
+    max_response: Option<ByteSize>,
 }
 
 #[derive(Deserialize)]
@@ -369,17 +431,21 @@ impl Manifest {
             }
         };
 
-        let outbound_http = OutboundHttp {
-            allowed_hosts: raw.outbound_http.map(|o| o.allowed_hosts).unwrap_or_default(),
-        };
-        for (i, pattern) in outbound_http.allowed_hosts.iter().enumerate() {
-            let rest = pattern.strip_prefix("https://").or_else(|| pattern.strip_prefix("http://"));
-            match rest {
-                Some(rest) if !rest.is_empty() && !rest.contains(['/', '?', '#', '@']) => {}
-                _ => bail!(
-                    "{}: {pattern:?} must be scheme://host[:port], e.g. \"https://api.example.com\"",
-                    at(&format!("outbound_http.allowed_hosts[{i}]"))
-                ),
+        let mut outbound_http = OutboundHttp::default();
+        if let Some(raw) = raw.outbound_http {
+            for (i, pattern) in raw.allowed_hosts.iter().enumerate() {
+                let origin = AllowedOrigin::parse(pattern)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(&format!("outbound_http.allowed_hosts[{i}]"))))?;
+                outbound_http.allowed.push(origin);
+            }
+            if let Some(timeout) = raw.timeout {
+                outbound_http.timeout = timeout.0;
+            }
+            if let Some(n) = raw.max_concurrency {
+                outbound_http.max_concurrency = n;
+            }
+            if let Some(size) = raw.max_response {
+                outbound_http.max_response = size;
             }
         }
 
@@ -475,7 +541,7 @@ mod tests {
         assert_eq!(m.resources.memory, DEFAULT_MEMORY);
         assert_eq!(m.resources.instance_memory, DEFAULT_MEMORY);
         assert_eq!(m.resources.request_timeout, DEFAULT_REQUEST_TIMEOUT);
-        assert!(m.outbound_http.allowed_hosts.is_empty());
+        assert!(m.outbound_http.allowed.is_empty());
     }
 
     #[test]
@@ -503,6 +569,24 @@ mod tests {
         assert!(e.contains("app.toml:4:") && e.contains("must be a host name"), "{e}");
         assert!(HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("a.sites.alorig.com"));
         assert!(!HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("sites.alorig.com"));
+    }
+
+    #[test]
+    fn allowed_origins_parse_with_default_ports_and_match_exactly() {
+        let a = AllowedOrigin::parse("https://api.anthropic.com").unwrap();
+        assert!(a.covers(true, "api.anthropic.com", 443));
+        assert!(!a.covers(false, "api.anthropic.com", 80), "scheme matters");
+        assert!(!a.covers(true, "api.anthropic.com", 8443), "port matters");
+        assert!(!a.covers(true, "evil.api.anthropic.com", 443));
+        let w = AllowedOrigin::parse("https://*.stripe.com").unwrap();
+        assert!(w.covers(true, "api.stripe.com", 443) && !w.covers(true, "stripe.com", 443));
+        let ip = AllowedOrigin::parse("http://127.0.0.1:9000").unwrap();
+        assert!(ip.covers(false, "127.0.0.1", 9000) && !ip.covers(false, "localhost", 9000));
+        let v6 = AllowedOrigin::parse("http://[::1]:9000").unwrap();
+        assert!(v6.covers(false, "::1", 9000));
+        for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999"] {
+            assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
