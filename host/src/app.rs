@@ -3,7 +3,7 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::wasi::WasiApp,
+    capabilities::{postgres::{self, PostgresApp}, wasi::WasiApp},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
@@ -32,6 +32,8 @@ pub struct App {
     /// Memory one instance holds right after instantiation, measured at load.
     pub startup_memory: u64,
     wasi: WasiApp,
+    /// The app's database pool, when its manifest has `[postgres]`.
+    pub postgres: Option<Arc<PostgresApp>>,
 }
 
 impl App {
@@ -49,6 +51,10 @@ impl App {
             .await
             .with_context(|| path.display().to_string())?;
         let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
+        let source = manifest.source.display().to_string();
+        if manifest.postgres.is_none() && postgres::is_imported(&runtime.engine, &compiled.component) {
+            bail!("{source}: the component imports alorig:host/postgres but the manifest has no [postgres] section");
+        }
 
         let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
         for (name, source) in &manifest.secrets {
@@ -63,6 +69,20 @@ impl App {
         }
 
         let name: Arc<str> = manifest.name.as_str().into();
+        let postgres = match (&manifest.postgres, &runtime.postgres) {
+            (None, _) => None,
+            (Some(_), _) if runtime.offline => None,
+            (Some(pg), Some(host)) => {
+                let metrics = runtime.metrics.postgres(&name);
+                let app = Arc::new(PostgresApp::open(host.clone(), &name, pg, &manifest.source, metrics).await?);
+                let weak: std::sync::Weak<dyn crate::metrics::Refresh> = Arc::downgrade(&app) as _;
+                runtime.metrics.on_scrape(weak);
+                Some(app)
+            }
+            (Some(_), None) => bail!(
+                "{source}: postgres: this host has no postgres_url (set it in host.toml or ALORIG_POSTGRES_URL)"
+            ),
+        };
         let metrics = runtime.metrics.app(&name);
         let limit = manifest.resources.memory.bytes();
         metrics.memory_limit.set(limit as i64);
@@ -77,6 +97,7 @@ impl App {
             budget,
             metrics,
             startup_memory: 0,
+            postgres,
             manifest,
         };
         app.startup_memory = app.probe().await?;
@@ -87,7 +108,7 @@ impl App {
     pub fn new_store(&self, started: Instant) -> Store<InstanceState> {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
-        let state = InstanceState::new(&self.name, limiter, &self.wasi, &self.metrics.instances);
+        let state = InstanceState::new(&self.name, limiter, &self.wasi, self.postgres.as_ref(), &self.metrics.instances);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never

@@ -1,7 +1,10 @@
 //! The state of one instance's `Store`: a hand-written struct with one typed
 //! field per capability (no type-erased map), plus the memory limiter.
 
-use crate::{capabilities::{outbound_http::OutboundHttp, wasi::WasiApp}, limits::InstanceLimiter};
+use crate::{
+    capabilities::{outbound_http::OutboundHttp, postgres::{PostgresApp, PostgresCtx}, wasi::WasiApp},
+    limits::InstanceLimiter,
+};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -14,6 +17,7 @@ pub struct InstanceState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub outbound_http: OutboundHttp,
+    pub postgres: PostgresCtx,
     _live: LiveInstance,
 }
 
@@ -30,7 +34,13 @@ impl Drop for LiveInstance {
 const MAX_RESOURCES: usize = 10_000;
 
 impl InstanceState {
-    pub fn new(app: &Arc<str>, limiter: InstanceLimiter, wasi: &WasiApp, instances: &Gauge) -> Self {
+    pub fn new(
+        app: &Arc<str>,
+        limiter: InstanceLimiter,
+        wasi: &WasiApp,
+        postgres: Option<&Arc<PostgresApp>>,
+        instances: &Gauge,
+    ) -> Self {
         instances.inc();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -40,6 +50,7 @@ impl InstanceState {
             wasi: wasi.ctx(),
             http: WasiHttpCtx::new(),
             outbound_http: OutboundHttp::new(app.clone()),
+            postgres: PostgresCtx::new(postgres.cloned()),
             _live: LiveInstance(instances.clone()),
         }
     }
