@@ -480,6 +480,11 @@ impl PostgresApp {
     }
 
     async fn pooled(&self, sql: &str, params: Vec<Value>, mode: Mode) -> Result<Outcome, Error> {
+        if let Some(keyword) = transaction_control(sql) {
+            return Err(self.refuse(other(format!(
+                "{keyword} outside a transaction would leave a pooled connection mid-transaction; use begin() and the transaction resource"
+            ))));
+        }
         self.guarded(async {
             let mut conn = self.acquire().await?;
             let result = self.run(&mut conn, sql, params, mode).await;
@@ -496,6 +501,26 @@ impl crate::metrics::Refresh for PostgresApp {
     fn refresh(&self) {
         self.refresh_gauges();
     }
+}
+
+/// The statement's first keyword if it starts or ends a transaction. Outside
+/// the `transaction` resource these would outlive the call on a pooled
+/// connection and capture later statements of other requests.
+fn transaction_control(sql: &str) -> Option<String> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(line) = rest.strip_prefix("--") {
+            rest = line.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(block) = rest.strip_prefix("/*") {
+            rest = block.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
+    matches!(word.as_str(), "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" | "PREPARE")
+        .then_some(word)
+        .filter(|w| w != "PREPARE" || rest.to_ascii_uppercase().split_whitespace().nth(1) == Some("TRANSACTION"))
 }
 
 fn now_ms() -> u64 {
@@ -755,4 +780,27 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> Result<()> {
 /// Whether a component imports this interface (any version).
 pub fn is_imported(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> bool {
     component.component_type().imports(engine).any(|(name, _)| name.starts_with("alorig:host/postgres"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_control_is_recognised_behind_comments() {
+        for sql in ["BEGIN", "  begin;", "-- x\nSTART TRANSACTION", "/* c */ commit", "Rollback", "prepare transaction 'x'"] {
+            assert!(transaction_control(sql).is_some(), "{sql}");
+        }
+        for sql in ["SELECT 1", "prepare foo AS SELECT 1", "BEGINNING", "-- BEGIN\nSELECT 1", "UPDATE t SET begin = 1"] {
+            assert!(transaction_control(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn server_errors_become_what_a_guest_can_act_on() {
+        assert!(matches!(to_guest_error(sqlx::Error::PoolTimedOut), Error::Unavailable(_)));
+        assert!(matches!(to_guest_error(sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into())), Error::Unavailable(_)));
+        assert_eq!(role_name("snap-ify"), "alorig_snap_ify");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
 }
