@@ -203,8 +203,11 @@ async fn an_app_cannot_reach_another_apps_database() {
         .await
         .unwrap();
     assert_eq!((limit, superuser), (5, false));
-    // The password never reaches the logs.
+    // The password never reaches the host's logs, nor the server's statement log.
     assert!(!host.log().contains(password.trim()));
+    let server_log = pg.server_log();
+    assert!(server_log.contains("ALTER ROLE \"alorig_a\"") || server_log.contains("CREATE ROLE \"alorig_a\""), "{server_log}");
+    assert!(!server_log.contains(password.trim()), "{server_log}");
 
     let (_, out) = script(&host, "b", "query SELECT v FROM secret").await;
     assert_eq!(out.trim(), "v:text / text:b only", "b's data is untouched");

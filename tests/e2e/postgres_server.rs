@@ -106,7 +106,7 @@ impl PgServer {
     /// Starts the server (again) on the same port and data.
     pub fn start_again(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100 -c log_statement=ddl",
             self.port,
             self.dir.path().display()
         );
@@ -119,6 +119,11 @@ impl PgServer {
     pub fn stop(&self) {
         self.run("pg_ctl", &["-D", &self.data().display().to_string(), "-m", "fast", "-w", "stop"]);
         *self.running.lock().unwrap() = false;
+    }
+
+    /// What the server has logged (DDL statements included).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// The superuser URL the host gets as `postgres_url`.

@@ -185,9 +185,11 @@ impl PostgresHost {
                 secret
             }
         };
-        // Utility statements take no parameters: the password is 48 hex digits.
+        // Utility statements take no parameters, and statement logs may be on:
+        // the server gets only a SCRAM verifier, never the password itself.
+        let verifier = scram_verifier(&password, &new_salt()?);
         let attributes = format!(
-            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {limit} PASSWORD '{password}'"
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {limit} PASSWORD '{verifier}'"
         );
         let verb = if role_exists { "ALTER" } else { "CREATE" };
         admin.execute(format!("{verb} ROLE {qrole} {attributes}").as_str()).await.map_err(|e| anyhow!("{}", at(&describe(&e))))?;
@@ -536,13 +538,67 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn new_secret() -> Result<String> {
-    let mut bytes = [0u8; 24];
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("cannot read /dev/urandom for a database password")?;
-    Ok(hex::encode(bytes))
+    Ok(bytes)
+}
+
+fn new_secret() -> Result<String> {
+    Ok(hex::encode(random::<24>()?))
+}
+
+fn new_salt() -> Result<[u8; 16]> {
+    random::<16>()
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677):
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+fn scram_verifier(password: &str, salt: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    const ITERATIONS: u32 = 4096;
+    // PBKDF2-HMAC-SHA-256 with one 32-byte block.
+    let mut u = hmac_sha256(password.as_bytes(), &[salt, &1u32.to_be_bytes()].concat());
+    let mut salted = u;
+    for _ in 1..ITERATIONS {
+        u = hmac_sha256(password.as_bytes(), &u);
+        salted.iter_mut().zip(u).for_each(|(s, x)| *s ^= x);
+    }
+    let stored_key = Sha256::digest(hmac_sha256(&salted, b"Client Key"));
+    let server_key = hmac_sha256(&salted, b"Server Key");
+    format!("SCRAM-SHA-256${ITERATIONS}:{}${}:{}", base64(salt), base64(&stored_key), base64(&server_key))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn read_secret(path: &Path) -> Result<String> {
@@ -794,6 +850,18 @@ mod tests {
         for sql in ["SELECT 1", "prepare foo AS SELECT 1", "BEGINNING", "-- BEGIN\nSELECT 1", "UPDATE t SET begin = 1"] {
             assert!(transaction_control(sql).is_none(), "{sql}");
         }
+    }
+
+    #[test]
+    fn hmac_and_base64_match_their_test_vectors() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+        assert_eq!(base64(b"any carnal pleasu"), "YW55IGNhcm5hbCBwbGVhc3U=");
+        assert!(scram_verifier("pw", &[0; 16]).starts_with("SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$"));
     }
 
     #[test]
