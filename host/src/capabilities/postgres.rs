@@ -17,7 +17,11 @@
 //! cross-database names all fail on the server. The statement timeout is set on
 //! each connection, and the host also cancels (on the server, with
 //! `pg_cancel_backend`) any statement still running past it — so a guest that
-//! runs `SET statement_timeout = 0` gains nothing.
+//! runs `SET statement_timeout = 0` gains nothing. Transactions exist only as
+//! the `transaction` resource (a raw `BEGIN` through `query` is refused), so a
+//! pooled connection never carries one request's transaction into another.
+//! The app's password lives in `<data_dir>/postgres/<role>.password` (0600);
+//! the server is sent only its SCRAM verifier.
 //!
 //! Results are read as a stream and converted row by row; the running size is
 //! checked against the instance's memory headroom, so an oversized result ends
