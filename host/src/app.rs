@@ -3,7 +3,7 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::{outbound_http::OutboundApp, wasi::WasiApp},
+    capabilities::{AppCapabilities, outbound_http::OutboundApp, postgres::{self, PostgresApp}, wasi::WasiApp},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
@@ -34,8 +34,8 @@ pub struct App {
     pub metrics: AppMetrics,
     /// Memory one instance holds right after instantiation, measured at load.
     pub startup_memory: u64,
-    wasi: WasiApp,
-    outbound: Arc<OutboundApp>,
+    /// Per-app capability state every instance borrows from.
+    pub capabilities: AppCapabilities,
     /// Instances that finished a request cleanly and may take another
     /// (only with `instance_reuse` > 1), most recently used last.
     idle: Mutex<Vec<(Instance, Instant)>>,
@@ -68,6 +68,10 @@ impl App {
             .await
             .with_context(|| path.display().to_string())?;
         let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
+        let source = manifest.source.display().to_string();
+        if manifest.postgres.is_none() && postgres::is_imported(&runtime.engine, &compiled.component) {
+            bail!("{source}: the component imports alorig:host/postgres but the manifest has no [postgres] section");
+        }
 
         let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
         for (name, source) in &manifest.secrets {
@@ -82,14 +86,31 @@ impl App {
         }
 
         let name: Arc<str> = manifest.name.as_str().into();
+        let postgres = match (&manifest.postgres, &runtime.postgres) {
+            (None, _) => None,
+            (Some(_), _) if runtime.offline => None,
+            (Some(pg), Some(host)) => {
+                let metrics = runtime.metrics.postgres(&name);
+                let app = Arc::new(PostgresApp::open(host.clone(), &name, pg, &manifest.source, metrics).await?);
+                let weak: std::sync::Weak<dyn crate::metrics::Refresh> = Arc::downgrade(&app) as _;
+                runtime.metrics.on_scrape(weak);
+                Some(app)
+            }
+            (Some(_), None) => bail!(
+                "{source}: postgres: this host has no postgres_url (set it in host.toml or ALORIG_POSTGRES_URL)"
+            ),
+        };
         let metrics = runtime.metrics.app(&name);
         let limit = manifest.resources.memory.bytes();
         metrics.memory_limit.set(limit as i64);
         let budget = Arc::new(MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone()));
         let mut app = App {
             concurrency: Arc::new(Semaphore::new(manifest.resources.max_concurrency.get() as usize)),
-            wasi: WasiApp::new(&name, env),
-            outbound: Arc::new(OutboundApp::new(name.clone(), manifest.outbound_http.clone(), metrics.clone())),
+            capabilities: AppCapabilities {
+                wasi: WasiApp::new(&name, env),
+                outbound: Arc::new(OutboundApp::new(name.clone(), manifest.outbound_http.clone(), metrics.clone())),
+                postgres,
+            },
             name,
             digest: compiled.digest,
             compiled_from_cache: compiled.cached,
@@ -109,7 +130,7 @@ impl App {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
         let deadline = started + resources.request_timeout;
-        let state = InstanceState::new(limiter, &self.wasi, &self.outbound, &self.metrics.instances, deadline);
+        let state = InstanceState::new(limiter, &self.capabilities, &self.metrics.instances, deadline);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never

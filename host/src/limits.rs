@@ -110,6 +110,15 @@ impl InstanceLimiter {
         self.charged
     }
 
+    /// How much more this instance may grow now: the lesser of what is left
+    /// under its own ceiling and under the app's budget. Host capabilities use
+    /// it to refuse a result that could not fit, instead of letting the guest trap.
+    pub fn headroom(&self) -> u64 {
+        let own = self.ceiling.saturating_sub(self.charged);
+        let app = self.budget.limit().saturating_sub(self.budget.used());
+        own.min(app)
+    }
+
     fn grow(&mut self, bytes: u64) -> bool {
         if self.charged.saturating_add(bytes) > self.ceiling {
             self.refusal.get_or_insert(Refusal::InstanceCeiling);
@@ -191,6 +200,7 @@ mod tests {
         assert!(!a.memory_growing(10 << 20, 20 << 20, None).unwrap());
         assert_eq!(a.refusal(), Some(Refusal::InstanceCeiling));
         assert_eq!(app.used(), 10 << 20);
+        assert_eq!(a.headroom(), 6 << 20);
     }
 
     #[test]

@@ -100,7 +100,8 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
         parsed.component = component;
     }
     serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
-    let runtime = Runtime::new(&config.data_dir, 4)?;
+    let mut runtime = Runtime::new(&config.data_dir, 4)?;
+    runtime.offline = true;
     let app = alorig_host::app::App::load(&runtime, parsed).await?;
     println!(
         "{}: ok — app {}, {} route(s), memory cap {}, one instance starts in {}",

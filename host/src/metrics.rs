@@ -8,7 +8,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabel {
@@ -56,8 +56,27 @@ pub struct Metrics {
     outbound: Family<AppDestinationLabel, Counter>,
     host_budget: Gauge,
     host_rss: Gauge,
+    pg_connections: Family<AppLabel, Gauge>,
+    pg_idle: Family<AppLabel, Gauge>,
+    pg_waits: Family<AppLabel, Counter>,
+    pg_queries: Family<AppLabel, Counter>,
+    pg_errors: Family<AppKindLabel, Counter>,
+    /// Gauges read from their source at scrape time (pool sizes); an entry whose
+    /// source is gone (the app was replaced) is dropped.
+    on_scrape: Mutex<Vec<Weak<dyn Refresh>>>,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
     encode_lock: Mutex<()>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppKindLabel {
+    pub app: String,
+    pub kind: &'static str,
+}
+
+/// Something that updates its gauges when `/metrics` is scraped.
+pub trait Refresh: Send + Sync {
+    fn refresh(&self);
 }
 
 /// Trap reasons (label `reason` of `alorig_app_traps_total`).
@@ -165,6 +184,11 @@ impl Metrics {
         let outbound = Family::<AppDestinationLabel, Counter>::default();
         let host_budget = Gauge::default();
         let host_rss = Gauge::default();
+        let pg_connections = Family::<AppLabel, Gauge>::default();
+        let pg_idle = Family::<AppLabel, Gauge>::default();
+        let pg_waits = Family::<AppLabel, Counter>::default();
+        let pg_queries = Family::<AppLabel, Counter>::default();
+        let pg_errors = Family::<AppKindLabel, Counter>::default();
         registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
         registry.register("alorig_app_memory_peak_bytes", "Highest guest memory in use since start", memory_peak.clone());
         registry.register("alorig_app_memory_limit_bytes", "The manifest's memory cap", memory_limit.clone());
@@ -174,6 +198,11 @@ impl Metrics {
         registry.register("alorig_app_traps", "Instances ended by a trap, by reason", traps.clone());
         registry.register("alorig_app_rejected", "Requests refused before starting, by reason", rejected.clone());
         registry.register("alorig_app_outbound_requests", "Outbound HTTP requests, by allowed destination and outcome", outbound.clone());
+        registry.register("alorig_app_pg_connections", "PostgreSQL connections open in the app's pool", pg_connections.clone());
+        registry.register("alorig_app_pg_connections_idle", "Idle PostgreSQL connections in the app's pool", pg_idle.clone());
+        registry.register("alorig_app_pg_waits", "Statements that waited for a connection (pool at max_connections)", pg_waits.clone());
+        registry.register("alorig_app_pg_queries", "Statements and transaction steps run", pg_queries.clone());
+        registry.register("alorig_app_pg_errors", "PostgreSQL errors returned to the guest, by kind", pg_errors.clone());
         registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
         registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
         Self {
@@ -189,6 +218,12 @@ impl Metrics {
             outbound,
             host_budget,
             host_rss,
+            pg_connections,
+            pg_idle,
+            pg_waits,
+            pg_queries,
+            pg_errors,
+            on_scrape: Mutex::new(Vec::new()),
             encode_lock: Mutex::new(()),
         }
     }
@@ -216,6 +251,24 @@ impl Metrics {
         }
     }
 
+    /// The app's `alorig_app_pg_*` handles.
+    pub fn postgres(&self, app: &str) -> crate::capabilities::postgres::PgMetrics {
+        let label = AppLabel { app: app.to_string() };
+        crate::capabilities::postgres::PgMetrics {
+            connections: self.pg_connections.get_or_create_owned(&label),
+            idle: self.pg_idle.get_or_create_owned(&label),
+            waits: self.pg_waits.get_or_create_owned(&label),
+            queries: self.pg_queries.get_or_create_owned(&label),
+            errors: crate::capabilities::postgres::ERROR_KINDS
+                .map(|kind| self.pg_errors.get_or_create_owned(&AppKindLabel { app: app.to_string(), kind })),
+        }
+    }
+
+    /// Refreshes `source`'s gauges at every scrape, for as long as it lives.
+    pub fn on_scrape(&self, source: Weak<dyn Refresh>) {
+        self.on_scrape.lock().unwrap_or_else(|e| e.into_inner()).push(source);
+    }
+
     pub fn set_host_budget(&self, bytes: u64) {
         self.host_budget.set(bytes as i64);
     }
@@ -223,6 +276,13 @@ impl Metrics {
     /// The Prometheus text exposition of every series.
     pub fn encode(&self) -> String {
         self.host_rss.set(resident_memory_bytes() as i64);
+        self.on_scrape.lock().unwrap_or_else(|e| e.into_inner()).retain(|source| match source.upgrade() {
+            Some(source) => {
+                source.refresh();
+                true
+            }
+            None => false,
+        });
         let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

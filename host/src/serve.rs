@@ -4,6 +4,7 @@
 use crate::{
     admin::Admin,
     app::App,
+    capabilities::postgres::PostgresHost,
     config::{ByteSize, HostConfig, Manifest},
     ingress::{Ingress, router::Router},
     runtime::Runtime,
@@ -19,6 +20,11 @@ const DRAIN: Duration = Duration::from_secs(30);
 pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[PathBuf]) -> Result<Vec<Arc<App>>> {
     let manifests = manifests.iter().map(|p| Manifest::load(p)).collect::<Result<Vec<_>>>()?;
     check_budget(config.memory_budget, &manifests)?;
+    if let Some(postgres) = &runtime.postgres {
+        postgres
+            .check_connections(manifests.iter().filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))))
+            .await?;
+    }
     for (i, m) in manifests.iter().enumerate() {
         if let Some(other) = manifests[..i].iter().find(|o| o.name == m.name) {
             bail!("{}: app name {} is already used by {}", m.source.display(), m.name, other.source.display());
@@ -56,7 +62,10 @@ pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> Result<()> {
 
 /// Runs a host with exactly these apps (`up`), or with none yet (`serve`).
 pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
-    let runtime = Runtime::new(&config.data_dir, config.max_instances)?;
+    let mut runtime = Runtime::new(&config.data_dir, config.max_instances)?;
+    if let Some(url) = &config.postgres_url {
+        runtime.postgres = Some(Arc::new(PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?));
+    }
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
     let apps = load_apps(&runtime, &config, &manifests).await?;
     let router = Router::new(apps)?;

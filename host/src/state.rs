@@ -1,9 +1,12 @@
 //! The state of one instance's `Store`: a hand-written struct with one typed
 //! field per capability (no type-erased map), plus the memory limiter.
 
-use crate::{capabilities::{outbound_http::{OutboundApp, OutboundHttp}, wasi::WasiApp}, limits::InstanceLimiter};
+use crate::{
+    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx},
+    limits::InstanceLimiter,
+};
 use prometheus_client::metrics::gauge::Gauge;
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -17,6 +20,7 @@ pub struct InstanceState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub outbound_http: OutboundHttp,
+    pub postgres: PostgresCtx,
     _live: LiveInstance,
 }
 
@@ -33,7 +37,7 @@ impl Drop for LiveInstance {
 const MAX_RESOURCES: usize = 10_000;
 
 impl InstanceState {
-    pub fn new(limiter: InstanceLimiter, wasi: &WasiApp, outbound: &Arc<OutboundApp>, instances: &Gauge, deadline: Instant) -> Self {
+    pub fn new(limiter: InstanceLimiter, capabilities: &AppCapabilities, instances: &Gauge, deadline: Instant) -> Self {
         instances.inc();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -41,9 +45,10 @@ impl InstanceState {
             deadline,
             limiter,
             table,
-            wasi: wasi.ctx(),
+            wasi: capabilities.wasi.ctx(),
             http: WasiHttpCtx::new(),
-            outbound_http: OutboundHttp::new(outbound.clone()),
+            outbound_http: OutboundHttp::new(capabilities.outbound.clone()),
+            postgres: PostgresCtx::new(capabilities.postgres.clone()),
             _live: LiveInstance(instances.clone()),
         }
     }

@@ -59,7 +59,7 @@ pub struct Host {
     child: Child,
     pub ingress: SocketAddr,
     pub admin: SocketAddr,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
     client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
@@ -147,7 +147,7 @@ impl Host {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build_http();
-        Host { child, ingress, admin, _dir: dir, log, client }
+        Host { child, ingress, admin, dir, log, client }
     }
 
     /// Everything the host has printed so far.

@@ -2,12 +2,14 @@
 //! from source. One module per area; each test starts its own host.
 
 mod harness;
+mod postgres_server;
 
 mod caddy;
 mod cli;
 mod ingress;
 mod limits;
 mod outbound;
+mod postgres;
 mod reuse;
 mod routing;
 mod sandbox;

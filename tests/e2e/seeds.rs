@@ -5,12 +5,15 @@
 use alorig_host::{caddyfile, config::{ByteSize, Manifest}, serve::check_budget};
 use std::collections::HashSet;
 
+/// The seeds' deployments; the other manifests are reference and demo apps.
+const SEED_APPS: [&str; 8] = ["igny8", "igny8-staging", "psydge", "snapify", "sitebuilder", "observer", "astrotiming", "asms"];
+
 fn seed_manifests() -> Vec<Manifest> {
     let dir = crate::harness::workspace_root().join("manifests");
     let mut manifests: Vec<Manifest> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.ends_with("hello.toml"))
+        .filter(|p| p.file_stem().is_some_and(|stem| SEED_APPS.contains(&stem.to_str().unwrap())))
         .map(|p| Manifest::load(&p).unwrap_or_else(|e| panic!("{e:#}")))
         .collect();
     manifests.sort_by(|a, b| a.name.cmp(&b.name));

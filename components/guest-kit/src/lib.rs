@@ -4,6 +4,9 @@
 
 pub use wasip2;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 use std::io::{Read as _, Write as _};
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,

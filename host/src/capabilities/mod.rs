@@ -6,23 +6,38 @@
 //!    the per-instance state kept in the store (`<Cap>Ctx`), the generated `Host`
 //!    trait implemented on a borrowed view, and `add_to_linker`;
 //! 3. one line below, and one call in [`add_to_linker`];
-//! 4. one typed field in [`crate::state::InstanceState`];
+//! 4. one field in [`AppCapabilities`] and one typed field in
+//!    [`crate::state::InstanceState`];
 //! 5. its manifest section in `config/manifest.rs`;
 //! 6. a guest `components/test-<cap>-*` and its end-to-end test in `tests/`.
 //!
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
-//! no sockets) and `wasi:http` (incoming requests; outbound denied by default).
+//! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
+//! allow-list) and `alorig:host/postgres` (the app's own database, for apps with
+//! `[postgres]`).
 
 pub mod outbound_http;
+pub mod postgres;
 pub mod wasi;
 
 use crate::state::InstanceState;
+use std::sync::Arc;
 use wasmtime::component::Linker;
+
+/// Per-app capability state, built once when the app is loaded; every instance
+/// of the app takes its per-instance state from here.
+pub struct AppCapabilities {
+    pub wasi: wasi::WasiApp,
+    pub outbound: Arc<outbound_http::OutboundApp>,
+    /// The app's database pool, when its manifest has `[postgres]`.
+    pub postgres: Option<Arc<postgres::PostgresApp>>,
+}
 
 /// Links every capability the host offers. Components whose imports are not all
 /// satisfied here are refused at validation, before they can serve.
 pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    postgres::add_to_linker(linker)?;
     Ok(())
 }

@@ -17,6 +17,9 @@ pub struct HostConfig {
     /// The sum of the apps' memory caps must fit in this.
     pub memory_budget: ByteSize,
     pub postgres_url: Option<String>,
+    /// The most PostgreSQL connections all apps' pools may hold together
+    /// (default: 80% of the server's `max_connections` less its reserved ones).
+    pub postgres_max_connections: Option<u32>,
     pub redis_url: Option<String>,
     pub admin_token: Option<String>,
     /// A client must send a request's headers within this time.
@@ -33,6 +36,7 @@ struct HostToml {
     data_dir: Option<PathBuf>,
     memory_budget: Option<ByteSize>,
     postgres_url: Option<String>,
+    postgres_max_connections: Option<u32>,
     redis_url: Option<String>,
     admin_token: Option<String>,
     header_read_timeout: Option<HumanDuration>,
@@ -73,6 +77,7 @@ impl HostConfig {
                 .unwrap_or_else(|| PathBuf::from(".alorig")),
             memory_budget: raw.memory_budget.unwrap_or(ByteSize::gib(12)),
             postgres_url: pick("ALORIG_POSTGRES_URL", raw.postgres_url),
+            postgres_max_connections: raw.postgres_max_connections,
             redis_url: pick("ALORIG_REDIS_URL", raw.redis_url),
             admin_token: pick("ALORIG_ADMIN_TOKEN", raw.admin_token),
             header_read_timeout: raw
