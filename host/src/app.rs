@@ -3,7 +3,7 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::wasi::WasiApp,
+    capabilities::{redis::{self, RedisApp}, wasi::WasiApp},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
@@ -32,6 +32,10 @@ pub struct App {
     /// Memory one instance holds right after instantiation, measured at load.
     pub startup_memory: u64,
     wasi: WasiApp,
+    /// The app's Redis, when its manifest has `[redis]`.
+    pub redis: Option<Arc<RedisApp>>,
+    /// The exported Redis message handler, when `[redis] channels` is set.
+    pub redis_trigger: Option<redis::trigger::RedisTriggerPre<InstanceState>>,
 }
 
 impl App {
@@ -63,6 +67,27 @@ impl App {
         }
 
         let name: Arc<str> = manifest.name.as_str().into();
+        let source = manifest.source.display().to_string();
+        let imports_redis = compiled
+            .component
+            .component_type()
+            .imports(&runtime.engine)
+            .any(|(import, _)| import == redis::INTERFACE || import.starts_with("alorig:host/redis@"));
+        let redis = match &manifest.redis {
+            Some(config) => {
+                let metrics = runtime.metrics.redis(&name);
+                let app = RedisApp::new(&runtime.redis, &name, config, metrics).map_err(|e| anyhow::anyhow!("{source}: [redis]: {e}"))?;
+                Some(Arc::new(app))
+            }
+            None if imports_redis => bail!("{source}: the component imports alorig:host/redis but the manifest has no [redis] section (db and prefix)"),
+            None => None,
+        };
+        let redis_trigger = match manifest.redis.as_ref().filter(|r| !r.channels.is_empty()) {
+            Some(_) => Some(redis::trigger::RedisTriggerPre::new(pre.instance_pre().clone()).map_err(|_| {
+                anyhow::anyhow!("{source}: [redis] channels is set but the component does not export alorig:host/redis-handler (on-message)")
+            })?),
+            None => None,
+        };
         let metrics = runtime.metrics.app(&name);
         let limit = manifest.resources.memory.bytes();
         metrics.memory_limit.set(limit as i64);
@@ -78,6 +103,8 @@ impl App {
             metrics,
             startup_memory: 0,
             manifest,
+            redis,
+            redis_trigger,
         };
         app.startup_memory = app.probe().await?;
         Ok(app)
@@ -87,7 +114,7 @@ impl App {
     pub fn new_store(&self, started: Instant) -> Store<InstanceState> {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
-        let state = InstanceState::new(&self.name, limiter, &self.wasi, &self.metrics.instances);
+        let state = InstanceState::new(&self.name, limiter, &self.wasi, self.redis.as_ref(), &self.metrics.instances);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never

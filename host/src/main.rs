@@ -73,7 +73,8 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
         parsed.component = component;
     }
     serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
-    let runtime = Runtime::new(&config.data_dir, 4)?;
+    let mut runtime = Runtime::new(&config.data_dir, 4)?;
+    runtime.redis.url = config.redis_url.clone();
     let app = alorig_host::app::App::load(&runtime, parsed).await?;
     let _ = validate::check_bytes; // the same checks `up` and deploys run, via App::load
     println!(

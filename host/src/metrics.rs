@@ -45,6 +45,8 @@ pub struct Metrics {
     duration: HistogramFamily,
     traps: Family<AppReasonLabel, Counter>,
     rejected: Family<AppReasonLabel, Counter>,
+    redis_commands: Family<AppLabel, Counter>,
+    redis_errors: Family<AppReasonLabel, Counter>,
     host_budget: Gauge,
     host_rss: Gauge,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
@@ -146,6 +148,8 @@ impl Metrics {
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let traps = Family::<AppReasonLabel, Counter>::default();
         let rejected = Family::<AppReasonLabel, Counter>::default();
+        let redis_commands = Family::<AppLabel, Counter>::default();
+        let redis_errors = Family::<AppReasonLabel, Counter>::default();
         let host_budget = Gauge::default();
         let host_rss = Gauge::default();
         registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
@@ -156,6 +160,8 @@ impl Metrics {
         registry.register("alorig_app_request_duration_seconds", "Time to the response head", duration.clone());
         registry.register("alorig_app_traps", "Instances ended by a trap, by reason", traps.clone());
         registry.register("alorig_app_rejected", "Requests refused before starting, by reason", rejected.clone());
+        registry.register("alorig_app_redis_commands", "Redis calls made by the app's guests (a pipeline counts once)", redis_commands.clone());
+        registry.register("alorig_app_redis_errors", "Redis calls that failed, by reason", redis_errors.clone());
         registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
         registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
         Self {
@@ -168,6 +174,8 @@ impl Metrics {
             duration,
             traps,
             rejected,
+            redis_commands,
+            redis_errors,
             host_budget,
             host_rss,
             encode_lock: Mutex::new(()),
@@ -196,6 +204,16 @@ impl Metrics {
         }
     }
 
+    /// Redis handles for an app with `[redis]` (apps without it get no series).
+    pub fn redis(&self, app: &str) -> RedisMetrics {
+        RedisMetrics {
+            commands: self.redis_commands.get_or_create_owned(&AppLabel { app: app.to_string() }),
+            errors: crate::capabilities::redis::ERROR_REASONS.map(|reason| {
+                self.redis_errors.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })
+            }),
+        }
+    }
+
     pub fn set_host_budget(&self, bytes: u64) {
         self.host_budget.set(bytes as i64);
     }
@@ -207,6 +225,21 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// One app's Redis series: `alorig_app_redis_commands_total{app}` and
+/// `alorig_app_redis_errors_total{app,reason}`.
+#[derive(Clone)]
+pub struct RedisMetrics {
+    pub commands: Counter,
+    errors: [Counter; 5],
+}
+
+impl RedisMetrics {
+    /// Counts one failure; `reason` indexes [`crate::capabilities::redis::ERROR_REASONS`].
+    pub fn error(&self, reason: usize) {
+        self.errors[reason].inc();
     }
 }
 

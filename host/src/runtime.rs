@@ -1,7 +1,7 @@
 //! What every app shares: the engine, the linker of host capabilities, the
 //! compile cache and the metrics registry.
 
-use crate::{capabilities, engine::{self, CompileCache}, metrics::Metrics, state::InstanceState};
+use crate::{capabilities::{self, redis::RedisHost}, engine::{self, CompileCache}, metrics::Metrics, state::InstanceState};
 use anyhow::Result;
 use std::{path::Path, sync::Arc};
 use wasmtime::{Engine, component::Linker};
@@ -11,6 +11,8 @@ pub struct Runtime {
     pub linker: Linker<InstanceState>,
     pub cache: CompileCache,
     pub metrics: Arc<Metrics>,
+    /// The operator's Redis; set from the host config before apps load.
+    pub redis: RedisHost,
 }
 
 impl Runtime {
@@ -18,7 +20,7 @@ impl Runtime {
         let engine = engine::build_engine(max_instances)?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
-        Ok(Self { engine, linker, cache: CompileCache::new(data_dir), metrics: Arc::new(Metrics::new()) })
+        Ok(Self { engine, linker, cache: CompileCache::new(data_dir), metrics: Arc::new(Metrics::new()), redis: RedisHost::default() })
     }
 
     /// Starts the epoch ticker; call once when the runtime will serve.

@@ -56,9 +56,13 @@ pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> Result<()> {
 
 /// Runs a host with exactly these apps (`up`), or with none yet (`serve`).
 pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
-    let runtime = Runtime::new(&config.data_dir, config.max_instances)?;
+    let mut runtime = Runtime::new(&config.data_dir, config.max_instances)?;
+    runtime.redis.url = config.redis_url.clone();
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
     let apps = load_apps(&runtime, &config, &manifests).await?;
+    for app in &apps {
+        crate::capabilities::redis::subscribe(app);
+    }
     let router = Router::new(apps)?;
     runtime.start();
 

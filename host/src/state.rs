@@ -1,7 +1,7 @@
 //! The state of one instance's `Store`: a hand-written struct with one typed
 //! field per capability (no type-erased map), plus the memory limiter.
 
-use crate::{capabilities::{outbound_http::OutboundHttp, wasi::WasiApp}, limits::InstanceLimiter};
+use crate::{capabilities::{outbound_http::OutboundHttp, redis::{RedisApp, RedisCtx}, wasi::WasiApp}, limits::InstanceLimiter};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -14,6 +14,7 @@ pub struct InstanceState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub outbound_http: OutboundHttp,
+    pub redis: RedisCtx,
     _live: LiveInstance,
 }
 
@@ -30,7 +31,7 @@ impl Drop for LiveInstance {
 const MAX_RESOURCES: usize = 10_000;
 
 impl InstanceState {
-    pub fn new(app: &Arc<str>, limiter: InstanceLimiter, wasi: &WasiApp, instances: &Gauge) -> Self {
+    pub fn new(app: &Arc<str>, limiter: InstanceLimiter, wasi: &WasiApp, redis: Option<&Arc<RedisApp>>, instances: &Gauge) -> Self {
         instances.inc();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -40,6 +41,7 @@ impl InstanceState {
             wasi: wasi.ctx(),
             http: WasiHttpCtx::new(),
             outbound_http: OutboundHttp::new(app.clone()),
+            redis: RedisCtx::new(redis),
             _live: LiveInstance(instances.clone()),
         }
     }

@@ -11,9 +11,11 @@
 //! 6. a guest `components/test-<cap>-*` and its end-to-end test in `tests/`.
 //!
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
-//! no sockets) and `wasi:http` (incoming requests; outbound denied by default).
+//! no sockets), `wasi:http` (incoming requests; outbound denied by default) and
+//! `alorig:host/redis` (the app's own Redis db and key prefix).
 
 pub mod outbound_http;
+pub mod redis;
 pub mod wasi;
 
 use crate::state::InstanceState;
@@ -24,5 +26,6 @@ use wasmtime::component::Linker;
 pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    redis::add_to_linker(linker)?;
     Ok(())
 }
