@@ -399,8 +399,18 @@ impl Connector {
 /// The guest's view of a Redis failure. The operator gets a log line for the
 /// ones that are the host's or Redis's fault, never with keys or values.
 fn classify(app: &str, err: redis::RedisError) -> Error {
-    if err.code() == Some("WRONGTYPE") {
-        return Error::WrongType;
+    // Errors Redis answered, for one command or the first failing one of a
+    // pipeline (named by its index).
+    let pipeline = matches!(err.to_string().as_str(), s if s.starts_with("Pipeline failure"));
+    if let Some(errors) = err.clone().into_server_errors()
+        && let Some((index, first)) = errors.first()
+        && first.kind() != Some(redis::ServerErrorKind::NoPerm)
+    {
+        if first.code() == "WRONGTYPE" {
+            return Error::WrongType;
+        }
+        let at = if pipeline { format!("command {index}: ") } else { String::new() };
+        return Error::Other(format!("{at}{} {}", first.code(), first.details().unwrap_or("")).trim_end().to_string());
     }
     if err.is_timeout() {
         return Error::Timeout;
