@@ -328,3 +328,61 @@ async fn native_gets(url: String, n: usize) -> Vec<Duration> {
     }
     times
 }
+
+/// The reference app, from its shipped manifest: Psydge's discipline gate.
+#[tokio::test(flavor = "multi_thread")]
+async fn psydge_gate_answers_may_this_trade_be_placed() {
+    let redis = RedisServer::start();
+    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("manifests/psydge-gate.toml")).unwrap();
+    let text = shipped
+        .lines()
+        .map(|line| match line {
+            l if l.starts_with("component") => format!("component = \"{}\"", crate::harness::guest("psydge-gate").display()),
+            l if l.starts_with("COOLDOWN_MS") => "COOLDOWN_MS = \"1500\"".to_string(),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let host = Host::up_with(&[("psydge-gate", text)], &format!("redis_url = \"{}\"", redis.url()));
+    let site = "gate.psydge.localhost";
+
+    let closed = may_trade(&host, "42", "0.8").await;
+    assert_eq!(closed.status, 403);
+    for buffer in ["buffer_go", "buffer_whitelist", "buffer_session", "buffer_equity", "buffer_cooldown", "buffer_risk"] {
+        assert!(closed.text().contains(&format!("{buffer} closed")), "{}", closed.text());
+    }
+    let open = "buffer_go=1\nbuffer_whitelist=1\nbuffer_session=1\nbuffer_equity=1\nbuffer_cooldown=1\nbuffer_risk=1\n";
+    assert_eq!(host.request("PUT", site, "/gate/42", open.into()).await.status, 204);
+    assert_eq!((may_trade(&host, "42", "0.8").await.status, may_trade(&host, "42", "0.8").await.text()), (200, "{\"allowed\":true}".to_string()));
+    assert!(may_trade(&host, "42", "1.5").await.text().contains("risk 1.5% is not within (0, 1]%"));
+    assert_eq!(may_trade(&host, "7", "0.8").await.status, 403, "another user's gate is their own");
+
+    // A losing trade: cooldown, then open again.
+    assert_eq!(host.request("POST", site, "/result/42?r=-1", vec![]).await.text(), "{\"session_r\":-1.00}");
+    let cooling = may_trade(&host, "42", "0.8").await;
+    assert_eq!(cooling.status, 403);
+    assert!(cooling.text().contains("cooldown: 2 s left") || cooling.text().contains("cooldown: 1 s left"), "{}", cooling.text());
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(may_trade(&host, "42", "0.8").await.status, 200);
+
+    // Past -2R the session locks.
+    assert_eq!(host.request("POST", site, "/result/42?r=-1.25", vec![]).await.text(), "{\"session_r\":-2.25}");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let locked = may_trade(&host, "42", "0.8").await;
+    assert_eq!(locked.status, 403);
+    assert_eq!(locked.text(), "{\"allowed\":false,\"reasons\":[\"session locked\",\"loss lock reached\"]}");
+    let state = host.get(site, "/gate/42").await.text();
+    assert!(state.contains("\"session_r\":-2.25,\"locked\":true"), "{state}");
+
+    // The seeds' schema, under psydge: in db 2.
+    let mut db2 = redis.connection(2);
+    assert_eq!(db2.hget::<_, _, String>("psydge:gate:42", "buffer_risk").unwrap(), "1");
+    assert_eq!(db2.get::<_, i64>("psydge:session_r:42").unwrap(), -225);
+    assert!(db2.pttl::<_, i64>("psydge:session_r:42").unwrap() > 0);
+    assert!(db2.pttl::<_, i64>("psydge:lock:42").unwrap() > 0);
+    assert!(keys(&redis, 2).iter().all(|k| k.starts_with(b"psydge:")));
+}
+
+async fn may_trade(host: &Host, user: &str, risk_pct: &str) -> crate::harness::Reply {
+    host.get("gate.psydge.localhost", &format!("/may-trade/{user}?risk_pct={risk_pct}")).await
+}
