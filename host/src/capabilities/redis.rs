@@ -27,8 +27,10 @@
 //!    wall stands alone (logged once as a warning).
 //!
 //! Connections: one multiplexed connection per app, shared by all its instances,
-//! made lazily on first use and re-made after it breaks; while Redis is down a
-//! call fails fast with `unavailable` and the host keeps serving everything else.
+//! made lazily on first use and re-made after it breaks (a call that finds the
+//! kept connection broken tries once more on a new one, see `metered`); while
+//! Redis is down a call fails fast with `unavailable` and the host keeps serving
+//! everything else.
 //! Every call is bounded by [`CALL_TIMEOUT`] (`timeout` to the guest).
 //!
 //! Redis as a trigger: see [`subscribe`]. Logs name the app, never keys or values.
@@ -148,24 +150,36 @@ impl RedisApp {
 
     /// Runs one command on the app's connection, counting it and its errors.
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        self.metrics.commands.inc();
-        let result = tokio::time::timeout(CALL_TIMEOUT, async {
-            let mut conn = self.connector.connection(&self.app).await?;
-            cmd.query_async::<T>(&mut conn).await.map_err(|e| self.connector.failed(&self.app, &conn, e))
-        })
-        .await
-        .unwrap_or(Err(Error::Timeout));
-        if let Err(err) = &result {
-            self.metrics.error(error_reason(err));
-        }
-        result
+        self.metered(|mut conn| async move { cmd.query_async::<T>(&mut conn).await }).await
     }
 
     async fn run_pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, Error> {
+        self.metered(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await }).await
+    }
+
+    /// One call: counted, bounded by [`CALL_TIMEOUT`], and tried once more on a
+    /// new connection when the kept one turns out to be broken (Redis restarted
+    /// while the app was idle), so the first call after an outage does not fail.
+    /// Like most Redis clients' retry on a network error this is at-least-once:
+    /// a command in flight at the very moment its connection broke may have been
+    /// applied and is applied again.
+    async fn metered<T, F, Fut>(&self, op: F) -> Result<T, Error>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         self.metrics.commands.inc();
         let result = tokio::time::timeout(CALL_TIMEOUT, async {
-            let mut conn = self.connector.connection(&self.app).await?;
-            pipe.query_async::<Vec<Value>>(&mut conn).await.map_err(|e| self.connector.failed(&self.app, &conn, e))
+            let (conn, fresh) = self.connector.connection(&self.app).await?;
+            match op((*conn).clone()).await {
+                Ok(value) => Ok(value),
+                Err(err) if !fresh && broken(&err) => {
+                    self.connector.forget(&conn);
+                    let (conn, _) = self.connector.connection(&self.app).await?;
+                    op((*conn).clone()).await.map_err(|e| self.connector.failed(&self.app, &conn, e))
+                }
+                Err(err) => Err(self.connector.failed(&self.app, &conn, err)),
+            }
         })
         .await
         .unwrap_or(Err(Error::Timeout));
@@ -339,25 +353,32 @@ impl RedisApp {
 }
 
 impl Connector {
-    /// The app's live connection, connecting first if there is none.
-    async fn connection(&self, app: &str) -> Result<MultiplexedConnection, Error> {
+    /// The app's live connection, connecting first if there is none; `true`
+    /// when it was made by this call.
+    async fn connection(&self, app: &str) -> Result<(Arc<MultiplexedConnection>, bool), Error> {
         if let Some(conn) = self.current.load_full() {
-            return Ok((*conn).clone());
+            return Ok((conn, false));
         }
         // One connection attempt at a time; the others wait and share its result.
         let _turn = self.connecting.lock().await;
         if let Some(conn) = self.current.load_full() {
-            return Ok((*conn).clone());
+            return Ok((conn, false));
         }
         let info = self.prepare(app).await?;
         let client = redis::Client::open(info).map_err(|e| Error::Other(e.to_string()))?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT));
-        let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?;
-        self.current.store(Some(Arc::new(conn.clone())));
+        let conn = Arc::new(client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?);
+        self.current.store(Some(conn.clone()));
         tracing::info!(app, "connected to Redis");
-        Ok(conn)
+        Ok((conn, true))
+    }
+
+    /// Drops `conn` as the app's connection (unless another call already
+    /// replaced it), so the next call reconnects.
+    fn forget(&self, conn: &Arc<MultiplexedConnection>) {
+        self.current.compare_and_swap(conn, None);
     }
 
     /// Where the app connects: as its ACL user, (re)created now, or else with the
@@ -387,13 +408,17 @@ impl Connector {
 
     /// Turns a command's failure into the guest's error; drops the connection
     /// when it is broken, so the next call reconnects.
-    fn failed(&self, app: &str, conn: &MultiplexedConnection, err: redis::RedisError) -> Error {
-        let _ = conn;
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error() {
-            self.current.store(None);
+    fn failed(&self, app: &str, conn: &Arc<MultiplexedConnection>, err: redis::RedisError) -> Error {
+        if broken(&err) {
+            self.forget(conn);
         }
         classify(app, err)
     }
+}
+
+/// Whether the connection is unusable after this error.
+fn broken(err: &redis::RedisError) -> bool {
+    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error()
 }
 
 /// The guest's view of a Redis failure. The operator gets a log line for the
