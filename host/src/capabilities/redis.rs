@@ -847,3 +847,86 @@ async fn deliver(app: Arc<crate::app::App>, trigger: trigger::RedisTriggerPre<In
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> RedisApp {
+        let host = RedisHost { url: Some("redis://127.0.0.1:1".into()) };
+        let config = manifest::Redis { db: 3, prefix: "a:".into(), channels: vec![] };
+        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a")).unwrap()
+    }
+
+    fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => b"<cursor>".to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_key_of_every_command_is_the_prefix_then_the_guest_bytes() {
+        let app = app();
+        let hostile = "../b:*\0\r\nFLUSHALL\r\n[a-z]?";
+        let full = [b"a:".as_slice(), hostile.as_bytes()].concat();
+        let k = || hostile.to_string();
+        let v = || b"v".to_vec();
+        let opts = SetOptions { ttl_ms: Some(5), condition: SetCondition::IfAbsent };
+        let commands = vec![
+            Command::Get(k()),
+            Command::Set((k(), v(), opts)),
+            Command::Del(vec![k(), k()]),
+            Command::Exists(vec![k()]),
+            Command::IncrBy((k(), 1)),
+            Command::Expire((k(), 5)),
+            Command::Hget((k(), "f".into())),
+            Command::Hset((k(), vec![("f".into(), v())])),
+            Command::Hgetall(k()),
+            Command::Hdel((k(), vec!["f".into()])),
+            Command::HincrBy((k(), "f".into(), 1)),
+            Command::Sadd((k(), vec![v()])),
+            Command::Srem((k(), vec![v()])),
+            Command::Smembers(k()),
+            Command::Rpush((k(), vec![v()])),
+            Command::Lpush((k(), vec![v()])),
+            Command::Lrange((k(), 0, -1)),
+            Command::Zadd((k(), vec![(1.0, v())])),
+            Command::Zrem((k(), vec![v()])),
+            Command::Publish((k(), v())),
+        ];
+        for command in &commands {
+            let args = args(&app.command(command).unwrap());
+            assert_eq!(args[1], full, "{command:?}");
+            if let Command::Del(_) = command {
+                assert_eq!(args[2], full);
+            }
+        }
+        // The command name is the host's, never the guest's.
+        assert_eq!(args(&app.command(&Command::Get(k())).unwrap())[0], b"GET");
+    }
+
+    #[test]
+    fn out_of_bounds_arguments_are_refused_before_reaching_redis() {
+        let app = app();
+        assert!(app.command(&Command::Get("k".repeat(MAX_KEY))).is_ok());
+        assert!(matches!(app.command(&Command::Get("k".repeat(MAX_KEY + 1))), Err(Error::Invalid(_))));
+        assert!(matches!(app.command(&Command::Del(vec![])), Err(Error::Invalid(_))));
+        assert!(matches!(app.command(&Command::Del(vec![String::new(); MAX_ITEMS + 1])), Err(Error::Invalid(_))));
+        assert!(matches!(app.command(&Command::Zadd(("z".into(), vec![(f64::NAN, vec![])]))), Err(Error::Invalid(_))));
+        assert!(matches!(app.command(&Command::Expire(("z".into(), 0))), Err(Error::Invalid(_))));
+        assert!(matches!(app.command(&Command::Expire(("z".into(), u64::MAX))), Err(Error::Invalid(_))));
+        assert_eq!(score_arg(f64::INFINITY).unwrap(), "+inf");
+        assert_eq!(parse_score("-inf"), Some(f64::NEG_INFINITY));
+    }
+
+    #[test]
+    fn channels_are_prefixed_and_stripped() {
+        let app = app();
+        assert_eq!(app.channel("news"), b"a:news");
+        assert_eq!(app.strip_prefix(b"a:news"), Some(b"news".as_slice()));
+        assert_eq!(app.strip_prefix(b"b:news"), None);
+    }
+}
