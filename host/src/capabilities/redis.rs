@@ -426,7 +426,7 @@ fn broken(err: &redis::RedisError) -> bool {
 fn classify(app: &str, err: redis::RedisError) -> Error {
     // Errors Redis answered, for one command or the first failing one of a
     // pipeline (named by its index).
-    let pipeline = matches!(err.to_string().as_str(), s if s.starts_with("Pipeline failure"));
+    let pipeline = err.to_string().starts_with("Pipeline failure");
     if let Some(errors) = err.clone().into_server_errors()
         && let Some((index, first)) = errors.first()
         && first.kind() != Some(redis::ServerErrorKind::NoPerm)
@@ -733,7 +733,7 @@ impl wit::Host for RedisView<'_> {
             pairs(flat)
                 .into_iter()
                 .map(|(member, score)| {
-                    let score = std::str::from_utf8(&score).ok().and_then(|s| parse_score(s));
+                    let score = std::str::from_utf8(&score).ok().and_then(parse_score);
                     score.map(|s| (member, s)).ok_or_else(|| Error::Other("Redis sent a score that is not a number".into()))
                 })
                 .collect()
