@@ -289,43 +289,51 @@ fn a_component_importing_redis_without_a_redis_section_is_refused_at_load() {
 
 /// Guest GET through the host (timed inside the guest, so the figure is the cost
 /// of the host call) against a native `redis` crate GET on a multiplexed
-/// connection, in the same run on the same Redis.
+/// connection, on the same Redis in the same run. The machine is shared (other
+/// builds run beside the tests), so the two are measured in alternating rounds
+/// and compared on each side's best round; every round is printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn benchmark_guest_get_through_the_host_vs_native() {
     let redis = RedisServer::start();
     let host = up(&redis, &[redis_app("a", 1, "a:", "")]);
-    let value = vec![b'v'; 100];
-    let _: () = redis.connection(1).set("a:bench", value.clone()).unwrap();
-    const N: usize = 5000;
-
-    // Native, twice: on this test's multi-thread runtime and on a single-thread
-    // runtime of its own; the faster one is the baseline (the conservative ratio).
+    let _: () = redis.connection(1).set("a:bench", vec![b'v'; 100]).unwrap();
+    const N: usize = 2000;
+    const ROUNDS: usize = 5;
     let url = format!("{}/1", redis.url());
-    let multi = native_gets(url.clone(), N).await;
-    let single = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(native_gets(url, N))
-    })
-    .join()
-    .unwrap();
-    let (multi, single) = (percentiles(multi), percentiles(single));
-    eprintln!("native GET p50/p99: multi-thread runtime {:.3}/{:.3} ms, current-thread {:.3}/{:.3} ms", multi.0, multi.1, single.0, single.1);
-    let native = if multi.0 <= single.0 { multi } else { single };
-    let (native_p50, native_p99) = native;
-
+    // The native client on a single-thread runtime of its own: measured faster
+    // than on a multi-thread one, so the stricter baseline.
+    let (jobs, job) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<Vec<Duration>>>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for reply in job {
+            let _ = reply.send(runtime.block_on(native_gets(url.clone(), N)));
+        }
+    });
     let _ = host.get("a.test", &format!("/bench?n=500&k={}", hex(b"bench"))).await; // warm-up
-    let reply = host.get("a.test", &format!("/bench?n={N}&k={}", hex(b"bench"))).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let text = reply.text();
-    let (p50, p99) = text.split_once(' ').unwrap();
-    let (guest_p50, guest_p99) = (p50.parse::<f64>().unwrap() / 1e6, p99.parse::<f64>().unwrap() / 1e6);
-    let ratio = guest_p50 / native_p50;
+    let (mut guest, mut native) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (tx, rx) = std::sync::mpsc::channel();
+        jobs.send(tx).unwrap();
+        let (n50, n99) = percentiles(rx.recv().unwrap());
+        let reply = host.get("a.test", &format!("/bench?n={N}&k={}", hex(b"bench"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let text = reply.text();
+        let (p50, p99) = text.split_once(' ').unwrap();
+        let (g50, g99) = (p50.parse::<f64>().unwrap() / 1e6, p99.parse::<f64>().unwrap() / 1e6);
+        eprintln!("round {round}: guest through host p50 {g50:.3} ms p99 {g99:.3} ms; native p50 {n50:.3} ms p99 {n99:.3} ms");
+        guest.push((g50, g99));
+        native.push((n50, n99));
+    }
+    let best = |rounds: &[(f64, f64)]| rounds.iter().copied().fold((f64::MAX, f64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)));
+    let ((g50, g99), (n50, n99)) = (best(&guest), best(&native));
+    let ratio = g50 / n50;
     eprintln!(
-        "redis GET, {N} sequential: guest through host p50 {guest_p50:.3} ms p99 {guest_p99:.3} ms; \
-         native redis crate p50 {native_p50:.3} ms p99 {native_p99:.3} ms; ratio p50 {ratio:.2}x, p99 {:.2}x",
-        guest_p99 / native_p99
+        "redis GET, best of {ROUNDS} rounds of {N}: guest through host p50 {g50:.3} ms p99 {g99:.3} ms; \
+         native redis crate p50 {n50:.3} ms p99 {n99:.3} ms; ratio p50 {ratio:.2}x, p99 {:.2}x",
+        g99 / n99
     );
-    // The target is 1.3x; the bound here leaves room for a machine shared with
-    // other builds, so the test catches regressions, not noise.
+    // The target is 1.3x; the bound leaves room for a machine shared with other
+    // builds, so the test catches regressions (a per-call connect, a lock), not noise.
     assert!(ratio <= 2.0, "guest GET p50 is {ratio:.2}x a native GET");
 }
 
