@@ -3,7 +3,7 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundApp, postgres::{self, PostgresApp}, wasi::WasiApp},
+    capabilities::{AppCapabilities, outbound_http::OutboundApp, postgres::{self, PostgresApp}, redis::{self, RedisApp}, wasi::WasiApp},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
@@ -39,6 +39,8 @@ pub struct App {
     /// Instances that finished a request cleanly and may take another
     /// (only with `instance_reuse` > 1), most recently used last.
     idle: Mutex<Vec<(Instance, Instant)>>,
+    /// The exported Redis message handler, when `[redis] channels` is set.
+    pub redis_trigger: Option<redis::trigger::RedisTriggerPre<InstanceState>>,
 }
 
 /// A live instance of the app, between or during requests.
@@ -100,6 +102,26 @@ impl App {
                 "{source}: postgres: this host has no postgres_url (set it in host.toml or ALORIG_POSTGRES_URL)"
             ),
         };
+        let imports_redis = compiled
+            .component
+            .component_type()
+            .imports(&runtime.engine)
+            .any(|(import, _)| import == redis::INTERFACE || import.starts_with("alorig:host/redis@"));
+        let redis = match &manifest.redis {
+            Some(config) => {
+                let metrics = runtime.metrics.redis(&name);
+                let app = RedisApp::new(&runtime.redis, &name, config, metrics).map_err(|e| anyhow::anyhow!("{source}: [redis]: {e}"))?;
+                Some(Arc::new(app))
+            }
+            None if imports_redis => bail!("{source}: the component imports alorig:host/redis but the manifest has no [redis] section (db and prefix)"),
+            None => None,
+        };
+        let redis_trigger = match manifest.redis.as_ref().filter(|r| !r.channels.is_empty()) {
+            Some(_) => Some(redis::trigger::RedisTriggerPre::new(pre.instance_pre().clone()).map_err(|_| {
+                anyhow::anyhow!("{source}: [redis] channels is set but the component does not export alorig:host/redis-handler (on-message)")
+            })?),
+            None => None,
+        };
         let metrics = runtime.metrics.app(&name);
         let limit = manifest.resources.memory.bytes();
         metrics.memory_limit.set(limit as i64);
@@ -110,6 +132,7 @@ impl App {
                 wasi: WasiApp::new(&name, env),
                 outbound: Arc::new(OutboundApp::new(name.clone(), manifest.outbound_http.clone(), metrics.clone())),
                 postgres,
+                redis,
             },
             name,
             digest: compiled.digest,
@@ -120,6 +143,7 @@ impl App {
             startup_memory: 0,
             idle: Mutex::new(Vec::new()),
             manifest,
+            redis_trigger,
         };
         app.startup_memory = app.probe().await?;
         Ok(app)

@@ -102,6 +102,7 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
     serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
     let mut runtime = Runtime::new(&config.data_dir, 4)?;
     runtime.offline = true;
+    runtime.redis.url = config.redis_url.clone();
     let app = alorig_host::app::App::load(&runtime, parsed).await?;
     println!(
         "{}: ok — app {}, {} route(s), memory cap {}, one instance starts in {}",

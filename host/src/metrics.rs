@@ -54,6 +54,8 @@ pub struct Metrics {
     traps: Family<AppReasonLabel, Counter>,
     rejected: Family<AppReasonLabel, Counter>,
     outbound: Family<AppDestinationLabel, Counter>,
+    redis_commands: Family<AppLabel, Counter>,
+    redis_errors: Family<AppReasonLabel, Counter>,
     host_budget: Gauge,
     host_rss: Gauge,
     pg_connections: Family<AppLabel, Gauge>,
@@ -182,6 +184,8 @@ impl Metrics {
         let traps = Family::<AppReasonLabel, Counter>::default();
         let rejected = Family::<AppReasonLabel, Counter>::default();
         let outbound = Family::<AppDestinationLabel, Counter>::default();
+        let redis_commands = Family::<AppLabel, Counter>::default();
+        let redis_errors = Family::<AppReasonLabel, Counter>::default();
         let host_budget = Gauge::default();
         let host_rss = Gauge::default();
         let pg_connections = Family::<AppLabel, Gauge>::default();
@@ -203,6 +207,8 @@ impl Metrics {
         registry.register("alorig_app_pg_waits", "Statements that waited for a connection (pool at max_connections)", pg_waits.clone());
         registry.register("alorig_app_pg_queries", "Statements and transaction steps run", pg_queries.clone());
         registry.register("alorig_app_pg_errors", "PostgreSQL errors returned to the guest, by kind", pg_errors.clone());
+        registry.register("alorig_app_redis_commands", "Redis calls made by the app's guests (a pipeline counts once)", redis_commands.clone());
+        registry.register("alorig_app_redis_errors", "Redis calls that failed, by reason", redis_errors.clone());
         registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
         registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
         Self {
@@ -216,6 +222,8 @@ impl Metrics {
             traps,
             rejected,
             outbound,
+            redis_commands,
+            redis_errors,
             host_budget,
             host_rss,
             pg_connections,
@@ -269,6 +277,16 @@ impl Metrics {
         self.on_scrape.lock().unwrap_or_else(|e| e.into_inner()).push(source);
     }
 
+    /// Redis handles for an app with `[redis]` (apps without it get no series).
+    pub fn redis(&self, app: &str) -> RedisMetrics {
+        RedisMetrics {
+            commands: self.redis_commands.get_or_create_owned(&AppLabel { app: app.to_string() }),
+            errors: crate::capabilities::redis::ERROR_REASONS.map(|reason| {
+                self.redis_errors.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })
+            }),
+        }
+    }
+
     pub fn set_host_budget(&self, bytes: u64) {
         self.host_budget.set(bytes as i64);
     }
@@ -287,6 +305,21 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// One app's Redis series: `alorig_app_redis_commands_total{app}` and
+/// `alorig_app_redis_errors_total{app,reason}`.
+#[derive(Clone)]
+pub struct RedisMetrics {
+    pub commands: Counter,
+    errors: [Counter; 5],
+}
+
+impl RedisMetrics {
+    /// Counts one failure; `reason` indexes [`crate::capabilities::redis::ERROR_REASONS`].
+    pub fn error(&self, reason: usize) {
+        self.errors[reason].inc();
     }
 }
 

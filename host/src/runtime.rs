@@ -1,7 +1,12 @@
 //! What every app shares: the engine, the linker of host capabilities, the
 //! compile cache and the metrics registry.
 
-use crate::{capabilities::{self, postgres::PostgresHost}, engine::{self, CompileCache}, metrics::Metrics, state::InstanceState};
+use crate::{
+    capabilities::{self, postgres::PostgresHost, redis::RedisHost},
+    engine::{self, CompileCache},
+    metrics::Metrics,
+    state::InstanceState,
+};
 use anyhow::Result;
 use std::{path::Path, sync::Arc};
 use wasmtime::{Engine, component::Linker};
@@ -16,6 +21,8 @@ pub struct Runtime {
     /// `validate`: check everything that needs no outside service (no database
     /// is created or reached).
     pub offline: bool,
+    /// The operator's Redis; set from the host config before apps load.
+    pub redis: RedisHost,
 }
 
 impl Runtime {
@@ -30,6 +37,7 @@ impl Runtime {
             metrics: Arc::new(Metrics::new()),
             postgres: None,
             offline: false,
+            redis: RedisHost::default(),
         })
     }
 

@@ -66,8 +66,12 @@ pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
     if let Some(url) = &config.postgres_url {
         runtime.postgres = Some(Arc::new(PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?));
     }
+    runtime.redis.url = config.redis_url.clone();
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
     let apps = load_apps(&runtime, &config, &manifests).await?;
+    for app in &apps {
+        crate::capabilities::redis::subscribe(app);
+    }
     let router = Router::new(apps)?;
     runtime.start();
 

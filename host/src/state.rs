@@ -2,7 +2,7 @@
 //! field per capability (no type-erased map), plus the memory limiter.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx},
+    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx},
     limits::InstanceLimiter,
 };
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,6 +21,7 @@ pub struct InstanceState {
     pub http: WasiHttpCtx,
     pub outbound_http: OutboundHttp,
     pub postgres: PostgresCtx,
+    pub redis: RedisCtx,
     _live: LiveInstance,
 }
 
@@ -49,6 +50,7 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             outbound_http: OutboundHttp::new(capabilities.outbound.clone()),
             postgres: PostgresCtx::new(capabilities.postgres.clone()),
+            redis: RedisCtx::new(capabilities.redis.as_ref()),
             _live: LiveInstance(instances.clone()),
         }
     }

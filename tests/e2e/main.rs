@@ -3,6 +3,7 @@
 
 mod harness;
 mod postgres_server;
+mod redis_server;
 
 mod caddy;
 mod cli;
@@ -10,6 +11,7 @@ mod ingress;
 mod limits;
 mod outbound;
 mod postgres;
+mod redis;
 mod reuse;
 mod routing;
 mod sandbox;

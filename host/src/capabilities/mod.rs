@@ -13,11 +13,12 @@
 //!
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
 //! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
-//! allow-list) and `alorig:host/postgres` (the app's own database, for apps with
-//! `[postgres]`).
+//! allow-list), `alorig:host/postgres` (the app's own database, for apps with
+//! `[postgres]`) and `alorig:host/redis` (the app's own Redis db and key prefix).
 
 pub mod outbound_http;
 pub mod postgres;
+pub mod redis;
 pub mod wasi;
 
 use crate::state::InstanceState;
@@ -31,6 +32,8 @@ pub struct AppCapabilities {
     pub outbound: Arc<outbound_http::OutboundApp>,
     /// The app's database pool, when its manifest has `[postgres]`.
     pub postgres: Option<Arc<postgres::PostgresApp>>,
+    /// The app's Redis db and prefix, when its manifest has `[redis]`.
+    pub redis: Option<Arc<redis::RedisApp>>,
 }
 
 /// Links every capability the host offers. Components whose imports are not all
@@ -39,5 +42,6 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     postgres::add_to_linker(linker)?;
+    redis::add_to_linker(linker)?;
     Ok(())
 }

@@ -162,6 +162,9 @@ pub struct Postgres {
 pub struct Redis {
     pub db: u8,
     pub prefix: String,
+    /// Channels (without the prefix) whose messages the host hands to the app's
+    /// exported `alorig:host/redis-handler`.
+    pub channels: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -311,6 +314,8 @@ struct PostgresToml {
 struct RedisToml {
     db: u8,
     prefix: String,
+    #[serde(default)]
+    channels: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -427,7 +432,19 @@ impl Manifest {
                         at("redis.prefix"), redis.prefix, raw.name
                     );
                 }
-                Some(Redis { db: redis.db, prefix: redis.prefix })
+                for (i, channel) in redis.channels.iter().enumerate() {
+                    let valid = !channel.is_empty()
+                        && channel.len() <= 256
+                        && !channel.contains(['*', '?', '[', ']', '\\'])
+                        && redis.channels[..i].iter().all(|c| c != channel);
+                    if !valid {
+                        bail!(
+                            "{}: {channel:?} must be a channel name used once, without glob characters",
+                            at(&format!("redis.channels[{i}]"))
+                        );
+                    }
+                }
+                Some(Redis { db: redis.db, prefix: redis.prefix, channels: redis.channels })
             }
         };
 
