@@ -53,12 +53,51 @@ build() {
   cargo build --release --locked --target wasm32-wasip2 $(guest_packages)
 }
 
+# Throwaway PostgreSQL and Redis for the reference apps (unless the caller gives
+# ALORIG_POSTGRES_URL / ALORIG_REDIS_URL), in a temporary folder, stopped on exit.
+DEV_DIR="${TMPDIR:-/tmp}/alorig-dev-$(id -u)"
+PG_PORT=55432
+REDIS_PORT=56379
+
+as_pg() {
+  # PostgreSQL refuses to run as root: run it as the `postgres` system user.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_dev_services() {
+  if [ -z "${ALORIG_POSTGRES_URL:-}" ]; then
+    PG_BIN=$(dirname "$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1)")
+    mkdir -p "$DEV_DIR/pg"
+    [ "$(id -u)" = 0 ] && chown postgres "$DEV_DIR" "$DEV_DIR/pg"
+    if [ ! -f "$DEV_DIR/pg/PG_VERSION" ]; then
+      as_pg "$PG_BIN/initdb" -D "$DEV_DIR/pg" -U postgres --auth=trust >/dev/null
+    fi
+    as_pg "$PG_BIN/pg_ctl" -D "$DEV_DIR/pg" -l "$DEV_DIR/pg.log" -w \
+      -o "-p $PG_PORT -k $DEV_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    export ALORIG_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    trap 'as_pg "$PG_BIN/pg_ctl" -D "$DEV_DIR/pg" -m fast stop >/dev/null 2>&1; stop_redis' EXIT
+  else
+    trap stop_redis EXIT
+  fi
+  if [ -z "${ALORIG_REDIS_URL:-}" ]; then
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+      --daemonize yes --pidfile "$DEV_DIR/redis.pid" --dir "$DEV_DIR" --logfile "$DEV_DIR/redis.log"
+    export ALORIG_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+  fi
+}
+
+stop_redis() {
+  [ -f "$DEV_DIR/redis.pid" ] && kill "$(cat "$DEV_DIR/redis.pid")" 2>/dev/null || true
+}
+
 case "${1:-run}" in
   run)
     install_missing
     build
-    say "running the host with the reference apps; try: curl http://hello.localhost:8080/"
-    exec target/release/alorig-host up manifests/hello.toml
+    start_dev_services
+    say "running the host with the reference apps (Ctrl-C stops it and the throwaway services)"
+    say "try: curl http://hello.localhost:8080/   curl -X POST http://store.localhost:8080/setup   curl 'http://gate.psydge.localhost:8080/may-trade/42?risk_pct=0.8'"
+    target/release/alorig-host up manifests/hello.toml manifests/store.toml manifests/psydge-gate.toml
     ;;
   test)
     install_missing
