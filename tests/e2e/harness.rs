@@ -229,6 +229,17 @@ pub fn write_files(dir: &Path, files: &[(&str, String)]) -> Vec<String> {
         .collect()
 }
 
+/// `validate` of a manifest for `guest` with `extra` TOML, which must fail:
+/// (the manifest's path, the one line on stderr).
+pub fn validate_error(name: &str, guest_name: &str, extra: &str) -> (PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, manifest(name, guest_name, extra)).unwrap();
+    let (code, _, stderr) = run_cli(&["validate", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "validate of {name} should fail");
+    (path, stderr.trim().to_string())
+}
+
 /// Runs the host CLI to completion: (exit code, stdout, stderr).
 /// Its data dir (compile cache) is a fresh temporary folder.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {

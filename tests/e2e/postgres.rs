@@ -215,13 +215,9 @@ async fn an_app_cannot_reach_another_apps_database() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_importing_postgres_needs_a_postgres_section() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nopg.toml");
-    std::fs::write(&path, manifest("nopg", "test-postgres", "")).unwrap();
-    let (code, _, stderr) = crate::harness::run_cli(&["validate", path.to_str().unwrap()]);
-    assert_ne!(code, 0);
+    let (path, stderr) = crate::harness::validate_error("nopg", "test-postgres", "");
     assert_eq!(
-        stderr.trim(),
+        stderr,
         format!("error: {}: the component imports alorig:host/postgres but the manifest has no [postgres] section", path.display())
     );
 }

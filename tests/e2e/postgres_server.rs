@@ -84,16 +84,22 @@ impl PgServer {
         self.dir.path().join("data")
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// A PostgreSQL tool, run as the `postgres` user when the tests run as root
+    /// (the server refuses to run as root).
+    fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        let mut cmd = if is_root() {
+        if is_root() {
             let mut cmd = Command::new("runuser");
             cmd.args(["-u", "postgres", "--"]).arg(&program);
             cmd
         } else {
             Command::new(&program)
-        };
-        let out = cmd.args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .command(tool).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(
             out.status.success(),
             "{tool} failed: {}{}\n{}",
@@ -141,15 +147,7 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         if *self.running.lock().unwrap() {
             let data = self.data().display().to_string();
-            let program = self.bin.join("pg_ctl");
-            let mut cmd = if is_root() {
-                let mut cmd = Command::new("runuser");
-                cmd.args(["-u", "postgres", "--"]).arg(&program);
-                cmd
-            } else {
-                Command::new(&program)
-            };
-            let _ = cmd.args(["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
     }
 }

@@ -48,13 +48,9 @@ async fn guest_output_becomes_log_lines_tagged_with_the_app() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_secret_stops_up_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("echo.toml");
-    std::fs::write(&path, manifest("echo", "test-echo", "[secrets]\nKEY = { env = \"ALORIG_TEST_UNSET_VARIABLE\" }")).unwrap();
-    let (code, _, stderr) = crate::harness::run_cli(&["validate", path.to_str().unwrap()]);
-    assert_ne!(code, 0);
+    let (path, stderr) = crate::harness::validate_error("echo", "test-echo", "[secrets]\nKEY = { env = \"ALORIG_TEST_UNSET_VARIABLE\" }");
     assert_eq!(
-        stderr.trim(),
+        stderr,
         format!("error: {}: secrets.KEY: host environment variable ALORIG_TEST_UNSET_VARIABLE is not set", path.display())
     );
 }
