@@ -5,6 +5,7 @@ mod harness;
 
 mod caddy;
 mod cli;
+mod deploy;
 mod ingress;
 mod limits;
 mod reuse;
