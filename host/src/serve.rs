@@ -14,6 +14,15 @@ use anyhow::{Context as _, Result, bail};
 use std::{path::PathBuf, sync::Arc, time::{Duration, Instant}};
 use tokio::net::TcpListener;
 
+/// Prints a line on stdout, ignoring a closed stdout (`serve | head -1`): the
+/// host must keep serving whoever reads its output.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -87,10 +96,10 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     let ingress_addr = ingress_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    println!("alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}");
+    say!("alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}");
     for app in ingress.router().apps() {
         for route in &app.manifest.routes {
-            println!(
+            say!(
                 "  {:<16} http://{}:{}{}   (curl -H 'Host: {}' http://{ingress_addr}{})",
                 app.name,
                 route.host.to_string().replace('*', "any"),
@@ -101,11 +110,11 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
             );
         }
         if app.manifest.routes.is_empty() {
-            println!("  {:<16} (no [[routes]]: not reachable over HTTP)", app.name);
+            say!("  {:<16} (no [[routes]]: not reachable over HTTP)", app.name);
         }
     }
     if manifests.is_none() {
-        println!("  dashboard: http://{admin_addr}/   deploy: alorig-host deploy manifests/<app>.toml --admin http://{admin_addr}");
+        say!("  dashboard: http://{admin_addr}/   deploy: alorig-host deploy manifests/<app>.toml --admin http://{admin_addr}");
     }
 
     let admin = Arc::new(Admin {

@@ -303,9 +303,15 @@ async fn sigkill_during_deploys_always_leaves_the_old_or_the_new_version_in_forc
     let mut outcomes = Vec::new();
     for round in 1..=8 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis((seed >> 33) % 80);
+        let delay = Duration::from_millis((seed >> 33) % 500);
         let marker = format!("r{round}");
-        let manifest = write(dir.path(), "echo.toml", &echo_manifest("echo", "echo.test", &marker, ""));
+        // A component no one compiled yet, so the kill can land in the compile too.
+        let component = dir.path().join(format!("{marker}.wasm"));
+        std::fs::write(&component, with_custom_section(&std::fs::read(guest("test-echo")).unwrap(), &marker)).unwrap();
+        let manifest = write(dir.path(), "echo.toml", &echo_manifest("echo", "echo.test", &marker, "").replace(
+            &format!("component = \"{}\"", guest("test-echo").display()),
+            &format!("component = \"{}\"", component.display()),
+        ));
         let (admin, token) = (format!("http://{}", host.admin), host.token());
         let cli = std::thread::spawn(move || {
             std::process::Command::new(crate::harness::host_binary())
@@ -328,7 +334,11 @@ async fn sigkill_during_deploys_always_leaves_the_old_or_the_new_version_in_forc
         let stored = data.path().join("apps/echo").join(current.trim());
         let stored_manifest = std::fs::read_to_string(stored.join("manifest.toml")).unwrap();
         assert!(stored_manifest.contains(&format!("VERSION = \"{answer}\"")), "round {round}: {stored_manifest}");
-        assert_eq!(std::fs::read(stored.join("component.wasm")).unwrap(), std::fs::read(guest("test-echo")).unwrap());
+        let expected = match answer.as_str() {
+            "r0" => std::fs::read(guest("test-echo")).unwrap(),
+            marker => std::fs::read(dir.path().join(format!("{marker}.wasm"))).unwrap(),
+        };
+        assert!(std::fs::read(stored.join("component.wasm")).unwrap() == expected, "round {round}: the stored component is not the deployed one");
         let leftovers: Vec<_> = std::fs::read_dir(data.path().join("apps/echo"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -339,4 +349,27 @@ async fn sigkill_during_deploys_always_leaves_the_old_or_the_new_version_in_forc
         serving = answer;
     }
     println!("SIGKILL rounds (kill after ms, CLI succeeded, new version in force): {outcomes:?}");
+}
+
+/// The component with a custom section appended: same code, a new content hash.
+fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let mut payload = Vec::new();
+    leb("alorig-test".len(), &mut payload);
+    payload.extend_from_slice(b"alorig-test");
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
 }

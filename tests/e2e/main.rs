@@ -8,6 +8,7 @@ mod cli;
 mod deploy;
 mod ingress;
 mod limits;
+mod operators;
 mod reuse;
 mod routing;
 mod sandbox;

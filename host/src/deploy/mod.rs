@@ -130,6 +130,8 @@ impl Apps {
             live.insert(app.name.to_string(), Deployed { app, version: 0, since: now_unix() });
         }
         self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
+        drop(live);
+        self.sample();
         Ok(())
     }
 
@@ -168,9 +170,13 @@ impl Apps {
             tracing::info!(app = %name, version, cached = app.compiled_from_cache, "restored in {:.0?}", started.elapsed());
             live.insert(name, Deployed { app, version, since: now_unix() });
         }
-        let live = self.live();
-        self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
-        Ok(live.len())
+        let count = {
+            let live = self.live();
+            self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
+            live.len()
+        };
+        self.sample();
+        Ok(count)
     }
 
     fn store(&self) -> Result<&Store, ApiError> {
@@ -210,6 +216,9 @@ impl Apps {
         app.activate();
         self.ingress.set_router(router);
         self.runtime.metrics.set_version(&name, version);
+        drop(live);
+        // A baseline for the rates, so traffic right after the deploy counts.
+        self.sample();
         Ok(())
     }
 
@@ -373,6 +382,10 @@ impl Apps {
         samples.retain(|name, _| live.contains_key(name));
         for (name, deployed) in &live {
             let ring = samples.entry(name.clone()).or_default();
+            // Several calls within one tick (a deploy's baseline) keep one sample.
+            if ring.back().is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_millis(500)) {
+                continue;
+            }
             ring.push_back((now, deployed.app.metrics.live.sample()));
             while ring.len() > RATE_WINDOW + 1 {
                 ring.pop_front();
