@@ -113,7 +113,7 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
     if !added.is_empty() {
         println!("  approved wider grants: {}", added.join("; "));
     } else if reply["previous_version"].is_null() {
-        println!("  may reach:  {}", strings(&reply["grants"]).join("; "));
+        println!("  may reach:  {}", summarize_grants(&strings(&reply["grants"])));
     }
     Ok(())
 }
@@ -221,6 +221,23 @@ pub fn status_table(apps: &Value) -> String {
         })
         .collect();
     table(&["APP", "VERSION", "MEM USAGE / LIMIT", "MEM %", "PEAK", "INSTANCES", "REQ/S", "ERRORS", "P99"], &rows)
+}
+
+/// Imports grouped by WIT package (`wasi:http, wasi:io`), then the other grants.
+fn summarize_grants(grants: &[String]) -> String {
+    let mut packages: Vec<&str> = grants
+        .iter()
+        .filter_map(|g| g.strip_prefix("import "))
+        .map(|i| i.split(['/', '@']).next().unwrap_or(i))
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    let mut parts = Vec::new();
+    if !packages.is_empty() {
+        parts.push(format!("WIT imports from {}", packages.join(", ")));
+    }
+    parts.extend(grants.iter().filter(|g| !g.starts_with("import ")).cloned());
+    parts.join("; ")
 }
 
 fn list(apps: &Value) -> Vec<Value> {
