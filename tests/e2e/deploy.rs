@@ -373,3 +373,29 @@ fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_in_flight_request_finishes_on_the_old_version_while_new_ones_reach_the_new_component() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(Host::serve(data.path(), ""));
+    let alloc = format!(
+        "name = \"swap\"\ncomponent = \"{}\"\n[resources]\nmemory = \"64MiB\"\n[[routes]]\nhost = \"swap.test\"\n",
+        guest("test-alloc").display()
+    );
+    deploy_ok(&host, &write(dir.path(), "swap.toml", &alloc), &[]);
+    let h = host.clone();
+    let slow = tokio::spawn(async move { h.get("swap.test", "/?mib=8&hold_ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The old version's instance holds its memory in the app's one budget.
+    assert!(host.metric("alorig_app_memory_bytes", "app=\"swap\"").await >= (8u64 << 20) as f64);
+
+    let echo = echo_manifest("swap", "swap.test", "2", "[resources]\nmemory = \"64MiB\"");
+    let out = deploy_ok(&host, &write(dir.path(), "swap.toml", &echo), &["--yes"]);
+    assert!(out.contains("deployed swap version 2 (was 1)"), "{out}");
+    assert_eq!(host.get("swap.test", "/env/VERSION").await.text(), "2", "new requests reach the new component");
+    assert!(!slow.is_finished(), "the slow request should still be running on version 1");
+    let slow = slow.await.unwrap();
+    assert_eq!((slow.status, slow.text()), (200, "allocated 8 MiB (2048 pages)\n".to_string()));
+    assert_eq!(host.wait_metric("alorig_app_memory_bytes", "app=\"swap\"", 0.0).await, 0.0, "the old instance gave its memory back");
+}

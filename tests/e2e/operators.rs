@@ -137,3 +137,18 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
     assert!(hello.contains("class=\"bar\""), "{hello}");
     assert!(dom.contains("2 app(s)"), "{dom}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_up_the_api_shows_the_apps_and_refuses_to_change_them() {
+    let host = Host::up(&[("echo", echo_manifest("echo", "echo.test", "1", ""))]);
+    let (code, out, err) = host.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("echo") && l.contains(" up ")), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.toml");
+    std::fs::write(&path, echo_manifest("echo", "echo.test", "2", "")).unwrap();
+    let (code, _, err) = host.cli(&["deploy", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("error: this host runs `alorig-host up`"), "{err}");
+    assert_eq!(host.get("echo.test", "/env/VERSION").await.text(), "1");
+}
