@@ -268,7 +268,7 @@ fn size(value: &Value) -> String {
     if bytes == 0 {
         return "0B".into();
     }
-    if bytes % (1 << 20) == 0 || bytes >= 10 << 20 {
+    if bytes.is_multiple_of(1 << 20) || bytes >= 10 << 20 {
         format!("{:.1}MiB", bytes as f64 / (1 << 20) as f64)
     } else {
         ByteSize(bytes).to_string()

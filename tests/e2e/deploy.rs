@@ -184,7 +184,9 @@ async fn every_refused_deploy_names_its_reason_and_the_old_version_keeps_serving
 
     let foreign = wat::parse_str(r#"(component (import "acme:nope/thing" (instance (export "f" (func)))))"#).unwrap();
     let big = vec![0u8; 5 << 20];
-    let cases: Vec<(&str, String, Vec<u8>, String, u16, &str, &str)> = vec![
+    // (reason, manifest, component, token, status, code, part of the message)
+    type Case<'a> = (&'a str, String, Vec<u8>, String, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         ("bad TOML", "name = \"echo\"\ncomponent = \n".into(), echo.clone(), token.clone(), 400, "bad_manifest", "echo.toml:2:"),
         ("unknown key", good.replace("[env]", "colour = \"red\"\n[env]"), echo.clone(), token.clone(), 400, "bad_manifest", "unknown field `colour`"),
         ("not a component", good.clone(), b"this is not wasm".to_vec(), token.clone(), 422, "bad_component", "not a WebAssembly component"),

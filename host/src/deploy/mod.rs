@@ -286,8 +286,11 @@ impl Apps {
         }
 
         let version = store.next_version(&upload.app).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
-        store
-            .write_version(&upload.app, version, &upload.manifest_text, &component)
+        // Writing and fsyncing a component takes a while: off the async workers.
+        let (writer, name, text) = (store.clone(), upload.app.clone(), upload.manifest_text.clone());
+        tokio::task::spawn_blocking(move || writer.write_version(&name, version, &text, &component))
+            .await
+            .map_err(|e| ApiError::new(500, "storage", format!("the storage thread failed: {e}")))?
             .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
         let app = Arc::new(app);
         self.swap(app.clone(), version)?;

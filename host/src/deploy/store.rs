@@ -21,6 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
     /// Versions kept per app (the current one always among them).
