@@ -152,3 +152,24 @@ async fn under_up_the_api_shows_the_apps_and_refuses_to_change_them() {
     assert!(err.contains("error: this host runs `alorig-host up`"), "{err}");
     assert_eq!(host.get("echo.test", "/env/VERSION").await.text(), "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_refreshes_the_status_table() {
+    let data = tempfile::tempdir().unwrap();
+    let host = Host::serve(data.path(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.toml");
+    std::fs::write(&echo, echo_manifest("echo", "echo.test", "1", "")).unwrap();
+    deploy_ok(&host, echo.to_str().unwrap(), &[]);
+    let mut top = std::process::Command::new(crate::harness::host_binary())
+        .args(["top", "--admin", &format!("http://{}", host.admin), "--token", &host.token()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _ = top.kill();
+    let out = top.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("MEM USAGE / LIMIT").count() >= 2, "top did not refresh: {text}");
+    assert!(text.contains("echo "), "{text}");
+}

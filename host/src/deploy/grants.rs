@@ -34,13 +34,17 @@ fn unversioned(import: &str) -> &str {
 
 /// What `new` may reach that `old` may not.
 pub fn widened(old: &App, new: &App) -> Vec<String> {
+    widened_between((&old.imports, &old.manifest), (&new.imports, &new.manifest))
+}
+
+/// [`widened`] on an app's imports and manifest.
+fn widened_between((old_imports, o): (&[String], &Manifest), (new_imports, n): (&[String], &Manifest)) -> Vec<String> {
     let mut added = Vec::new();
-    for import in &new.imports {
-        if !old.imports.iter().any(|o| unversioned(o) == unversioned(import)) {
+    for import in new_imports {
+        if !old_imports.iter().any(|i| unversioned(i) == unversioned(import)) {
             added.push(format!("new import {import}"));
         }
     }
-    let (o, n) = (&old.manifest, &new.manifest);
     for route in &n.routes {
         if !o.routes.iter().any(|r| r.host == route.host && r.path == route.path) {
             added.push(format!("new route {}{}", route.host, route.path));
@@ -70,4 +74,44 @@ pub fn widened(old: &App, new: &App) -> Vec<String> {
         added.push(format!("memory cap {} → {}", o.resources.memory, n.resources.memory));
     }
     added
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn manifest(extra: &str) -> Manifest {
+        Manifest::parse(Path::new("a.toml"), &format!("name = \"a\"\ncomponent = \"a.wasm\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_wider_grant_is_named_and_narrower_ones_are_not() {
+        let old = manifest(
+            "[resources]\nmemory = \"64MiB\"\n[[routes]]\nhost = \"a.test\"\n[outbound_http]\nallowed_hosts = [\"https://x.test\"]\n\
+             [redis]\ndb = 1\nprefix = \"a:\"\n",
+        );
+        let new = manifest(
+            "[resources]\nmemory = \"128MiB\"\n[[routes]]\nhost = \"a.test\"\n[[routes]]\nhost = \"b.test\"\npath = \"/api\"\n\
+             [outbound_http]\nallowed_hosts = [\"https://x.test\", \"https://y.test\"]\n[redis]\ndb = 1\nprefix = \"b:\"\n\
+             [postgres]\ndatabase = \"a_db\"\n[secrets]\nKEY = { env = \"A_KEY\" }\n",
+        );
+        let old_imports = vec!["wasi:http/types@0.2.3".to_string()];
+        let new_imports = vec!["wasi:http/types@0.2.6".to_string(), "wasi:http/outgoing-handler@0.2.6".to_string()];
+        assert_eq!(
+            widened_between((&old_imports, &old), (&new_imports, &new)),
+            [
+                "new import wasi:http/outgoing-handler@0.2.6",
+                "new route b.test/api",
+                "outbound HTTP to https://y.test",
+                "PostgreSQL database a_db",
+                "Redis prefix b: (db 1)",
+                "secret KEY",
+                "memory cap 64MiB → 128MiB",
+            ]
+        );
+        // Narrowing needs no approval; a different Redis prefix is other keys, so it does.
+        assert_eq!(widened_between((&new_imports, &new), (&old_imports, &old)), ["Redis prefix a: (db 1)"]);
+        assert!(widened_between((&old_imports, &old), (&old_imports, &old)).is_empty());
+    }
 }
