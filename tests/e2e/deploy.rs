@@ -254,17 +254,18 @@ async fn a_restarted_host_serves_the_same_apps_and_versions_from_the_compile_cac
     let data = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     {
-        let host = Host::serve(data.path(), "");
-        deploy_ok(&host, &write(dir.path(), "echo.toml", &echo_manifest("echo", "echo.test", "1", "")), &[]);
-        deploy_ok(&host, &write(dir.path(), "echo.toml", &echo_manifest("echo", "echo.test", "2", "")), &[]);
+        let host = Host::serve(data.path(), "keep_versions = 2");
+        for version in ["1", "2", "3"] {
+            deploy_ok(&host, &write(dir.path(), "echo.toml", &echo_manifest("echo", "echo.test", version, "")), &[]);
+        }
         let hello = format!("name = \"hello\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"hello.test\"\n", guest("hello").display());
         deploy_ok(&host, &write(dir.path(), "hello.toml", &hello), &[]);
         host.kill();
     }
     let started = Instant::now();
-    let host = Host::serve(data.path(), "");
+    let host = Host::serve(data.path(), "keep_versions = 2");
     let mut serving_after = Duration::ZERO;
-    for (route, path, expected) in [("echo.test", "/env/VERSION", "2"), ("hello.test", "/", "Hello from alorig-host\n")] {
+    for (route, path, expected) in [("echo.test", "/env/VERSION", "3"), ("hello.test", "/", "Hello from alorig-host\n")] {
         loop {
             let reply = host.try_get(route, path).await;
             if let Some(reply) = reply.ok().filter(|r| r.status == 200) {
@@ -279,17 +280,20 @@ async fn a_restarted_host_serves_the_same_apps_and_versions_from_the_compile_cac
     println!("restart to serving both apps: {serving_after:.0?}");
     assert!(serving_after < Duration::from_secs(1), "restart to serving took {serving_after:?}");
     let log = host.log();
-    assert!(log.contains("app=echo version=2 cached=true") && log.contains("app=hello version=1 cached=true"), "{log}");
+    assert!(log.contains("app=echo version=3 cached=true") && log.contains("app=hello version=1 cached=true"), "{log}");
     let (code, out, err) = host.cli(&["apps", "--json"]);
     assert_eq!(code, 0, "{err}");
     let apps: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(apps[0]["name"], "echo");
-    assert_eq!(apps[0]["version"], 2);
-    assert_eq!(apps[0]["versions"], serde_json::json!([1, 2]));
+    assert_eq!(apps[0]["version"], 3);
+    assert_eq!(apps[0]["versions"], serde_json::json!([2, 3]), "keep_versions = 2 keeps the last two");
     assert_eq!(apps[1]["name"], "hello");
     let (code, _, err) = host.cli(&["rollback", "echo"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(host.get("echo.test", "/env/VERSION").await.text(), "1");
+    assert_eq!(host.get("echo.test", "/env/VERSION").await.text(), "2");
+    let (code, _, err) = host.cli(&["rollback", "echo"]);
+    assert_ne!(code, 0);
+    assert_eq!(one_error_line(&err), "error: echo has no kept version before 2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
