@@ -75,13 +75,14 @@ impl App {
             .load(&runtime.engine, Arc::new(bytes))
             .await
             .with_context(|| path.display().to_string())?;
-        let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
-        let imports = compiled
+        let imports: Vec<String> = compiled
             .component
             .component_type()
             .imports(&runtime.engine)
             .map(|(name, _)| name.to_string())
             .collect();
+        validate::check_granted(&path, &manifest, &imports)?;
+        let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
 
         let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
         for (name, source) in &manifest.secrets {
