@@ -354,6 +354,12 @@ async fn sigkill_during_deploys_always_leaves_the_old_or_the_new_version_in_forc
             .filter(|n| n.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "round {round}: {leftovers:?}");
+        let partial_compiles: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(partial_compiles.is_empty(), "round {round}: {partial_compiles:?}");
         outcomes.push((delay.as_millis() as u64, deployed, answer == marker));
         serving = answer;
     }

@@ -141,6 +141,7 @@ impl Apps {
     pub async fn restore(&self) -> anyhow::Result<usize> {
         let Some(store) = &self.store else { return Ok(0) };
         store.clean()?;
+        self.runtime.cache.clean_partial();
         for name in store.apps()? {
             let started = Instant::now();
             let result = async {
