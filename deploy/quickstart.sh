@@ -6,8 +6,9 @@
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
 #
 # Installs only what is absent: the Rust target wasm32-wasip2 (rustup), and from
-# the distribution's packages PostgreSQL, Redis, Caddy and wrk. Services are not
-# started system-wide: the tests start their own throwaway instances.
+# the distribution's packages PostgreSQL, Redis, Caddy, wrk and Chromium (headless,
+# for the dashboard test). Services are not started system-wide: the tests start
+# their own throwaway instances.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,8 @@ install_missing() {
   command -v redis-server >/dev/null || packages+=(redis-server)
   command -v caddy >/dev/null || packages+=(caddy)
   command -v wrk >/dev/null || packages+=(wrk)
+  # The dashboard test renders the admin page in headless Chromium.
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || packages+=(chromium)
   if [ ${#packages[@]} -gt 0 ]; then
     say "installing ${packages[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

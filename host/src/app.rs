@@ -27,6 +27,8 @@ pub struct App {
     pub digest: String,
     /// Whether the compiled component came from the cache.
     pub compiled_from_cache: bool,
+    /// The component's WIT imports (`wasi:http/outgoing-handler@0.2.6`, …).
+    pub imports: Vec<String>,
     pub pre: ProxyPre<InstanceState>,
     pub budget: Arc<MemoryBudget>,
     /// One permit per live instance (`max_concurrency`).
@@ -63,12 +65,26 @@ impl App {
         let bytes = std::fs::read(&path).with_context(|| {
             format!("{}: component: cannot read {}", manifest.source.display(), path.display())
         })?;
+        Self::from_bytes(runtime, manifest, bytes).await
+    }
+
+    /// Like [`App::load`], with the component's bytes at hand (a deploy's upload);
+    /// `manifest.component` only names it in errors.
+    pub async fn from_bytes(runtime: &Runtime, manifest: Manifest, bytes: Vec<u8>) -> Result<App> {
+        let path = manifest.component.clone();
         validate::check_bytes(&path, &bytes)?;
         let compiled = runtime
             .cache
             .load(&runtime.engine, Arc::new(bytes))
             .await
             .with_context(|| path.display().to_string())?;
+        let imports: Vec<String> = compiled
+            .component
+            .component_type()
+            .imports(&runtime.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        validate::check_granted(&path, &manifest, &imports)?;
         let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
         let source = manifest.source.display().to_string();
         if manifest.postgres.is_none() && postgres::is_imported(&runtime.engine, &compiled.component) {
@@ -123,8 +139,10 @@ impl App {
             None => None,
         };
         let metrics = runtime.metrics.app(&name);
+        // Every version of an app charges the same gauges, so old and new
+        // instances share one count of bytes in use; each checks its own cap.
+        // `alorig_app_memory_limit_bytes` follows the version in force: see `activate`.
         let limit = manifest.resources.memory.bytes();
-        metrics.memory_limit.set(limit as i64);
         let budget = Arc::new(MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone()));
         let mut app = App {
             concurrency: Arc::new(Semaphore::new(manifest.resources.max_concurrency.get() as usize)),
@@ -137,6 +155,7 @@ impl App {
             name,
             digest: compiled.digest,
             compiled_from_cache: compiled.cached,
+            imports,
             pre,
             budget,
             metrics,
@@ -147,6 +166,13 @@ impl App {
         };
         app.startup_memory = app.probe().await?;
         Ok(app)
+    }
+
+    /// Marks this version as the one serving: its cap becomes the app's limit gauge.
+    pub fn activate(self: &Arc<Self>) {
+        self.metrics.memory_limit.set(self.budget.limit() as i64);
+        // Its Redis channels, if any, are delivered to it for as long as it lives.
+        crate::capabilities::redis::subscribe(self);
     }
 
     /// A fresh store for one instance, with the app's limiter and deadline.

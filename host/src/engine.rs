@@ -133,6 +133,19 @@ impl CompileCache {
         Ok(Compiled { component, digest, cached: false })
     }
 
+    /// Deletes half-written files a killed process left (`*.tmp<pid>` of other
+    /// processes); a cached file itself is only ever complete (write-then-rename).
+    pub fn clean_partial(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let own = format!("tmp{}", std::process::id());
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext.starts_with("tmp") && ext != own {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
     fn store(&self, path: &Path, compiled: &[u8]) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;

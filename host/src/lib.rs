@@ -11,14 +11,17 @@
 //!                                                 │  InstanceLimiter charges the app's budget
 //!                                                 │  epoch deadline + wall-clock timeout
 //!                                                 └─ capabilities: wasi, wasi:http, …
-//!  admin ──> /healthz, /metrics
+//!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
+//!              (validate → compile → store version → swap the Router atomically)
 //! ```
 
 pub mod admin;
 pub mod app;
 pub mod caddyfile;
 pub mod capabilities;
+pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod ingress;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! The `alorig-host` command line (names fixed by CONTRACT.md). Every failure is
 //! one line on stderr saying what is wrong and where, and a non-zero exit.
 
-use alorig_host::{caddyfile, config::{HostConfig, Manifest}, runtime::Runtime, serve};
+use alorig_host::{caddyfile, cli::{self, Target}, config::{HostConfig, Manifest}, runtime::Runtime, serve};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
@@ -13,8 +13,70 @@ struct Cli {
     command: Command,
 }
 
+/// Where the admin API is (for the commands that talk to a running host).
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The host's admin URL.
+    #[arg(long, env = "ALORIG_ADMIN", default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// The admin token (default: the token file in the data dir).
+    #[arg(long, env = "ALORIG_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn target(self) -> Target {
+        Target { admin: self.admin, token: self.token }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Deploy a new version of an app to a running host (`serve`).
+    Deploy {
+        manifest: PathBuf,
+        /// Use this component file instead of the manifest's `component`.
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// Approve a version that may reach more than the live one.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Put an earlier kept version back in force (default: the one before).
+    Rollback {
+        app: String,
+        #[arg(long)]
+        to: Option<u32>,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Stop serving an app and delete its versions.
+    Remove {
+        app: String,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Deployed apps, versions and routes.
+    Apps {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Per-app memory used / peak / limit, instances, requests/s, errors, p99.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// `status`, refreshing in place.
+    Top {
+        #[command(flatten)]
+        target: AdminArgs,
+    },
     /// Run the host in the foreground, with the apps deployed in its data dir.
     Serve {
         #[arg(long)]
@@ -71,8 +133,14 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config } => serve::run(HostConfig::load(config.as_deref())?, Vec::new()).await,
-            Command::Up { manifests, config } => serve::run(HostConfig::load(config.as_deref())?, manifests).await,
+            Command::Serve { config } => serve::run(HostConfig::load(config.as_deref())?, None).await,
+            Command::Up { manifests, config } => serve::run(HostConfig::load(config.as_deref())?, Some(manifests)).await,
+            Command::Deploy { manifest, component, yes, target } => cli::deploy(&target.target(), &manifest, component, yes).await,
+            Command::Rollback { app, to, target } => cli::rollback(&target.target(), &app, to).await,
+            Command::Remove { app, target } => cli::remove(&target.target(), &app).await,
+            Command::Apps { json, target } => cli::apps(&target.target(), json).await,
+            Command::Status { json, target } => cli::status(&target.target(), json).await,
+            Command::Top { target } => cli::top(&target.target()).await,
             Command::Validate { manifest, component } => validate_offline(manifest, component).await,
             Command::Caddyfile { manifests, upstream, http_port } => {
                 print!("{}", caddyfile::render(&load_manifest_dir(&manifests)?, &upstream, http_port));

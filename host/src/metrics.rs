@@ -8,7 +8,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, Weak, atomic::{AtomicU64, Ordering}},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabel {
@@ -34,10 +37,70 @@ pub struct AppDestinationLabel {
     pub destination: String,
     pub outcome: &'static str,
 }
+/// 0.5 ms .. ~16 s: from a cached hello to a slow report.
+const BUCKET_START: f64 = 0.0005;
+const BUCKETS: usize = 16;
 
 fn duration_histogram() -> Histogram {
-    // 0.5 ms .. ~16 s: from a cached hello to a slow report.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(BUCKET_START, 2.0, BUCKETS as u16))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeployLabel {
+    pub app: String,
+    /// `ok`, or the error code that refused the deploy (`budget_exceeded`, …).
+    pub result: String,
+}
+
+/// Plain counters of one app that `status`, `top` and the dashboard turn into
+/// rates and a p99 (the Prometheus families are write-only for us). Shared by
+/// every version of the app; two relaxed atomic adds per request.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    pub requests: AtomicU64,
+    /// Answers with a 5xx status.
+    pub errors: AtomicU64,
+    /// Request durations in the histogram's buckets, plus one for +Inf.
+    pub buckets: [AtomicU64; BUCKETS + 1],
+}
+
+/// A reading of [`LiveCounters`].
+#[derive(Clone, Debug, Default)]
+pub struct LiveSample {
+    pub requests: u64,
+    pub errors: u64,
+    pub buckets: [u64; BUCKETS + 1],
+}
+
+impl LiveCounters {
+    pub fn sample(&self) -> LiveSample {
+        LiveSample {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl LiveSample {
+    /// The upper bound (seconds) of the bucket holding the 99th percentile of
+    /// the requests between `earlier` and `self`; None without requests.
+    pub fn p99_since(&self, earlier: &LiveSample) -> Option<f64> {
+        let counts: Vec<u64> = (0..=BUCKETS).map(|i| self.buckets[i].saturating_sub(earlier.buckets[i])).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (total as f64 * 0.99).ceil() as u64;
+        let mut seen = 0;
+        for (i, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some(if i == BUCKETS { f64::INFINITY } else { BUCKET_START * 2f64.powi(i as i32) });
+            }
+        }
+        None
+    }
 }
 
 type HistogramFamily = Family<AppLabel, Histogram, fn() -> Histogram>;
@@ -66,6 +129,10 @@ pub struct Metrics {
     /// Gauges read from their source at scrape time (pool sizes); an entry whose
     /// source is gone (the app was replaced) is dropped.
     on_scrape: Mutex<Vec<Weak<dyn Refresh>>>,
+    version: Family<AppLabel, Gauge>,
+    deploys: Family<DeployLabel, Counter>,
+    rollbacks: Family<AppLabel, Counter>,
+    live: Mutex<HashMap<String, Arc<LiveCounters>>>,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
     encode_lock: Mutex<()>,
 }
@@ -133,6 +200,7 @@ pub struct AppMetrics {
     traps: [Counter; 3],
     rejected: [Counter; 2],
     outbound: Family<AppDestinationLabel, Counter>,
+    pub live: Arc<LiveCounters>,
 }
 
 impl AppMetrics {
@@ -147,6 +215,12 @@ impl AppMetrics {
             }
         }
         self.duration.observe(seconds);
+        self.live.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.live.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = (0..BUCKETS).find(|&i| seconds <= BUCKET_START * 2f64.powi(i as i32)).unwrap_or(BUCKETS);
+        self.live.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn trap(&self, reason: TrapReason) {
@@ -193,6 +267,9 @@ impl Metrics {
         let pg_waits = Family::<AppLabel, Counter>::default();
         let pg_queries = Family::<AppLabel, Counter>::default();
         let pg_errors = Family::<AppKindLabel, Counter>::default();
+        let version = Family::<AppLabel, Gauge>::default();
+        let deploys = Family::<DeployLabel, Counter>::default();
+        let rollbacks = Family::<AppLabel, Counter>::default();
         registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
         registry.register("alorig_app_memory_peak_bytes", "Highest guest memory in use since start", memory_peak.clone());
         registry.register("alorig_app_memory_limit_bytes", "The manifest's memory cap", memory_limit.clone());
@@ -211,8 +288,15 @@ impl Metrics {
         registry.register("alorig_app_redis_errors", "Redis calls that failed, by reason", redis_errors.clone());
         registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
         registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
+        registry.register("alorig_app_version", "The app's version in force (0: removed)", version.clone());
+        registry.register("alorig_deploys", "Deploys, by result: ok or the error code that refused them", deploys.clone());
+        registry.register("alorig_rollbacks", "Rollbacks done", rollbacks.clone());
         Self {
             registry,
+            version,
+            deploys,
+            rollbacks,
+            live: Mutex::new(HashMap::new()),
             memory,
             memory_peak,
             memory_limit,
@@ -256,6 +340,7 @@ impl Metrics {
             rejected: [RejectReason::MemoryBudget, RejectReason::Concurrency]
                 .map(|r| reason(&self.rejected, r.label())),
             outbound: self.outbound.clone(),
+            live: self.live.lock().unwrap_or_else(|e| e.into_inner()).entry(app.to_string()).or_default().clone(),
         }
     }
 
@@ -285,6 +370,18 @@ impl Metrics {
                 self.redis_errors.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })
             }),
         }
+    }
+
+    pub fn set_version(&self, app: &str, version: u32) {
+        self.version.get_or_create(&AppLabel { app: app.to_string() }).set(version as i64);
+    }
+
+    pub fn deployed(&self, app: &str, result: &str) {
+        self.deploys.get_or_create(&DeployLabel { app: app.to_string(), result: result.to_string() }).inc();
+    }
+
+    pub fn rolled_back(&self, app: &str) {
+        self.rollbacks.get_or_create(&AppLabel { app: app.to_string() }).inc();
     }
 
     pub fn set_host_budget(&self, bytes: u64) {

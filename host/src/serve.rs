@@ -1,17 +1,28 @@
-//! Running a host: load the apps, check they fit the host's memory budget, bind
-//! the ingress and admin listeners, serve until SIGINT/SIGTERM, then drain.
+//! Running a host: load the apps (`up`: the given manifests; `serve`: the versions
+//! in force in the data dir), check they fit the host's memory budget, bind the
+//! ingress and admin listeners, serve until SIGINT/SIGTERM, then drain.
 
 use crate::{
     admin::Admin,
     app::App,
     capabilities::postgres::PostgresHost,
     config::{ByteSize, HostConfig, Manifest},
+    deploy::{Apps, store::Store},
     ingress::{Ingress, router::Router},
     runtime::Runtime,
 };
 use anyhow::{Context as _, Result, bail};
 use std::{path::PathBuf, sync::Arc, time::{Duration, Instant}};
 use tokio::net::TcpListener;
+
+/// Prints a line on stdout, ignoring a closed stdout (`serve | head -1`): the
+/// host must keep serving whoever reads its output.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -33,7 +44,8 @@ pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[Path
     let mut apps = Vec::new();
     for manifest in manifests {
         let started = Instant::now();
-        let app = App::load(runtime, manifest).await?;
+        let app = Arc::new(App::load(runtime, manifest).await?);
+        app.activate();
         tracing::info!(
             app = %app.name,
             digest = &app.digest[..12],
@@ -41,7 +53,7 @@ pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[Path
             startup_memory = app.startup_memory,
             "loaded in {:.0?}", started.elapsed()
         );
-        apps.push(Arc::new(app));
+        apps.push(app);
     }
     Ok(apps)
 }
@@ -60,19 +72,30 @@ pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> Result<()> {
     Ok(())
 }
 
-/// Runs a host with exactly these apps (`up`), or with none yet (`serve`).
-pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
+/// Runs a host with exactly these apps (`up`, `Some`), or with the apps deployed
+/// in its data dir (`serve`, `None`), which the admin API can then change.
+pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<()> {
+    let started = Instant::now();
     let mut runtime = Runtime::new(&config.data_dir, config.max_instances)?;
     if let Some(url) = &config.postgres_url {
         runtime.postgres = Some(Arc::new(PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?));
     }
     runtime.redis.url = config.redis_url.clone();
+    let runtime = Arc::new(runtime);
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
-    let apps = load_apps(&runtime, &config, &manifests).await?;
-    for app in &apps {
-        crate::capabilities::redis::subscribe(app);
+    let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout));
+    let store = manifests
+        .is_none()
+        .then(|| Store::new(&config.data_dir, config.keep_versions as usize));
+    let apps = Arc::new(Apps::new(runtime.clone(), ingress.clone(), store, config.memory_budget));
+    match &manifests {
+        Some(manifests) => apps.set_fixed(load_apps(&runtime, &config, manifests).await?)?,
+        None => {
+            let count = apps.restore().await?;
+            tracing::info!("{count} deployed app(s) back in {:.0?}", started.elapsed());
+        }
     }
-    let router = Router::new(apps)?;
+    let token = crate::admin::token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
     runtime.start();
 
     let ingress_listener = TcpListener::bind(config.listen)
@@ -84,10 +107,10 @@ pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
     let ingress_addr = ingress_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    println!("alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}");
-    for app in router.apps() {
+    say!("alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}");
+    for app in ingress.router().apps() {
         for route in &app.manifest.routes {
-            println!(
+            say!(
                 "  {:<16} http://{}:{}{}   (curl -H 'Host: {}' http://{ingress_addr}{})",
                 app.name,
                 route.host.to_string().replace('*', "any"),
@@ -98,13 +121,21 @@ pub async fn run(config: HostConfig, manifests: Vec<PathBuf>) -> Result<()> {
             );
         }
         if app.manifest.routes.is_empty() {
-            println!("  {:<16} (no [[routes]]: not reachable over HTTP)", app.name);
+            say!("  {:<16} (no [[routes]]: not reachable over HTTP)", app.name);
         }
     }
+    if manifests.is_none() {
+        say!("  dashboard: http://{admin_addr}/   deploy: alorig-host deploy manifests/<app>.toml --admin http://{admin_addr}");
+    }
 
-    let ingress = Arc::new(Ingress::new(router, config.header_read_timeout));
-    let admin = Arc::new(Admin { metrics: runtime.metrics.clone() });
+    let admin = Arc::new(Admin {
+        metrics: runtime.metrics.clone(),
+        apps: apps.clone(),
+        token,
+        max_upload: config.max_upload.bytes(),
+    });
     tokio::spawn(trim_idle_instances(ingress.clone()));
+    tokio::spawn(apps.sample_forever());
     tokio::spawn(admin.serve(admin_listener));
     ingress.serve(ingress_listener, shutdown_signal(), DRAIN).await;
     tracing::info!("stopped");

@@ -1,7 +1,8 @@
 //! Checks a component before it may serve: that the bytes are a component (not a
 //! core module or something else), that every import is something the host
-//! provides, and that it exports a `wasi:http` handler. Used by `validate`, `up`
-//! and deploys alike, so all three refuse the same things with the same words.
+//! provides and the manifest grants, and that it exports a `wasi:http` handler.
+//! Used by `validate`, `up` and deploys alike, so all three refuse the same
+//! things with the same words.
 
 use crate::state::InstanceState;
 use anyhow::{Result, anyhow, bail};
@@ -30,6 +31,31 @@ pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Imports that reach outside the sandbox, each with the manifest grant it needs:
+/// (WIT interface without version, the grant's name, whether the manifest grants it).
+/// A capability that needs a grant adds its row here.
+const GRANTED_IMPORTS: &[(&str, &str, fn(&crate::config::Manifest) -> bool)] = &[(
+    "wasi:http/outgoing-handler",
+    "[outbound_http] allowed_hosts",
+    |m| !m.outbound_http.allowed.is_empty(),
+)];
+
+/// Every import that needs a manifest grant has it: a component cannot reach
+/// what its manifest does not say (refused at deploy, not at the first call).
+pub fn check_granted(path: &Path, manifest: &crate::config::Manifest, imports: &[String]) -> Result<()> {
+    for import in imports {
+        let interface = import.split('@').next().unwrap_or(import);
+        if let Some((_, grant, _)) = GRANTED_IMPORTS.iter().find(|(name, _, granted)| *name == interface && !granted(manifest)) {
+            bail!(
+                "{}: imports {interface}, which needs {grant} in {}; grant it there or build without it",
+                path.display(),
+                manifest.source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Links the component against what the host provides and checks its export.
 pub fn check_linkable(path: &Path, linker: &Linker<InstanceState>, component: &Component) -> Result<ProxyPre<InstanceState>> {
     let path = path.display();
@@ -48,6 +74,21 @@ fn one_line(err: wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imports_that_reach_out_need_their_grant() {
+        let bare = crate::config::Manifest::parse(Path::new("a.toml"), "name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        let granted = crate::config::Manifest::parse(
+            Path::new("a.toml"),
+            "name = \"a\"\ncomponent = \"a.wasm\"\n[outbound_http]\nallowed_hosts = [\"https://x.test\"]\n",
+        )
+        .unwrap();
+        let imports = vec!["wasi:io/poll@0.2.6".to_string(), "wasi:http/outgoing-handler@0.2.6".to_string()];
+        let err = check_granted(Path::new("a.wasm"), &bare, &imports).unwrap_err().to_string();
+        assert_eq!(err, "a.wasm: imports wasi:http/outgoing-handler, which needs [outbound_http] allowed_hosts in a.toml; grant it there or build without it");
+        check_granted(Path::new("a.wasm"), &granted, &imports).unwrap();
+        check_granted(Path::new("a.wasm"), &bare, &imports[..1]).unwrap();
+    }
 
     #[test]
     fn non_components_are_named_for_what_they_are() {

@@ -60,6 +60,8 @@ pub struct Host {
     pub ingress: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The host's data dir (versions, compile cache, admin token).
+    pub data: PathBuf,
     log: Arc<Mutex<String>>,
     client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
@@ -96,11 +98,27 @@ impl Host {
             std::fs::write(&path, text).unwrap();
             args.push(path.display().to_string());
         }
+        let data = dir.path().join("data");
+        Self::start(args, dir, &data, host_toml, envs)
+    }
+
+    /// Starts `alorig-host serve` on the data dir `data` (which outlives the
+    /// host, so a test can restart it), with extra `host.toml` lines.
+    pub fn serve(data: &Path, host_toml: &str) -> Host {
+        Self::serve_full(data, host_toml, &[])
+    }
+
+    pub fn serve_full(data: &Path, host_toml: &str, envs: &[(&str, &str)]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start(vec!["serve".to_string()], dir, data, host_toml, envs)
+    }
+
+    fn start(mut args: Vec<String>, dir: tempfile::TempDir, data: &Path, host_toml: &str, envs: &[(&str, &str)]) -> Host {
         let config = dir.path().join("host.toml");
         std::fs::write(
             &config,
             format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{host_toml}\n",
-                dir.path().join("data").display()),
+                data.display()),
         )
         .unwrap();
         args.push("--config".into());
@@ -111,6 +129,7 @@ impl Host {
             .env_remove("ALORIG_LISTEN")
             .env_remove("ALORIG_ADMIN_LISTEN")
             .env_remove("ALORIG_DATA_DIR")
+            .env_remove("ALORIG_ADMIN_TOKEN")
             .env("RUST_LOG", "info")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
@@ -147,7 +166,58 @@ impl Host {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build_http();
-        Host { child, ingress, admin, dir, log, client }
+        Host { child, ingress, admin, dir, data: data.to_path_buf(), log, client }
+    }
+
+    /// The admin token the host created in its data dir.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
+    }
+
+    /// Runs the CLI against this host's admin API and token: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(host_binary())
+            .args(args)
+            .env("ALORIG_ADMIN", format!("http://{}", self.admin))
+            .env("ALORIG_ADMIN_TOKEN", self.token())
+            .env("ALORIG_DATA_DIR", self.dir.path().join("cli-data"))
+            .output()
+            .expect("running alorig-host");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A request to the admin listener.
+    pub async fn admin_request(&self, method: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", self.admin));
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let resp = self.client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.expect("admin request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    /// Like [`Host::request`], but a failed connection is an `Err`, not a panic.
+    pub async fn try_get(&self, host: &str, path: &str) -> Result<Reply, String> {
+        let req = http::Request::get(format!("http://{}{path}", self.ingress))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
+    /// Stops the host with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Everything the host has printed so far.

@@ -158,6 +158,7 @@ async fn a_trap_ends_only_its_own_request() {
     // has already gone out.
     let late = host.get("trap.test", "/?after=1").await;
     assert_eq!(late.status, 200);
+    // The late trap is counted when its instance ends, just after the response.
     assert_eq!(host.wait_metric("alorig_app_traps_total", "app=\"trap\",reason=\"trap\"", 51.0).await, 51.0);
     assert_eq!(host.metric("alorig_app_requests_total", "app=\"trap\",status=\"500\"").await, 50.0);
     assert_eq!(host.wait_metric("alorig_app_memory_bytes", "app=\"trap\"", 0.0).await, 0.0);

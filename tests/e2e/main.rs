@@ -7,8 +7,10 @@ mod redis_server;
 
 mod caddy;
 mod cli;
+mod deploy;
 mod ingress;
 mod limits;
+mod operators;
 mod outbound;
 mod postgres;
 mod redis;

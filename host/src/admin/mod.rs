@@ -1,28 +1,209 @@
-//! The admin listener (loopback by default): `/healthz` and `/metrics` need no
-//! token; the deploy API under `/v1` arrives with deploys.
+//! The admin listener (loopback by default). `/healthz`, `/metrics`, the
+//! dashboard page `/` and its figures `/dashboard.json` need no token: they show
+//! what `/metrics` already shows (names, memory, rates, versions), nothing secret.
+//! Everything under `/v1` needs `Authorization: Bearer <token>`, compared in
+//! constant time. Errors are `{"error": {"code": …, "message": …}}`.
+//!
+//! The deploy upload (`PUT /v1/apps/{app}`) is one body: the manifest's bytes,
+//! then the component's, with `Alorig-Manifest-Length` saying where the manifest
+//! ends. `Alorig-Manifest-Name` and `Alorig-Component-Name` (optional) name the
+//! files in errors; `?approve_grants=true` approves wider grants. The body is
+//! read as it arrives and refused with 413 past `max_upload`.
 
-use crate::{ingress::invoke::{Response, plain}, metrics::Metrics};
+pub mod client;
+pub mod token;
+
+use crate::{
+    deploy::{ApiError, Apps, Upload},
+    ingress::invoke::{Response, plain},
+    metrics::Metrics,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
+    pub apps: Arc<Apps>,
+    pub token: String,
+    pub max_upload: u64,
+}
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// A refused upload's body is read (and dropped) up to this much past the
+/// limit, so the client sees the 413 instead of a reset connection.
+const DRAIN_PAST_LIMIT: u64 = 64 << 20;
+
+fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response {
+    hyper::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(Full::new(body.into()).map_err(|never| match never {}).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+fn json_response(status: u16, value: &Value) -> Response {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    respond(status, "application/json", text)
+}
+
+fn error(err: &ApiError) -> Response {
+    json_response(err.status, &err.to_json())
+}
+
+/// Same length and same bytes, in time that depends only on the length.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 impl Admin {
     async fn handle(&self, req: hyper::Request<Incoming>) -> Response {
-        match (req.method(), req.uri().path()) {
-            (&http::Method::GET, "/healthz") => plain(200, "ok\n"),
-            (&http::Method::GET, "/metrics") => hyper::Response::builder()
-                .header(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                .body(Full::new(Bytes::from(self.metrics.encode())).map_err(|never| match never {}).boxed_unsync())
-                .expect("static response parts are valid"),
-            _ => plain(404, "not found\n"),
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&http::Method::GET, "/healthz") => return plain(200, "ok\n"),
+            (&http::Method::GET, "/metrics") => {
+                return respond(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", self.metrics.encode());
+            }
+            (&http::Method::GET, "/") => return respond(200, "text/html; charset=utf-8", self.dashboard_page()),
+            (&http::Method::GET, "/dashboard.json") => return json_response(200, &self.dashboard_figures()),
+            _ => {}
         }
+        let Some(rest) = path.strip_prefix("/v1/") else { return plain(404, "not found\n") };
+        if !self.authorized(&req) {
+            return error(&ApiError::new(401, "unauthorized", "missing or wrong admin token (Authorization: Bearer …; see <data_dir>/admin.token)"));
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let result = match (req.method().clone(), segments.as_slice()) {
+            (http::Method::GET, ["apps"]) => Ok((200, self.apps.list())),
+            (http::Method::GET, ["apps", app]) => self.apps.get(app).map(|v| (200, v)),
+            (http::Method::PUT, ["apps", app]) => {
+                let app = app.to_string();
+                match self.read_upload(app.clone(), req).await {
+                    Ok(upload) => self.apps.deploy(upload).await.map(|v| (201, v)),
+                    Err(err) => {
+                        self.metrics.deployed(&app, err.code);
+                        Err(err)
+                    }
+                }
+            }
+            (http::Method::POST, ["apps", app, "rollback"]) => {
+                let app = app.to_string();
+                match read_small_json(req).await {
+                    Ok(body) => {
+                        let to = body.get("to").and_then(Value::as_u64).map(|v| v as u32);
+                        self.apps.rollback(&app, to).await.map(|v| (200, v))
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+            (http::Method::DELETE, ["apps", app]) => {
+                let app = app.to_string();
+                self.apps.remove(&app).await.map(|v| (200, v))
+            }
+            (_, ["apps"] | ["apps", _] | ["apps", _, "rollback"]) => {
+                Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /v1/{rest}", req.method())))
+            }
+            _ => Err(ApiError::new(404, "not_found", format!("no admin API route /v1/{rest}"))),
+        };
+        match result {
+            Ok((status, value)) => json_response(status, &value),
+            Err(err) => error(&err),
+        }
+    }
+
+    fn authorized<B>(&self, req: &hyper::Request<B>) -> bool {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        !self.token.is_empty() && same_secret(given.as_bytes(), self.token.as_bytes())
+    }
+
+    async fn read_upload(&self, app: String, req: hyper::Request<Incoming>) -> Result<Upload, ApiError> {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let manifest_len: usize = header("alorig-manifest-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ApiError::new(400, "bad_request", "the upload needs an Alorig-Manifest-Length header: the manifest's bytes come first in the body, then the component's"))?;
+        let manifest_name = header("alorig-manifest-name").unwrap_or_else(|| format!("{app}.toml"));
+        let component_name = header("alorig-component-name").unwrap_or_else(|| format!("{app}.wasm"));
+        let approve_grants = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "approve_grants=true" || kv == "approve_grants=1"));
+        let limit = self.max_upload;
+        let too_large = || {
+            ApiError::new(413, "too_large", format!(
+                "the upload is larger than the host's max_upload of {}",
+                crate::config::ByteSize(limit)
+            ))
+        };
+        let declared = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        let mut body = req.into_body();
+        if declared.is_some_and(|len| len > limit) {
+            drain(&mut body, limit + DRAIN_PAST_LIMIT).await;
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::new(400, "bad_request", format!("the upload was cut off: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if (bytes.len() + data.len()) as u64 > limit {
+                    drain(&mut body, DRAIN_PAST_LIMIT).await;
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        if manifest_len > bytes.len() {
+            return Err(ApiError::new(400, "bad_request", "Alorig-Manifest-Length is longer than the upload"));
+        }
+        let component = bytes.split_off(manifest_len);
+        let manifest_text = String::from_utf8(bytes)
+            .map_err(|_| ApiError::new(400, "bad_manifest", format!("{manifest_name}: is not UTF-8 text")))?;
+        Ok(Upload { app, manifest_name, manifest_text, component_name, component, approve_grants })
+    }
+
+    fn dashboard_figures(&self) -> Value {
+        let apps: Vec<Value> = self
+            .apps
+            .list()
+            .as_array()
+            .map(|apps| {
+                apps.iter()
+                    .map(|a| {
+                        let mut a = a.clone();
+                        if let Some(o) = a.as_object_mut() {
+                            o.remove("grants");
+                            o.remove("digest");
+                        }
+                        a
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "memory_budget_bytes": self.apps.memory_budget(),
+            "resident_memory_bytes": crate::metrics::resident_memory_bytes(),
+            "apps": apps,
+        })
+    }
+
+    /// The page, with the first figures embedded so it shows them before its
+    /// first refresh (and without JavaScript fetches at all, in a DOM dump).
+    fn dashboard_page(&self) -> String {
+        let figures = serde_json::to_string(&self.dashboard_figures()).unwrap_or_else(|_| "{}".into());
+        // `</` cannot appear inside the script element.
+        DASHBOARD.replace("/*FIGURES*/null", &figures.replace("</", "<\\/"))
     }
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
@@ -44,5 +225,38 @@ impl Admin {
                     .await;
             });
         }
+    }
+}
+
+async fn drain(body: &mut Incoming, mut budget: u64) {
+    while let Some(Ok(frame)) = body.frame().await {
+        let len = frame.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+        if len > budget {
+            return;
+        }
+        budget -= len;
+    }
+}
+
+async fn read_small_json(req: hyper::Request<Incoming>) -> Result<Value, ApiError> {
+    let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| ApiError::new(400, "bad_request", "the request body is larger than 64KiB or was cut off"))?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", format!("the body is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(super::same_secret(b"abc", b"abc"));
+        assert!(!super::same_secret(b"abd", b"abc"));
+        assert!(!super::same_secret(b"ab", b"abc"));
+        assert!(!super::same_secret(b"", b"abc"));
     }
 }

@@ -26,6 +26,10 @@ pub struct HostConfig {
     pub header_read_timeout: Duration,
     /// Live instances across all apps: sizes the pooling allocator.
     pub max_instances: u32,
+    /// Versions kept on disk per app for rollback (the current one included).
+    pub keep_versions: u32,
+    /// Largest deploy upload (manifest + component); past it the admin API answers 413.
+    pub max_upload: ByteSize,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,6 +45,8 @@ struct HostToml {
     admin_token: Option<String>,
     header_read_timeout: Option<HumanDuration>,
     max_instances: Option<u32>,
+    keep_versions: Option<u32>,
+    max_upload: Option<ByteSize>,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "host.toml";
@@ -68,7 +74,11 @@ impl HostConfig {
             (1..=100_000).contains(&max_instances),
             "host.toml: max_instances must be between 1 and 100000, not {max_instances}"
         );
+        let keep_versions = raw.keep_versions.unwrap_or(10);
+        anyhow::ensure!(keep_versions >= 1, "host.toml: keep_versions must be at least 1");
         Ok(HostConfig {
+            keep_versions,
+            max_upload: raw.max_upload.unwrap_or(ByteSize::mib(256)),
             listen: addr("ALORIG_LISTEN", raw.listen, "127.0.0.1:8080")?,
             admin_listen: addr("ALORIG_ADMIN_LISTEN", raw.admin_listen, "127.0.0.1:9090")?,
             data_dir: env("ALORIG_DATA_DIR")

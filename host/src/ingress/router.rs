@@ -20,6 +20,24 @@ pub struct Router {
     apps: Vec<Arc<App>>,
 }
 
+/// Refuses two manifests claiming the same host and path (what [`Router::new`]
+/// checks, before any app is compiled).
+pub fn check_routes(manifests: &[&crate::config::Manifest]) -> Result<()> {
+    let mut claimed: HashMap<(String, String), &str> = HashMap::new();
+    for manifest in manifests {
+        for route in &manifest.routes {
+            let key = (route.host.to_string(), route.path.clone());
+            if let Some(owner) = claimed.insert(key.clone(), manifest.name.as_str()) {
+                bail!(
+                    "route {}{} is claimed by both {owner} and {} (in {})",
+                    key.0, key.1, manifest.name, manifest.source.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Router {
     /// Builds the table; two apps claiming the same host and path is an error.
     pub fn new(apps: Vec<Arc<App>>) -> Result<Self> {

@@ -1,0 +1,475 @@
+//! Deploys: the registry of the apps in force ([`Apps`]), each at one version.
+//!
+//! A deploy, a rollback and a removal run one at a time (the `deploying` lock),
+//! and check everything against the *other* apps' versions in force before
+//! touching the running one: manifest, budget, routes, secrets, the component
+//! (parses, links, exports a handler, one instance starts) and, for a deploy,
+//! whether it widens the app's grants. Only then is the version written to disk
+//! ([`store`]) and the routing table swapped: new requests go to the new
+//! version, in-flight ones finish on the `Arc<App>` they hold.
+//!
+//! Every version of an app charges the same memory gauges (see `App::from_bytes`),
+//! so an old version's in-flight instances and the new version's count as one app.
+
+pub mod grants;
+pub mod store;
+
+use crate::{
+    app::App,
+    config::{ByteSize, Manifest},
+    ingress::{Ingress, router::{self, Router}},
+    metrics::LiveSample,
+    runtime::Runtime,
+    serve::check_budget,
+};
+use serde_json::{Value, json};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use store::Store;
+
+/// An app in force.
+#[derive(Clone)]
+pub struct Deployed {
+    pub app: Arc<App>,
+    /// 0 for apps given to `up` (not deployed, not stored).
+    pub version: u32,
+    /// Unix seconds.
+    pub since: u64,
+}
+
+/// A refused or failed admin operation: HTTP status, a stable code, one line.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// For `grants_widened`: what the new version may reach that the live one cannot.
+    pub grants: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), grants: Vec::new() }
+    }
+
+    fn from_anyhow(status: u16, code: &'static str, err: anyhow::Error) -> Self {
+        Self::new(status, code, format!("{err:#}").replace('\n', " "))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.grants.is_empty() {
+            error["grants"] = json!(self.grants);
+        }
+        json!({ "error": error })
+    }
+}
+
+/// A deploy's upload.
+pub struct Upload {
+    pub app: String,
+    /// The manifest's file name on the deploying machine (names it in errors).
+    pub manifest_name: String,
+    pub manifest_text: String,
+    /// The component's file name on the deploying machine (names it in errors).
+    pub component_name: String,
+    pub component: Vec<u8>,
+    /// The operator saw and approved wider grants (`deploy --yes`).
+    pub approve_grants: bool,
+}
+
+pub struct Apps {
+    runtime: Arc<Runtime>,
+    ingress: Arc<Ingress>,
+    /// None under `up`: its apps come from manifests and cannot be changed.
+    store: Option<Store>,
+    budget: ByteSize,
+    live: Mutex<BTreeMap<String, Deployed>>,
+    deploying: tokio::sync::Mutex<()>,
+    /// Last samples of each app's counters, one a second, for rates and p99.
+    samples: Mutex<HashMap<String, VecDeque<(Instant, LiveSample)>>>,
+}
+
+/// Seconds of history behind requests/s, error rate and p99.
+const RATE_WINDOW: usize = 10;
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Apps {
+    pub fn new(runtime: Arc<Runtime>, ingress: Arc<Ingress>, store: Option<Store>, budget: ByteSize) -> Self {
+        Self {
+            runtime,
+            ingress,
+            store,
+            budget,
+            live: Mutex::new(BTreeMap::new()),
+            deploying: tokio::sync::Mutex::new(()),
+            samples: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Deployed>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The apps in force now.
+    pub fn snapshot(&self) -> BTreeMap<String, Deployed> {
+        self.live().clone()
+    }
+
+    /// Serves exactly these apps (`up`), unversioned.
+    pub fn set_fixed(&self, apps: Vec<Arc<App>>) -> anyhow::Result<()> {
+        let mut live = self.live();
+        for app in apps {
+            live.insert(app.name.to_string(), Deployed { app, version: 0, since: now_unix() });
+        }
+        self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
+        drop(live);
+        self.sample();
+        Ok(())
+    }
+
+    /// Brings back every stored app at its version in force (`serve`). An app
+    /// that no longer loads (a secret's variable is gone, …) is logged and left
+    /// out; the others serve.
+    pub async fn restore(&self) -> anyhow::Result<usize> {
+        let Some(store) = &self.store else { return Ok(0) };
+        store.clean()?;
+        self.runtime.cache.clean_partial();
+        for name in store.apps()? {
+            let started = Instant::now();
+            let result = async {
+                let version = store.current(&name)?.unwrap_or(0);
+                let (manifest, _) = store.manifest(&name, version)?;
+                anyhow::Ok((version, App::load(&self.runtime, manifest).await?))
+            }
+            .await;
+            let (version, app) = match result {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    tracing::error!(app = %name, "not serving: {}", format!("{err:#}").replace('\n', " "));
+                    continue;
+                }
+            };
+            let app = Arc::new(app);
+            let mut live = self.live();
+            let mut manifests: Vec<Manifest> = live.values().map(|d| d.app.manifest.clone()).collect();
+            manifests.push(app.manifest.clone());
+            let refs: Vec<&Manifest> = manifests.iter().collect();
+            if let Err(err) = check_budget(self.budget, &manifests).and_then(|()| router::check_routes(&refs)) {
+                tracing::error!(app = %name, "not serving: {err:#}");
+                continue;
+            }
+            app.activate();
+            self.runtime.metrics.set_version(&name, version);
+            tracing::info!(app = %name, version, cached = app.compiled_from_cache, "restored in {:.0?}", started.elapsed());
+            live.insert(name, Deployed { app, version, since: now_unix() });
+        }
+        let count = {
+            let live = self.live();
+            self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
+            live.len()
+        };
+        self.sample();
+        Ok(count)
+    }
+
+    fn store(&self) -> Result<&Store, ApiError> {
+        self.store.as_ref().ok_or_else(|| {
+            ApiError::new(409, "read_only", "this host runs `alorig-host up` with fixed manifests; deploy to a host started with `alorig-host serve`")
+        })
+    }
+
+    /// Checks the budget and routes of `candidate` against the other apps in force.
+    fn check_fit(&self, candidate: &Manifest) -> Result<(), ApiError> {
+        let mut manifests: Vec<Manifest> = self
+            .live()
+            .values()
+            .filter(|d| d.app.name.as_ref() != candidate.name.as_str())
+            .map(|d| d.app.manifest.clone())
+            .collect();
+        manifests.push(candidate.clone());
+        check_budget(self.budget, &manifests).map_err(|e| ApiError::from_anyhow(422, "budget_exceeded", e))?;
+        let refs: Vec<&Manifest> = manifests.iter().collect();
+        router::check_routes(&refs).map_err(|e| ApiError::from_anyhow(409, "route_collision", e))
+    }
+
+    /// Puts `app` in force at `version`: disk first, then the routing table.
+    fn swap(&self, app: Arc<App>, version: u32) -> Result<(), ApiError> {
+        let name = app.name.to_string();
+        let mut live = self.live();
+        let mut next = live.clone();
+        next.insert(name.clone(), Deployed { app: app.clone(), version, since: now_unix() });
+        let router = Router::new(next.values().map(|d| d.app.clone()).collect())
+            .map_err(|e| ApiError::from_anyhow(409, "route_collision", e))?;
+        if let Some(store) = &self.store {
+            store
+                .set_current(&name, version)
+                .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        }
+        *live = next;
+        app.activate();
+        self.ingress.set_router(router);
+        self.runtime.metrics.set_version(&name, version);
+        drop(live);
+        // A baseline for the rates, so traffic right after the deploy counts.
+        self.sample();
+        Ok(())
+    }
+
+    /// Validates, compiles, stores and puts in force a new version.
+    pub async fn deploy(&self, upload: Upload) -> Result<Value, ApiError> {
+        let name = upload.app.clone();
+        let result = self.deploy_locked(upload).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.code,
+        };
+        self.runtime.metrics.deployed(&name, outcome);
+        result
+    }
+
+    async fn deploy_locked(&self, upload: Upload) -> Result<Value, ApiError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let started = Instant::now();
+        let store = self.store()?;
+        let source = PathBuf::from(&upload.manifest_name);
+        let mut manifest = Manifest::parse(&source, &upload.manifest_text)
+            .map_err(|e| ApiError::from_anyhow(400, "bad_manifest", e))?;
+        if manifest.name.as_str() != upload.app {
+            return Err(ApiError::new(
+                400,
+                "name_mismatch",
+                format!("{}: name: the manifest is for app {}, not {}", source.display(), manifest.name, upload.app),
+            ));
+        }
+        manifest.component = PathBuf::from(&upload.component_name);
+        self.check_fit(&manifest)?;
+        for (key, secret) in &manifest.secrets {
+            if std::env::var_os(&secret.env).is_none() {
+                return Err(ApiError::new(
+                    422,
+                    "secret_unresolvable",
+                    format!("{}: secrets.{key}: host environment variable {} is not set", source.display(), secret.env),
+                ));
+            }
+        }
+
+        let component = upload.component;
+        let app = App::from_bytes(&self.runtime, manifest, component.clone())
+            .await
+            .map_err(|e| ApiError::from_anyhow(422, "bad_component", e))?;
+        let compiled_in = started.elapsed();
+
+        let previous = self.live().get(&upload.app).cloned();
+        let added = match &previous {
+            Some(live) => grants::widened(&live.app, &app),
+            None => Vec::new(),
+        };
+        if !added.is_empty() && !upload.approve_grants {
+            let mut err = ApiError::new(
+                409,
+                "grants_widened",
+                format!(
+                    "version would widen what {} may reach ({}); deploy again with --yes (approve_grants=true) to approve",
+                    upload.app,
+                    added.join("; ")
+                ),
+            );
+            err.grants = added;
+            return Err(err);
+        }
+
+        let version = store.next_version(&upload.app).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        // Writing and fsyncing a component takes a while: off the async workers.
+        let (writer, name, text) = (store.clone(), upload.app.clone(), upload.manifest_text.clone());
+        tokio::task::spawn_blocking(move || writer.write_version(&name, version, &text, &component))
+            .await
+            .map_err(|e| ApiError::new(500, "storage", format!("the storage thread failed: {e}")))?
+            .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        let app = Arc::new(app);
+        self.swap(app.clone(), version)?;
+        if let Err(err) = store.prune(&upload.app, version) {
+            tracing::warn!(app = %upload.app, "cannot delete old versions: {err:#}");
+        }
+        tracing::info!(
+            app = %upload.app, version, digest = &app.digest[..12], cached = app.compiled_from_cache,
+            "deployed in {:.0?}", started.elapsed()
+        );
+        Ok(json!({
+            "app": upload.app,
+            "version": version,
+            "previous_version": previous.map(|p| p.version),
+            "routes": routes(&app),
+            "memory_limit_bytes": app.manifest.resources.memory.bytes(),
+            "memory_limit": app.manifest.resources.memory.to_string(),
+            "digest": app.digest,
+            "compiled_from_cache": app.compiled_from_cache,
+            "compile_seconds": compiled_in.as_secs_f64(),
+            "seconds": started.elapsed().as_secs_f64(),
+            "grants": grants::all(&app),
+            "grants_added": added,
+        }))
+    }
+
+    /// Puts an earlier kept version back in force (by default the one before).
+    pub async fn rollback(&self, name: &str, to: Option<u32>) -> Result<Value, ApiError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let started = Instant::now();
+        let store = self.store()?;
+        let current = self.live().get(name).map(|d| d.version).ok_or_else(|| not_found(name))?;
+        let versions = store.versions(name).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        let target = match to {
+            Some(v) if versions.contains(&v) => v,
+            Some(v) => {
+                return Err(ApiError::new(404, "version_not_found", format!(
+                    "{name} has no version {v}; kept versions: {}", list(&versions)
+                )));
+            }
+            None => versions.iter().rev().copied().find(|v| *v < current).ok_or_else(|| {
+                ApiError::new(409, "no_earlier_version", format!("{name} has no kept version before {current}"))
+            })?,
+        };
+        if target == current {
+            return Err(ApiError::new(409, "already_current", format!("{name} version {target} is already in force")));
+        }
+        let (manifest, _) = store.manifest(name, target).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        self.check_fit(&manifest)?;
+        let app = App::load(&self.runtime, manifest)
+            .await
+            .map_err(|e| ApiError::from_anyhow(422, "bad_component", e))?;
+        let app = Arc::new(app);
+        self.swap(app.clone(), target)?;
+        self.runtime.metrics.rolled_back(name);
+        tracing::info!(app = %name, from = current, to = target, "rolled back in {:.0?}", started.elapsed());
+        Ok(json!({
+            "app": name,
+            "version": target,
+            "previous_version": current,
+            "routes": routes(&app),
+            "memory_limit_bytes": app.manifest.resources.memory.bytes(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// Stops routing to the app and deletes its versions.
+    pub async fn remove(&self, name: &str) -> Result<Value, ApiError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let store = self.store()?;
+        {
+            let mut live = self.live();
+            let mut next = live.clone();
+            let removed = next.remove(name).ok_or_else(|| not_found(name))?;
+            let router = Router::new(next.values().map(|d| d.app.clone()).collect())
+                .map_err(|e| ApiError::from_anyhow(500, "internal", e))?;
+            store.remove(name).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+            *live = next;
+            self.ingress.set_router(router);
+            removed.app.metrics.memory_limit.set(0);
+        }
+        self.runtime.metrics.set_version(name, 0);
+        tracing::info!(app = %name, "removed");
+        Ok(json!({ "app": name, "removed": true }))
+    }
+
+    /// Samples every app's counters; run once a second.
+    pub fn sample(&self) {
+        let now = Instant::now();
+        let live = self.snapshot();
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.retain(|name, _| live.contains_key(name));
+        for (name, deployed) in &live {
+            let ring = samples.entry(name.clone()).or_default();
+            // Several calls within one tick (a deploy's baseline) keep one sample.
+            if ring.back().is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_millis(500)) {
+                continue;
+            }
+            ring.push_back((now, deployed.app.metrics.live.sample()));
+            while ring.len() > RATE_WINDOW + 1 {
+                ring.pop_front();
+            }
+        }
+    }
+
+    pub async fn sample_forever(self: Arc<Self>) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            self.sample();
+        }
+    }
+
+    /// The figures of one app, as `/v1/apps` and the dashboard show them.
+    pub fn describe(&self, name: &str, deployed: &Deployed) -> Value {
+        let app = &deployed.app;
+        let now = app.metrics.live.sample();
+        let (rps, error_rate, p99) = {
+            let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            match samples.get(name).and_then(|ring| ring.front()) {
+                Some((at, first)) if at.elapsed() > Duration::from_millis(100) => {
+                    let secs = at.elapsed().as_secs_f64();
+                    let requests = now.requests.saturating_sub(first.requests);
+                    let errors = now.errors.saturating_sub(first.errors);
+                    let error_rate = if requests == 0 { 0.0 } else { errors as f64 / requests as f64 };
+                    (requests as f64 / secs, error_rate, now.p99_since(first))
+                }
+                _ => (0.0, 0.0, None),
+            }
+        };
+        let versions = self.store.as_ref().and_then(|s| s.versions(name).ok()).unwrap_or_default();
+        let resources = &app.manifest.resources;
+        json!({
+            "name": name,
+            "version": deployed.version,
+            "versions": versions,
+            "deployed_at": deployed.since,
+            "digest": app.digest,
+            "routes": routes(app),
+            "memory_bytes": app.budget.used(),
+            "memory_peak_bytes": app.budget.peak(),
+            "memory_limit_bytes": resources.memory.bytes(),
+            "instance_memory_bytes": resources.instance_memory.bytes(),
+            "max_concurrency": resources.max_concurrency.get(),
+            "request_timeout_seconds": resources.request_timeout.as_secs_f64(),
+            "instances": app.metrics.instances.get(),
+            "requests_total": now.requests,
+            "errors_total": now.errors,
+            "requests_per_second": rps,
+            "error_rate": error_rate,
+            "p99_seconds": p99.filter(|p| p.is_finite()),
+            "grants": grants::all(app),
+        })
+    }
+
+    pub fn list(&self) -> Value {
+        let live = self.snapshot();
+        Value::Array(live.iter().map(|(name, d)| self.describe(name, d)).collect())
+    }
+
+    pub fn get(&self, name: &str) -> Result<Value, ApiError> {
+        let deployed = self.live().get(name).cloned().ok_or_else(|| not_found(name))?;
+        Ok(self.describe(name, &deployed))
+    }
+
+    pub fn memory_budget(&self) -> u64 {
+        self.budget.bytes()
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(404, "not_found", format!("no app named {name} is deployed"))
+}
+
+fn list(versions: &[u32]) -> String {
+    versions.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn routes(app: &App) -> Vec<String> {
+    app.manifest.routes.iter().map(|r| format!("{}{}", r.host, r.path)).collect()
+}
