@@ -79,6 +79,9 @@ pub async fn coalesce(response: hyper::Response<OutgoingBody>) -> hyper::Respons
     tokio::pin!(wait);
     loop {
         tokio::select! {
+            // The body first: when it is already complete (the usual case) the
+            // timer is never polled, so never registered.
+            biased;
             frame = body.frame() => match frame {
                 None => {
                     let status = parts.status.as_u16();
