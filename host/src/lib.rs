@@ -7,10 +7,11 @@
 //!                │
 //!  manifests ──> App (manifest · pre-linked component · memory budget · limits)
 //!                │
-//!  ingress ──> Router (host + longest path) ──> invoke: fresh Store per request
+//!  ingress ──> Router (host + longest path) ──> invoke: fresh (or reused) Store per request
 //!                                                 │  InstanceLimiter charges the app's budget
 //!                                                 │  epoch deadline + wall-clock timeout
-//!                                                 └─ capabilities: wasi, wasi:http, …
+//!                                                 └─ capabilities (AppCapabilities → InstanceState):
+//!                                                    wasi · outbound_http · postgres · redis
 //!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
 //!              (validate → compile → store version → swap the Router atomically)
 //! ```
