@@ -416,3 +416,25 @@ async fn the_store_app_lists_and_searches_products() {
     assert!(found.contains(": 0"), "another store's products stay out: {found}");
     assert_eq!(host.get("store.test", "/s/nope").await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_past_the_host_connection_limit_is_refused_and_changes_nothing() {
+    let pg = PgServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let url = pg.admin_url();
+    let host = Host::serve_full(data.path(), "postgres_max_connections = 6", &[("ALORIG_POSTGRES_URL", url.as_str())]);
+    let files = crate::harness::write_files(data.path(), &[
+        ("a.toml", pg_manifest("a", "a_db", "")),
+        ("b.toml", pg_manifest("b", "b_db", "")),
+    ]);
+    let (code, _, stderr) = host.cli(&["deploy", &files[0]]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = host.cli(&["deploy", &files[1]]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("the apps' postgres.max_connections add up to 8 (a 4, b 4), more than the host's limit of 6"),
+        "{stderr}"
+    );
+    let (_, apps, _) = host.cli(&["apps", "--json"]);
+    assert!(apps.contains("\"a\"") && !apps.contains("\"b\""), "{apps}");
+}

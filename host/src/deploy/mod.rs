@@ -186,8 +186,8 @@ impl Apps {
         })
     }
 
-    /// Checks the budget and routes of `candidate` against the other apps in force.
-    fn check_fit(&self, candidate: &Manifest) -> Result<(), ApiError> {
+    /// The manifests in force for every app but `candidate`'s, plus `candidate`.
+    fn with_others(&self, candidate: &Manifest) -> Vec<Manifest> {
         let mut manifests: Vec<Manifest> = self
             .live()
             .values()
@@ -195,6 +195,22 @@ impl Apps {
             .map(|d| d.app.manifest.clone())
             .collect();
         manifests.push(candidate.clone());
+        manifests
+    }
+
+    /// The apps' PostgreSQL pools, `candidate`'s included, must fit the host's
+    /// connection limit (`postgres_max_connections`).
+    async fn check_postgres(&self, candidate: &Manifest) -> Result<(), ApiError> {
+        let (Some(host), Some(_)) = (&self.runtime.postgres, &candidate.postgres) else { return Ok(()) };
+        let manifests = self.with_others(candidate);
+        host.check_connections(manifests.iter().filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))))
+            .await
+            .map_err(|e| ApiError::from_anyhow(422, "postgres_connections", e))
+    }
+
+    /// Checks the budget and routes of `candidate` against the other apps in force.
+    fn check_fit(&self, candidate: &Manifest) -> Result<(), ApiError> {
+        let manifests = self.with_others(candidate);
         check_budget(self.budget, &manifests).map_err(|e| ApiError::from_anyhow(422, "budget_exceeded", e))?;
         let refs: Vec<&Manifest> = manifests.iter().collect();
         router::check_routes(&refs).map_err(|e| ApiError::from_anyhow(409, "route_collision", e))
@@ -251,6 +267,7 @@ impl Apps {
         }
         manifest.component = PathBuf::from(&upload.component_name);
         self.check_fit(&manifest)?;
+        self.check_postgres(&manifest).await?;
         for (key, secret) in &manifest.secrets {
             if std::env::var_os(&secret.env).is_none() {
                 return Err(ApiError::new(
