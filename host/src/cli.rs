@@ -14,10 +14,6 @@ use serde_json::{Value, json};
 use std::{
     io::{IsTerminal as _, Write as _},
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -300,61 +296,37 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Upload then compile progress on stderr, when it is a terminal.
+/// Upload then compile progress on stderr (indicatif draws nothing when stderr
+/// is not a terminal): a byte bar while uploading, then a spinner while the host
+/// validates and compiles.
 #[derive(Clone)]
 struct Progress {
-    total: u64,
-    sent: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
-    tty: bool,
+    bar: indicatif::ProgressBar,
 }
 
 impl Progress {
     fn start(total: u64) -> Self {
-        let progress = Progress {
-            total,
-            sent: Arc::new(AtomicU64::new(0)),
-            done: Arc::new(AtomicBool::new(false)),
-            tty: std::io::stderr().is_terminal(),
-        };
-        if progress.tty {
-            let p = progress.clone();
-            tokio::spawn(async move {
-                let spinner = ['|', '/', '-', '\\'];
-                let started = Instant::now();
-                let mut tick = 0usize;
-                while !p.done.load(Ordering::Relaxed) {
-                    let sent = p.sent.load(Ordering::Relaxed);
-                    let line = if sent < p.total {
-                        let width = 30;
-                        let filled = (width as u64 * sent / p.total.max(1)) as usize;
-                        format!(
-                            "uploading [{}{}] {} / {}",
-                            "#".repeat(filled),
-                            " ".repeat(width - filled),
-                            ByteSize(sent),
-                            ByteSize(p.total)
-                        )
-                    } else {
-                        format!("{} validating and compiling… {:.1}s", spinner[tick % 4], started.elapsed().as_secs_f64())
-                    };
-                    eprint!("\r\x1b[2K{line}");
-                    tick += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            });
-        }
-        progress
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("uploading [{bar:30}] {bytes} / {total_bytes}")
+                .expect("a valid template")
+                .progress_chars("#> "),
+        );
+        Progress { bar }
     }
 
     fn advance(&self, bytes: u64) {
-        self.sent.fetch_add(bytes, Ordering::Relaxed);
+        self.bar.inc(bytes);
+        if self.bar.position() >= self.bar.length().unwrap_or(0) {
+            self.bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} validating and compiling… {elapsed}")
+                    .expect("a valid template"),
+            );
+            self.bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        }
     }
 
     fn finish(&self) {
-        self.done.store(true, Ordering::Relaxed);
-        if self.tty {
-            eprint!("\r\x1b[2K");
-        }
+        self.bar.finish_and_clear();
     }
 }
