@@ -69,21 +69,17 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         let _permit = permit;
         let app = task_app;
         let timeout = app.manifest.resources.request_timeout.saturating_sub(started.elapsed());
-        let mut slot = app.take_idle().map(|instance| (instance, false));
+        let mut slot = app.take_idle();
         let outcome = tokio::time::timeout(timeout, serve_request(&app, &mut slot, req, sender, started)).await;
         let failure = match outcome {
             Ok(Ok(())) => {
-                if let Some((instance, _)) = slot {
+                if let Some(instance) = slot {
                     app.release(instance);
                 }
                 return None;
             }
             Err(_) => Failure::Trapped(TrapReason::Deadline),
-            Ok(Err(ref err)) => {
-                let refusal = slot.as_ref().and_then(|(i, _)| i.store.data().limiter.refusal());
-                let starting = slot.as_ref().is_none_or(|(_, started)| !started);
-                classify(starting, err, refusal)
-            }
+            Ok(Err(ref failed)) => classify(failed),
         };
         // A failed instance is never reused: dropping it gives its memory back.
         drop(slot);
@@ -147,38 +143,57 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
 
 type Sender = tokio::sync::oneshot::Sender<Result<Response, ErrorCode>>;
 
+/// Why a guest ended with an error: the error, whether it happened while the
+/// instance was still starting, and the limiter's record of a refused growth.
+struct GuestError {
+    error: wasmtime::Error,
+    starting: bool,
+    refusal: Option<Refusal>,
+}
+
 /// Runs one request on the instance in `slot`, instantiating a fresh one first
-/// when the slot is empty. The slot's flag records whether the instance got as
-/// far as the handler, which tells a budget rejection from a trap.
+/// when the slot is empty.
 async fn serve_request(
     app: &App,
-    slot: &mut Option<(Instance, bool)>,
+    slot: &mut Option<Instance>,
     req: hyper::Request<LimitedBody>,
     sender: Sender,
     started: Instant,
-) -> wasmtime::Result<()> {
+) -> Result<(), GuestError> {
     if slot.is_none() {
         let mut store = app.new_store(started);
-        let instantiated = app.pre.instantiate_async(&mut store).await;
-        match instantiated {
-            Ok(proxy) => *slot = Some((Instance { store, proxy, served: 0 }, false)),
-            Err(err) => {
-                // Keep the store in the slot only long enough to read why.
+        match app.pre.instantiate_async(&mut store).await {
+            Ok(proxy) => *slot = Some(Instance { store, proxy, served: 0 }),
+            Err(error) => {
                 let refusal = store.data().limiter.refusal();
-                return Err(match refusal {
-                    Some(Refusal::AppBudget) => err.context(BUDGET_AT_START),
-                    _ => err,
-                });
+                return Err(GuestError { error, starting: true, refusal });
             }
         }
     }
-    let (instance, running) = slot.as_mut().expect("filled above");
-    *running = true;
+    let instance = slot.as_mut().expect("filled above");
+    let result = handle(app, instance, req, sender, started).await;
+    match result {
+        Ok(true) => Ok(()),
+        // Returned without answering: not reused (its outparam, and our
+        // sender, would otherwise linger in its table).
+        Ok(false) => {
+            *slot = None;
+            Ok(())
+        }
+        Err(error) => Err(GuestError { error, starting: false, refusal: instance.store.data().limiter.refusal() }),
+    }
+}
+
+/// Calls the instance's handler; true when the guest set a response.
+async fn handle(
+    app: &App,
+    instance: &mut Instance,
+    req: hyper::Request<LimitedBody>,
+    sender: Sender,
+    started: Instant,
+) -> wasmtime::Result<bool> {
     let store = &mut instance.store;
     store.data_mut().deadline = started + app.manifest.resources.request_timeout;
-    // The guest must answer through the outparam; an instance that returns
-    // without doing so is not reused (its outparam, and our sender, would
-    // otherwise linger in its table).
     let answered = Arc::new(AtomicBool::new(false));
     let flag = answered.clone();
     let out = store.data_mut().http().new_response_outparam_from_callback(move |result| {
@@ -187,33 +202,24 @@ async fn serve_request(
     })?;
     let guest_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
     instance.proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_req, out).await?;
-    if !answered.load(Ordering::Acquire) {
-        *slot = None;
-    }
-    Ok(())
+    Ok(answered.load(Ordering::Acquire))
 }
 
-/// Context marking an instantiation refused by the app's memory budget.
-const BUDGET_AT_START: &str = "the app's memory budget has no room for another instance";
-
 /// Decides why an instance failed, from the error and the limiter's record.
-fn classify(starting: bool, err: &wasmtime::Error, refusal: Option<Refusal>) -> Failure {
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+fn classify(failed: &GuestError) -> Failure {
+    if failed.error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return Failure::Trapped(TrapReason::Deadline);
     }
-    if starting && format!("{err}").contains(BUDGET_AT_START) {
-        return Failure::Rejected(RejectReason::MemoryBudget);
-    }
-    match (starting, refusal) {
+    match (failed.starting, failed.refusal) {
         (true, Some(Refusal::AppBudget)) => Failure::Rejected(RejectReason::MemoryBudget),
         (_, Some(_)) => Failure::Trapped(TrapReason::MemoryLimit),
         (_, None) => Failure::Trapped(TrapReason::Trap),
     }
 }
 
-fn outcome_error<T>(outcome: &Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> String {
+fn outcome_error(outcome: &Result<Result<(), GuestError>, tokio::time::error::Elapsed>) -> String {
     match outcome {
-        Ok(Err(err)) => format!("{err:#}"),
+        Ok(Err(failed)) => format!("{:#}", failed.error),
         Ok(Ok(_)) => String::new(),
         Err(_) => "wall-clock deadline passed while blocked in a host call".to_string(),
     }
