@@ -1,15 +1,11 @@
 //! `validate` and `up` refuse bad input with one clear line and a non-zero exit.
 
-use crate::harness::{guest, manifest, run_cli, workspace_root};
+use crate::harness::{guest, manifest, one_error_line, run_cli, workspace_root};
 
 fn one_line_error(args: &[&str]) -> String {
     let (code, stdout, stderr) = run_cli(args);
     assert_ne!(code, 0, "expected failure for {args:?}; stdout: {stdout}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-    assert!(!stderr.contains("panicked") && !stderr.contains("Backtrace"), "{stderr}");
-    lines[0].to_string()
+    one_error_line(&stderr)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! rollbacks under continuous load, every refusal reason leaving the old version
 //! serving, restarts, and SIGKILL in the middle of deploys.
 
-use crate::harness::{Host, guest};
+use crate::harness::{Host, guest, one_error_line};
 use serde_json::Value;
 use std::{
     path::Path,
@@ -34,13 +34,6 @@ pub fn deploy_ok(host: &Host, manifest_path: &str, extra: &[&str]) -> String {
     let (code, stdout, stderr) = host.cli(&args);
     assert_eq!(code, 0, "deploy failed: {stderr}");
     stdout
-}
-
-fn one_error_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
-    assert!(lines[0].starts_with("error: ") && !stderr.contains("panicked"), "{stderr}");
-    lines[0].to_string()
 }
 
 /// Requests sent continuously from several tasks until stopped.

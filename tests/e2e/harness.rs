@@ -299,6 +299,16 @@ pub fn write_files(dir: &Path, files: &[(&str, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The one line a failing command printed on stderr: it must be exactly one,
+/// start with `error: `, and carry no panic or backtrace.
+pub fn one_error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Backtrace"), "{stderr}");
+    lines[0].to_string()
+}
+
 /// `validate` of a manifest for `guest` with `extra` TOML, which must fail:
 /// (the manifest's path, the one line on stderr).
 pub fn validate_error(name: &str, guest_name: &str, extra: &str) -> (PathBuf, String) {

@@ -4,7 +4,7 @@
 //! through the host compared with a native one.
 
 use crate::{
-    harness::{Host, manifest, percentiles, run_cli},
+    harness::{Host, manifest, percentiles},
     redis_server::RedisServer,
 };
 use ::redis::Commands as _;
@@ -275,11 +275,7 @@ async fn pubsub_messages_on_declared_channels_reach_the_handler() {
 
 #[test]
 fn a_component_importing_redis_without_a_redis_section_is_refused_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nored.toml");
-    std::fs::write(&path, manifest("nored", "test-redis", "")).unwrap();
-    let (code, _, stderr) = run_cli(&["validate", path.to_str().unwrap()]);
-    assert_ne!(code, 0);
+    let (_, stderr) = crate::harness::validate_error("nored", "test-redis", "");
     assert!(
         stderr.contains("nored.toml: the component imports alorig:host/redis but the manifest has no [redis] section"),
         "{stderr}"
