@@ -6,14 +6,26 @@
 //!    at 1, 32 and 256 connections, with wrk on loopback;
 //! 2. instantiation: a fresh instance created and dropped, in isolation;
 //! 3. memory density: host RSS idle with eight apps, and per live instance;
-//! 4. deploy: cold compile and cached load of each component.
+//! 4. deploy: cold compile and cached load of each component;
+//! 5. a page doing one PostgreSQL query and one Redis GET vs the same page served
+//!    natively (hyper + sqlx + redis).
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run.
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,page`
+//! runs just those sections.
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/postgres_server.rs"]
+mod postgres_server;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/redis_server.rs"]
+mod redis_server;
+
+#[path = "hosting/page.rs"]
+mod page;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -33,13 +45,13 @@ struct Load {
     errors: u64,
 }
 
-/// One wrk run against `addr` with `connections` connections.
-fn wrk(addr: SocketAddr, host_header: &str, connections: u32, seconds: u32) -> Load {
+/// One wrk run against `http://addr{path}` with `connections` connections.
+fn wrk(addr: SocketAddr, host_header: &str, path: &str, connections: u32, seconds: u32) -> Load {
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
         .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
         .args(["-H", &format!("Host: {host_header}")])
-        .arg(format!("http://{addr}/"))
+        .arg(format!("http://{addr}{path}"))
         .output()
         .expect("running wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -69,6 +81,24 @@ fn wrk(addr: SocketAddr, host_header: &str, connections: u32, seconds: u32) -> L
         p99_ms: ms(value("99%")),
         errors,
     }
+}
+
+fn print_load_header() {
+    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve (same mode) | p99 vs wasmtime serve (same mode) |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+}
+
+/// One table row: `load`'s figures with its ratios to the native baseline and,
+/// when given, to `wasmtime serve` in the same mode.
+fn print_load_row(connections: u32, name: &str, load: &Load, native: &Load, vs_wasmtime: Option<&Load>) {
+    let (rps_ratio, p99_ratio) = match vs_wasmtime {
+        Some(w) => (format!("{:.2}×", load.rps / w.rps), format!("{:.2}×", load.p99_ms / w.p99_ms)),
+        None => ("–".into(), "–".into()),
+    };
+    println!(
+        "| {connections} | {name} | {:.0} | {:.3} | {:.3} | {} | {:.2}× | {rps_ratio} | {p99_ratio} |",
+        load.rps, load.p50_ms, load.p99_ms, load.errors, load.rps / native.rps
+    );
 }
 
 /// A native hyper server answering the same bytes as `hello`, on its own runtime.
@@ -147,28 +177,17 @@ fn throughput(seconds: u32) {
         println!("(wasmtime serve: skipped, `wasmtime` is not installed: cargo install wasmtime-cli --version 48.0.8)");
     }
     println!("Fresh = a new instance per request; reuse = up to 1000 requests per instance (alorig `instance_reuse`, wasmtime `--max-instance-reuse-count`).\n");
-    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve (same mode) | p99 vs wasmtime serve (same mode) |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    print_load_header();
     for connections in [1, 32, 256] {
-        let base = wrk(native, "hello.localhost", connections, seconds);
-        let row = |name: &str, l: &Load, vs_wasmtime: Option<&Load>| {
-            let (rps_ratio, p99_ratio) = match vs_wasmtime {
-                Some(w) => (format!("{:.2}×", l.rps / w.rps), format!("{:.2}×", l.p99_ms / w.p99_ms)),
-                None => ("–".into(), "–".into()),
-            };
-            println!(
-                "| {connections} | {name} | {:.0} | {:.3} | {:.3} | {} | {:.2}× | {rps_ratio} | {p99_ratio} |",
-                l.rps, l.p50_ms, l.p99_ms, l.errors, l.rps / base.rps
-            );
-        };
-        row("native hyper", &base, None);
+        let base = wrk(native, "hello.localhost", "/", connections, seconds);
+        print_load_row(connections, "native hyper", &base, &base, None);
         for (mode, ours_addr, theirs) in [("fresh", host.ingress, &wasmtime), ("reuse", host_reuse.ingress, &wasmtime_reuse)] {
-            let theirs = theirs.as_ref().map(|(_, addr)| wrk(*addr, "hello.localhost", connections, seconds));
-            let ours = wrk(ours_addr, "hello.localhost", connections, seconds);
+            let theirs = theirs.as_ref().map(|(_, addr)| wrk(*addr, "hello.localhost", "/", connections, seconds));
+            let ours = wrk(ours_addr, "hello.localhost", "/", connections, seconds);
             if let Some(w) = &theirs {
-                row(&format!("wasmtime serve, {mode}"), w, Some(w));
+                print_load_row(connections, &format!("wasmtime serve, {mode}"), w, &base, Some(w));
             }
-            row(&format!("alorig-host, {mode}"), &ours, theirs.as_ref());
+            print_load_row(connections, &format!("alorig-host, {mode}"), &ours, &base, theirs.as_ref());
         }
     }
     for (mut child, _) in [wasmtime, wasmtime_reuse].into_iter().flatten() {
@@ -239,43 +258,88 @@ async fn density() {
 }
 
 async fn deploy_times() {
-    println!("\n## 4. load time per component: cold compile vs compile cache\n");
-    println!("| component | size | cold | cached | ratio |");
+    println!("\n## 4. deploy: compile of each reference component, cold vs from the compile cache; restart to serving\n");
+    println!("| component | size | cold compile | cached load | ratio |");
     println!("|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(dir.path(), 100).unwrap();
-    for name in ["hello", "test-alloc", "test-echo"] {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, manifest(name, name, "")).unwrap();
-        let size = std::fs::metadata(guest(name)).unwrap().len();
+    for name in ["hello", "store", "psydge-gate", "page-bench", "test-echo"] {
+        let bytes = std::sync::Arc::new(std::fs::read(guest(name)).unwrap());
         let started = Instant::now();
-        App::load(&runtime, Manifest::load(&path).unwrap()).await.unwrap();
-        let cold = started.elapsed();
+        let cold = runtime.cache.load(&runtime.engine, bytes.clone()).await.unwrap();
+        let cold_time = started.elapsed();
         let started = Instant::now();
-        let app = App::load(&runtime, Manifest::load(&path).unwrap()).await.unwrap();
-        let cached = started.elapsed();
-        assert!(app.compiled_from_cache);
+        let cached = runtime.cache.load(&runtime.engine, bytes.clone()).await.unwrap();
+        let cached_time = started.elapsed();
+        assert!(!cold.cached && cached.cached);
         println!(
             "| {name} | {} KiB | {:.1} ms | {:.1} ms | {:.0}× |",
-            size / 1024,
-            cold.as_secs_f64() * 1000.0,
-            cached.as_secs_f64() * 1000.0,
-            cold.as_secs_f64() / cached.as_secs_f64()
+            bytes.len() / 1024,
+            cold_time.as_secs_f64() * 1000.0,
+            cached_time.as_secs_f64() * 1000.0,
+            cold_time.as_secs_f64() / cached_time.as_secs_f64()
         );
     }
+
+    // Restart to serving: eight apps deployed through the admin API, the host
+    // killed, then timed from process start until every app answers.
+    let data = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (1..=8).map(|i| format!("app{i}")).collect();
+    {
+        let host = Host::serve(data.path(), "");
+        for (i, name) in names.iter().enumerate() {
+            let guest_name = ["hello", "test-echo", "test-alloc"][i % 3];
+            let text = manifest(name, guest_name, &format!("[[routes]]\nhost = \"{name}.localhost\""));
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let (code, _, err) = host.cli(&["deploy", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "deploy {name}: {err}");
+        }
+        host.kill();
+    }
+    let started = Instant::now();
+    let host = Host::serve(data.path(), "");
+    for name in &names {
+        while host.try_get(&format!("{name}.localhost"), "/").await.map(|r| r.status).unwrap_or(0) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    println!("\n| restart to serving: 8 deployed apps, process start until every app answers | {:.0} ms |", started.elapsed().as_secs_f64() * 1000.0);
+    println!("|---|---:|");
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only page,deploy`: run just those sections (names as below).
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_string).collect());
+    let run = |section: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == section));
     println!("# alorig-host benchmarks");
     println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
-    throughput(if quick { 2 } else { 8 });
+    let seconds = if quick { 2 } else { 8 };
+    if run("throughput") {
+        throughput(seconds);
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        instantiation(if quick { 2_000 } else { 20_000 }).await;
-        density().await;
-        deploy_times().await;
+        if run("instantiation") {
+            instantiation(if quick { 2_000 } else { 20_000 }).await;
+        }
+        if run("density") {
+            density().await;
+        }
+        if run("deploy") {
+            deploy_times().await;
+        }
     });
+    drop(runtime);
+    if run("page") {
+        page::page(seconds);
+    }
 }
 
 fn cpu_model() -> String {
