@@ -101,25 +101,43 @@ fn print_load_row(connections: u32, name: &str, load: &Load, native: &Load, vs_w
     );
 }
 
-/// A native hyper server answering the same bytes as `hello`, on its own runtime.
+/// A native hyper server answering the same bytes as `hello`.
 fn start_native_hyper() -> SocketAddr {
+    start_native(|| async {
+        |_request| async {
+            hyper::Response::builder()
+                .header("content-type", "text/plain")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(HELLO_BODY)))
+                .unwrap()
+        }
+    })
+}
+
+/// A native hyper server on its own multi-threaded runtime, answering every
+/// request with `handler`, which `setup` builds inside that runtime (pools and
+/// connections belong to it). Answers the address it listens on.
+fn start_native<S, SetupFuture, H, HandlerFuture>(setup: S) -> SocketAddr
+where
+    S: FnOnce() -> SetupFuture + Send + 'static,
+    SetupFuture: Future<Output = H>,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> HandlerFuture + Clone + Send + Sync + 'static,
+    HandlerFuture: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
+            let handler = setup().await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .header("content-type", "text/plain")
-                                .body(http_body_util::Full::new(bytes::Bytes::from_static(HELLO_BODY)))
-                                .unwrap(),
-                        )
+                    let service = hyper::service::service_fn(move |request| {
+                        let answer = handler(request);
+                        async move { Ok::<_, std::convert::Infallible>(answer.await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

@@ -69,45 +69,23 @@ async fn get_body(addr: SocketAddr, path: &str) -> String {
 }
 
 /// The same page natively: hyper, an sqlx pool and one multiplexed Redis
-/// connection, on its own multi-threaded runtime.
+/// connection.
 fn start_native(database_url: String, redis_url: String) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(POOL).connect(&database_url).await.unwrap();
-            let redis = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let _ = stream.set_nodelay(true);
-                let (pool, redis) = (pool.clone(), redis.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (pool, mut redis) = (pool.clone(), redis.clone());
-                        async move {
-                            let id: i32 = request.uri().path().trim_start_matches("/p/").parse().unwrap_or(0);
-                            let (name, price): (String, String) = sqlx::query_as(QUERY).bind(id).fetch_one(&pool).await.unwrap();
-                            let stock: Option<String> = redis::AsyncCommands::get(&mut redis, format!("page:stock:{id}")).await.unwrap();
-                            let body = format!(
-                                "{{\"id\":{id},\"name\":\"{name}\",\"price\":\"{price}\",\"stock\":{}}}\n",
-                                stock.unwrap_or_else(|| "0".into())
-                            );
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
+    super::start_native(|| async move {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(POOL).connect(&database_url).await.unwrap();
+        let redis = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+        move |request: hyper::Request<hyper::body::Incoming>| {
+            let (pool, mut redis) = (pool.clone(), redis.clone());
+            async move {
+                let id: i32 = request.uri().path().trim_start_matches("/p/").parse().unwrap_or(0);
+                let (name, price): (String, String) = sqlx::query_as(QUERY).bind(id).fetch_one(&pool).await.unwrap();
+                let stock: Option<String> = redis::AsyncCommands::get(&mut redis, format!("page:stock:{id}")).await.unwrap();
+                let body = format!("{{\"id\":{id},\"name\":\"{name}\",\"price\":\"{price}\",\"stock\":{}}}\n", stock.unwrap_or_else(|| "0".into()));
+                hyper::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap()
             }
-        });
-    });
-    rx.recv().unwrap()
+        }
+    })
 }
