@@ -23,6 +23,8 @@ pub struct Runtime {
     pub offline: bool,
     /// The operator's Redis; set from the host config before apps load.
     pub redis: RedisHost,
+    /// The host's WebSocket connections and groups (all apps).
+    pub websocket: Arc<capabilities::websocket::hub::Hub>,
 }
 
 impl Runtime {
@@ -38,6 +40,7 @@ impl Runtime {
             postgres: None,
             offline: false,
             redis: RedisHost::default(),
+            websocket: capabilities::websocket::hub::Hub::new(),
         })
     }
 
