@@ -685,6 +685,20 @@ mod tests {
     }
 
     #[test]
+    fn websocket_limits_have_defaults_and_take_the_manifest() {
+        let m = parse("name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        assert_eq!(m.websocket.max_connections.get(), 10_000);
+        assert_eq!(m.websocket.max_message, ByteSize(64 * 1024));
+        let m = parse(
+            "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_connections = 5\nmax_message = \"1KiB\"\nping_interval = \"250ms\"\nsend_queue = 8\nsend_timeout = \"1s\"\n",
+        )
+        .unwrap();
+        let ws = &m.websocket;
+        assert_eq!((ws.max_connections.get(), ws.max_message, ws.send_queue.get()), (5, ByteSize(1024), 8));
+        assert_eq!((ws.ping_interval, ws.send_timeout), (Duration::from_millis(250), Duration::from_secs(1)));
+    }
+
+    #[test]
     fn route_prefixes_are_normalized() {
         assert_eq!(normalize_prefix("/api/"), "/api");
         assert_eq!(normalize_prefix("/"), "/");
