@@ -8,10 +8,11 @@
 //! 3. memory density: host RSS idle with eight apps, and per live instance;
 //! 4. deploy: cold compile and cached load of each component;
 //! 5. a page doing one PostgreSQL query and one Redis GET vs the same page served
-//!    natively (hyper + sqlx + redis).
+//!    natively (hyper + sqlx + redis);
+//! 6. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,page`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,page,websocket`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -26,6 +27,9 @@ mod redis_server;
 
 #[path = "hosting/page.rs"]
 mod page;
+
+#[path = "hosting/websocket.rs"]
+mod websocket;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -357,6 +361,9 @@ fn main() {
     drop(runtime);
     if run("page") {
         page::page(seconds);
+    }
+    if run("websocket") {
+        websocket::websocket();
     }
 }
 

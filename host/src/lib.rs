@@ -11,7 +11,9 @@
 //!                                                 │  InstanceLimiter charges the app's budget
 //!                                                 │  epoch deadline + wall-clock timeout
 //!                                                 └─ capabilities (AppCapabilities → InstanceState):
-//!                                                    wasi · outbound_http · postgres · redis
+//!                                                    wasi · outbound_http · postgres · redis · websocket
+//!              websocket = true routes ──> websocket::upgrade: the host holds the socket,
+//!                                          each event (open, message, close) runs like a request
 //!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
 //!              (validate → compile → store version → swap the Router atomically)
 //! ```

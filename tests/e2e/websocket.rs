@@ -472,3 +472,22 @@ async fn psydge_gate_pushes_a_users_gate_to_their_browsers_only() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Deployed with `serve`: removing the app closes its connections (1001) rather
+/// than leaving them on the removed version; its other routes are gone too.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_an_app_closes_its_websockets() {
+    let data = tempfile::tempdir().unwrap();
+    let host = Host::serve(data.path(), "");
+    let (_, text) = ws_app("w", "");
+    let path = data.path().join("w.toml");
+    std::fs::write(&path, text).unwrap();
+    crate::deploy::deploy_ok(&host, path.to_str().unwrap(), &[]);
+    let mut ws = connect(&host, "/").await;
+    nothing_else_arrived(&mut ws).await;
+    let (code, _, stderr) = host.cli(&["remove", "w"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0).await, 0.0);
+    assert_eq!(refused(&host, "/").await, 404);
+}

@@ -109,7 +109,7 @@ impl Ingress {
         let _ = stopping.send(true);
         // One hub for the whole host, reached through any app.
         if let Some(app) = self.router().apps().first() {
-            app.capabilities.websocket.hub.close_all(1001, "the host is shutting down");
+            app.capabilities.websocket.hub.close_all(None, 1001, "the host is shutting down");
         }
         if tokio::time::timeout(drain, stopping.closed()).await.is_err() {
             tracing::warn!("connections still open after {drain:?}; closing them");

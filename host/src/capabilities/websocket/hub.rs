@@ -372,9 +372,10 @@ impl Hub {
             .as_ref()
     }
 
-    /// Asks every open connection to close with `code` (host shutdown: 1001).
-    pub fn close_all(&self, code: u16, reason: &str) {
-        for entry in self.registry().conns.values() {
+    /// Asks every open connection (of `app`, or of all apps) to close with
+    /// `code`: 1001 when the host shuts down or the app is removed.
+    pub fn close_all(&self, app: Option<&str>, code: u16, reason: &str) {
+        for entry in self.registry().conns.values().filter(|e| app.is_none_or(|app| *e.conn.app == *app)) {
             let _ = entry.conn.tx.try_send(Outgoing::Close(code, reason.to_string()));
         }
     }
