@@ -491,3 +491,52 @@ async fn removing_an_app_closes_its_websockets() {
     assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0).await, 0.0);
     assert_eq!(refused(&host, "/").await, 404);
 }
+
+/// Redis stopped and started again: each host keeps its own members served
+/// (the guest hears `unavailable`), and the fan-out comes back by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_outlive_a_redis_outage() {
+    let mut redis = RedisServer::start();
+    let host_toml = format!("redis_url = \"{}\"", redis.url());
+    let one = up(&[ws_app("w", "")], &host_toml);
+    let two = up(&[ws_app("w", "")], &host_toml);
+    let mut a = connect(&one, "/?group=room").await;
+    let mut b = connect(&two, "/?group=room").await;
+    one.request("POST", "api.test", "/broadcast?group=room", b"before".to_vec()).await;
+    assert_eq!((text(&mut a).await, text(&mut b).await), ("before".to_string(), "before".to_string()));
+
+    redis.stop();
+    let sent = one.request("POST", "api.test", "/broadcast?group=room", b"during".to_vec()).await;
+    assert_eq!((sent.status, sent.text().as_str()), (503, "unavailable"));
+    assert_eq!(text(&mut a).await, "during", "local members are served without Redis");
+    // New connections and their joins still work on each host.
+    let mut c = connect(&one, "/?hello=1").await;
+    assert!(text(&mut c).await.starts_with("id:"));
+    say(&mut c, "join:new-room").await;
+    assert_eq!(text(&mut c).await, "unavailable", "a join that needs Redis is local only, and says so");
+    say(&mut c, "join:room").await;
+    assert_eq!(text(&mut c).await, "joined:room", "this host already listens to room");
+    for ws in [&mut a, &mut b] {
+        nothing_else_arrived(ws).await;
+    }
+
+    redis.restart();
+    // Host two only listens: it must subscribe again by itself.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let body = format!("after {attempt}");
+        let sent = one.request("POST", "api.test", "/broadcast?group=room", body.clone().into_bytes()).await;
+        assert_eq!(text(&mut a).await, body);
+        assert_eq!(text(&mut c).await, body);
+        if sent.status == 200 {
+            if let Ok(Some(Ok(Message::Text(got)))) = tokio::time::timeout(Duration::from_millis(300), b.next()).await {
+                assert!(got.starts_with("after "), "{got}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the fan-out did not come back after Redis did");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -293,6 +293,7 @@ pub async fn upgrade(app: &Arc<App>, mut req: hyper::Request<hyper::body::Incomi
                 ws.metrics.dropped(DROP_MAX_CONNECTIONS);
                 overloaded("the app is at its [websocket] max_connections, retry shortly\n")
             } else {
+                ws.hub.ready().await;
                 let (id, seq, conn, queue) = ws.hub.open(ws.name.clone(), ws.metrics.clone(), ws.limits.send_queue.get() as usize);
                 let request = OpenRequest {
                     connection: id.clone(),

@@ -148,6 +148,17 @@ impl Hub {
         (format!("{}-{seq}", self.host_id), seq, conn, rx)
     }
 
+    /// With Redis: waits until this host listens on its own channel, so that
+    /// a send from another host to a connection about to open is not missed.
+    /// Without Redis returns at once; with Redis away, waits at most 250 ms
+    /// (the subscription is retried in the background).
+    pub async fn ready(&self) {
+        if let Some(fanout) = self.fanout() {
+            let channel = host_channel(&self.host_id);
+            let _ = tokio::time::timeout(Duration::from_millis(250), fanout.sync(self, &channel)).await;
+        }
+    }
+
     /// Forgets a connection: it leaves all its groups (and the host stops
     /// listening to a group's channel it was the last local member of).
     pub async fn remove(&self, seq: u64) {
@@ -401,6 +412,8 @@ struct Fanout {
     subscribed: tokio::sync::Mutex<HashSet<String>>,
     /// A subscription change failed (Redis down): retried every second.
     behind: AtomicBool,
+    /// The connection to Redis broke: every subscription is made again.
+    lost: AtomicBool,
 }
 
 impl Fanout {
@@ -416,6 +429,14 @@ impl Fanout {
             .set_number_of_retries(2)
             .set_automatic_resubscription()
             .set_push_sender(move |push: redis::PushInfo| -> Result<(), ()> {
+                // A host that only listens sends no command that would notice
+                // Redis coming back: the retry task re-subscribes, which reconnects.
+                if push.kind == redis::PushKind::Disconnection
+                    && let Some(fanout) = receiver.upgrade().as_deref().and_then(Hub::fanout)
+                {
+                    fanout.lost.store(true, Ordering::Release);
+                    fanout.behind.store(true, Ordering::Release);
+                }
                 if push.kind == redis::PushKind::Message
                     && let [redis::Value::BulkString(channel), redis::Value::BulkString(payload)] = push.data.as_slice()
                     && let Some(hub) = receiver.upgrade()
@@ -425,7 +446,7 @@ impl Fanout {
                 Ok(())
             });
         let manager = ConnectionManager::new_lazy_with_config(client, config)?;
-        let fanout = Fanout { manager, subscribed: Default::default(), behind: AtomicBool::new(true) };
+        let fanout = Fanout { manager, subscribed: Default::default(), behind: AtomicBool::new(true), lost: AtomicBool::new(false) };
         // Keeps the subscriptions what the registry wants, retrying while Redis is away.
         let host = host_channel(host_id);
         tokio::spawn(async move {
@@ -437,6 +458,9 @@ impl Fanout {
                 let Some(fanout) = hub.fanout() else { return };
                 if !fanout.behind.swap(false, Ordering::AcqRel) {
                     continue;
+                }
+                if fanout.lost.swap(false, Ordering::AcqRel) {
+                    fanout.subscribed.lock().await.clear();
                 }
                 let mut wanted: Vec<String> = hub.registry().groups.keys().map(|c| c.to_string()).collect();
                 wanted.push(host.clone());
