@@ -314,7 +314,7 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_answering_pings_is_dropped() {
-    let host = up(&[ws_app("w", "ping_interval = \"200ms\"")], "");
+    let host = up(&[ws_app("w", "ping_interval = \"300ms\"")], "");
     let mut alive = connect(&host, "/").await;
     let _silent = connect(&host, "/").await; // never polled: never answers a ping
     let deadline = Instant::now() + Duration::from_secs(5);
