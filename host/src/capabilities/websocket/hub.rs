@@ -404,8 +404,8 @@ fn host_channel(host: &str) -> String {
 }
 
 /// The host's Redis connection for WebSocket fan-out: one connection manager
-/// (RESP3: publishes and subscriptions on one socket, re-made and re-subscribed
-/// by the redis crate after Redis restarts).
+/// (RESP3: publishes and subscriptions on one socket), re-made by the redis
+/// crate when it breaks; the retry task below subscribes again after that.
 struct Fanout {
     manager: ConnectionManager,
     /// Channels subscribed now; the lock also puts subscription changes in order.
