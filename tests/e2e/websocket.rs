@@ -530,11 +530,11 @@ async fn groups_outlive_a_redis_outage() {
         let sent = one.request("POST", "api.test", "/broadcast?group=room", body.clone().into_bytes()).await;
         assert_eq!(text(&mut a).await, body);
         assert_eq!(text(&mut c).await, body);
-        if sent.status == 200 {
-            if let Ok(Some(Ok(Message::Text(got)))) = tokio::time::timeout(Duration::from_millis(300), b.next()).await {
-                assert!(got.starts_with("after "), "{got}");
-                break;
-            }
+        if sent.status == 200
+            && let Ok(Some(Ok(Message::Text(got)))) = tokio::time::timeout(Duration::from_millis(300), b.next()).await
+        {
+            assert!(got.starts_with("after "), "{got}");
+            break;
         }
         assert!(Instant::now() < deadline, "the fan-out did not come back after Redis did");
         tokio::time::sleep(Duration::from_millis(200)).await;
