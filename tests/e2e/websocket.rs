@@ -3,7 +3,7 @@
 //! what they cost, clients that never read, and every limit.
 
 use crate::{
-    harness::{Host, manifest, validate_error},
+    harness::{Host, allow_open_files, manifest, validate_error},
     redis_server::RedisServer,
 };
 use futures::{SinkExt as _, StreamExt as _};
@@ -232,6 +232,8 @@ async fn rss(host: &Host) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_idle_connections_cost_a_few_kib_each() {
     const N: usize = 10_000;
+    // Our N client sockets, and the other tests running beside this one.
+    allow_open_files(N as u64 + 2_000);
     let host = up(&[ws_app("w", "max_connections = 20000")], "");
     // Warm up: the first connection's one-time costs are not per connection.
     let mut first = connect(&host, "/?group=all").await;
