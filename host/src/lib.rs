@@ -30,4 +30,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod trigger;
 pub mod validate;
