@@ -6,7 +6,8 @@
 //!    at 1, 32 and 256 connections, with wrk on loopback;
 //! 2. instantiation: a fresh instance created and dropped, in isolation;
 //! 3. memory density: host RSS idle with eight apps, and per live instance;
-//! 4. deploy: cold compile and cached load of each component.
+//! 4. deploy: cold compile and cached load of each component;
+//! 5. jobs per second through the durable job queue (PostgreSQL), one host.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
 //! `--quick` shortens each load run.
@@ -14,6 +15,9 @@
 #[allow(dead_code)]
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
+
+#[path = "hosting/jobs.rs"]
+mod jobs;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -275,6 +279,7 @@ fn main() {
         instantiation(if quick { 2_000 } else { 20_000 }).await;
         density().await;
         deploy_times().await;
+        jobs::jobs_per_second(if quick { 500 } else { 2_000 }).await;
     });
 }
 

@@ -139,6 +139,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         apps: apps.clone(),
         token,
         max_upload: config.max_upload.bytes(),
+        timers: runtime.timers.clone(),
     });
     tokio::spawn(trim_idle_instances(ingress.clone()));
     tokio::spawn(apps.sample_forever());

@@ -115,6 +115,23 @@ impl TimersHost {
         &self.host_id
     }
 
+    /// `GET /v1/apps/{app}/jobs`: counts, and the pending, running and dead
+    /// jobs (the first 1000, running first, then by time).
+    pub async fn jobs(&self, app: &str) -> Result<serde_json::Value, crate::deploy::ApiError> {
+        use crate::deploy::ApiError;
+        let store = self.store.as_ref().ok_or_else(|| {
+            ApiError::new(409, "no_job_store", "this host has no postgres_url, so it keeps no jobs")
+        })?;
+        let unavailable = |err: store::StoreError| ApiError::new(503, "job_store_unavailable", format!("the job store cannot be reached: {err}"));
+        let [pending, running, dead, done] = store.counts(app).await.map_err(unavailable)?;
+        let jobs = store.list(app, 1000).await.map_err(unavailable)?;
+        Ok(serde_json::json!({
+            "app": app,
+            "counts": {"pending": pending, "running": running, "dead": dead, "done": done},
+            "jobs": jobs,
+        }))
+    }
+
     /// A new generation for `app` (a version going into force) and its waker.
     fn register(&self, app: &str) -> (u64, Arc<Notify>) {
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
