@@ -11,14 +11,19 @@ use crate::{
 use sqlx::{Connection as _, Row as _};
 use std::time::{Duration, Instant};
 
-/// The test guest as app `name` (database `<name>_db`), with extra TOML. Its
-/// pool is 4 connections: two hosts together stay within the app role's
-/// connection limit (max_connections + 1).
+/// The test guest as app `name` (database `<name>_db`), with extra TOML.
 fn timers_app(name: &str, extra: &str) -> String {
+    app_with_pool(name, 4, extra)
+}
+
+/// The same with a pool of `pool` connections. The app's role may hold
+/// `pool + 1` connections (the postgres capability's CONNECTION LIMIT, sized
+/// for one host), so an app two hosts run gets a pool of 1 here.
+fn app_with_pool(name: &str, pool: u32, extra: &str) -> String {
     manifest(
         name,
         "test-timers",
-        &format!("[postgres]\ndatabase = \"{name}_db\"\nmax_connections = 4\n[[routes]]\nhost = \"{name}.test\"\n{extra}"),
+        &format!("[postgres]\ndatabase = \"{name}_db\"\nmax_connections = {pool}\n[[routes]]\nhost = \"{name}.test\"\n{extra}"),
     )
 }
 
@@ -165,7 +170,7 @@ async fn catch_up_once_runs_one_missed_firing_and_skip_runs_none() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hosts_run_a_thousand_jobs_exactly_once() {
     let pg = PgServer::start();
-    let text = timers_app("batch", "");
+    let text = app_with_pool("batch", 1, "");
     let a = up(&pg, "batch", &text);
     let b = second_host(&pg, &a, "batch", &text);
     post(&a, "batch", "/setup", "").await;
@@ -197,7 +202,7 @@ async fn two_hosts_run_a_thousand_jobs_exactly_once() {
 async fn a_job_on_a_host_killed_mid_run_completes_on_the_other_after_its_lease() {
     let pg = PgServer::start();
     // Lease = timeout 3s + 5s of slack.
-    let text = timers_app("crash", "[jobs]\ntimeout = \"3s\"");
+    let text = app_with_pool("crash", 1, "[jobs]\ntimeout = \"3s\"");
     let a = up(&pg, "crash", &text);
     post(&a, "crash", "/setup", "").await;
     post(&a, "crash", "/enqueue?name=long", "sleep:2000").await;
