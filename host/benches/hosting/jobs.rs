@@ -3,7 +3,8 @@
 //! leased, run in a fresh instance and marked done; the clock runs from the
 //! enqueue request to the last job done, as the job store sees it. Two
 //! handlers: one returning at once (the queue's own cost) and one writing a
-//! row into the app's database (a small real job).
+//! row into the app's database (a small real job). Last, the drain rate alone:
+//! `n` jobs enqueued to come due together, timed from that instant to the last done.
 
 #[path = "../../../tests/e2e/postgres_server.rs"]
 mod postgres_server;
@@ -27,11 +28,20 @@ pub async fn jobs_per_second(n: usize) {
     println!("| handler | jobs | seconds | jobs/s | enqueue only |");
     println!("|---|---:|---:|---:|---:|");
     let mut done_before = 0i64;
-    for (label, payload, count) in [("warm-up (noop)", "noop", n / 10), ("returns at once", "noop", n), ("writes one row", "", n)] {
-        let started = Instant::now();
-        let reply = host.request("POST", "bench.test", &format!("/enqueue?n={count}&name=bench"), payload.as_bytes().to_vec()).await;
+    let runs = [("warm-up (noop)", "noop", n / 10, false), ("returns at once", "noop", n, false), ("writes one row", "", n, false), ("returns at once, drain only", "noop", n, true)];
+    for (label, payload, count, drain) in runs {
+        let mut started = Instant::now();
+        let due = (std::time::SystemTime::now() + Duration::from_secs(5)).duration_since(std::time::UNIX_EPOCH).unwrap();
+        let at = if drain { format!("&at_ms={}", due.as_millis()) } else { String::new() };
+        let reply = host.request("POST", "bench.test", &format!("/enqueue?n={count}&name=bench{at}"), payload.as_bytes().to_vec()).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let enqueued = started.elapsed();
+        if drain {
+            let wait = due.saturating_sub(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap());
+            assert!(!wait.is_zero(), "enqueueing took longer than the 5 s head start");
+            tokio::time::sleep(wait).await;
+            started = Instant::now();
+        }
         let want = done_before + count as i64;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
