@@ -6,6 +6,7 @@
 //! row into the app's database (a small real job). Last, the drain rate alone:
 //! `n` jobs enqueued to come due together, timed from that instant to the last done.
 
+#[allow(dead_code)]
 #[path = "../../../tests/e2e/postgres_server.rs"]
 mod postgres_server;
 

@@ -21,6 +21,8 @@ use tokio::sync::{Notify, Semaphore};
 const LEASE_SLACK: Duration = Duration::from_secs(5);
 /// Longest an idle worker sleeps before looking again (expired leases, delayed jobs).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Shortest wait of a worker that found nothing to lease.
+const MIN_IDLE: Duration = Duration::from_millis(10);
 /// Jobs of one app running at once on this host, at most (also bounded by the
 /// app's `max_concurrency`).
 const MAX_IN_FLIGHT: usize = 64;
@@ -159,7 +161,7 @@ pub async fn job_loop(weak: Weak<App>, trigger: JobTriggerPre<InstanceState>, st
                 continue;
             }
         };
-        let full = claimed.len() == permits.len();
+        let (full, none) = (claimed.len() == permits.len(), claimed.is_empty());
         for job in claimed {
             let permit = permits.pop().expect("one permit per claimed job");
             tokio::spawn(run_job(app.clone(), trigger.clone(), store.clone(), job, permit));
@@ -170,7 +172,11 @@ pub async fn job_loop(weak: Weak<App>, trigger: JobTriggerPre<InstanceState>, st
         }
         let next = store.next_due(&app.name).await.ok().flatten();
         drop(app);
-        let wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default()).unwrap_or(IDLE_POLL).min(IDLE_POLL);
+        let mut wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default()).unwrap_or(IDLE_POLL).min(IDLE_POLL);
+        if none {
+            // Due jobs another host is leasing right now: not a reason to spin.
+            wait = wait.max(MIN_IDLE);
+        }
         if !wait.is_zero() {
             tokio::select! {
                 _ = wake.notified() => {}
