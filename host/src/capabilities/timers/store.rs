@@ -55,8 +55,7 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (app, timer, scheduled_at))",
     "CREATE OR REPLACE FUNCTION alorig_jobs.announce() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_notify('alorig_jobs', NEW.app); RETURN NULL; END $$",
-    "DROP TRIGGER IF EXISTS jobs_announce ON alorig_jobs.jobs",
-    "CREATE TRIGGER jobs_announce AFTER INSERT ON alorig_jobs.jobs FOR EACH ROW EXECUTE FUNCTION alorig_jobs.announce()",
+    "CREATE OR REPLACE TRIGGER jobs_announce AFTER INSERT ON alorig_jobs.jobs FOR EACH ROW EXECUTE FUNCTION alorig_jobs.announce()",
 ];
 
 /// Why the store could not do something; the guest sees `unavailable`.
@@ -153,6 +152,8 @@ impl JobStore {
             .get_or_try_init(|| async {
                 let mut tx = self.pool.begin().await?;
                 tx.execute("SELECT pg_advisory_xact_lock(7406519262)").await?;
+                // "already exists, skipping" at every start is not news.
+                tx.execute("SET LOCAL client_min_messages = warning").await?;
                 for statement in SCHEMA {
                     tx.execute(*statement).await?;
                 }
