@@ -8,10 +8,11 @@
 //! 3. memory density: host RSS idle with eight apps, and per live instance;
 //! 4. deploy: cold compile and cached load of each component;
 //! 5. a page doing one PostgreSQL query and one Redis GET vs the same page served
-//!    natively (hyper + sqlx + redis).
+//!    natively (hyper + sqlx + redis);
+//! 6. jobs per second through the durable job queue (PostgreSQL), one host.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,page`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -26,6 +27,9 @@ mod redis_server;
 
 #[path = "hosting/page.rs"]
 mod page;
+
+#[path = "hosting/jobs.rs"]
+mod jobs;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -352,6 +356,9 @@ fn main() {
         }
         if run("deploy") {
             deploy_times().await;
+        }
+        if run("jobs") {
+            jobs::jobs_per_second(if quick { 500 } else { 2_000 }).await;
         }
     });
     drop(runtime);

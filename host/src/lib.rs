@@ -11,7 +11,9 @@
 //!                                                 │  InstanceLimiter charges the app's budget
 //!                                                 │  epoch deadline + wall-clock timeout
 //!                                                 └─ capabilities (AppCapabilities → InstanceState):
-//!                                                    wasi · outbound_http · postgres · redis
+//!                                                    wasi · outbound_http · postgres · redis · timers
+//!  triggers ──> Redis messages, timer firings, jobs ──> trigger::run: a fresh Store, same limits
+//!               (timers/jobs claimed in the host's PostgreSQL schema: one host runs each)
 //!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
 //!              (validate → compile → store version → swap the Router atomically)
 //! ```
@@ -30,4 +32,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod trigger;
 pub mod validate;

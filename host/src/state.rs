@@ -2,7 +2,7 @@
 //! field per capability (no type-erased map), plus the memory limiter.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx},
+    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx},
     limits::InstanceLimiter,
 };
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +22,7 @@ pub struct InstanceState {
     pub outbound_http: OutboundHttp,
     pub postgres: PostgresCtx,
     pub redis: RedisCtx,
+    pub timers: TimersCtx,
     _live: LiveInstance,
 }
 
@@ -51,6 +52,7 @@ impl InstanceState {
             outbound_http: OutboundHttp::new(capabilities.outbound.clone()),
             postgres: PostgresCtx::new(capabilities.postgres.clone()),
             redis: RedisCtx::new(capabilities.redis.as_ref()),
+            timers: TimersCtx::new(capabilities.timers.clone()),
             _live: LiveInstance(instances.clone()),
         }
     }

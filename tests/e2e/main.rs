@@ -18,3 +18,4 @@ mod reuse;
 mod routing;
 mod sandbox;
 mod seeds;
+mod timers;

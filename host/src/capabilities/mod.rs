@@ -14,11 +14,13 @@
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
 //! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
 //! allow-list), `alorig:host/postgres` (the app's own database, for apps with
-//! `[postgres]`) and `alorig:host/redis` (the app's own Redis db and key prefix).
+//! `[postgres]`) and `alorig:host/redis` (the app's own Redis db and key prefix) and
+//! `alorig:host/timers` (manifest timers and durable one-shot jobs).
 
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
+pub mod timers;
 pub mod wasi;
 
 use crate::state::InstanceState;
@@ -34,6 +36,8 @@ pub struct AppCapabilities {
     pub postgres: Option<Arc<postgres::PostgresApp>>,
     /// The app's Redis db and prefix, when its manifest has `[redis]`.
     pub redis: Option<Arc<redis::RedisApp>>,
+    /// The app's timers, its job handler and its side of the job store.
+    pub timers: Arc<timers::TimersApp>,
 }
 
 /// Links every capability the host offers. Components whose imports are not all
@@ -43,5 +47,6 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     postgres::add_to_linker(linker)?;
     redis::add_to_linker(linker)?;
+    timers::add_to_linker(linker)?;
     Ok(())
 }
