@@ -9,10 +9,11 @@
 //! 4. deploy: cold compile and cached load of each component;
 //! 5. a page doing one PostgreSQL query and one Redis GET vs the same page served
 //!    natively (hyper + sqlx + redis);
-//! 6. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
+//! 6. jobs per second through the durable job queue (PostgreSQL), one host;
+//! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,page,websocket`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -27,6 +28,9 @@ mod redis_server;
 
 #[path = "hosting/page.rs"]
 mod page;
+
+#[path = "hosting/jobs.rs"]
+mod jobs;
 
 #[path = "hosting/websocket.rs"]
 mod websocket;
@@ -356,6 +360,9 @@ fn main() {
         }
         if run("deploy") {
             deploy_times().await;
+        }
+        if run("jobs") {
+            jobs::jobs_per_second(if quick { 500 } else { 2_000 }).await;
         }
     });
     drop(runtime);

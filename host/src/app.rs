@@ -140,6 +140,9 @@ impl App {
             })?),
             None => None,
         };
+        let timers = crate::capabilities::timers::TimersApp::new(
+            runtime.timers.clone(), &manifest, pre.instance_pre(), &imports, runtime.offline, runtime.metrics.timers(&name),
+        )?;
         let websocket_trigger = validate::check_websocket_handler(&path, &manifest, &pre)?;
         let metrics = runtime.metrics.app(&name);
         // Every version of an app charges the same gauges, so old and new
@@ -154,6 +157,7 @@ impl App {
                 outbound: Arc::new(OutboundApp::new(name.clone(), manifest.outbound_http.clone(), metrics.clone())),
                 postgres,
                 redis,
+                timers: Arc::new(timers),
                 websocket: Arc::new(WebSocketApp::new(
                     name.clone(),
                     manifest.websocket.clone(),
@@ -183,6 +187,8 @@ impl App {
         self.metrics.memory_limit.set(self.budget.limit() as i64);
         // Its Redis channels, if any, are delivered to it for as long as it lives.
         crate::capabilities::redis::subscribe(self);
+        // Its timers fire, and its jobs run, for as long as it is the version in force.
+        crate::capabilities::timers::start(self);
     }
 
     /// A fresh store for one instance, with the app's limiter and deadline.

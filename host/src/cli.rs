@@ -1,5 +1,5 @@
 //! The operator commands that talk to a running host's admin API: `deploy`,
-//! `rollback`, `remove`, `apps`, `status` and `top` (names fixed by CONTRACT.md).
+//! `rollback`, `remove`, `apps`, `status`, `top` and `jobs` (names fixed by CONTRACT.md).
 //! Results go to stdout; a failure is one line on stderr (printed by `main`).
 
 use crate::{
@@ -158,6 +158,34 @@ pub async fn apps(target: &Target, as_json: bool) -> Result<()> {
         })
         .collect();
     print!("{}", table(&["APP", "VERSION", "KEPT", "MEMORY CAP", "ROUTES"], &rows));
+    Ok(())
+}
+
+/// The app's pending, running and dead jobs (dead ones with their last error).
+pub async fn jobs(target: &Target, app: &str, as_json: bool) -> Result<()> {
+    let path = format!("/v1/apps/{app}/jobs");
+    let reply = target.client()?.send(http::Method::GET, &path, &[], Client::empty()).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(());
+    }
+    let counts = &reply["counts"];
+    println!(
+        "{app}: {} pending, {} running, {} dead",
+        counts["pending"].as_i64().unwrap_or(0),
+        counts["running"].as_i64().unwrap_or(0),
+        counts["dead"].as_i64().unwrap_or(0)
+    );
+    let rows: Vec<Vec<String>> = list(&reply["jobs"])
+        .iter()
+        .map(|j| {
+            let text = |key: &str| j[key].as_str().unwrap_or("-").to_string();
+            vec![j["id"].to_string(), text("name"), text("state"), j["attempts"].to_string(), text("run_at"), text("last_error")]
+        })
+        .collect();
+    if !rows.is_empty() {
+        print!("{}", table(&["ID", "NAME", "STATE", "ATTEMPTS", "RUN AT (UTC)", "LAST ERROR"], &rows));
+    }
     Ok(())
 }
 

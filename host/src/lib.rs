@@ -11,7 +11,9 @@
 //!                                                 │  InstanceLimiter charges the app's budget
 //!                                                 │  epoch deadline + wall-clock timeout
 //!                                                 └─ capabilities (AppCapabilities → InstanceState):
-//!                                                    wasi · outbound_http · postgres · redis · websocket
+//!                                                    wasi · outbound_http · postgres · redis · timers · websocket
+//!  triggers ──> Redis messages, timer firings, jobs ──> trigger::run: a fresh Store, same limits
+//!               (timers/jobs claimed in the host's PostgreSQL schema: one host runs each)
 //!              websocket = true routes ──> websocket::upgrade: the host holds the socket,
 //!                                          each event (open, message, close) runs like a request
 //!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
@@ -32,4 +34,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod trigger;
 pub mod validate;

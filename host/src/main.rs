@@ -72,6 +72,14 @@ enum Command {
         #[command(flatten)]
         target: AdminArgs,
     },
+    /// The app's pending, running and dead jobs (dead ones with their last error).
+    Jobs {
+        app: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
     /// `status`, refreshing in place.
     Top {
         #[command(flatten)]
@@ -140,6 +148,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Remove { app, target } => cli::remove(&target.target(), &app).await,
             Command::Apps { json, target } => cli::apps(&target.target(), json).await,
             Command::Status { json, target } => cli::status(&target.target(), json).await,
+            Command::Jobs { app, json, target } => cli::jobs(&target.target(), &app, json).await,
             Command::Top { target } => cli::top(&target.target()).await,
             Command::Validate { manifest, component } => validate_offline(manifest, component).await,
             Command::Caddyfile { manifests, upstream, http_port } => {

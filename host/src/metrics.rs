@@ -135,6 +135,7 @@ pub struct Metrics {
     version: Family<AppLabel, Gauge>,
     deploys: Family<DeployLabel, Counter>,
     rollbacks: Family<AppLabel, Counter>,
+    timers: TimerFamilies,
     live: Mutex<HashMap<String, Arc<LiveCounters>>>,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
     encode_lock: Mutex<()>,
@@ -307,7 +308,9 @@ impl Metrics {
         registry.register("alorig_app_version", "The app's version in force (0: removed)", version.clone());
         registry.register("alorig_deploys", "Deploys, by result: ok or the error code that refused them", deploys.clone());
         registry.register("alorig_rollbacks", "Rollbacks done", rollbacks.clone());
+        let timers = TimerFamilies::register(&mut registry);
         Self {
+            timers,
             registry,
             version,
             deploys,
@@ -391,6 +394,21 @@ impl Metrics {
         }
     }
 
+    /// The app's timer and job handles.
+    pub fn timers(&self, app: &str) -> TimerMetrics {
+        let f = &self.timers;
+        let state = |state| f.jobs.get_or_create_owned(&AppStateLabel { app: app.to_string(), state });
+        let label = AppLabel { app: app.to_string() };
+        TimerMetrics {
+            app: app.to_string(),
+            timer_runs: f.timer_runs.clone(),
+            job_runs: f.job_runs.clone(),
+            queue: [state("pending"), state("running"), state("dead")],
+            job_latency: f.job_latency.get_or_create_owned(&label),
+            dead_letters: f.dead_letters.get_or_create_owned(&label),
+        }
+    }
+
     /// WebSocket handles for an app (resolved once per app version).
     pub fn websocket(&self, app: &str) -> WsMetrics {
         let direction = |direction| self.ws_messages.get_or_create_owned(&AppDirectionLabel { app: app.to_string(), direction });
@@ -448,6 +466,82 @@ impl RedisMetrics {
     /// Counts one failure; `reason` indexes [`crate::capabilities::redis::ERROR_REASONS`].
     pub fn error(&self, reason: usize) {
         self.errors[reason].inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppTimerLabel {
+    pub app: String,
+    pub timer: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppOutcomeLabel {
+    pub app: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppStateLabel {
+    pub app: String,
+    pub state: &'static str,
+}
+
+/// The timer and job series of every app.
+struct TimerFamilies {
+    timer_runs: Family<AppTimerLabel, Counter>,
+    job_runs: Family<AppOutcomeLabel, Counter>,
+    jobs: Family<AppStateLabel, Gauge>,
+    job_latency: HistogramFamily,
+    dead_letters: Family<AppLabel, Counter>,
+}
+
+impl TimerFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = TimerFamilies {
+            timer_runs: Family::default(),
+            job_runs: Family::default(),
+            jobs: Family::default(),
+            job_latency: Family::new_with_constructor(duration_histogram),
+            dead_letters: Family::default(),
+        };
+        registry.register("alorig_app_timer_runs", "Timer firings, by timer and outcome (ok, error, trap, memory_limit, timeout, rejected, skipped, unavailable)", f.timer_runs.clone());
+        registry.register("alorig_app_job_runs", "Job runs on this host, by outcome (ok, error, trap, memory_limit, timeout, rejected, lost)", f.job_runs.clone());
+        registry.register("alorig_app_jobs", "The app's jobs in the job store, by state (pending: the queue depth, running, dead)", f.jobs.clone());
+        registry.register("alorig_app_job_latency_seconds", "From a job's scheduled time to its start", f.job_latency.clone());
+        registry.register("alorig_app_job_dead_letters", "Jobs this host dead-lettered after their last attempt", f.dead_letters.clone());
+        f
+    }
+}
+
+/// One app's timer and job series.
+#[derive(Clone)]
+pub struct TimerMetrics {
+    app: String,
+    timer_runs: Family<AppTimerLabel, Counter>,
+    job_runs: Family<AppOutcomeLabel, Counter>,
+    /// pending, running, dead.
+    queue: [Gauge; 3],
+    pub job_latency: Histogram,
+    pub dead_letters: Counter,
+}
+
+impl TimerMetrics {
+    pub fn timer_run(&self, timer: &str, outcome: &'static str) {
+        let label = AppTimerLabel { app: self.app.clone(), timer: timer.to_string(), outcome };
+        self.timer_runs.get_or_create(&label).inc();
+    }
+
+    pub fn job_run(&self, outcome: &'static str) {
+        self.job_runs.get_or_create(&AppOutcomeLabel { app: self.app.clone(), outcome }).inc();
+    }
+
+    /// From the job store's counts: pending, running, dead (done is not shown).
+    pub fn set_queue(&self, counts: [i64; 4]) {
+        for (gauge, count) in self.queue.iter().zip(counts) {
+            gauge.set(count);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! compile cache and the metrics registry.
 
 use crate::{
-    capabilities::{self, postgres::PostgresHost, redis::RedisHost},
+    capabilities::{self, postgres::PostgresHost, redis::RedisHost, timers::TimersHost},
     engine::{self, CompileCache},
     metrics::Metrics,
     state::InstanceState,
@@ -23,6 +23,8 @@ pub struct Runtime {
     pub offline: bool,
     /// The operator's Redis; set from the host config before apps load.
     pub redis: RedisHost,
+    /// Timers and the job store (durable with `postgres_url`).
+    pub timers: Arc<TimersHost>,
     /// The host's WebSocket connections and groups (all apps).
     pub websocket: Arc<capabilities::websocket::hub::Hub>,
 }
@@ -40,6 +42,7 @@ impl Runtime {
             postgres: None,
             offline: false,
             redis: RedisHost::default(),
+            timers: Arc::new(TimersHost::new(None)?),
             websocket: capabilities::websocket::hub::Hub::new(),
         })
     }

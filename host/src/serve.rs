@@ -82,6 +82,12 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         runtime.postgres = Some(Arc::new(PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?));
     }
     runtime.redis.url = config.redis_url.clone();
+    runtime.timers = Arc::new(crate::capabilities::timers::TimersHost::new(config.postgres_url.as_deref())?);
+    if let Some(store) = runtime.timers.store()
+        && let Err(err) = store.ready().await
+    {
+        tracing::warn!("the job store (schema alorig_jobs) is not ready yet, retrying when used: {err}");
+    }
     runtime.websocket.set_redis_url(config.redis_url.clone());
     let runtime = Arc::new(runtime);
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
@@ -135,6 +141,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         apps: apps.clone(),
         token,
         max_upload: config.max_upload.bytes(),
+        timers: runtime.timers.clone(),
     });
     tokio::spawn(trim_idle_instances(ingress.clone()));
     tokio::spawn(apps.sample_forever());

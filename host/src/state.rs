@@ -2,7 +2,10 @@
 //! field per capability (no type-erased map), plus the memory limiter.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, websocket::WebSocketCtx},
+    capabilities::{
+        AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx,
+        websocket::WebSocketCtx,
+    },
     limits::InstanceLimiter,
 };
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +25,7 @@ pub struct InstanceState {
     pub outbound_http: OutboundHttp,
     pub postgres: PostgresCtx,
     pub redis: RedisCtx,
+    pub timers: TimersCtx,
     pub websocket: WebSocketCtx,
     _live: LiveInstance,
 }
@@ -52,6 +56,7 @@ impl InstanceState {
             outbound_http: OutboundHttp::new(capabilities.outbound.clone()),
             postgres: PostgresCtx::new(capabilities.postgres.clone()),
             redis: RedisCtx::new(capabilities.redis.as_ref()),
+            timers: TimersCtx::new(capabilities.timers.clone()),
             websocket: WebSocketCtx::new(capabilities.websocket.clone()),
             _live: LiveInstance(instances.clone()),
         }

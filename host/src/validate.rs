@@ -66,6 +66,33 @@ pub fn check_linkable(path: &Path, linker: &Linker<InstanceState>, component: &C
     })
 }
 
+/// The handlers the manifest and the imports call for: `timer-handler` when
+/// the manifest has `[[timers]]`, `job-handler` when the component imports
+/// `alorig:host/timers` (it can schedule jobs, so something must run them).
+/// A handler exported but not needed is kept (jobs scheduled by an earlier version).
+#[allow(clippy::type_complexity)]
+pub fn check_handlers(
+    manifest: &crate::config::Manifest,
+    pre: &wasmtime::component::InstancePre<InstanceState>,
+    imports: &[String],
+) -> Result<(
+    Option<crate::capabilities::timers::timer_trigger::TimerTriggerPre<InstanceState>>,
+    Option<crate::capabilities::timers::job_trigger::JobTriggerPre<InstanceState>>,
+)> {
+    use crate::capabilities::timers::{INTERFACE, job_trigger::JobTriggerPre, timer_trigger::TimerTriggerPre};
+    let source = manifest.source.display();
+    let timer = TimerTriggerPre::new(pre.clone()).ok();
+    let job = JobTriggerPre::new(pre.clone()).ok();
+    if timer.is_none() && !manifest.timers.is_empty() {
+        bail!("{source}: [[timers]] is set but the component does not export alorig:host/timer-handler (on-timer) to run them");
+    }
+    let schedules_jobs = imports.iter().any(|i| i.split('@').next() == Some(INTERFACE));
+    if job.is_none() && schedules_jobs {
+        bail!("{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them");
+    }
+    Ok((timer, job))
+}
+
 /// An app with a `websocket = true` route must export the handler the host
 /// calls for its connections' events.
 pub fn check_websocket_handler(

@@ -18,4 +18,5 @@ mod reuse;
 mod routing;
 mod sandbox;
 mod seeds;
+mod timers;
 mod websocket;

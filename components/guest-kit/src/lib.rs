@@ -6,6 +6,8 @@ pub use wasip2;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "timers")]
+pub mod timers;
 
 use std::io::{Read as _, Write as _};
 use wasip2::http::types::{
@@ -58,4 +60,10 @@ pub fn path(req: &IncomingRequest) -> String {
         Some((path, _)) => path.to_string(),
         None => full,
     }
+}
+
+/// Wall-clock now, in milliseconds since 1970-01-01 00:00:00 UTC.
+pub fn now_ms() -> i64 {
+    let now = wasip2::clocks::wall_clock::now();
+    now.seconds as i64 * 1000 + i64::from(now.nanoseconds / 1_000_000)
 }

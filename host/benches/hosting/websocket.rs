@@ -1,4 +1,4 @@
-//! Row 6: WebSockets — host memory per idle connection (RSS growth over 10,000
+//! Row 7: WebSockets — host memory per idle connection (RSS growth over 10,000
 //! connections), and a broadcast: one `send-group` loop in the app to a group
 //! of 1,000 clients, timed until every client has every message.
 
@@ -36,7 +36,7 @@ async fn open(addr: SocketAddr, path: &'static str, n: usize) -> Vec<Ws> {
 }
 
 pub fn websocket() {
-    println!("\n## 6. WebSockets: memory per idle connection, broadcast to a group of {MEMBERS}\n");
+    println!("\n## 7. WebSockets: memory per idle connection, broadcast to a group of {MEMBERS}\n");
     let app = manifest(
         "wsb",
         "test-websocket",

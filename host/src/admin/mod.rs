@@ -31,6 +31,8 @@ pub struct Admin {
     pub apps: Arc<Apps>,
     pub token: String,
     pub max_upload: u64,
+    /// The job store behind `GET /v1/apps/{app}/jobs`.
+    pub timers: Arc<crate::capabilities::timers::TimersHost>,
 }
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -103,11 +105,15 @@ impl Admin {
                     Err(err) => Err(err),
                 }
             }
+            (http::Method::GET, ["apps", app, "jobs"]) => match self.apps.get(app) {
+                Ok(_) => self.timers.jobs(app).await.map(|v| (200, v)),
+                Err(err) => Err(err),
+            },
             (http::Method::DELETE, ["apps", app]) => {
                 let app = app.to_string();
                 self.apps.remove(&app).await.map(|v| (200, v))
             }
-            (_, ["apps"] | ["apps", _] | ["apps", _, "rollback"]) => {
+            (_, ["apps"] | ["apps", _] | ["apps", _, "rollback" | "jobs"]) => {
                 Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /v1/{rest}", req.method())))
             }
             _ => Err(ApiError::new(404, "not_found", format!("no admin API route /v1/{rest}"))),

@@ -14,12 +14,14 @@
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
 //! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
 //! allow-list), `alorig:host/postgres` (the app's own database, for apps with
-//! `[postgres]`), `alorig:host/redis` (the app's own Redis db and key prefix) and
+//! `[postgres]`), `alorig:host/redis` (the app's own Redis db and key prefix),
+//! `alorig:host/timers` (manifest timers and durable one-shot jobs) and
 //! `alorig:host/websocket` (connections held by the host, groups across hosts).
 
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
+pub mod timers;
 pub mod wasi;
 pub mod websocket;
 
@@ -36,6 +38,8 @@ pub struct AppCapabilities {
     pub postgres: Option<Arc<postgres::PostgresApp>>,
     /// The app's Redis db and prefix, when its manifest has `[redis]`.
     pub redis: Option<Arc<redis::RedisApp>>,
+    /// The app's timers, its job handler and its side of the job store.
+    pub timers: Arc<timers::TimersApp>,
     /// The app's WebSocket limits and the host's connections and groups.
     pub websocket: Arc<websocket::WebSocketApp>,
 }
@@ -47,6 +51,7 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     postgres::add_to_linker(linker)?;
     redis::add_to_linker(linker)?;
+    timers::add_to_linker(linker)?;
     websocket::add_to_linker(linker)?;
     Ok(())
 }

@@ -631,7 +631,7 @@ fn write_secret(path: &Path, secret: &str) -> Result<()> {
 }
 
 /// A sqlx error as one line without addresses or secrets.
-fn describe(e: &sqlx::Error) -> String {
+pub(crate) fn describe(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => db.message().to_string(),
         sqlx::Error::Io(io) => format!("connection failed: {io}"),

@@ -817,34 +817,17 @@ pub fn subscribe(app: &Arc<crate::app::App>) {
 
 /// Runs the app's `on-message` for one message in a fresh instance.
 async fn deliver(app: Arc<crate::app::App>, trigger: trigger::RedisTriggerPre<InstanceState>, channel: String, message: Vec<u8>) {
-    use crate::metrics::{RejectReason, TrapReason};
-    let started = std::time::Instant::now();
+    use crate::trigger::{self as run, Outcome};
     let timeout = app.manifest.resources.request_timeout;
-    let Ok(Ok(_permit)) = tokio::time::timeout(timeout, app.concurrency.clone().acquire_owned()).await else {
-        app.metrics.rejected(RejectReason::Concurrency);
-        tracing::warn!(app = %app.name, "Redis message dropped: the app stayed at max_concurrency");
-        return;
-    };
-    let mut store = app.new_store(started);
-    let outcome = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), async {
-        let instance = trigger.instantiate_async(&mut store).await?;
-        instance.alorig_host_redis_handler().call_on_message(&mut store, &channel, &message).await
+    let outcome = run::run(&app, std::time::Instant::now(), timeout, move |store| {
+        Box::pin(async move {
+            let instance = trigger.instantiate_async(&mut *store).await?;
+            instance.alorig_host_redis_handler().call_on_message(store, &channel, &message).await
+        })
     })
     .await;
-    let refusal = store.data().limiter.refusal();
-    drop(store);
-    match outcome {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(reason))) => tracing::warn!(app = %app.name, "the app's on-message failed: {}", reason.lines().next().unwrap_or("")),
-        Ok(Err(err)) => {
-            let reason = if refusal.is_some() { TrapReason::MemoryLimit } else { TrapReason::Trap };
-            app.metrics.trap(reason);
-            tracing::warn!(app = %app.name, reason = ?reason, "on-message instance ended: {}", format!("{err:#}").lines().next().unwrap_or(""));
-        }
-        Err(_) => {
-            app.metrics.trap(TrapReason::Deadline);
-            tracing::warn!(app = %app.name, "on-message passed its deadline");
-        }
+    if outcome != Outcome::Ok {
+        tracing::warn!(app = %app.name, outcome = outcome.label(), "Redis message not handled: {}", outcome.describe());
     }
 }
 

@@ -28,6 +28,7 @@ pub struct Manifest {
     /// Limits for the app's WebSocket connections (routes with `websocket = true`).
     pub websocket: WebSocket,
     pub timers: Vec<Timer>,
+    pub jobs: Jobs,
     /// Plain configuration the guest may read as environment variables.
     pub env: BTreeMap<String, String>,
     /// Names of host environment variables resolved at deploy time.
@@ -269,14 +270,92 @@ impl Default for WebSocket {
 pub struct Timer {
     pub name: String,
     pub schedule: Schedule,
+    /// What to do on start about a firing missed while no host ran.
+    pub catch_up: CatchUp,
+    /// Bound on one firing (default: `resources.request_timeout`).
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
 pub enum Schedule {
-    /// Five cron fields, interpreted in `timezone` (an IANA name).
-    Cron { expression: String, timezone: String },
+    /// Five cron fields, interpreted in `timezone` with its DST rules.
+    Cron { expression: CronExpression, timezone: TimeZoneName },
+    /// Every this long, on instants aligned to multiples of it since the Unix
+    /// epoch, so every host computes the same firings.
     Every(Duration),
 }
+
+/// A cron expression of exactly five fields (minute hour day month weekday),
+/// day and month names allowed, parsed once here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CronExpression {
+    pub text: String,
+    pub cron: croner::Cron,
+}
+
+impl TryFrom<String> for CronExpression {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let fields = text.split_whitespace().count();
+        if fields != 5 {
+            return Err(format!("cron {text:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday)"));
+        }
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Disallowed)
+            .year(croner::parser::Year::Disallowed)
+            .build();
+        let cron = parser.parse(&text).map_err(|e| {
+            let why = e.to_string();
+            let why = why.trim_start_matches("Component error: ").trim_end_matches('.');
+            format!("cron {text:?} is not a valid cron expression ({why}; fields: minute hour day month weekday)")
+        })?;
+        Ok(CronExpression { text, cron })
+    }
+}
+
+/// An IANA time zone name (`Europe/London`, `UTC`), with its DST rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TimeZoneName(pub chrono_tz::Tz);
+
+impl TryFrom<String> for TimeZoneName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        name.parse::<chrono_tz::Tz>()
+            .map(TimeZoneName)
+            .map_err(|_| format!("timezone {name:?} is not an IANA time zone name (e.g. \"UTC\", \"Europe/London\")"))
+    }
+}
+
+/// `catch_up` of a timer: on start, a firing missed while no host was running
+/// is dropped (`skip`) or run once (`once`, however many were missed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    #[default]
+    Skip,
+    Once,
+}
+
+/// `[jobs]`: how the app's one-shot jobs are retried and bounded.
+#[derive(Clone, Debug)]
+pub struct Jobs {
+    /// Runs before a job is dead-lettered (the first run included).
+    pub max_attempts: NonZeroU32,
+    /// Wait before the first retry; doubles after each failure, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Bound on one run (default: `resources.request_timeout`).
+    pub timeout: Duration,
+    /// Pending jobs the app may have at once; `schedule` past it is `invalid`.
+    pub max_pending: NonZeroU32,
+}
+
+pub const DEFAULT_JOB_ATTEMPTS: u32 = 5;
+pub const DEFAULT_JOB_BACKOFF: Duration = Duration::from_secs(1);
+pub const DEFAULT_JOB_MAX_BACKOFF: Duration = Duration::from_secs(600);
+pub const DEFAULT_MAX_PENDING: u32 = 100_000;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +381,8 @@ struct ManifestToml {
     websocket: Option<WebSocketToml>,
     #[serde(default)]
     timers: Vec<TimerToml>,
+    #[serde(default)]
+    jobs: JobsToml,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -376,9 +457,22 @@ struct WebSocketToml {
 #[serde(deny_unknown_fields)]
 struct TimerToml {
     name: String,
-    cron: Option<String>,
-    timezone: Option<String>,
+    cron: Option<CronExpression>,
+    timezone: Option<TimeZoneName>,
     every: Option<HumanDuration>,
+    #[serde(default)]
+    catch_up: CatchUp,
+    timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct JobsToml {
+    max_attempts: Option<NonZeroU32>,
+    backoff: Option<HumanDuration>,
+    max_backoff: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
+    max_pending: Option<NonZeroU32>,
 }
 
 impl Manifest {
@@ -546,17 +640,18 @@ impl Manifest {
         let mut timers: Vec<Timer> = Vec::new();
         for (i, timer) in raw.timers.into_iter().enumerate() {
             let field = |f: &str| at(&format!("timers[{i}].{f}"));
-            if timer.name.is_empty() || timers.iter().any(|t| t.name == timer.name) {
-                bail!("{}: {:?} must be a non-empty name used once", field("name"), timer.name);
+            let valid_name = !timer.name.is_empty()
+                && timer.name.len() <= 128
+                && !timer.name.contains(char::is_control)
+                && !timers.iter().any(|t| t.name == timer.name);
+            if !valid_name {
+                bail!("{}: {:?} must be a name of 1 to 128 characters, used once", field("name"), timer.name);
             }
             let schedule = match (timer.cron, timer.every) {
-                (Some(expression), None) => {
-                    let fields = expression.split_whitespace().count();
-                    if fields != 5 {
-                        bail!("{}: {expression:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday)", field("cron"));
-                    }
-                    Schedule::Cron { expression, timezone: timer.timezone.unwrap_or_else(|| "UTC".into()) }
-                }
+                (Some(expression), None) => Schedule::Cron {
+                    expression,
+                    timezone: timer.timezone.unwrap_or(TimeZoneName(chrono_tz::Tz::UTC)),
+                },
                 (None, Some(every)) if !every.0.is_zero() => {
                     if timer.timezone.is_some() {
                         bail!("{}: only applies to cron timers", field("timezone"));
@@ -566,8 +661,22 @@ impl Manifest {
                 (None, Some(_)) => bail!("{}: must be more than zero", field("every")),
                 _ => bail!("{}: give exactly one of `cron` or `every`", at(&format!("timers[{i}]"))),
             };
-            timers.push(Timer { name: timer.name, schedule });
+            let timeout = positive(timer.timeout, request_timeout, || field("timeout"))?;
+            timers.push(Timer { name: timer.name, schedule, catch_up: timer.catch_up, timeout });
         }
+
+        let backoff = positive(raw.jobs.backoff, DEFAULT_JOB_BACKOFF, || at("jobs.backoff"))?;
+        let max_backoff = positive(raw.jobs.max_backoff, DEFAULT_JOB_MAX_BACKOFF.max(backoff), || at("jobs.max_backoff"))?;
+        if max_backoff < backoff {
+            bail!("{}: must be at least jobs.backoff", at("jobs.max_backoff"));
+        }
+        let jobs = Jobs {
+            max_attempts: raw.jobs.max_attempts.unwrap_or(NonZeroU32::new(DEFAULT_JOB_ATTEMPTS).unwrap()),
+            backoff,
+            max_backoff,
+            timeout: positive(raw.jobs.timeout, request_timeout, || at("jobs.timeout"))?,
+            max_pending: raw.jobs.max_pending.unwrap_or(NonZeroU32::new(DEFAULT_MAX_PENDING).unwrap()),
+        };
 
         for key in raw.env.keys().chain(raw.secrets.keys()) {
             if key.is_empty() || key.contains(['=', '\0']) {
@@ -589,10 +698,20 @@ impl Manifest {
             outbound_http,
             websocket,
             timers,
+            jobs,
             env: raw.env,
             secrets: raw.secrets,
             source: path.to_path_buf(),
         })
+    }
+}
+
+/// A duration that must be more than zero when given; `default` otherwise.
+fn positive(value: Option<HumanDuration>, default: Duration, field: impl Fn() -> String) -> Result<Duration> {
+    match value {
+        Some(d) if d.0.is_zero() => bail!("{}: must be more than zero", field()),
+        Some(d) => Ok(d.0),
+        None => Ok(default),
     }
 }
 
