@@ -6,9 +6,9 @@
 //! max_connections` (503), registers the connection, then runs the app's
 //! `on-open` in a fresh instance *before* answering 101 — an `error` refuses
 //! the connection with 403. Each later message runs `on-message`, and the end
-//! of the connection `on-close`, each in a fresh instance like an HTTP request:
-//! the app's concurrency permit, memory budget and request timeout, the same
-//! trap and rejection metrics. So an open connection costs no instance, only
+//! of the connection `on-close`, each in a fresh instance like every trigger
+//! (`crate::trigger`): the app's concurrency permit, memory budget and request
+//! timeout, the same trap and rejection metrics. So an open connection costs no instance, only
 //! its socket, a small task and a bounded queue (`connection.rs`).
 //!
 //! Guests act on connections by id through `alorig:host/websocket` (send,
@@ -26,9 +26,9 @@ use crate::{
     app::App,
     config::manifest,
     ingress::invoke::{self, Response},
-    limits::Refusal,
     metrics::{RejectReason, TrapReason, WsMetrics},
     state::InstanceState,
+    trigger::Outcome,
 };
 use hub::Hub;
 use std::{sync::Arc, time::Instant};
@@ -203,79 +203,44 @@ enum Event {
     Close(String, u16),
 }
 
-/// How an event's instance ended when the guest did not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    Rejected(RejectReason),
-    Trapped(TrapReason),
+impl Event {
+    fn name(&self) -> &'static str {
+        match self {
+            Event::Open(_) => "on-open",
+            Event::Message(..) => "on-message",
+            Event::Close(..) => "on-close",
+        }
+    }
 }
 
-/// Runs one event in a fresh instance, under the app's concurrency limit
-/// (waited for up to the request timeout, or not at all for `on-open`, which
-/// answers 503 like an HTTP request), memory budget and request timeout.
-/// Failures are counted and logged here; `Ok` carries the guest's own answer.
-async fn run_event(app: &Arc<App>, event: Event) -> Result<Result<(), String>, Failure> {
+/// Runs one event in a fresh instance like every trigger (`crate::trigger`):
+/// the app's concurrency permit, memory budget and request timeout, failures
+/// counted in the trap and rejection metrics. Anything but `ok` is logged.
+async fn run_event(app: &Arc<App>, event: Event) -> Outcome {
     let Some(trigger) = app.websocket_trigger.clone() else {
-        return Err(Failure::Trapped(TrapReason::Trap));
+        return Outcome::Trapped(TrapReason::Trap, "the app has no websocket-handler".into());
     };
-    let started = Instant::now();
+    let what = event.name();
     let timeout = app.manifest.resources.request_timeout;
-    let permit = match event {
-        Event::Open(_) => app.concurrency.clone().try_acquire_owned().ok(),
-        _ => tokio::time::timeout(timeout, app.concurrency.clone().acquire_owned()).await.ok().and_then(Result::ok),
-    };
-    let Some(_permit) = permit else {
-        app.metrics.rejected(RejectReason::Concurrency);
-        tracing::warn!(app = %app.name, "WebSocket event not run: the app stayed at max_concurrency");
-        return Err(Failure::Rejected(RejectReason::Concurrency));
-    };
-    let what = match &event {
-        Event::Open(_) => "on-open",
-        Event::Message(..) => "on-message",
-        Event::Close(..) => "on-close",
-    };
-    let mut store = app.new_store(started);
-    let mut starting = true;
-    let outcome = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), async {
-        let instance = trigger.instantiate_async(&mut store).await?;
-        starting = false;
-        let handler = instance.alorig_host_websocket_handler();
-        match event {
-            Event::Open(request) => handler.call_on_open(&mut store, &request).await,
-            Event::Message(id, message) => handler.call_on_message(&mut store, &id, &message).await,
-            Event::Close(id, code) => handler.call_on_close(&mut store, &id, code).await.map(Ok),
-        }
+    let outcome = crate::trigger::run(app, Instant::now(), timeout, move |store| {
+        Box::pin(async move {
+            let instance = trigger.instantiate_async(&mut *store).await?;
+            let handler = instance.alorig_host_websocket_handler();
+            match event {
+                Event::Open(request) => handler.call_on_open(&mut *store, &request).await,
+                Event::Message(id, message) => handler.call_on_message(&mut *store, &id, &message).await,
+                Event::Close(id, code) => handler.call_on_close(&mut *store, &id, code).await.map(Ok),
+            }
+        })
     })
     .await;
-    let refusal = store.data().limiter.refusal();
-    drop(store);
-    let failure = match outcome {
-        Ok(Ok(answer)) => {
-            if let Err(reason) = &answer {
-                tracing::info!(app = %app.name, "the app's {what} answered an error: {}", reason.lines().next().unwrap_or(""));
-            }
-            return Ok(answer);
-        }
-        Err(_) => Failure::Trapped(TrapReason::Deadline),
-        Ok(Err(err)) if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) => Failure::Trapped(TrapReason::Deadline),
-        Ok(Err(err)) => {
-            let failure = match (starting, refusal) {
-                (true, Some(Refusal::AppBudget)) => Failure::Rejected(RejectReason::MemoryBudget),
-                (_, Some(_)) => Failure::Trapped(TrapReason::MemoryLimit),
-                (_, None) => Failure::Trapped(TrapReason::Trap),
-            };
-            tracing::warn!(app = %app.name, ?failure, "{what} instance ended: {}", format!("{err:#}").lines().next().unwrap_or(""));
-            failure
-        }
-    };
-    match failure {
-        Failure::Rejected(reason) => app.metrics.rejected(reason),
-        Failure::Trapped(reason) => app.metrics.trap(reason),
+    match &outcome {
+        Outcome::Ok => {}
+        // The app's own answer (a refused connection, a message it did not take).
+        Outcome::Error(_) => tracing::info!(app = %app.name, "{what}: {}", outcome.describe()),
+        _ => tracing::warn!(app = %app.name, outcome = outcome.label(), "{what} instance ended: {}", outcome.describe()),
     }
-    if failure == Failure::Trapped(TrapReason::Deadline) {
-        tracing::warn!(app = %app.name, "{what} passed its deadline");
-    }
-    Err(failure)
+    outcome
 }
 
 /// Answers a request to a `websocket = true` route: 101 and a connection task,
@@ -301,8 +266,16 @@ pub async fn upgrade(app: &Arc<App>, mut req: hyper::Request<hyper::body::Incomi
                     query: req.uri().query().unwrap_or("").to_string(),
                     headers: req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect(),
                 };
-                match run_event(app, Event::Open(request)).await {
-                    Ok(Ok(())) => {
+                // Like an HTTP request, a connection is not kept waiting for a
+                // permit: at max_concurrency it gets 503 at once.
+                let outcome = if app.concurrency.available_permits() == 0 {
+                    app.metrics.rejected(RejectReason::Concurrency);
+                    Outcome::Rejected
+                } else {
+                    run_event(app, Event::Open(request)).await
+                };
+                match outcome {
+                    Outcome::Ok => {
                         let upgraded = hyper::upgrade::on(&mut req);
                         tokio::spawn(connection::serve(app.clone(), ws, conn, seq, id, queue, upgraded));
                         switching(&key)
@@ -311,10 +284,14 @@ pub async fn upgrade(app: &Arc<App>, mut req: hyper::Request<hyper::body::Incomi
                         ws.hub.remove(seq).await;
                         ws.metrics.connections.dec();
                         match other {
-                            Ok(Err(_)) => invoke::plain(403, "the app refused this WebSocket connection\n"),
-                            Err(Failure::Rejected(_)) => overloaded("app is at its capacity, retry shortly\n"),
-                            Err(Failure::Trapped(TrapReason::Deadline)) => invoke::plain(504, "request deadline passed\n"),
-                            _ => invoke::plain(500, "internal error\n"),
+                            Outcome::Error(_) => invoke::plain(403, "the app refused this WebSocket connection\n"),
+                            // Memory refused while opening: most often the instance
+                            // could not start within the app's budget.
+                            Outcome::Rejected | Outcome::Trapped(TrapReason::MemoryLimit, _) => {
+                                overloaded("app is at its capacity, retry shortly\n")
+                            }
+                            Outcome::Trapped(TrapReason::Deadline, _) => invoke::plain(504, "request deadline passed\n"),
+                            Outcome::Ok | Outcome::Trapped(TrapReason::Trap, _) => invoke::plain(500, "internal error\n"),
                         }
                     }
                 }
