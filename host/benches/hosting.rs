@@ -9,10 +9,11 @@
 //! 4. deploy: cold compile and cached load of each component;
 //! 5. a page doing one PostgreSQL query and one Redis GET vs the same page served
 //!    natively (hyper + sqlx + redis);
-//! 6. jobs per second through the durable job queue (PostgreSQL), one host.
+//! 6. jobs per second through the durable job queue (PostgreSQL), one host;
+//! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -30,6 +31,8 @@ mod page;
 
 #[path = "hosting/jobs.rs"]
 mod jobs;
+#[path = "hosting/websocket.rs"]
+mod websocket;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -364,6 +367,9 @@ fn main() {
     drop(runtime);
     if run("page") {
         page::page(seconds);
+    }
+    if run("websocket") {
+        websocket::websocket();
     }
 }
 

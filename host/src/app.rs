@@ -3,7 +3,7 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundApp, postgres::{self, PostgresApp}, redis::{self, RedisApp}, wasi::WasiApp},
+    capabilities::{AppCapabilities, outbound_http::OutboundApp, postgres::{self, PostgresApp}, redis::{self, RedisApp}, wasi::WasiApp, websocket::{self, WebSocketApp}},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
@@ -43,6 +43,8 @@ pub struct App {
     idle: Mutex<Vec<(Instance, Instant)>>,
     /// The exported Redis message handler, when `[redis] channels` is set.
     pub redis_trigger: Option<redis::trigger::RedisTriggerPre<InstanceState>>,
+    /// The exported WebSocket handler, when a route has `websocket = true`.
+    pub websocket_trigger: Option<websocket::trigger::WebsocketTriggerPre<InstanceState>>,
 }
 
 /// A live instance of the app, between or during requests.
@@ -141,6 +143,7 @@ impl App {
         let timers = crate::capabilities::timers::TimersApp::new(
             runtime.timers.clone(), &manifest, pre.instance_pre(), &imports, runtime.offline, runtime.metrics.timers(&name),
         )?;
+        let websocket_trigger = validate::check_websocket_handler(&path, &manifest, &pre)?;
         let metrics = runtime.metrics.app(&name);
         // Every version of an app charges the same gauges, so old and new
         // instances share one count of bytes in use; each checks its own cap.
@@ -155,6 +158,12 @@ impl App {
                 postgres,
                 redis,
                 timers: Arc::new(timers),
+                websocket: Arc::new(WebSocketApp::new(
+                    name.clone(),
+                    manifest.websocket.clone(),
+                    runtime.metrics.websocket(&name),
+                    runtime.websocket.clone(),
+                )),
             },
             name,
             digest: compiled.digest,
@@ -167,6 +176,7 @@ impl App {
             idle: Mutex::new(Vec::new()),
             manifest,
             redis_trigger,
+            websocket_trigger,
         };
         app.startup_memory = app.probe().await?;
         Ok(app)

@@ -119,6 +119,9 @@ pub struct Metrics {
     outbound: Family<AppDestinationLabel, Counter>,
     redis_commands: Family<AppLabel, Counter>,
     redis_errors: Family<AppReasonLabel, Counter>,
+    ws_connections: Family<AppLabel, Gauge>,
+    ws_messages: Family<AppDirectionLabel, Counter>,
+    ws_dropped: Family<AppReasonLabel, Counter>,
     host_budget: Gauge,
     host_rss: Gauge,
     pg_connections: Family<AppLabel, Gauge>,
@@ -136,6 +139,13 @@ pub struct Metrics {
     live: Mutex<HashMap<String, Arc<LiveCounters>>>,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
     encode_lock: Mutex<()>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppDirectionLabel {
+    pub app: String,
+    /// `in` (from clients) or `out` (to clients).
+    pub direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -261,6 +271,9 @@ impl Metrics {
         let outbound = Family::<AppDestinationLabel, Counter>::default();
         let redis_commands = Family::<AppLabel, Counter>::default();
         let redis_errors = Family::<AppReasonLabel, Counter>::default();
+        let ws_connections = Family::<AppLabel, Gauge>::default();
+        let ws_messages = Family::<AppDirectionLabel, Counter>::default();
+        let ws_dropped = Family::<AppReasonLabel, Counter>::default();
         let host_budget = Gauge::default();
         let host_rss = Gauge::default();
         let pg_connections = Family::<AppLabel, Gauge>::default();
@@ -287,6 +300,9 @@ impl Metrics {
         registry.register("alorig_app_pg_errors", "PostgreSQL errors returned to the guest, by kind", pg_errors.clone());
         registry.register("alorig_app_redis_commands", "Redis calls made by the app's guests (a pipeline counts once)", redis_commands.clone());
         registry.register("alorig_app_redis_errors", "Redis calls that failed, by reason", redis_errors.clone());
+        registry.register("alorig_app_ws_connections", "Open WebSocket connections on this host", ws_connections.clone());
+        registry.register("alorig_app_ws_messages", "WebSocket messages, by direction (in: from clients, out: to clients)", ws_messages.clone());
+        registry.register("alorig_app_ws_dropped", "WebSocket connections refused or dropped by the host, by reason", ws_dropped.clone());
         registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
         registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
         registry.register("alorig_app_version", "The app's version in force (0: removed)", version.clone());
@@ -311,6 +327,9 @@ impl Metrics {
             outbound,
             redis_commands,
             redis_errors,
+            ws_connections,
+            ws_messages,
+            ws_dropped,
             host_budget,
             host_rss,
             pg_connections,
@@ -387,6 +406,18 @@ impl Metrics {
             queue: [state("pending"), state("running"), state("dead")],
             job_latency: f.job_latency.get_or_create_owned(&label),
             dead_letters: f.dead_letters.get_or_create_owned(&label),
+        }
+    }
+
+    /// WebSocket handles for an app (resolved once per app version).
+    pub fn websocket(&self, app: &str) -> WsMetrics {
+        let direction = |direction| self.ws_messages.get_or_create_owned(&AppDirectionLabel { app: app.to_string(), direction });
+        WsMetrics {
+            connections: self.ws_connections.get_or_create_owned(&AppLabel { app: app.to_string() }),
+            messages_in: direction("in"),
+            messages_out: direction("out"),
+            dropped: crate::capabilities::websocket::DROP_REASONS
+                .map(|reason| self.ws_dropped.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })),
         }
     }
 
@@ -511,6 +542,25 @@ impl TimerMetrics {
         for (gauge, count) in self.queue.iter().zip(counts) {
             gauge.set(count);
         }
+    }
+}
+
+/// One app's WebSocket series: `alorig_app_ws_connections{app}`,
+/// `alorig_app_ws_messages_total{app,direction}` and
+/// `alorig_app_ws_dropped_total{app,reason}`.
+#[derive(Clone)]
+pub struct WsMetrics {
+    pub connections: Gauge,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    dropped: [Counter; 5],
+}
+
+impl WsMetrics {
+    /// Counts one refused or dropped connection; `reason` indexes
+    /// [`crate::capabilities::websocket::DROP_REASONS`].
+    pub fn dropped(&self, reason: usize) {
+        self.dropped[reason].inc();
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Runtime {
     pub redis: RedisHost,
     /// Timers and the job store (durable with `postgres_url`).
     pub timers: Arc<TimersHost>,
+    /// The host's WebSocket connections and groups (all apps).
+    pub websocket: Arc<capabilities::websocket::hub::Hub>,
 }
 
 impl Runtime {
@@ -41,6 +43,7 @@ impl Runtime {
             offline: false,
             redis: RedisHost::default(),
             timers: Arc::new(TimersHost::new(None)?),
+            websocket: capabilities::websocket::hub::Hub::new(),
         })
     }
 

@@ -76,6 +76,7 @@ pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> Result<()> {
 /// in its data dir (`serve`, `None`), which the admin API can then change.
 pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<()> {
     let started = Instant::now();
+    raise_open_files_limit();
     let mut runtime = Runtime::new(&config.data_dir, config.max_instances)?;
     if let Some(url) = &config.postgres_url {
         runtime.postgres = Some(Arc::new(PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?));
@@ -87,6 +88,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     {
         tracing::warn!("the job store (schema alorig_jobs) is not ready yet, retrying when used: {err}");
     }
+    runtime.websocket.set_redis_url(config.redis_url.clone());
     let runtime = Arc::new(runtime);
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
     let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout));
@@ -147,6 +149,20 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     ingress.serve(ingress_listener, shutdown_signal(), DRAIN).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every WebSocket (and every request in flight) holds a file descriptor: the
+/// soft limit (often 1024) goes up to the hard limit, which the operator sets.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!("open files limit raised to {:?}", limit.maximum),
+            Err(err) => tracing::warn!("cannot raise the open files limit ({:?}): {err}", limit.current),
+        }
+    }
 }
 
 /// Gives the memory of long-idle reused instances back to their apps' budgets.

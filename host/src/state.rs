@@ -2,7 +2,7 @@
 //! field per capability (no type-erased map), plus the memory limiter.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx},
+    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx, websocket::WebSocketCtx},
     limits::InstanceLimiter,
 };
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,6 +23,7 @@ pub struct InstanceState {
     pub postgres: PostgresCtx,
     pub redis: RedisCtx,
     pub timers: TimersCtx,
+    pub websocket: WebSocketCtx,
     _live: LiveInstance,
 }
 
@@ -53,6 +54,7 @@ impl InstanceState {
             postgres: PostgresCtx::new(capabilities.postgres.clone()),
             redis: RedisCtx::new(capabilities.redis.as_ref()),
             timers: TimersCtx::new(capabilities.timers.clone()),
+            websocket: WebSocketCtx::new(capabilities.websocket.clone()),
             _live: LiveInstance(instances.clone()),
         }
     }

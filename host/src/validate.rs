@@ -34,11 +34,10 @@ pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Imports that reach outside the sandbox, each with the manifest grant it needs:
 /// (WIT interface without version, the grant's name, whether the manifest grants it).
 /// A capability that needs a grant adds its row here.
-const GRANTED_IMPORTS: &[(&str, &str, fn(&crate::config::Manifest) -> bool)] = &[(
-    "wasi:http/outgoing-handler",
-    "[outbound_http] allowed_hosts",
-    |m| !m.outbound_http.allowed.is_empty(),
-)];
+const GRANTED_IMPORTS: &[(&str, &str, fn(&crate::config::Manifest) -> bool)] = &[
+    ("wasi:http/outgoing-handler", "[outbound_http] allowed_hosts", |m| !m.outbound_http.allowed.is_empty()),
+    ("alorig:host/websocket", "a [[routes]] entry with websocket = true", |m| m.routes.iter().any(|r| r.websocket)),
+];
 
 /// Every import that needs a manifest grant has it: a component cannot reach
 /// what its manifest does not say (refused at deploy, not at the first call).
@@ -92,6 +91,28 @@ pub fn check_handlers(
         bail!("{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them");
     }
     Ok((timer, job))
+}
+
+/// An app with a `websocket = true` route must export the handler the host
+/// calls for its connections' events.
+pub fn check_websocket_handler(
+    path: &Path,
+    manifest: &crate::config::Manifest,
+    pre: &ProxyPre<InstanceState>,
+) -> Result<Option<crate::capabilities::websocket::trigger::WebsocketTriggerPre<InstanceState>>> {
+    if !manifest.routes.iter().any(|r| r.websocket) {
+        return Ok(None);
+    }
+    crate::capabilities::websocket::trigger::WebsocketTriggerPre::new(pre.instance_pre().clone())
+        .map(Some)
+        .map_err(|_| {
+            anyhow!(
+                "{}: does not export {} (on-open, on-message, on-close), which the websocket = true route in {} needs",
+                path.display(),
+                crate::capabilities::websocket::HANDLER,
+                manifest.source.display()
+            )
+        })
 }
 
 fn one_line(err: wasmtime::Error) -> String {

@@ -79,3 +79,34 @@ async fn end_users_reach_apps_and_static_files_through_caddy() {
     assert!(frontend.starts_with("HTTP/1.1 200") && frontend.contains("<h1>frontend</h1>"), "static files come from Caddy: {frontend}");
     assert_eq!(host.metric("alorig_app_requests_total", "app=\"hello\",status=\"200\"").await, 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_routes_upgrade_through_caddy() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let (_, ws) = crate::websocket::ws_app("w", "");
+    let host = Host::up(&[("w", ws.clone())]);
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(manifests.path().join("w.toml"), &ws).unwrap();
+    let port = free_port();
+    let (code, caddyfile, stderr) = run_cli(&[
+        "caddyfile",
+        "--manifests", manifests.path().to_str().unwrap(),
+        "--upstream", &host.ingress.to_string(),
+        "--http-port", &port.to_string(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let _caddy = start_caddy(&caddyfile, port);
+
+    let mut request = format!("ws://127.0.0.1:{port}/?group=g").into_client_request().unwrap();
+    request.headers_mut().insert("host", "ws.test".parse().unwrap());
+    let (mut client, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade through Caddy");
+    client.send(Message::Text("through caddy".into())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed, Message::Text("through caddy".into()));
+    // A group message from the HTTP side reaches the client behind Caddy.
+    let sent = host.request("POST", "api.test", "/broadcast?group=g", b"pushed".to_vec()).await;
+    assert_eq!(sent.status, 200);
+    let pushed = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pushed, Message::Text("pushed".into()));
+}

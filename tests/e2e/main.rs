@@ -19,3 +19,4 @@ mod routing;
 mod sandbox;
 mod seeds;
 mod timers;
+mod websocket;

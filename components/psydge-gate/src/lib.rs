@@ -16,12 +16,24 @@
 //!   every reason the gate is closed;
 //! * `GET /gate/{user}` — the state, as JSON.
 //!
-//! Limits come from the manifest's `[env]`.
+//! Limits come from the manifest's `[env]`. Browsers follow their gate live
+//! over a WebSocket, with price ticks from a timer: see [`live`].
 
 wit_bindgen::generate!({
+    inline: "
+        package psydge:gate;
+        world gate {
+            import alorig:host/redis@0.1.0;
+            import alorig:host/websocket@0.1.0;
+            export alorig:host/websocket-handler@0.1.0;
+            export alorig:host/timer-handler@0.1.0;
+        }
+    ",
     path: "../../wit",
-    world: "alorig:host/redis-imports",
+    generate_all,
 });
+
+mod live;
 
 use alorig::host::redis::{self, Command, Error, KeyTtl, Reply, SetCondition, SetOptions};
 use guest_kit::wasip2;
@@ -134,12 +146,17 @@ fn record_result(user: &str, r: f64, rules: &Rules) -> Result<i64, Error> {
     Ok(total)
 }
 
+/// A user id as the routes and groups take it.
+fn valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= 64 && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn handle(req: &IncomingRequest) -> Result<(u16, String), Error> {
     let rules = Rules::from_env();
     let path = guest_kit::path(req);
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let user = match parts.as_slice() {
-        [_, user] if !user.is_empty() && user.len() <= 64 && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => *user,
+        [_, user] if valid_user(user) => *user,
         _ => return Ok((404, "{\"error\":\"no such route\"}".into())),
     };
     match (req.method(), parts[0]) {
@@ -158,6 +175,7 @@ fn handle(req: &IncomingRequest) -> Result<(u16, String), Error> {
                 return Ok((400, "{\"error\":\"no buffers given\"}".into()));
             }
             redis::hset(&format!("gate:{user}"), &fields)?;
+            live::push_gate(user);
             Ok((204, String::new()))
         }
         (Method::Post, "result") => {
@@ -165,6 +183,7 @@ fn handle(req: &IncomingRequest) -> Result<(u16, String), Error> {
                 return Ok((400, "{\"error\":\"r must be a number\"}".into()));
             };
             let total = record_result(user, r, &rules)?;
+            live::push_gate(user);
             Ok((200, format!("{{\"session_r\":{:.2}}}", total as f64 / 100.0)))
         }
         (Method::Get, "may-trade") => {
@@ -203,4 +222,6 @@ impl wasip2::exports::http::incoming_handler::Guest for Gate {
     }
 }
 
+use live::Live;
+export!(Live);
 wasip2::http::proxy::export!(Gate with_types_in wasip2);

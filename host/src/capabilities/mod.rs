@@ -14,14 +14,16 @@
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
 //! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
 //! allow-list), `alorig:host/postgres` (the app's own database, for apps with
-//! `[postgres]`) and `alorig:host/redis` (the app's own Redis db and key prefix) and
-//! `alorig:host/timers` (manifest timers and durable one-shot jobs).
+//! `[postgres]`), `alorig:host/redis` (the app's own Redis db and key prefix),
+//! `alorig:host/timers` (manifest timers and durable one-shot jobs) and
+//! `alorig:host/websocket` (connections held by the host, groups across hosts).
 
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
 pub mod timers;
 pub mod wasi;
+pub mod websocket;
 
 use crate::state::InstanceState;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct AppCapabilities {
     pub redis: Option<Arc<redis::RedisApp>>,
     /// The app's timers, its job handler and its side of the job store.
     pub timers: Arc<timers::TimersApp>,
+    /// The app's WebSocket limits and the host's connections and groups.
+    pub websocket: Arc<websocket::WebSocketApp>,
 }
 
 /// Links every capability the host offers. Components whose imports are not all
@@ -48,5 +52,6 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     postgres::add_to_linker(linker)?;
     redis::add_to_linker(linker)?;
     timers::add_to_linker(linker)?;
+    websocket::add_to_linker(linker)?;
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct Manifest {
     pub postgres: Option<Postgres>,
     pub redis: Option<Redis>,
     pub outbound_http: OutboundHttp,
+    /// Limits for the app's WebSocket connections (routes with `websocket = true`).
+    pub websocket: WebSocket,
     pub timers: Vec<Timer>,
     pub jobs: Jobs,
     /// Plain configuration the guest may read as environment variables.
@@ -86,6 +88,8 @@ pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 100;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: ByteSize = ByteSize::mib(10);
+/// Largest `[websocket] max_message`: a message is handed to one instance whole.
+pub const MAX_WEBSOCKET_MESSAGE: ByteSize = ByteSize::mib(16);
 /// A 32-bit linear memory cannot grow past 4 GiB, so neither can an instance.
 pub const MAX_INSTANCE_MEMORY: ByteSize = ByteSize::gib(4);
 
@@ -233,6 +237,35 @@ impl AllowedOrigin {
     }
 }
 
+/// `[websocket]`: what one app's WebSocket connections may cost the host.
+#[derive(Clone, Debug)]
+pub struct WebSocket {
+    /// Open connections of the app on this host; past it an upgrade gets 503.
+    pub max_connections: NonZeroU32,
+    /// Largest message (either way); a client sending more is closed with 1009.
+    pub max_message: ByteSize,
+    /// The host pings each client this often; one that has not answered (sent
+    /// any frame) by the next ping is dropped.
+    pub ping_interval: Duration,
+    /// Messages waiting to be written to one client; a client that lets its
+    /// queue fill up (it does not read) is dropped.
+    pub send_queue: NonZeroU32,
+    /// Longest a write to one client may stall before the client is dropped.
+    pub send_timeout: Duration,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            max_connections: NonZeroU32::new(10_000).unwrap(),
+            max_message: ByteSize(64 * 1024),
+            ping_interval: Duration::from_secs(30),
+            send_queue: NonZeroU32::new(64).unwrap(),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Timer {
     pub name: String,
@@ -345,6 +378,7 @@ struct ManifestToml {
     postgres: Option<PostgresToml>,
     redis: Option<RedisToml>,
     outbound_http: Option<OutboundToml>,
+    websocket: Option<WebSocketToml>,
     #[serde(default)]
     timers: Vec<TimerToml>,
     #[serde(default)]
@@ -407,6 +441,16 @@ struct OutboundToml {
     timeout: Option<HumanDuration>,
     max_concurrency: Option<NonZeroU32>,
     max_response: Option<ByteSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebSocketToml {
+    max_connections: Option<NonZeroU32>,
+    max_message: Option<ByteSize>,
+    ping_interval: Option<HumanDuration>,
+    send_queue: Option<NonZeroU32>,
+    send_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -560,6 +604,39 @@ impl Manifest {
             }
         }
 
+        let mut websocket = WebSocket::default();
+        if let Some(raw) = raw.websocket {
+            if let Some(n) = raw.max_connections {
+                websocket.max_connections = n;
+            }
+            if let Some(size) = raw.max_message {
+                if size.bytes() < 16 || size.bytes() > MAX_WEBSOCKET_MESSAGE.bytes() {
+                    bail!("{}: {size} must be between 16 bytes and {MAX_WEBSOCKET_MESSAGE}", at("websocket.max_message"));
+                }
+                websocket.max_message = size;
+            }
+            for (name, value, slot) in [
+                ("ping_interval", raw.ping_interval, &mut websocket.ping_interval),
+                ("send_timeout", raw.send_timeout, &mut websocket.send_timeout),
+            ] {
+                if let Some(value) = value {
+                    if value.0 < Duration::from_millis(10) {
+                        bail!("{}: must be at least 10ms", at(&format!("websocket.{name}")));
+                    }
+                    *slot = value.0;
+                }
+            }
+            if let Some(n) = raw.send_queue {
+                websocket.send_queue = n;
+            }
+        }
+        if websocket.max_message.bytes() * u64::from(websocket.send_queue.get()) > resources.memory.bytes() {
+            bail!(
+                "{}: send_queue × max_message ({} × {}) is more than the app's memory cap {}",
+                at("websocket"), websocket.send_queue, websocket.max_message, resources.memory
+            );
+        }
+
         let mut timers: Vec<Timer> = Vec::new();
         for (i, timer) in raw.timers.into_iter().enumerate() {
             let field = |f: &str| at(&format!("timers[{i}].{f}"));
@@ -619,6 +696,7 @@ impl Manifest {
             postgres,
             redis,
             outbound_http,
+            websocket,
             timers,
             jobs,
             env: raw.env,
@@ -723,6 +801,20 @@ mod tests {
         for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999"] {
             assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn websocket_limits_have_defaults_and_take_the_manifest() {
+        let m = parse("name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        assert_eq!(m.websocket.max_connections.get(), 10_000);
+        assert_eq!(m.websocket.max_message, ByteSize(64 * 1024));
+        let m = parse(
+            "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_connections = 5\nmax_message = \"1KiB\"\nping_interval = \"250ms\"\nsend_queue = 8\nsend_timeout = \"1s\"\n",
+        )
+        .unwrap();
+        let ws = &m.websocket;
+        assert_eq!((ws.max_connections.get(), ws.max_message, ws.send_queue.get()), (5, ByteSize(1024), 8));
+        assert_eq!((ws.ping_interval, ws.send_timeout), (Duration::from_millis(250), Duration::from_secs(1)));
     }
 
     #[test]

@@ -389,6 +389,8 @@ impl Apps {
             *live = next;
             self.ingress.set_router(router);
             removed.app.metrics.memory_limit.set(0);
+            // Its WebSockets would otherwise go on with the removed version.
+            removed.app.capabilities.websocket.hub.close_all(Some(name), 1001, "the app was removed");
         }
         self.runtime.metrics.set_version(name, 0);
         tracing::info!(app = %name, "removed");

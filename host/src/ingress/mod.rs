@@ -42,20 +42,25 @@ impl Ingress {
 
     pub async fn handle(&self, req: hyper::Request<Incoming>) -> invoke::Response {
         let started = Instant::now();
-        let app: Option<Arc<App>> = {
+        let app: Option<(Arc<App>, bool)> = {
             let router = self.router.load();
-            router::request_host(&req).and_then(|host| router.route(&host, req.uri().path()).cloned())
+            router::request_host(&req)
+                .and_then(|host| router.route_kind(&host, req.uri().path()).map(|(app, ws)| (app.clone(), ws)))
         };
         match app {
-            Some(app) => invoke::invoke(&app, req, started).await,
+            Some((app, true)) => crate::capabilities::websocket::upgrade(&app, req, started).await,
+            Some((app, false)) => invoke::invoke(&app, req, started).await,
             None => invoke::plain(404, "no app serves this host and path\n"),
         }
     }
 
     /// Accepts connections until `shutdown` resolves, then lets open connections
-    /// finish their in-flight requests (for at most `drain`).
+    /// finish their in-flight requests (for at most `drain`). Connections that
+    /// became WebSockets are no longer hyper's: they are asked to close (1001).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, drain: Duration) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // hyper-util's GracefulShutdown does not take connections with upgrades:
+        // each connection holds a receiver, and shutdown waits for them all to go.
+        let (stopping, watch) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let (stream, _peer) = tokio::select! {
@@ -72,6 +77,7 @@ impl Ingress {
             };
             let _ = stream.set_nodelay(true);
             let ingress = self.clone();
+            let mut stop = watch.clone();
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.header_read_timeout)
@@ -82,16 +88,30 @@ impl Ingress {
                         let ingress = ingress.clone();
                         async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
                     }),
-                );
-            let connection = graceful.watch(connection);
+                )
+                .with_upgrades();
             tokio::spawn(async move {
-                if let Err(err) = connection.await {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(err) = ended {
                     tracing::debug!("ingress connection ended: {err}");
                 }
             });
         }
         drop(listener);
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        drop(watch);
+        let _ = stopping.send(true);
+        // One hub for the whole host, reached through any app.
+        if let Some(app) = self.router().apps().first() {
+            app.capabilities.websocket.hub.close_all(None, 1001, "the host is shutting down");
+        }
+        if tokio::time::timeout(drain, stopping.closed()).await.is_err() {
             tracing::warn!("connections still open after {drain:?}; closing them");
         }
     }

@@ -9,6 +9,8 @@ use std::{collections::HashMap, sync::Arc};
 struct Entry {
     prefix: String,
     app: Arc<App>,
+    /// The route upgrades to WebSocket connections.
+    websocket: bool,
 }
 
 #[derive(Default)]
@@ -52,7 +54,7 @@ impl Router {
                         key.0, key.1, app.name, app.manifest.source.display()
                     );
                 }
-                let entry = Entry { prefix: route.path.clone(), app: app.clone() };
+                let entry = Entry { prefix: route.path.clone(), app: app.clone(), websocket: route.websocket };
                 match &route.host {
                     HostPattern::Exact(host) => router.exact.entry(host.clone()).or_default().push(entry),
                     HostPattern::Wildcard(suffix) => router.wildcard.push((suffix.clone(), entry)),
@@ -75,6 +77,11 @@ impl Router {
 
     /// The app serving `host` (lowercase, without port) and `path`.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<App>> {
+        self.route_kind(host, path).map(|(app, _)| app)
+    }
+
+    /// Like [`Router::route`], with whether the route is `websocket = true`.
+    pub fn route_kind(&self, host: &str, path: &str) -> Option<(&Arc<App>, bool)> {
         let exact = self
             .exact
             .get(host)
@@ -85,11 +92,12 @@ impl Router {
             .filter(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
             .map(|(_, entry)| entry)
             .find(|e| prefix_matches(&e.prefix, path));
-        match (exact, wildcard) {
-            (Some(e), Some(w)) if w.prefix.len() > e.prefix.len() => Some(&w.app),
-            (Some(e), _) => Some(&e.app),
-            (None, w) => w.map(|w| &w.app),
-        }
+        let entry = match (exact, wildcard) {
+            (Some(e), Some(w)) if w.prefix.len() > e.prefix.len() => Some(w),
+            (Some(e), _) => Some(e),
+            (None, w) => w,
+        };
+        entry.map(|e| (&e.app, e.websocket))
     }
 }
 
