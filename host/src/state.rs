@@ -2,7 +2,10 @@
 //! field per capability (no type-erased map), plus the memory limiter.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx, websocket::WebSocketCtx},
+    capabilities::{
+        AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx,
+        websocket::WebSocketCtx,
+    },
     limits::InstanceLimiter,
 };
 use prometheus_client::metrics::gauge::Gauge;

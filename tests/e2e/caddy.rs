@@ -40,6 +40,22 @@ fn start_caddy(caddyfile: &str, port: u16) -> Caddy {
     Caddy(child, dir)
 }
 
+/// A Caddy configured by `alorig-host caddyfile` for this one manifest, proxying
+/// to `host`; the port it listens on (plain HTTP).
+fn caddy_in_front(host: &Host, name: &str, manifest_text: &str) -> (Caddy, u16) {
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(manifests.path().join(format!("{name}.toml")), manifest_text).unwrap();
+    let port = free_port();
+    let (code, caddyfile, stderr) = run_cli(&[
+        "caddyfile",
+        "--manifests", manifests.path().to_str().unwrap(),
+        "--upstream", &host.ingress.to_string(),
+        "--http-port", &port.to_string(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    (start_caddy(&caddyfile, port), port)
+}
+
 fn get_via(port: u16, host: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
@@ -58,18 +74,7 @@ async fn end_users_reach_apps_and_static_files_through_caddy() {
         &format!("[[routes]]\nhost = \"hello.test\"\n[[routes]]\nhost = \"shop.test\"\npath = \"/api\"\n[static]\nhost = \"shop.test\"\nroot = \"{}\"", site.path().display()),
     );
     let host = Host::up(&[("hello", hello.clone())]);
-    let manifests = tempfile::tempdir().unwrap();
-    std::fs::write(manifests.path().join("hello.toml"), &hello).unwrap();
-
-    let port = free_port();
-    let (code, caddyfile, stderr) = run_cli(&[
-        "caddyfile",
-        "--manifests", manifests.path().to_str().unwrap(),
-        "--upstream", &host.ingress.to_string(),
-        "--http-port", &port.to_string(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let _caddy = start_caddy(&caddyfile, port);
+    let (_caddy, port) = caddy_in_front(&host, "hello", &hello);
 
     let api = get_via(port, "hello.test", "/");
     assert!(api.starts_with("HTTP/1.1 200") && api.contains("Hello from alorig-host\n"), "{api}");
@@ -86,17 +91,7 @@ async fn websocket_routes_upgrade_through_caddy() {
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
     let (_, ws) = crate::websocket::ws_app("w", "");
     let host = Host::up(&[("w", ws.clone())]);
-    let manifests = tempfile::tempdir().unwrap();
-    std::fs::write(manifests.path().join("w.toml"), &ws).unwrap();
-    let port = free_port();
-    let (code, caddyfile, stderr) = run_cli(&[
-        "caddyfile",
-        "--manifests", manifests.path().to_str().unwrap(),
-        "--upstream", &host.ingress.to_string(),
-        "--http-port", &port.to_string(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let _caddy = start_caddy(&caddyfile, port);
+    let (_caddy, port) = caddy_in_front(&host, "w", &ws);
 
     let mut request = format!("ws://127.0.0.1:{port}/?group=g").into_client_request().unwrap();
     request.headers_mut().insert("host", "ws.test".parse().unwrap());

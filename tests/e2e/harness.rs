@@ -336,6 +336,16 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Raises this process's open-files soft limit to its hard limit (the host
+/// does the same for itself), which must leave room for `needed` sockets.
+pub fn allow_open_files(needed: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    assert!(hard >= needed, "this test needs {needed} open files; the hard limit is {hard} (raise `ulimit -Hn`)");
+    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum }).unwrap();
+}
+
 /// Latency percentiles of a set of durations (p50, p99) in milliseconds.
 pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();

@@ -3,7 +3,7 @@
 //! what they cost, clients that never read, and every limit.
 
 use crate::{
-    harness::{Host, manifest, validate_error},
+    harness::{Host, allow_open_files, manifest, validate_error},
     redis_server::RedisServer,
 };
 use futures::{SinkExt as _, StreamExt as _};
@@ -232,6 +232,8 @@ async fn rss(host: &Host) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_idle_connections_cost_a_few_kib_each() {
     const N: usize = 10_000;
+    // Our N client sockets, and the other tests running beside this one.
+    allow_open_files(N as u64 + 2_000);
     let host = up(&[ws_app("w", "max_connections = 20000")], "");
     // Warm up: the first connection's one-time costs are not per connection.
     let mut first = connect(&host, "/?group=all").await;
@@ -539,4 +541,33 @@ async fn groups_outlive_a_redis_outage() {
         assert!(Instant::now() < deadline, "the fan-out did not come back after Redis did");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The `price_tick` timer of the shipped manifest publishes to `prices`, which
+/// every browser joined on open.
+#[tokio::test(flavor = "multi_thread")]
+async fn psydge_gate_pushes_a_price_tick_every_second() {
+    let redis = RedisServer::start();
+    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("manifests/psydge-gate.toml")).unwrap();
+    let gate: String = shipped
+        .lines()
+        .map(|line| match line {
+            l if l.starts_with("component") => format!("component = \"{}\"\n", crate::harness::guest("psydge-gate").display()),
+            l => format!("{l}\n"),
+        })
+        .collect();
+    let host = Host::up_with(&[("psydge-gate", gate)], &format!("redis_url = \"{}\"", redis.url()));
+    let mut request = format!("ws://{}/?user=42", host.ingress).into_client_request().unwrap();
+    request.headers_mut().insert("host", "ws.psydge.com".parse().unwrap());
+    let (mut browser, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade (no token secret: development)");
+    assert!(text(&mut browser).await.starts_with("{\"type\":\"gate\",\"user\":\"42\""));
+    let started = Instant::now();
+    let mut ticks = Vec::new();
+    while ticks.len() < 2 {
+        let message = text(&mut browser).await;
+        assert!(message.starts_with("{\"type\":\"price\",\"symbol\":\"EURUSD\",\"price\":1.0"), "{message}");
+        ticks.push(message);
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "two ticks took {:?}", started.elapsed());
+    assert_ne!(ticks[0], ticks[1]);
 }

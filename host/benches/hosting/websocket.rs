@@ -1,8 +1,8 @@
-//! Row 6: WebSockets — host memory per idle connection (RSS growth over 10,000
+//! Row 7: WebSockets — host memory per idle connection (RSS growth over 10,000
 //! connections), and a broadcast: one `send-group` loop in the app to a group
 //! of 1,000 clients, timed until every client has every message.
 
-use crate::harness::{Host, manifest};
+use crate::harness::{Host, allow_open_files, manifest};
 use futures::StreamExt as _;
 use std::{
     net::SocketAddr,
@@ -43,6 +43,7 @@ pub fn websocket() {
         "[resources]\nmax_concurrency = 200\n[[routes]]\nhost = \"ws.bench\"\nwebsocket = true\n[[routes]]\nhost = \"api.bench\"\n\
          [websocket]\nmax_connections = 20000\nsend_queue = 1024",
     );
+    allow_open_files(IDLE as u64 + MEMBERS as u64 + 1_000);
     let host = Host::up(&[("wsb", app)]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
