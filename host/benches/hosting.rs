@@ -31,7 +31,6 @@ mod page;
 
 #[path = "hosting/jobs.rs"]
 mod jobs;
-
 #[path = "hosting/websocket.rs"]
 mod websocket;
 

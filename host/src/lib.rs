@@ -14,8 +14,8 @@
 //!                                                    wasi · outbound_http · postgres · redis · timers · websocket
 //!  triggers ──> Redis messages, timer firings, jobs ──> trigger::run: a fresh Store, same limits
 //!               (timers/jobs claimed in the host's PostgreSQL schema: one host runs each)
-//!              websocket = true routes ──> websocket::upgrade: the host holds the socket,
-//!                                          each event (open, message, close) runs like a request
+//!  websocket = true routes ──> websocket::upgrade: the host holds the socket,
+//!                              each event (open, message, close) runs like a request
 //!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
 //!              (validate → compile → store version → swap the Router atomically)
 //! ```

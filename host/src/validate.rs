@@ -79,15 +79,14 @@ pub fn check_handlers(
     Option<crate::capabilities::timers::timer_trigger::TimerTriggerPre<InstanceState>>,
     Option<crate::capabilities::timers::job_trigger::JobTriggerPre<InstanceState>>,
 )> {
-    use crate::capabilities::timers::{INTERFACE, job_trigger::JobTriggerPre, timer_trigger::TimerTriggerPre};
+    use crate::capabilities::timers::{imports_timers, job_trigger::JobTriggerPre, timer_trigger::TimerTriggerPre};
     let source = manifest.source.display();
     let timer = TimerTriggerPre::new(pre.clone()).ok();
     let job = JobTriggerPre::new(pre.clone()).ok();
     if timer.is_none() && !manifest.timers.is_empty() {
         bail!("{source}: [[timers]] is set but the component does not export alorig:host/timer-handler (on-timer) to run them");
     }
-    let schedules_jobs = imports.iter().any(|i| i.split('@').next() == Some(INTERFACE));
-    if job.is_none() && schedules_jobs {
+    if job.is_none() && imports_timers(imports) {
         bail!("{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them");
     }
     Ok((timer, job))

@@ -356,3 +356,43 @@ async fn astrotiming_caches_planetary_days_by_timer_and_job_and_serves_the_curre
     let cached = format!("SELECT count(*) FROM planetary_cache WHERE day = DATE '1970-01-01' + {today}");
     assert_eq!(wait_count(&pg, "astrotiming_db", &cached, 1, Duration::from_secs(10)).await, 1);
 }
+
+/// `(scheduled, started)` of each `fired <timer> …` line the ticker guest printed.
+fn ticker_firings(log: &str, timer: &str) -> Vec<(i64, i64)> {
+    let marker = format!("fired {timer} ");
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find(&marker)? + marker.len()..];
+            let mut numbers = rest.split_whitespace().map(|n| n.parse::<i64>());
+            Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
+        })
+        .collect()
+}
+
+/// No `postgres_url`: timers still fire, from memory on this one host (said
+/// once in the log), on schedule, and an overlapping firing is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_postgres_timers_fire_from_memory_and_still_skip_overlaps() {
+    let text = manifest(
+        "ticker",
+        "test-ticker",
+        "[[routes]]\nhost = \"ticker.test\"\n[[timers]]\nname = \"tick\"\nevery = \"1s\"\n\
+         [[timers]]\nname = \"sleep-1500-slow\"\nevery = \"1s\"\ntimeout = \"5s\"",
+    );
+    let host = Host::up(&[("ticker", text)]);
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let log = host.log();
+    let ticks = ticker_firings(&log, "tick");
+    assert!(ticks.len() >= 5, "{log}");
+    for pair in ticks.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, 1000, "{ticks:?}");
+    }
+    assert!(ticks.iter().all(|(scheduled, started)| (started - scheduled).abs() <= 100), "{ticks:?}");
+    assert_eq!(log.matches("not durable").count(), 1, "{log}");
+    let slow = ticker_firings(&log, "sleep-1500-slow");
+    for pair in slow.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 2000, "a slow firing overlapped the one before: {slow:?}");
+    }
+    let skipped = host.metric("alorig_app_timer_runs_total", "app=\"ticker\",timer=\"sleep-1500-slow\",outcome=\"skipped\"").await;
+    assert!(skipped >= 2.0, "{skipped}");
+}

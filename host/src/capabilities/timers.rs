@@ -165,6 +165,11 @@ fn host_id() -> String {
     format!("{}:{}:{:04x}", name.trim(), std::process::id(), hasher.finish() & 0xffff)
 }
 
+/// Whether a component imports `alorig:host/timers` (at any version): it can schedule jobs.
+pub fn imports_timers(imports: &[String]) -> bool {
+    imports.iter().any(|i| i.split('@').next() == Some(INTERFACE))
+}
+
 /// One app's timers and jobs: built in `App::load`, shared by its instances.
 pub struct TimersApp {
     app: Arc<str>,
@@ -188,7 +193,7 @@ impl TimersApp {
         metrics: TimerMetrics,
     ) -> anyhow::Result<Self> {
         let (timer_trigger, job_trigger) = crate::validate::check_handlers(manifest, pre, imports)?;
-        if job_trigger.is_some() && host.store.is_none() && !offline {
+        if imports_timers(imports) && host.store.is_none() && !offline {
             anyhow::bail!(
                 "{}: the component imports alorig:host/timers (durable jobs), which needs the host's postgres_url \
                  (host.toml postgres_url or ALORIG_POSTGRES_URL) for the job store",
