@@ -7,9 +7,9 @@
 //! 2. instantiation: a fresh instance created and dropped, in isolation;
 //! 3. memory density: host RSS idle with eight apps, and per live instance;
 //! 4. deploy: cold compile and cached load of each component;
-//! 5. a page doing one PostgreSQL query and one Redis GET vs the same page served
+//! 5. jobs per second through the durable job queue (PostgreSQL), one host;
+//! 6. a page doing one PostgreSQL query and one Redis GET vs the same page served
 //!    natively (hyper + sqlx + redis);
-//! 6. jobs per second through the durable job queue (PostgreSQL), one host;
 //! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).

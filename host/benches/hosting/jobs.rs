@@ -16,7 +16,7 @@ use sqlx::Connection as _;
 use std::time::{Duration, Instant};
 
 pub async fn jobs_per_second(n: usize) {
-    println!("\n## 6. jobs through the durable queue (enqueue → handler done), one host\n");
+    println!("\n## 5. jobs through the durable queue (enqueue → handler done), one host\n");
     let pg = PgServer::start();
     let text = manifest(
         "bench",

@@ -1,4 +1,4 @@
-//! Row 5: a page made from one PostgreSQL query and one Redis GET (the
+//! Section 6: a page made from one PostgreSQL query and one Redis GET (the
 //! `page-bench` guest), through alorig-host vs a native hyper + sqlx + redis
 //! server answering the same bytes from the same database and keys.
 
@@ -16,7 +16,7 @@ const PRODUCT: i32 = 42;
 const POOL: u32 = 8;
 
 pub fn page(seconds: u32) {
-    println!("\n## 5. a page with one PostgreSQL query and one Redis GET, end to end (wrk, {seconds} s per row)\n");
+    println!("\n## 6. a page with one PostgreSQL query and one Redis GET, end to end (wrk, {seconds} s per row)\n");
     let pg = PgServer::start();
     let redis = RedisServer::start();
     let host = Host::up_full(
