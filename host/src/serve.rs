@@ -91,7 +91,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     runtime.websocket.set_redis_url(config.redis_url.clone());
     let runtime = Arc::new(runtime);
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
-    let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout));
+    let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout, runtime.websocket.clone()));
     let store = manifests
         .is_none()
         .then(|| Store::new(&config.data_dir, config.keep_versions as usize));

@@ -256,7 +256,7 @@ pub async fn upgrade(app: &Arc<App>, mut req: hyper::Request<hyper::body::Incomi
             if ws.metrics.connections.inc() >= max {
                 ws.metrics.connections.dec();
                 ws.metrics.dropped(DROP_MAX_CONNECTIONS);
-                overloaded("the app is at its [websocket] max_connections, retry shortly\n")
+                invoke::overloaded("the app is at its [websocket] max_connections, retry shortly\n")
             } else {
                 ws.hub.ready().await;
                 let (id, seq, conn, queue) = ws.hub.open(ws.name.clone(), ws.metrics.clone(), ws.limits.send_queue.get() as usize);
@@ -288,7 +288,7 @@ pub async fn upgrade(app: &Arc<App>, mut req: hyper::Request<hyper::body::Incomi
                             // Memory refused while opening: most often the instance
                             // could not start within the app's budget.
                             Outcome::Rejected | Outcome::Trapped(TrapReason::MemoryLimit, _) => {
-                                overloaded("app is at its capacity, retry shortly\n")
+                                invoke::overloaded(invoke::AT_CAPACITY)
                             }
                             Outcome::Trapped(TrapReason::Deadline, _) => invoke::plain(504, "request deadline passed\n"),
                             Outcome::Ok | Outcome::Trapped(TrapReason::Trap, _) => invoke::plain(500, "internal error\n"),
@@ -332,12 +332,6 @@ fn switching(accept: &str) -> Response {
     headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
     headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
     headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, http::HeaderValue::from_str(accept).expect("base64 is a valid header value"));
-    response
-}
-
-fn overloaded(text: &'static str) -> Response {
-    let mut response = invoke::plain(503, text);
-    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
     response
 }
 

@@ -54,7 +54,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
 
     let Ok(permit) = app.concurrency.clone().try_acquire_owned() else {
         app.metrics.rejected(RejectReason::Concurrency);
-        return overloaded();
+        return overloaded(AT_CAPACITY);
     };
 
     let (req, body_exceeded) = {
@@ -131,7 +131,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         return plain(413, "request body too large\n");
     }
     match failure {
-        Some(Failure::Rejected(_)) => overloaded(),
+        Some(Failure::Rejected(_)) => overloaded(AT_CAPACITY),
         Some(Failure::Trapped(TrapReason::Deadline)) => plain(504, "request deadline passed\n"),
         Some(Failure::Trapped(_)) => plain(500, "internal error\n"),
         None => {
@@ -239,8 +239,12 @@ pub fn plain(status: u16, text: &'static str) -> Response {
 }
 
 /// 503 with `Retry-After`: the app is at its memory budget or concurrency limit.
-fn overloaded() -> Response {
-    let mut response = plain(503, "app is at its capacity, retry shortly\n");
+/// The 503 text when the app's budget or concurrency has no room now.
+pub const AT_CAPACITY: &str = "app is at its capacity, retry shortly\n";
+
+/// 503 with `Retry-After`: the request was not started, and may be sent again.
+pub fn overloaded(text: &'static str) -> Response {
+    let mut response = plain(503, text);
     response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
     response
 }

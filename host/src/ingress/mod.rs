@@ -8,7 +8,7 @@ pub mod body;
 pub mod invoke;
 pub mod router;
 
-use crate::app::App;
+use crate::{app::App, capabilities::websocket::hub::Hub};
 use arc_swap::ArcSwap;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,11 +22,13 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct Ingress {
     router: ArcSwap<Router>,
     header_read_timeout: Duration,
+    /// The host's WebSocket connections, closed (1001) when the ingress stops.
+    websockets: Arc<Hub>,
 }
 
 impl Ingress {
-    pub fn new(router: Router, header_read_timeout: Duration) -> Self {
-        Self { router: ArcSwap::from_pointee(router), header_read_timeout }
+    pub fn new(router: Router, header_read_timeout: Duration, websockets: Arc<Hub>) -> Self {
+        Self { router: ArcSwap::from_pointee(router), header_read_timeout, websockets }
     }
 
     /// The routing table now in force.
@@ -107,10 +109,7 @@ impl Ingress {
         drop(listener);
         drop(watch);
         let _ = stopping.send(true);
-        // One hub for the whole host, reached through any app.
-        if let Some(app) = self.router().apps().first() {
-            app.capabilities.websocket.hub.close_all(None, 1001, "the host is shutting down");
-        }
+        self.websockets.close_all(None, 1001, "the host is shutting down");
         if tokio::time::timeout(drain, stopping.closed()).await.is_err() {
             tracing::warn!("connections still open after {drain:?}; closing them");
         }
