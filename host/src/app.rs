@@ -29,6 +29,8 @@ pub struct App {
     pub compiled_from_cache: bool,
     /// The component's WIT imports (`wasi:http/outgoing-handler@0.2.6`, …).
     pub imports: Vec<String>,
+    /// Lines for the operator that did not stop the load ([`validate::warnings`]).
+    pub warnings: Vec<String>,
     pub pre: ProxyPre<InstanceState>,
     pub budget: Arc<MemoryBudget>,
     /// One permit per live instance (`max_concurrency`).
@@ -87,6 +89,10 @@ impl App {
             .map(|(name, _)| name.to_string())
             .collect();
         validate::check_granted(&path, &manifest, &imports)?;
+        let warnings = validate::warnings(&path, &manifest, &imports);
+        for warning in &warnings {
+            tracing::warn!(app = %manifest.name, "{warning}");
+        }
         let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
         let source = manifest.source.display().to_string();
         if manifest.postgres.is_none() && postgres::is_imported(&runtime.engine, &compiled.component) {
@@ -169,6 +175,7 @@ impl App {
             digest: compiled.digest,
             compiled_from_cache: compiled.cached,
             imports,
+            warnings,
             pre,
             budget,
             metrics,

@@ -88,6 +88,9 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
         }
     };
 
+    for warning in strings(&reply["warnings"]) {
+        eprintln!("warning: {warning}");
+    }
     let version = reply["version"].as_u64().unwrap_or(0);
     let compile = if reply["compiled_from_cache"].as_bool() == Some(true) {
         "compiled earlier: from the compile cache".to_string()

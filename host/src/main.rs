@@ -181,6 +181,9 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
     runtime.offline = true;
     runtime.redis.url = config.redis_url.clone();
     let app = alorig_host::app::App::load(&runtime, parsed).await?;
+    for warning in &app.warnings {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "{}: ok — app {}, {} route(s), memory cap {}, one instance starts in {}",
         manifest.display(),

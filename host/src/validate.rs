@@ -31,13 +31,33 @@ pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Imports that reach outside the sandbox, each with the manifest grant it needs:
+/// Imports that need a manifest grant to be linked at all, each with that grant:
 /// (WIT interface without version, the grant's name, whether the manifest grants it).
 /// A capability that needs a grant adds its row here.
-const GRANTED_IMPORTS: &[(&str, &str, fn(&crate::config::Manifest) -> bool)] = &[
-    ("wasi:http/outgoing-handler", "[outbound_http] allowed_hosts", |m| !m.outbound_http.allowed.is_empty()),
-    ("alorig:host/websocket", "a [[routes]] entry with websocket = true", |m| m.routes.iter().any(|r| r.websocket)),
-];
+///
+/// `wasi:http/outgoing-handler` is deliberately not here: every standard
+/// `wasi:http/proxy` component imports it (componentize-py's, the `wasip2`
+/// crate's, Spin's), so importing it is not a grant. It is always linked, and each
+/// outgoing request is checked against `[outbound_http] allowed_hosts` at call time
+/// (`HttpRequestDenied` when nothing is granted); see [`warnings`].
+const GRANTED_IMPORTS: &[(&str, &str, fn(&crate::config::Manifest) -> bool)] =
+    &[("alorig:host/websocket", "a [[routes]] entry with websocket = true", |m| m.routes.iter().any(|r| r.websocket))];
+
+/// Lines worth an operator's glance that do not stop a component from loading:
+/// today, a component that can make outgoing requests while its manifest allows
+/// none (each one will be refused with `HttpRequestDenied`).
+pub fn warnings(path: &Path, manifest: &crate::config::Manifest, imports: &[String]) -> Vec<String> {
+    let imports_outbound = imports.iter().any(|i| i.split('@').next() == Some("wasi:http/outgoing-handler"));
+    if imports_outbound && manifest.outbound_http.allowed.is_empty() {
+        vec![format!(
+            "{}: imports wasi:http/outgoing-handler but {} has no [outbound_http] allowed_hosts: every outgoing request will be refused (HttpRequestDenied)",
+            path.display(),
+            manifest.source.display()
+        )]
+    } else {
+        Vec::new()
+    }
+}
 
 /// Every import that needs a manifest grant has it: a component cannot reach
 /// what its manifest does not say (refused at deploy, not at the first call).
@@ -123,7 +143,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imports_that_reach_out_need_their_grant() {
+    fn importing_outgoing_handler_is_not_a_grant_but_earns_a_warning() {
         let bare = crate::config::Manifest::parse(Path::new("a.toml"), "name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
         let granted = crate::config::Manifest::parse(
             Path::new("a.toml"),
@@ -131,10 +151,21 @@ mod tests {
         )
         .unwrap();
         let imports = vec!["wasi:io/poll@0.2.6".to_string(), "wasi:http/outgoing-handler@0.2.6".to_string()];
+        check_granted(Path::new("a.wasm"), &bare, &imports).unwrap();
+        assert_eq!(
+            warnings(Path::new("a.wasm"), &bare, &imports),
+            ["a.wasm: imports wasi:http/outgoing-handler but a.toml has no [outbound_http] allowed_hosts: every outgoing request will be refused (HttpRequestDenied)"]
+        );
+        assert!(warnings(Path::new("a.wasm"), &granted, &imports).is_empty());
+        assert!(warnings(Path::new("a.wasm"), &bare, &imports[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_websocket_import_needs_a_websocket_route() {
+        let bare = crate::config::Manifest::parse(Path::new("a.toml"), "name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        let imports = vec!["alorig:host/websocket@0.1.0".to_string()];
         let err = check_granted(Path::new("a.wasm"), &bare, &imports).unwrap_err().to_string();
-        assert_eq!(err, "a.wasm: imports wasi:http/outgoing-handler, which needs [outbound_http] allowed_hosts in a.toml; grant it there or build without it");
-        check_granted(Path::new("a.wasm"), &granted, &imports).unwrap();
-        check_granted(Path::new("a.wasm"), &bare, &imports[..1]).unwrap();
+        assert_eq!(err, "a.wasm: imports alorig:host/websocket, which needs a [[routes]] entry with websocket = true in a.toml; grant it there or build without it");
     }
 
     #[test]

@@ -176,7 +176,7 @@ async fn every_refused_deploy_names_its_reason_and_the_old_version_keeps_serving
     assert_eq!(status, 201, "{reply}");
 
     let foreign = wat::parse_str(r#"(component (import "acme:nope/thing" (instance (export "f" (func)))))"#).unwrap();
-    let ungranted = wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.6" (instance)))"#).unwrap();
+    let ungranted = wat::parse_str(r#"(component (import "alorig:host/websocket@0.1.0" (instance)))"#).unwrap();
     let big = vec![0u8; 5 << 20];
     // (reason, manifest, component, token, status, code, part of the message)
     type Case<'a> = (&'a str, String, Vec<u8>, String, u16, &'a str, &'a str);
@@ -187,7 +187,7 @@ async fn every_refused_deploy_names_its_reason_and_the_old_version_keeps_serving
         ("core module", good.clone(), b"\0asm\x01\0\0\0".to_vec(), token.clone(), 422, "bad_component", "is a core WebAssembly module"),
         ("missing import", good.clone(), foreign, token.clone(), 422, "bad_component", "imports something alorig-host does not provide"),
         ("import not granted", good.clone(), ungranted, token.clone(), 422, "bad_component",
-            "echo.wasm: imports wasi:http/outgoing-handler, which needs [outbound_http] allowed_hosts in echo.toml"),
+            "echo.wasm: imports alorig:host/websocket, which needs a [[routes]] entry with websocket = true in echo.toml"),
         ("route collision", echo_manifest("echo", "other.test", "1", ""), echo.clone(), token.clone(), 409, "route_collision", "route other.test/ is claimed by both other and echo"),
         ("budget exceeded", echo_manifest("echo", "echo.test", "1", "[resources]\nmemory = \"400MiB\""), echo.clone(), token.clone(), 422, "budget_exceeded",
             "the apps' memory caps add up to 528MiB (other 128MiB, echo 400MiB), more than the host's memory_budget of 512MiB"),

@@ -47,9 +47,11 @@ async fn allowed_destinations_work_and_every_other_way_out_is_refused() {
     let allowed = format!("allowed_hosts = [\"http://127.0.0.1:{good}\", \"http://127.0.0.1:{redirecting}\", \"https://api.example.com\"]");
     let host = Host::up(&[
         ("out", manifest("out", "test-outbound", &format!("[outbound_http]\n{allowed}\n[[routes]]\nhost = \"out.test\""))),
-        // Importing outgoing HTTP needs a grant (refused at load without one), so
-        // this app may reach one unrelated origin and nothing else.
+        // This app may reach one unrelated origin and nothing else.
         ("none", manifest("none", "test-outbound", "[outbound_http]\nallowed_hosts = [\"https://api.example.com\"]\n[[routes]]\nhost = \"none.test\"")),
+        // Importing outgoing HTTP is not a grant: with no [outbound_http] at all the
+        // component loads, and every request it makes is refused at call time.
+        ("bare", manifest("bare", "test-outbound", "[[routes]]\nhost = \"bare.test\"")),
     ]);
     let fetch = |app: &'static str, url: String| {
         let host = &host;
@@ -69,6 +71,7 @@ async fn allowed_destinations_work_and_every_other_way_out_is_refused() {
         assert_eq!(fetch("out", refused.clone()).await, "error=ErrorCode::HttpRequestDenied", "{refused}");
     }
     assert_eq!(fetch("none", format!("http://127.0.0.1:{good}/")).await, "error=ErrorCode::HttpRequestDenied", "not on its list");
+    assert_eq!(fetch("bare", format!("http://127.0.0.1:{good}/")).await, "error=ErrorCode::HttpRequestDenied", "nothing granted");
 
     // The host does not follow redirects; a guest that does is checked again.
     let url = format!("http://127.0.0.1:{redirecting}/");
@@ -80,6 +83,11 @@ async fn allowed_destinations_work_and_every_other_way_out_is_refused() {
     assert_eq!(good_hits.load(Ordering::SeqCst), 1);
     assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"out\",outcome=\"denied\"").await, 8.0);
     assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"none\",outcome=\"denied\"").await, 1.0);
+    assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"bare\",outcome=\"denied\"").await, 1.0);
+    assert!(
+        host.log().contains("has no [outbound_http] allowed_hosts: every outgoing request will be refused (HttpRequestDenied)"),
+        "the operator is warned at load"
+    );
     assert_eq!(
         host.metric("alorig_app_outbound_requests_total", &format!("app=\"out\",destination=\"http://127.0.0.1:{good}\",outcome=\"ok\"")).await,
         1.0

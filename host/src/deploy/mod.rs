@@ -332,6 +332,7 @@ impl Apps {
             "seconds": started.elapsed().as_secs_f64(),
             "grants": grants::all(&app),
             "grants_added": added,
+            "warnings": app.warnings,
         }))
     }
 
