@@ -5,9 +5,10 @@
 #   deploy/quickstart.sh test     install what is missing, build, run every test
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
 #
-# Installs only what is absent: the Rust target wasm32-wasip2 (rustup), and from
-# the distribution's packages PostgreSQL, Redis, Caddy, wrk and Chromium (headless,
-# for the dashboard test). Services are not started system-wide: the tests start
+# Installs only what is absent: the Rust target wasm32-wasip2 (rustup), from
+# the distribution's packages PostgreSQL, Redis, Caddy, wrk, Chromium (headless,
+# for the dashboard test) and python3-venv, and componentize-py (pinned, from PyPI)
+# into target/python-venv for the Python guests. Services are not started system-wide: the tests start
 # their own throwaway instances.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,9 @@ install_missing() {
   command -v wrk >/dev/null || packages+=(wrk)
   # The dashboard test renders the admin page in headless Chromium.
   command -v chromium >/dev/null || command -v chromium-browser >/dev/null || packages+=(chromium)
+  # Python guests: componentize-py goes into a venv (sdk/python/setup-venv.sh).
+  command -v python3 >/dev/null || packages+=(python3)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
   if [ ${#packages[@]} -gt 0 ]; then
     say "installing ${packages[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -54,6 +58,8 @@ build() {
   say "building the guest components (wasm32-wasip2)"
   # shellcheck disable=SC2046
   cargo build --release --locked --target wasm32-wasip2 $(guest_packages)
+  say "building the Python guest components (componentize-py, pinned, in target/python-venv)"
+  sdk/python/build-guests.sh
 }
 
 # Throwaway PostgreSQL and Redis for the reference apps (unless the caller gives
@@ -101,7 +107,8 @@ case "${1:-run}" in
     say "running the host with the reference apps (Ctrl-C stops it and the throwaway services)"
     say "try: curl http://hello.localhost:8080/   curl -X POST http://store.localhost:8080/setup   curl 'http://gate.psydge.localhost:8080/may-trade/42?risk_pct=0.8'"
     say "     curl -H 'Host: api.astrotiming.com' 'http://127.0.0.1:8080/now?lat=51.5&lon=-0.13'"
-    target/release/alorig-host up manifests/hello.toml manifests/store.toml manifests/psydge-gate.toml manifests/astrotiming.toml
+    say "     curl -H 'Host: api.schools.alorig.com' -H 'Authorization: Bearer gulberg-principal-token' http://127.0.0.1:8080/api/v1/students   # ASMS (Python)"
+    target/release/alorig-host up manifests/hello.toml manifests/store.toml manifests/psydge-gate.toml manifests/astrotiming.toml manifests/asms.toml
     ;;
   test)
     install_missing

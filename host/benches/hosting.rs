@@ -10,10 +10,12 @@
 //! 5. jobs per second through the durable job queue (PostgreSQL), one host;
 //! 6. a page doing one PostgreSQL query and one Redis GET vs the same page served
 //!    natively (hyper + sqlx + redis);
-//! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
+//! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients;
+//! 8. the same HTML page (query + Redis GET + template) in Rust and Python on the
+//!    host vs Django under gunicorn with psycopg and redis-py.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -31,6 +33,8 @@ mod page;
 
 #[path = "hosting/jobs.rs"]
 mod jobs;
+#[path = "hosting/python.rs"]
+mod python;
 #[path = "hosting/websocket.rs"]
 mod websocket;
 
@@ -370,6 +374,9 @@ fn main() {
     }
     if run("websocket") {
         websocket::websocket();
+    }
+    if run("python") {
+        python::python_page(seconds);
     }
 }
 

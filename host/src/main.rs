@@ -104,6 +104,15 @@ enum Command {
         #[arg(long)]
         component: Option<PathBuf>,
     },
+    /// Make a new app project (manifest, code, README with the build command) in ./<NAME>.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: alorig_host::template::Lang,
+        /// Make it inside this folder instead of the current one.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print a Caddyfile that puts Caddy in front of the host for every manifest.
     Caddyfile {
         /// Folder of app manifests.
@@ -151,6 +160,11 @@ fn run(cli: Cli) -> Result<()> {
             Command::Jobs { app, json, target } => cli::jobs(&target.target(), &app, json).await,
             Command::Top { target } => cli::top(&target.target()).await,
             Command::Validate { manifest, component } => validate_offline(manifest, component).await,
+            Command::New { name, lang, dir } => {
+                let root = alorig_host::template::create(&dir, &name, lang)?;
+                println!("{}: new {lang:?} app {name}; see its README.md to build and deploy it", root.display());
+                Ok(())
+            }
             Command::Caddyfile { manifests, upstream, http_port } => {
                 print!("{}", caddyfile::render(&load_manifest_dir(&manifests)?, &upstream, http_port));
                 Ok(())

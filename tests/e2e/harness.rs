@@ -42,6 +42,31 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// Builds every Python guest in `components/python/` (componentize-py, pinned,
+/// in the venv `sdk/python/setup-venv.sh` creates), once per test run; a guest
+/// whose sources did not change since the last run is not rebuilt.
+pub fn python_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(workspace_root().join("sdk/python/build-guests.sh"))
+            .status()
+            .expect("running sdk/python/build-guests.sh");
+        assert!(status.success(), "building the Python guests failed");
+    });
+    let path = workspace_root().join("target/python").join(format!("{name}.wasm"));
+    assert!(path.exists(), "Python guest {name} was not built at {}", path.display());
+    path
+}
+
+/// A manifest for a test app running the Python guest `guest_name`.
+pub fn python_manifest(name: &str, guest_name: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\ncomponent = \"{}\"\n{extra}\n",
+        python_guest(guest_name).display()
+    )
+}
+
 pub fn host_binary() -> &'static str {
     env!("CARGO_BIN_EXE_alorig-host")
 }
@@ -169,6 +194,11 @@ impl Host {
         Host { child, ingress, admin, dir, data: data.to_path_buf(), log, client }
     }
 
+    /// The host process's id (for reading its own figures from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin token the host created in its data dir.
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
@@ -226,12 +256,17 @@ impl Host {
     }
 
     pub async fn request(&self, method: &str, host: &str, path: &str, body: Vec<u8>) -> Reply {
+        self.request_with(method, host, path, &[], body).await
+    }
+
+    /// Like [`Host::request`], with extra request headers.
+    pub async fn request_with(&self, method: &str, host: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.ingress))
-            .header("host", host)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+            .header("host", host);
+        let req = headers.iter().fold(req, |req, (name, value)| req.header(*name, value));
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self.client.request(req).await.expect("request to the host failed");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();

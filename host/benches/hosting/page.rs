@@ -55,7 +55,7 @@ pub fn page(seconds: u32) {
 }
 
 /// A one-shot GET over a plain TCP connection (no client library needed).
-async fn get_body(addr: SocketAddr, path: &str) -> String {
+pub async fn get_body(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
