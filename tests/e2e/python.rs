@@ -1,5 +1,6 @@
 //! Guests from other toolchains and in Python: standard `wasi:http/proxy`
-//! components (componentize-py's default world, the `wasip2` crate alone) load
+//! components (componentize-py's default world, the `wasip2` crate alone, the
+//! Spin Rust SDK) load
 //! with no `[outbound_http]` and get `HttpRequestDenied` at call time; the ASMS
 //! reference app (Python on `sdk/python`) through real PostgreSQL and Redis;
 //! instance reuse for Python apps; host memory after deploying one.
@@ -19,6 +20,7 @@ async fn standard_components_load_without_outbound_http_and_their_requests_are_d
     let apps = [
         ("py", python_guest("std-proxy"), "HttpRequestDenied"),
         ("rs", guest("test-std-wasip2"), "ErrorCode::HttpRequestDenied"),
+        ("spin", guest("test-std-spin"), "ErrorCode::HttpRequestDenied"),
     ];
     let mut manifests = Vec::new();
     for (name, wasm, _) in &apps {
@@ -48,6 +50,7 @@ async fn standard_components_load_without_outbound_http_and_their_requests_are_d
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a denied request reached the upstream");
     assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"py\",outcome=\"denied\"").await, 1.0);
     assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"rs\",outcome=\"denied\"").await, 1.0);
+    assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"spin\",outcome=\"denied\"").await, 1.0);
 }
 
 /// `requests` instances of the reuse guest: (instance id, served count) per reply.
