@@ -7,8 +7,10 @@ follows the manifest, because the host refuses imports the manifest does not
 grant: ``[postgres]`` adds ``alorig:host/postgres``, ``[redis]`` redis (and
 ``channels`` the redis-handler export), ``[[timers]]`` the timer-handler export,
 ``[jobs]`` the timers import with the job-handler export, a ``websocket = true``
-route the websocket import and handler. Every world is a standard
-``wasi:http/proxy`` plus ``wasi:cli/environment`` (for ``alorig.env``).
+route the websocket import and handler, ``[outbound_http]`` the whole standard
+``wasi:http/proxy`` (without it, the proxy world less ``outgoing-handler``, so
+the host has nothing to warn about). Every world adds ``wasi:cli/environment``
+(for ``alorig.env``).
 
 Skips the build when nothing changed: the inputs' SHA-256 (sources, SDK, WIT,
 world, componentize-py version) is kept beside the output in ``<out>.inputs``.
@@ -29,7 +31,11 @@ WORLD = "alorig-py-app"
 
 
 def world_for(manifest):
-    lines = ["include wasi:http/proxy@0.2.12;", "import wasi:cli/environment@0.2.12;"]
+    if "outbound_http" in manifest:
+        lines = ["include wasi:http/proxy@0.2.12;"]
+    else:  # the proxy world less outgoing-handler: nothing to grant, no warning at deploy
+        lines = ["import wasi:http/types@0.2.12;", "export wasi:http/incoming-handler@0.2.12;"]
+    lines.append("import wasi:cli/environment@0.2.12;")
     if "postgres" in manifest:
         lines.append("import postgres;")
     if "redis" in manifest:

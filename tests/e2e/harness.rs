@@ -181,7 +181,9 @@ impl Host {
                 stdout_log.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let (ingress, admin) = match rx.recv_timeout(Duration::from_secs(120)) {
+        // Generous: a Python component (18 MB) compiles in 7-12 s on a quiet machine,
+        // several times that when the test run shares two cores with builds.
+        let (ingress, admin) = match rx.recv_timeout(Duration::from_secs(400)) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();

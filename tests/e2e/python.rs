@@ -22,25 +22,19 @@ async fn standard_components_load_without_outbound_http_and_their_requests_are_d
         ("rs", guest("test-std-wasip2"), "ErrorCode::HttpRequestDenied"),
         ("spin", guest("test-std-spin"), "ErrorCode::HttpRequestDenied"),
     ];
-    let mut manifests = Vec::new();
-    for (name, wasm, _) in &apps {
-        let text = format!("name = \"{name}\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"{name}.test\"\n", wasm.display());
-        // validate: accepted, with the one warning line.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, &text).unwrap();
-        let (code, stdout, stderr) = run_cli(&["validate", path.to_str().unwrap()]);
-        assert_eq!(code, 0, "{name}: {stderr}");
-        assert!(stdout.contains("ok"), "{stdout}");
-        let warning = format!("{stdout}{stderr}");
-        assert!(
-            warning.contains("imports wasi:http/outgoing-handler but") && warning.contains("every outgoing request will be refused (HttpRequestDenied)"),
-            "{name}: no warning in {warning}"
-        );
-        manifests.push((*name, text));
-    }
+    let manifests: Vec<(&str, String)> = apps
+        .iter()
+        .map(|(name, wasm, _)| (*name, format!("name = \"{name}\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"{name}.test\"\n", wasm.display())))
+        .collect();
     let host = Host::up(&manifests);
-    for (name, _, denied) in &apps {
+    for (name, wasm, denied) in &apps {
+        // Loaded, with the one warning line (validate and deploy print the same).
+        let warning = format!(
+            "{}: imports wasi:http/outgoing-handler but {}/{name}.toml has no [outbound_http] allowed_hosts: every outgoing request will be refused (HttpRequestDenied)",
+            wasm.display(),
+            host.dir.path().display()
+        );
+        assert!(host.log().contains(&warning), "{name}: no warning in\n{}", host.log());
         let reply = host.get(&format!("{name}.test"), "/").await;
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
         assert!(reply.text().starts_with("hello from a plain"), "{}", reply.text());
@@ -139,6 +133,8 @@ async fn asms_in_python_scopes_every_query_to_the_users_schools() {
     let health = host.get("api.schools.alorig.com", "/healthz").await;
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(health.text(), r#"{"ok": true, "migrations": 2}"#);
+    // The SDK's world has no outgoing-handler when the manifest grants no [outbound_http].
+    assert!(!host.log().contains("outgoing-handler"), "{}", host.log());
 
     let ids = |v: &serde_json::Value| -> Vec<i64> { v.as_array().unwrap().iter().map(|s| s["id"].as_i64().unwrap()).collect() };
     let (status, schools, _) = api(&host, "ho-admin-token", "GET", "/api/v1/schools", "").await;
@@ -268,7 +264,7 @@ async fn new_projects_build_and_serve_as_they_are() {
     for (name, lang) in [("pyshop", "python"), ("rsshop", "rust")] {
         let (code, stdout, stderr) = run_cli(&["new", name, "--lang", lang, "--dir", base]);
         assert_eq!(code, 0, "{stderr}");
-        assert!(stdout.contains(&format!("new ")) && stdout.contains(name), "{stdout}");
+        assert!(stdout.contains("new ") && stdout.contains(name), "{stdout}");
         assert!(std::fs::read_to_string(dir.path().join(name).join("README.md")).unwrap().contains(&format!("alorig-host deploy {name}.toml")));
     }
     let (code, _, stderr) = run_cli(&["new", "pyshop", "--lang", "python", "--dir", base]);
@@ -290,7 +286,7 @@ async fn new_projects_build_and_serve_as_they_are() {
             assert!(stdout.contains("ok"), "{stdout}");
             // `up` reads the manifest where it is (its component path is relative to it).
             (*name, std::fs::read_to_string(&path).unwrap().replace(
-                &format!("component = \""),
+                "component = \"",
                 &format!("component = \"{}/", dir.path().join(name).display()),
             ))
         })
