@@ -4,7 +4,10 @@
 //! - an import from `capabilities/` to anything above it fails the test: a
 //!   capability is a leaf that only sees `config/`, `fault`, `limits`, `metrics`, `trigger`
 //!   and other capabilities, so it can be read, changed and tested alone;
-//! - import circles between files (strongly connected components) fail the test.
+//! - import circles between modules (strongly connected components whose files
+//!   are not all parts of one module's folder) fail the test; a circle inside
+//!   one folder (a module split into files for size, like `websocket/hub.rs` and
+//!   `websocket/fanout.rs`) is printed, not failed.
 //!
 //! `cargo test --release -p alorig-host --test layers -- --nocapture` prints the
 //! graph; it also runs with the rest of the suite.
@@ -52,9 +55,11 @@ fn capabilities_are_a_leaf_layer_and_no_files_import_each_other_in_a_circle() {
         }
     }
     let circles: Vec<Vec<String>> = strongly_connected(&graph).into_iter().filter(|c| c.len() > 1).collect();
+    let folder = |file: &String| file.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string());
+    let across: Vec<&Vec<String>> = circles.iter().filter(|c| c.iter().any(|f| folder(f) != folder(&c[0]))).collect();
     println!("files: {}, imports: {}", graph.len(), graph.values().map(|t| t.len()).sum::<usize>());
     println!("largest file: {}", largest(&files, &src));
-    println!("import circles: {}", circles.len());
+    println!("import circles: {} ({} across modules)", circles.len(), across.len());
     for circle in &circles {
         println!("  circle of {} files: {}", circle.len(), circle.join(" "));
     }
@@ -63,7 +68,7 @@ fn capabilities_are_a_leaf_layer_and_no_files_import_each_other_in_a_circle() {
         println!("  {arrow}");
     }
     assert!(upward.is_empty(), "capabilities/ imports from above it: {upward:?}");
-    assert!(circles.is_empty(), "import circles: {circles:?}");
+    assert!(across.is_empty(), "import circles across modules: {across:?}");
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
