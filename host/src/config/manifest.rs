@@ -22,6 +22,9 @@ pub struct Manifest {
     pub resources: Resources,
     pub routes: Vec<Route>,
     pub static_site: Option<StaticSite>,
+    /// `[custom_domains] enabled`: requests for hosts no route claims are offered
+    /// to the app (see `ingress::domains`).
+    pub custom_domains: bool,
     pub postgres: Option<Postgres>,
     pub redis: Option<Redis>,
     pub outbound_http: OutboundHttp,
@@ -196,12 +199,15 @@ impl Default for OutboundHttp {
 }
 
 /// One `scheme://host[:port]` entry of `allowed_hosts`; the port defaults to the
-/// scheme's. `*.example.com` matches names below example.com.
+/// scheme's. `*.example.com` matches names below example.com; `https://*` any
+/// name (customers' own sites), whose addresses must still all be public.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowedOrigin {
     pub https: bool,
     pub host: HostPattern,
     pub port: u16,
+    /// `scheme://*`: any host, public addresses only (the host checks them after DNS).
+    pub any_host: bool,
     /// The entry as written, for metric labels and messages.
     pub text: String,
 }
@@ -224,16 +230,18 @@ impl AllowedOrigin {
             _ => (rest, if https { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let any_host = host == "*";
         let host = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => HostPattern::Exact(ip.to_string()),
+            Err(_) if any_host => HostPattern::Exact("*".to_string()),
             Err(_) => HostPattern::try_from(host.to_string()).map_err(|_| fail())?,
         };
-        Ok(Self { https, host, port, text: text.to_string() })
+        Ok(Self { https, host, port, any_host, text: text.to_string() })
     }
 
     /// Whether a request to `scheme://host:port` is covered by this entry.
     pub fn covers(&self, https: bool, host: &str, port: u16) -> bool {
-        self.https == https && self.port == port && self.host.matches(host)
+        self.https == https && self.port == port && (self.any_host || self.host.matches(host))
     }
 }
 
@@ -375,6 +383,7 @@ struct ManifestToml {
     routes: Vec<RouteToml>,
     #[serde(rename = "static")]
     static_site: Option<StaticToml>,
+    custom_domains: Option<CustomDomainsToml>,
     postgres: Option<PostgresToml>,
     redis: Option<RedisToml>,
     outbound_http: Option<OutboundToml>,
@@ -414,6 +423,12 @@ struct RouteToml {
 struct StaticToml {
     host: HostPattern,
     root: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomDomainsToml {
+    enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -693,6 +708,7 @@ impl Manifest {
             resources,
             routes,
             static_site: raw.static_site.map(|s| StaticSite { host: s.host, root: s.root }),
+            custom_domains: raw.custom_domains.is_some_and(|c| c.enabled),
             postgres,
             redis,
             outbound_http,
@@ -798,7 +814,10 @@ mod tests {
         assert!(ip.covers(false, "127.0.0.1", 9000) && !ip.covers(false, "localhost", 9000));
         let v6 = AllowedOrigin::parse("http://[::1]:9000").unwrap();
         assert!(v6.covers(false, "::1", 9000));
-        for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999"] {
+        let any = AllowedOrigin::parse("https://*").unwrap();
+        assert!(any.any_host && any.covers(true, "blog.customer.pk", 443) && any.covers(true, "1.1.1.1", 443));
+        assert!(!any.covers(false, "blog.customer.pk", 80) && !any.covers(true, "blog.customer.pk", 8443), "scheme and port still matter");
+        for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999", "https://*x.com", "https://**"] {
             assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
         }
     }

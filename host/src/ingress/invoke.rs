@@ -20,7 +20,7 @@
 use super::body::LimitedBody;
 use crate::{app::{App, Instance}, limits::Refusal, metrics::{RejectReason, TrapReason}};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use std::{sync::{Arc, atomic::{AtomicBool, Ordering}}, time::Instant};
 use wasmtime::Trap;
@@ -36,12 +36,18 @@ enum Failure {
 }
 
 pub async fn invoke(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
+    invoke_boxed(app, req.map(BodyExt::boxed), started).await
+}
+
+/// [`invoke`] for a request the host makes itself (e.g. asking an app whether
+/// it serves a custom domain).
+pub async fn invoke_boxed(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, started: Instant) -> Response {
     let response = run(app, req, started).await;
     app.metrics.request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
-async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
+async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, started: Instant) -> Response {
     let max_body = app.manifest.resources.max_body.bytes();
     let declared = req
         .headers()
