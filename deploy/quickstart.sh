@@ -101,7 +101,7 @@ case "${1:-run}" in
     say "running the host with the reference apps (Ctrl-C stops it and the throwaway services)"
     say "try: curl http://hello.localhost:8080/   curl -X POST http://store.localhost:8080/setup   curl 'http://gate.psydge.localhost:8080/may-trade/42?risk_pct=0.8'"
     say "     curl -H 'Host: api.astrotiming.com' 'http://127.0.0.1:8080/now?lat=51.5&lon=-0.13'"
-    target/release/alorig-host up manifests/hello.toml manifests/store.toml manifests/psydge-gate.toml manifests/astrotiming.toml
+    target/release/alorig-host up examples/hello.toml examples/store.toml examples/psydge-gate.toml manifests/astrotiming.toml
     ;;
   test)
     install_missing

@@ -73,11 +73,12 @@ fn page(result: Result<(Option<String>, bool), pg::Error>) -> Answer {
 
 /// A store's pages; `rest` is the path inside the store, `base` how its links start.
 fn store_pages(req: &IncomingRequest, store: &pages::Store, base: &str, rest: &[&str]) -> Answer {
-    let path = format!("/{}", rest.join("/"));
+    // The base is part of the key: the same page on the store's own domain links differently.
+    let path = format!("{base}/{}", rest.join("/"));
     match rest {
         [] | [""] => {
             let n: i64 = guest_kit::query_param(req, "page").and_then(|p| p.parse().ok()).unwrap_or(0).clamp(0, 1000);
-            page(pages::cached(store.id, &format!("/?page={n}"), || pages::home(store, base, n)))
+            page(pages::cached(store.id, &format!("{base}/?page={n}"), || pages::home(store, base, n)))
         }
         ["about"] => page(pages::cached(store.id, &path, || pages::about(store, base))),
         ["search"] => {
