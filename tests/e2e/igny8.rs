@@ -48,6 +48,11 @@ fn up(manifests: &[(&str, String)], redis: &RedisServer, envs: &[(&str, String)]
     Host::up_full(manifests, &format!("redis_url = \"{}\"", redis.url()), &envs)
 }
 
+/// One host running the shipped igny8 manifest (for the load figures).
+pub fn igny8_host(pg: &PgServer, redis: &RedisServer, stub: &Stub) -> Host {
+    up(&[("igny8", shipped("igny8.toml", stub, stub, 10))], redis, &envs(pg))
+}
+
 fn ai_stub() -> Stub {
     Stub::start(|_| {
         let article = "# Ten local SEO wins\n\nClaim your business profile.\n\nCollect reviews every week.";

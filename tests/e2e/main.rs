@@ -6,6 +6,7 @@ mod postgres_server;
 mod redis_server;
 mod stub;
 
+mod apps_load;
 mod caddy;
 mod cli;
 mod deploy;

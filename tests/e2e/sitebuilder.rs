@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "builder-token";
 
-fn sitebuilder_host(pg: &PgServer, redis: &RedisServer) -> Host {
+pub fn sitebuilder_host(pg: &PgServer, redis: &RedisServer) -> Host {
     let text = std::fs::read_to_string(workspace_root().join("manifests/sitebuilder.toml")).unwrap();
     let text = text
         .replace("component = \"../target/wasm32-wasip2/release/sitebuilder.wasm\"", &format!("component = \"{}\"", guest("sitebuilder").display()))
