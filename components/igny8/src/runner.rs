@@ -15,7 +15,9 @@
 //!   application password (003 "WordPress Integration").
 //!
 //! Progress of every task is kept in Redis (`task:{id}`, a hash with a 1-day
-//! TTL, as Celery's result backend did) for `GET /api/v1/tasks/{id}/progress`.
+//! TTL, as Celery's result backend did) for `GET /api/v1/tasks/{id}/progress`;
+//! only the job writes it (a task with no state yet is `PENDING`), so a job that
+//! finishes before its scheduler returns is never overwritten.
 
 use crate::{credits, slots::RuleSchedule};
 use base64::Engine as _;
@@ -127,7 +129,6 @@ fn schedule_run(run: i64, rule: i64, slot: i64) -> Result<u64, String> {
     })
     .map_err(|e| format!("scheduling run {run}: {e:?}"))?;
     pg::execute("UPDATE rule_runs SET task_id = $1 WHERE id = $2", &[Value::Int64(job as i64), Value::Int64(run)]).map_err(db)?;
-    progress(job, "PENDING", 0, "queued");
     Ok(job)
 }
 
@@ -287,7 +288,6 @@ pub fn schedule_publish(content: i64) -> Result<u64, String> {
         idempotency_key: Some(format!("publish:{content}")),
     })
     .map_err(|e| format!("scheduling publish of {content}: {e:?}"))?;
-    progress(job, "PENDING", 0, "queued");
     Ok(job)
 }
 

@@ -76,8 +76,13 @@ pub fn add_product(store_slug: &str, title: &str, price: &str, category: &str) -
 
 /// `PATCH /v1/products/{id}`: price, title, is_active.
 pub fn update_product(id: i32, price: Option<&str>, title: Option<&str>, active: Option<bool>) -> Result<(), Refusal> {
+    if let Some(p) = price
+        && !p.parse::<f64>().is_ok_and(|p| (0.0..1e10).contains(&p))
+    {
+        return Err((400, format!("price {p:?} must be a number of rupees")));
+    }
     let rows = pg::query(
-        "UPDATE products SET price = coalesce($2::numeric, price), title = coalesce($3, title), is_active = coalesce($4, is_active)
+        "UPDATE products SET price = coalesce($2::text::numeric, price), title = coalesce($3, title), is_active = coalesce($4, is_active)
          WHERE id = $1 RETURNING store_id",
         &[
             Value::Int32(id),
