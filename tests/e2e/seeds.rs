@@ -62,8 +62,11 @@ fn validate_passes_on_every_shipped_manifest() {
     let mut failures = Vec::new();
     for path in &paths {
         let data = tempfile::tempdir().unwrap();
+        // Secrets are resolved at load: give each declared variable a value.
+        let secrets: Vec<String> = Manifest::load(path).map(|m| m.secrets.values().map(|s| s.env.clone()).collect()).unwrap_or_default();
         let out = std::process::Command::new(crate::harness::host_binary())
             .args(["validate", path.to_str().unwrap()])
+            .envs(secrets.iter().map(|name| (name.as_str(), "x")))
             .env("ALORIG_DATA_DIR", data.path())
             // Offline: a [redis] app needs a configured URL, not a server.
             .env("ALORIG_REDIS_URL", "redis://127.0.0.1:1")

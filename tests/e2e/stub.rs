@@ -58,9 +58,29 @@ impl Stub {
                             headers.push((n.trim().to_string(), v.trim().to_string()));
                         }
                     }
-                    let len = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-                    let mut body = vec![0; len];
-                    let _ = reader.read_exact(&mut body);
+                    let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+                    let mut body = Vec::new();
+                    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                        loop {
+                            let mut size = String::new();
+                            if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                                break;
+                            }
+                            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                            let mut chunk = vec![0; size + 2];
+                            if reader.read_exact(&mut chunk).is_err() {
+                                break;
+                            }
+                            if size == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..size]);
+                        }
+                    } else {
+                        let len = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                        body = vec![0; len];
+                        let _ = reader.read_exact(&mut body);
+                    }
                     let seen = Seen { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
                     let (status, reply) = answer(&seen);
                     record.lock().unwrap().push(seen);

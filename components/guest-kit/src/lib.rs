@@ -78,6 +78,17 @@ pub fn now_ms() -> i64 {
     now.seconds as i64 * 1000 + i64::from(now.nanoseconds / 1_000_000)
 }
 
+/// The request's host, lowercase and without a port: `wasi:http` gives the
+/// `Host` header as the request's authority, not as a header.
+pub fn host(req: &IncomingRequest) -> String {
+    let authority = req.authority().or_else(|| header(req, "host")).unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// The value of request header `name` (the first, as text), if present.
 pub fn header(req: &IncomingRequest, name: &str) -> Option<String> {
     req.headers().get(name).first().map(|v| String::from_utf8_lossy(v).into_owned())

@@ -308,8 +308,7 @@ fn route(req: &IncomingRequest) -> Answer {
     if let Err(e) = pg::migrate("sitebuilder_migrations", MIGRATIONS) {
         return db(e);
     }
-    let host = guest_kit::header(req, "host").unwrap_or_default();
-    let host = host.split(':').next().unwrap_or("").to_ascii_lowercase();
+    let host = guest_kit::host(req);
     let path = guest_kit::path(req);
     let suffix = format!(".{}", sites_domain());
     let result = match host.strip_suffix(&suffix) {

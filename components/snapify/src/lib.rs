@@ -162,8 +162,7 @@ fn route(req: &IncomingRequest) -> Answer {
     if let Err(e) = schema::migrate() {
         return db(e);
     }
-    let host = guest_kit::header(req, "host").unwrap_or_default();
-    let host = host.split(':').next().unwrap_or("").to_ascii_lowercase();
+    let host = guest_kit::host(req);
     let path = guest_kit::path(req);
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     if path == "/.well-known/alorig/custom-domain" {
