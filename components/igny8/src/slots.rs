@@ -32,13 +32,20 @@ impl RuleSchedule {
     }
 
     /// The slots in `(after_ms, until_ms]`, oldest first (at most `limit`).
+    /// A slot is a whole minute whatever the window's start: every tick, on
+    /// every host, names the same slot with the same number.
     pub fn slots(&self, after_ms: i64, until_ms: i64, limit: usize) -> Vec<i64> {
         let mut out = Vec::new();
-        let Some(mut at) = Utc.timestamp_millis_opt(after_ms).single() else { return out };
+        // croner keeps the start's sub-second part; a whole second gives whole minutes.
+        let Some(mut at) = Utc.timestamp_millis_opt(after_ms.div_euclid(1000) * 1000).single() else { return out };
         while out.len() < limit {
             let local = at.with_timezone(&self.zone);
             let Ok(next) = self.cron.find_next_occurrence(&local, false) else { break };
-            let next_ms = next.timestamp_millis();
+            let next_ms = next.timestamp_millis().div_euclid(60_000) * 60_000;
+            if next_ms <= after_ms {
+                at = next.with_timezone(&Utc);
+                continue;
+            }
             if next_ms > until_ms {
                 break;
             }
@@ -74,6 +81,7 @@ mod tests {
         assert_eq!(slots, vec![from + 4 * 3_600_000, from + 28 * 3_600_000]);
         assert_eq!(s.slots(slots[0], slots[0], 10), Vec::<i64>::new(), "the window's start is excluded");
         assert_eq!(s.slots(slots[0] - 1, slots[0], 10), vec![slots[0]], "its end included");
+        assert_eq!(s.slots(from + 497, from + 86_400_000, 10), vec![slots[0]], "whole minutes from any start");
     }
 
     #[test]
