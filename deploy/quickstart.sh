@@ -108,7 +108,19 @@ case "${1:-run}" in
     say "try: curl http://hello.localhost:8080/   curl -X POST http://store.localhost:8080/setup   curl 'http://gate.psydge.localhost:8080/may-trade/42?risk_pct=0.8'"
     say "     curl -H 'Host: api.astrotiming.com' 'http://127.0.0.1:8080/now?lat=51.5&lon=-0.13'"
     say "     curl -H 'Host: api.schools.alorig.com' -H 'Authorization: Bearer gulberg-principal-token' http://127.0.0.1:8080/api/v1/students   # ASMS (Python)"
-    target/release/alorig-host up manifests/hello.toml manifests/store.toml manifests/psydge-gate.toml manifests/astrotiming.toml manifests/asms.toml
+    say "     curl -X POST -H 'Host: api.snapify.pk' -H 'Authorization: Bearer dev' http://127.0.0.1:8080/v1/demo; curl -H 'Host: snapify.pk' http://127.0.0.1:8080/silk-house"
+    say "     curl -X POST -H 'Host: api.alorig.com' -H 'Authorization: Bearer dev' http://127.0.0.1:8080/builder/demo; curl -H 'Host: acme.sites.alorig.com' http://127.0.0.1:8080/"
+    say "     curl -X POST -H 'Host: api.igny8.com' -H 'Authorization: Bearer dev' http://127.0.0.1:8080/api/v1/demo/"
+    # The Alorig apps' secrets: placeholders for a local run (outbound calls to the real
+    # services fail without real keys; everything else works).
+    for secret in IGNY8_OPENAI_API_KEY IGNY8_RUNWARE_API_KEY IGNY8_STRIPE_SECRET_KEY IGNY8_API_TOKEN \
+        SNAPIFY_WHATSAPP_APP_SECRET SNAPIFY_WHATSAPP_VERIFY_TOKEN SNAPIFY_WHATSAPP_TOKEN SNAPIFY_WHATSAPP_PHONE_NUMBER_ID \
+        SNAPIFY_OPENAI_API_KEY SNAPIFY_CLOUDINARY_URL SNAPIFY_SPACES_KEY SNAPIFY_SPACES_SECRET SNAPIFY_SENDGRID_API_KEY \
+        SNAPIFY_SENTRY_DSN SNAPIFY_API_TOKEN SITEBUILDER_OPENAI_API_KEY SITEBUILDER_ANTHROPIC_API_KEY SITEBUILDER_API_TOKEN; do
+      [ -n "${!secret:-}" ] || export "$secret=dev"
+    done
+    target/release/alorig-host up examples/hello.toml examples/store.toml examples/psydge-gate.toml manifests/astrotiming.toml \
+      manifests/igny8.toml manifests/snapify.toml manifests/sitebuilder.toml manifests/asms.toml
     ;;
   test)
     install_missing

@@ -4,10 +4,13 @@
 mod harness;
 mod postgres_server;
 mod redis_server;
+mod stub;
 
+mod apps_load;
 mod caddy;
 mod cli;
 mod deploy;
+mod igny8;
 mod ingress;
 mod limits;
 mod operators;
@@ -19,5 +22,7 @@ mod reuse;
 mod routing;
 mod sandbox;
 mod seeds;
+mod sitebuilder;
+mod snapify;
 mod timers;
 mod websocket;

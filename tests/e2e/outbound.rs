@@ -111,3 +111,38 @@ async fn slow_and_huge_upstreams_are_cut_at_the_apps_limits() {
     assert!(answer.starts_with("error=body"), "{answer}");
     assert_eq!(host.wait_metric("alorig_app_memory_bytes", "app=\"out\"", 0.0).await, 0.0);
 }
+
+/// `https://*` (IGNY8 publishing to customers' WordPress): any host on that
+/// scheme and port, but a name or literal that is loopback, private,
+/// link-local or cloud metadata is still refused before a connection is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn any_https_host_means_public_addresses_only() {
+    let (local, local_hits) = upstream(ok_response(5), Duration::ZERO);
+    let config = "[outbound_http]\nallowed_hosts = [\"https://*\"]\ntimeout = \"1s\"\n[[routes]]\nhost = \"any.test\"";
+    let host = Host::up(&[("any", manifest("any", "test-outbound", config))]);
+    let fetch = |url: String| {
+        let host = &host;
+        async move { host.get("any.test", &format!("/fetch?url={url}")).await.text() }
+    };
+    for refused in [
+        "https://localhost/".to_string(),
+        "https://127.0.0.1/".to_string(),
+        "https://10.1.2.3/".to_string(),
+        "https://192.168.1.10/".to_string(),
+        "https://169.254.169.254/latest/meta-data".to_string(),
+        "https://[::1]/".to_string(),
+        format!("https://127.0.0.1:{local}/"), // not the scheme's port
+        format!("http://127.0.0.1:{local}/"),  // not the scheme
+        "http://blog.example.com/".to_string(),
+    ] {
+        assert_eq!(fetch(refused.clone()).await, "error=ErrorCode::HttpRequestDenied", "{refused}");
+    }
+    // A public literal passes the checks: what happens next is the network's
+    // (there is none here), not a refusal.
+    let public = fetch("https://192.0.43.10/".to_string()).await;
+    assert_ne!(public, "error=ErrorCode::HttpRequestDenied", "a public address is allowed");
+    assert!(public.starts_with("error="), "{public}");
+    assert_eq!(local_hits.load(Ordering::SeqCst), 0, "nothing refused reached a socket");
+    assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"any\",outcome=\"denied\"").await, 9.0);
+    assert!(host.metric("alorig_app_outbound_requests_total", "app=\"any\",destination=\"https://*\",outcome=\"error\"").await >= 1.0);
+}

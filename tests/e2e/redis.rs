@@ -353,7 +353,7 @@ async fn native_gets(url: String, n: usize) -> Vec<Duration> {
 #[tokio::test(flavor = "multi_thread")]
 async fn psydge_gate_answers_may_this_trade_be_placed() {
     let redis = RedisServer::start();
-    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("manifests/psydge-gate.toml")).unwrap();
+    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("examples/psydge-gate.toml")).unwrap();
     let text = shipped
         .lines()
         .map(|line| match line {

@@ -416,7 +416,7 @@ fn hmac_hex(secret: &str, user: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn psydge_gate_pushes_a_users_gate_to_their_browsers_only() {
     let redis = RedisServer::start();
-    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("manifests/psydge-gate.toml")).unwrap();
+    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("examples/psydge-gate.toml")).unwrap();
     let mut gate: String = shipped
         .lines()
         .map(|line| match line {
@@ -548,7 +548,7 @@ async fn groups_outlive_a_redis_outage() {
 #[tokio::test(flavor = "multi_thread")]
 async fn psydge_gate_pushes_a_price_tick_every_second() {
     let redis = RedisServer::start();
-    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("manifests/psydge-gate.toml")).unwrap();
+    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("examples/psydge-gate.toml")).unwrap();
     let gate: String = shipped
         .lines()
         .map(|line| match line {

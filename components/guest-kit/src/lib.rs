@@ -8,6 +8,9 @@ pub use wasip2;
 pub mod postgres;
 #[cfg(feature = "timers")]
 pub mod timers;
+#[cfg(feature = "redis")]
+pub mod redis;
+pub mod outbound;
 
 use std::io::{Read as _, Write as _};
 use wasip2::http::types::{
@@ -16,8 +19,15 @@ use wasip2::http::types::{
 
 /// Sends a complete response with the given status, content type and body.
 pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
+    respond_with(out, status, &[("content-type", content_type)], body)
+}
+
+/// Sends a complete response with the given status, headers and body.
+pub fn respond_with(out: ResponseOutparam, status: u16, header_list: &[(&str, &str)], body: &[u8]) {
     let headers = Fields::new();
-    let _ = headers.set("content-type", &[content_type.as_bytes().to_vec()]);
+    for (name, value) in header_list {
+        let _ = headers.append(name, value.as_bytes());
+    }
     let resp = OutgoingResponse::new(headers);
     let _ = resp.set_status_code(status);
     let outgoing = resp.body().expect("response body is taken once");
@@ -66,4 +76,44 @@ pub fn path(req: &IncomingRequest) -> String {
 pub fn now_ms() -> i64 {
     let now = wasip2::clocks::wall_clock::now();
     now.seconds as i64 * 1000 + i64::from(now.nanoseconds / 1_000_000)
+}
+
+/// The request's host, lowercase and without a port: `wasi:http` gives the
+/// `Host` header as the request's authority, not as a header.
+pub fn host(req: &IncomingRequest) -> String {
+    let authority = req.authority().or_else(|| header(req, "host")).unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The value of request header `name` (the first, as text), if present.
+pub fn header(req: &IncomingRequest, name: &str) -> Option<String> {
+    req.headers().get(name).first().map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Decodes `%XX` and `+` of a query string value.
+pub fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

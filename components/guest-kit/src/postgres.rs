@@ -62,3 +62,35 @@ impl Value {
         }
     }
 }
+
+/// Applies the numbered migrations (`migrations[0]` is version 1) this database
+/// has not seen, each statement separated by `;` at the end of a line, all in
+/// one transaction under an advisory lock, so two hosts starting together apply
+/// each one once. The versions applied are kept in `table`. Cheap when nothing
+/// is missing (one query), so a component calls it at the start of each request.
+pub fn migrate(table: &str, migrations: &[&str]) -> Result<(), Error> {
+    let current = query(&format!("SELECT coalesce(max(version), 0) FROM {table}"), &[]);
+    let done = match current {
+        Ok(rows) => rows.rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0),
+        Err(e) if e.parts().0 == "42P01" => -1,
+        Err(e) => return Err(e),
+    };
+    if done >= migrations.len() as i64 {
+        return Ok(());
+    }
+    let tx = begin()?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[Value::Text(table.to_string())])?;
+    tx.execute(&format!("CREATE TABLE IF NOT EXISTS {table} (version integer PRIMARY KEY, applied_ms bigint NOT NULL)"), &[])?;
+    let rows = tx.query(&format!("SELECT coalesce(max(version), 0) FROM {table}"), &[])?;
+    let done = rows.rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) as usize;
+    for (i, migration) in migrations.iter().enumerate().skip(done) {
+        for statement in migration.split(";\n").filter(|s| !s.trim().is_empty()) {
+            tx.execute(statement, &[])?;
+        }
+        tx.execute(
+            &format!("INSERT INTO {table} (version, applied_ms) VALUES ($1, $2)"),
+            &[Value::Int32(i as i32 + 1), Value::Int64(crate::now_ms())],
+        )?;
+    }
+    Transaction::commit(tx)
+}

@@ -2,7 +2,8 @@
 //! dashboard page `/` and its figures `/dashboard.json` need no token: they show
 //! what `/metrics` already shows (names, memory, rates, versions), nothing secret.
 //! Everything under `/v1` needs `Authorization: Bearer <token>`, compared in
-//! constant time. Errors are `{"error": {"code": …, "message": …}}`.
+//! constant time — except `GET /v1/tls/allowed?domain=`, Caddy's on-demand TLS
+//! question (200/404), which Caddy asks without credentials. Errors are `{"error": {"code": …, "message": …}}`.
 //!
 //! The deploy upload (`PUT /v1/apps/{app}`) is one body: the manifest's bytes,
 //! then the component's, with `Alorig-Manifest-Length` saying where the manifest
@@ -76,6 +77,17 @@ impl Admin {
             }
             (&http::Method::GET, "/") => return respond(200, "text/html; charset=utf-8", self.dashboard_page()),
             (&http::Method::GET, "/dashboard.json") => return json_response(200, &self.dashboard_figures()),
+            // Caddy's on-demand TLS `ask`: it cannot send a token, and the answer
+            // only says whether a name is served (loopback listener).
+            (&http::Method::GET, "/v1/tls/allowed") => {
+                let domain = req.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("domain=")).unwrap_or("");
+                let ingress = self.apps.ingress();
+                return if ingress.custom_domains.allowed(&ingress.router(), domain).await {
+                    plain(200, "allowed\n")
+                } else {
+                    plain(404, "no app serves this domain\n")
+                };
+            }
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/v1/") else { return plain(404, "not found\n") };

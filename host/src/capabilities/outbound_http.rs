@@ -6,7 +6,9 @@
 //! name check, the host resolves the name itself and refuses loopback, private,
 //! link-local and other non-public addresses unless the entry names an IP literal
 //! or `localhost` (an operator pointing an app at a local service on purpose),
-//! then connects to exactly the address it vetted — a name that re-resolves
+//! then connects to exactly the address it vetted (`https://*`, any host on
+//! that scheme for customers' own sites, is never "local": its names must
+//! all resolve to public addresses) — a name that re-resolves
 //! elsewhere (DNS rebinding) cannot move the connection. Redirects are not
 //! followed by the host: a guest that follows one makes a new request, checked
 //! again. Per app: a timeout for connect plus response head, a concurrency limit,

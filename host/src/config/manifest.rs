@@ -22,6 +22,9 @@ pub struct Manifest {
     pub resources: Resources,
     pub routes: Vec<Route>,
     pub static_site: Option<StaticSite>,
+    /// `[custom_domains] enabled`: requests for hosts no route claims are offered
+    /// to the app (see `ingress::domains`).
+    pub custom_domains: bool,
     pub postgres: Option<Postgres>,
     pub redis: Option<Redis>,
     pub outbound_http: OutboundHttp,
@@ -179,6 +182,7 @@ struct ManifestToml {
     routes: Vec<RouteToml>,
     #[serde(rename = "static")]
     static_site: Option<StaticToml>,
+    custom_domains: Option<CustomDomainsToml>,
     postgres: Option<PostgresToml>,
     redis: Option<RedisToml>,
     outbound_http: Option<OutboundToml>,
@@ -218,6 +222,12 @@ struct RouteToml {
 struct StaticToml {
     host: HostPattern,
     root: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomDomainsToml {
+    enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -497,6 +507,7 @@ impl Manifest {
             resources,
             routes,
             static_site: raw.static_site.map(|s| StaticSite { host: s.host, root: s.root }),
+            custom_domains: raw.custom_domains.is_some_and(|c| c.enabled),
             postgres,
             redis,
             outbound_http,

@@ -131,6 +131,11 @@ fn now_unix() -> u64 {
 }
 
 impl Apps {
+    /// The ingress whose routing table deploys replace.
+    pub fn ingress(&self) -> &Arc<Ingress> {
+        &self.ingress
+    }
+
     pub fn new(runtime: Arc<Runtime>, ingress: Arc<Ingress>, store: Option<Store>, budget: ByteSize) -> Self {
         Self {
             runtime,

@@ -3,7 +3,8 @@
 //! the ingress answers 413 whatever the guest does next.
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, SizeHint};
 use std::{
     pin::Pin,
     sync::{
@@ -14,13 +15,13 @@ use std::{
 };
 
 pub struct LimitedBody {
-    inner: Incoming,
+    inner: BoxBody<Bytes, hyper::Error>,
     remaining: u64,
     exceeded: Arc<AtomicBool>,
 }
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64) -> (Self, Arc<AtomicBool>) {
+    pub fn new(inner: BoxBody<Bytes, hyper::Error>, limit: u64) -> (Self, Arc<AtomicBool>) {
         let exceeded = Arc::new(AtomicBool::new(false));
         (Self { inner, remaining: limit, exceeded: exceeded.clone() }, exceeded)
     }

@@ -25,7 +25,7 @@ use crate::{
     trigger::{self, Outcome},
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use std::{sync::{Arc, atomic::{AtomicBool, Ordering}}, time::Instant};
 use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::{ErrorCode, Scheme}, body::HyperOutgoingBody}};
@@ -33,12 +33,18 @@ use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::{ErrorCo
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
 pub async fn invoke(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
+    invoke_boxed(app, req.map(BodyExt::boxed), started).await
+}
+
+/// [`invoke`] for a request the host makes itself (e.g. asking an app whether
+/// it serves a custom domain).
+pub async fn invoke_boxed(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, started: Instant) -> Response {
     let response = run(app, req, started).await;
     app.metrics.request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
-async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
+async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, started: Instant) -> Response {
     let max_body = app.manifest.resources.max_body.bytes();
     let declared = req
         .headers()

@@ -5,6 +5,7 @@
 //! nothing, or dribbles its headers, is cut off instead of holding a connection.
 
 pub mod body;
+pub mod domains;
 pub mod invoke;
 pub mod router;
 pub mod websocket;
@@ -25,11 +26,13 @@ pub struct Ingress {
     header_read_timeout: Duration,
     /// The host's WebSocket connections, closed (1001) when the ingress stops.
     websockets: Arc<Hub>,
+    /// Tenant domains of apps with `[custom_domains]`, as their apps answer.
+    pub custom_domains: domains::CustomDomains,
 }
 
 impl Ingress {
     pub fn new(router: Router, header_read_timeout: Duration, websockets: Arc<Hub>) -> Self {
-        Self { router: ArcSwap::from_pointee(router), header_read_timeout, websockets }
+        Self { router: ArcSwap::from_pointee(router), header_read_timeout, websockets, custom_domains: Default::default() }
     }
 
     /// The routing table now in force.
@@ -45,11 +48,17 @@ impl Ingress {
 
     pub async fn handle(&self, req: hyper::Request<Incoming>) -> invoke::Response {
         let started = Instant::now();
-        let app: Option<(Arc<App>, bool)> = {
+        let host = router::request_host(&req);
+        let mut app: Option<(Arc<App>, bool)> = {
             let router = self.router.load();
-            router::request_host(&req)
-                .and_then(|host| router.route_kind(&host, req.uri().path()).map(|(app, ws)| (app.clone(), ws)))
+            host.as_deref().and_then(|host| router.route_kind(host, req.uri().path()).map(|(app, ws)| (app.clone(), ws)))
         };
+        if app.is_none()
+            && let Some(host) = &host
+        {
+            let router = self.router.load_full();
+            app = self.custom_domains.owner(&router, host).await.map(|app| (app, false));
+        }
         match app {
             Some((app, true)) => websocket::upgrade(&app, req, started).await,
             Some((app, false)) => invoke::invoke(&app, req, started).await,

@@ -44,12 +44,15 @@ impl Default for OutboundHttp {
 }
 
 /// One `scheme://host[:port]` entry of `allowed_hosts`; the port defaults to the
-/// scheme's. `*.example.com` matches names below example.com.
+/// scheme's. `*.example.com` matches names below example.com; `https://*` any
+/// name (customers' own sites), whose addresses must still all be public.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowedOrigin {
     pub https: bool,
     pub host: HostPattern,
     pub port: u16,
+    /// `scheme://*`: any host, public addresses only (the host checks them after DNS).
+    pub any_host: bool,
     /// The entry as written, for metric labels and messages.
     pub text: String,
 }
@@ -72,16 +75,18 @@ impl AllowedOrigin {
             _ => (rest, if https { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let any_host = host == "*";
         let host = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => HostPattern::Exact(ip.to_string()),
+            Err(_) if any_host => HostPattern::Exact("*".to_string()),
             Err(_) => HostPattern::try_from(host.to_string()).map_err(|_| fail())?,
         };
-        Ok(Self { https, host, port, text: text.to_string() })
+        Ok(Self { https, host, port, any_host, text: text.to_string() })
     }
 
     /// Whether a request to `scheme://host:port` is covered by this entry.
     pub fn covers(&self, https: bool, host: &str, port: u16) -> bool {
-        self.https == https && self.port == port && self.host.matches(host)
+        self.https == https && self.port == port && (self.any_host || self.host.matches(host))
     }
 }
 

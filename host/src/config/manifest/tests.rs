@@ -78,7 +78,10 @@ fn allowed_origins_parse_with_default_ports_and_match_exactly() {
     assert!(ip.covers(false, "127.0.0.1", 9000) && !ip.covers(false, "localhost", 9000));
     let v6 = AllowedOrigin::parse("http://[::1]:9000").unwrap();
     assert!(v6.covers(false, "::1", 9000));
-    for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999"] {
+    let any = AllowedOrigin::parse("https://*").unwrap();
+    assert!(any.any_host && any.covers(true, "blog.customer.pk", 443) && any.covers(true, "1.1.1.1", 443));
+    assert!(!any.covers(false, "blog.customer.pk", 80) && !any.covers(true, "blog.customer.pk", 8443), "scheme and port still matter");
+    for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999", "https://*x.com", "https://**"] {
         assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
     }
 }
