@@ -4,15 +4,19 @@
 mod harness;
 mod postgres_server;
 mod redis_server;
+mod stub;
 
+mod astrotiming;
 mod caddy;
 mod cli;
 mod deploy;
 mod ingress;
 mod limits;
+mod observer;
 mod operators;
 mod outbound;
 mod postgres;
+mod psydge;
 mod redis;
 mod reuse;
 mod routing;
