@@ -6,6 +6,7 @@ mod postgres_server;
 mod redis_server;
 mod stub;
 
+mod alorig;
 mod astrotiming;
 mod caddy;
 mod cli;

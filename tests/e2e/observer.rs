@@ -87,7 +87,11 @@ async fn observer_keeps_the_journal_sealed_and_sends_the_ai_no_personal_data() {
     // The pattern analysis timer: OpenAI hears anonymized snippets, nothing that names anyone.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !openai.requests().iter().any(|r| r.body.contains("river was loud")) {
-        assert!(Instant::now() < deadline, "the analysis timer made no AI call with the entries: {}", host.log());
+        if Instant::now() > deadline {
+            let metrics = host.metrics().await;
+            let lines: Vec<&str> = metrics.lines().filter(|l| l.contains("timer") || l.contains("outbound") || l.contains("job")).collect();
+            panic!("the analysis timer made no AI call with the entries: {}\n{}", host.log(), lines.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for asked in openai.requests() {
@@ -97,7 +101,7 @@ async fn observer_keeps_the_journal_sealed_and_sends_the_ai_no_personal_data() {
             assert!(!asked.body.contains(personal), "{personal:?} reached the AI: {}", asked.body);
         }
     }
-    let body = &openai.requests().last().unwrap().body;
+    let body = &openai.requests().last().unwrap().body.clone();
     let user_id: i64 = sqlx::query_scalar("SELECT user_id FROM journal_entries WHERE id = $1").bind(second["id"].as_i64().unwrap()).fetch_one(&mut db).await.unwrap();
     let request: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(request.as_object().unwrap().keys().collect::<Vec<_>>(), ["messages", "model"], "no field beyond the model and the messages");

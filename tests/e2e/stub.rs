@@ -73,10 +73,30 @@ impl Stub {
                                 headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
                             }
                         }
-                        let length: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
+                        let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+                        let mut body = Vec::new();
+                        if chunked {
+                            loop {
+                                let mut size = String::new();
+                                if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                let Ok(size) = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16) else { return };
+                                let mut chunk = vec![0; size + 2];
+                                if reader.read_exact(&mut chunk).is_err() {
+                                    return;
+                                }
+                                body.extend_from_slice(&chunk[..size]);
+                                if size == 0 {
+                                    break;
+                                }
+                            }
+                        } else {
+                            let length: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+                            body = vec![0; length];
+                            if reader.read_exact(&mut body).is_err() {
+                                return;
+                            }
                         }
                         let request = Seen { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
                         let (status, reply) = answer(&request);

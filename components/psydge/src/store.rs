@@ -144,8 +144,8 @@ pub fn detect_patterns(user: &str, now_ms: i64) -> Result<u64, String> {
     pg::execute(
         "INSERT INTO behavioral_patterns (user_id, pattern_type, occurrence_count, last_instance_ms, trend)
          SELECT user_id, violation_code, count(*), max(at_ms),
-                CASE WHEN count(*) FILTER (WHERE at_ms > $2 - $3) > count(*) FILTER (WHERE at_ms <= $2 - $3 AND at_ms > $2 - 2 * $3) THEN 'rising'
-                     WHEN count(*) FILTER (WHERE at_ms > $2 - $3) < count(*) FILTER (WHERE at_ms <= $2 - $3 AND at_ms > $2 - 2 * $3) THEN 'falling'
+                CASE WHEN count(*) FILTER (WHERE at_ms > $2::bigint - $3::bigint) > count(*) FILTER (WHERE at_ms <= $2::bigint - $3::bigint AND at_ms > $2::bigint - 2 * $3::bigint) THEN 'rising'
+                     WHEN count(*) FILTER (WHERE at_ms > $2::bigint - $3::bigint) < count(*) FILTER (WHERE at_ms <= $2::bigint - $3::bigint AND at_ms > $2::bigint - 2 * $3::bigint) THEN 'falling'
                      ELSE 'steady' END
          FROM violations WHERE user_id = $1 GROUP BY user_id, violation_code
          ON CONFLICT (user_id, pattern_type) DO UPDATE SET occurrence_count = EXCLUDED.occurrence_count,
@@ -269,11 +269,11 @@ pub fn weekly_report(now_ms: i64) -> Result<u64, String> {
     schema()?;
     pg::execute(
         "INSERT INTO weekly_reports (user_id, week_ending, violations, average_score)
-         SELECT u.user_id, (to_timestamp($1 / 1000.0) AT TIME ZONE 'UTC')::date,
-                (SELECT count(*) FROM violations v WHERE v.user_id = u.user_id AND v.at_ms > $1 - 604800000),
-                (SELECT avg(score) FROM discipline_scores s WHERE s.user_id = u.user_id AND s.computed_ms > $1 - 604800000)
-         FROM (SELECT user_id FROM violations WHERE at_ms > $1 - 604800000
-               UNION SELECT user_id FROM discipline_scores WHERE computed_ms > $1 - 604800000) u
+         SELECT u.user_id, (to_timestamp($1::bigint / 1000.0) AT TIME ZONE 'UTC')::date,
+                (SELECT count(*) FROM violations v WHERE v.user_id = u.user_id AND v.at_ms > $1::bigint - 604800000),
+                (SELECT avg(score) FROM discipline_scores s WHERE s.user_id = u.user_id AND s.computed_ms > $1::bigint - 604800000)
+         FROM (SELECT user_id FROM violations WHERE at_ms > $1::bigint - 604800000
+               UNION SELECT user_id FROM discipline_scores WHERE computed_ms > $1::bigint - 604800000) u
          ON CONFLICT (user_id, week_ending) DO UPDATE SET violations = EXCLUDED.violations, average_score = EXCLUDED.average_score",
         &[Value::Int64(now_ms)],
     )
