@@ -24,6 +24,18 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS api_keys (
     rate_limit int NOT NULL CHECK (rate_limit > 0),
     created_ms bigint NOT NULL)";
 
+/// The keys' table, created once (under an advisory lock: concurrent DDL races).
+fn ensure_table() -> Result<(), Failure> {
+    let done = pg::query("SELECT to_regclass('api_keys') IS NOT NULL", &[]).map_err(db)?;
+    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+        return Ok(());
+    }
+    let tx = pg::begin().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727004)", &[]).map_err(db)?;
+    tx.execute(SCHEMA, &[]).map_err(db)?;
+    pg::Transaction::commit(tx).map_err(db)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -54,7 +66,7 @@ pub fn issue(req: &IncomingRequest) -> Result<serde_json::Value, Failure> {
         None => default_limit,
     };
     let key = format!("at_{}", hex(&guest_kit::wasip2::random::random::get_random_bytes(16)));
-    pg::execute(SCHEMA, &[]).map_err(db)?;
+    ensure_table()?;
     pg::execute(
         "INSERT INTO api_keys (key_hash, tier, rate_limit, created_ms) VALUES ($1, $2, $3, $4)",
         &[Value::Text(hex(&Sha256::digest(key.as_bytes()))), Value::Text(tier.clone()), Value::Int32(limit), Value::Int64(guest_kit::now_ms())],
@@ -68,7 +80,7 @@ pub fn issue(req: &IncomingRequest) -> Result<serde_json::Value, Failure> {
 pub fn admit(req: &IncomingRequest) -> Result<String, Failure> {
     let key = header(req, "x-api-key").ok_or((401, "an X-API-Key header is needed for /v1/".to_string()))?;
     let hash = hex(&Sha256::digest(key.as_bytes()));
-    pg::execute(SCHEMA, &[]).map_err(db)?;
+    ensure_table()?;
     let rows = pg::query("SELECT tier, rate_limit FROM api_keys WHERE key_hash = $1", &[Value::Text(hash.clone())]).map_err(db)?;
     let row = rows.rows.first().ok_or((401, "unknown API key".to_string()))?;
     let tier = row.first().and_then(Value::as_text).unwrap_or("free").to_string();

@@ -55,6 +55,8 @@ const SCHEMA: &[&str] = &[
     // The TQS answers (seed: `TimingQuery (tqs_score, breakdown)`).
     "ALTER TABLE timing_queries ADD COLUMN IF NOT EXISTS activity text,
         ADD COLUMN IF NOT EXISTS tqs_score double precision, ADD COLUMN IF NOT EXISTS breakdown jsonb",
+    // Last: its presence says the schema is complete.
+    "CREATE INDEX IF NOT EXISTS timing_queries_asked ON timing_queries (asked_ms)",
 ];
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -67,11 +69,20 @@ pub fn db(e: pg::Error) -> Failure {
     (status, e.describe())
 }
 
+/// Creates the tables on first use: a cheap check first (every request runs
+/// in a fresh instance), then the DDL under an advisory lock, because
+/// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
 pub fn schema() -> Result<(), Failure> {
-    for statement in SCHEMA {
-        pg::execute(statement, &[]).map_err(db)?;
+    let done = pg::query("SELECT to_regclass('timing_queries_asked') IS NOT NULL", &[]).map_err(db)?;
+    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+        return Ok(());
     }
-    Ok(())
+    let tx = pg::begin().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727003)", &[]).map_err(db)?;
+    for statement in SCHEMA {
+        tx.execute(statement, &[]).map_err(db)?;
+    }
+    pg::Transaction::commit(tx).map_err(db)
 }
 
 fn hours_json(day: &astro::PlanetaryDay) -> Json {

@@ -79,11 +79,20 @@ pub fn db(e: pg::Error) -> Failure {
     (if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 }, e.describe())
 }
 
+/// Creates the tables on first use: a cheap check first (every request runs
+/// in a fresh instance), then the DDL under an advisory lock, because
+/// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
 pub fn schema() -> Result<(), Failure> {
-    for statement in SCHEMA {
-        pg::execute(statement, &[]).map_err(db)?;
+    let done = pg::query("SELECT to_regclass('planetary_snapshots') IS NOT NULL", &[]).map_err(db)?;
+    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+        return Ok(());
     }
-    Ok(())
+    let tx = pg::begin().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727002)", &[]).map_err(db)?;
+    for statement in SCHEMA {
+        tx.execute(statement, &[]).map_err(db)?;
+    }
+    pg::Transaction::commit(tx).map_err(db)
 }
 
 fn hex(bytes: &[u8]) -> String {

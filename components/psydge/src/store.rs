@@ -94,11 +94,20 @@ pub fn err(e: pg::Error) -> String {
     format!("postgres [{sqlstate}]: {message}")
 }
 
+/// Creates the tables on first use: a cheap check first (every request runs
+/// in a fresh instance), then the DDL under an advisory lock, because
+/// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
 pub fn schema() -> Result<(), String> {
-    for statement in SCHEMA {
-        pg::execute(statement, &[]).map_err(err)?;
+    let done = pg::query("SELECT to_regclass('weekly_reports') IS NOT NULL", &[]).map_err(err)?;
+    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+        return Ok(());
     }
-    Ok(())
+    let tx = pg::begin().map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727001)", &[]).map_err(err)?;
+    for statement in SCHEMA {
+        tx.execute(statement, &[]).map_err(err)?;
+    }
+    pg::Transaction::commit(tx).map_err(err)
 }
 
 fn text(s: &str) -> Value {
