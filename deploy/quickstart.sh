@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The two set-up commands of the README, for a fresh Debian/Ubuntu machine:
 #
-#   deploy/quickstart.sh          install what is missing, build, run the host with the reference apps
+#   deploy/quickstart.sh          install what is missing, build, run the host with the eight Alorig deployments
+#   deploy/quickstart.sh demo     the same with the small reference apps (hello, store, AstroTiming)
 #   deploy/quickstart.sh test     install what is missing, build, run every test
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
 #
@@ -99,28 +100,85 @@ stop_redis() {
   [ -f "$DEV_DIR/redis.pid" ] && kill "$(cat "$DEV_DIR/redis.pid")" 2>/dev/null || true
 }
 
+# The eight deployments of the seeds, in the seeds' deployment order.
+ALORIG_APPS="igny8 igny8-staging psydge snapify sitebuilder observer astrotiming asms"
+
+# The component file a manifest names (relative to the manifest).
+component_of() {
+  local path
+  path=$(sed -n 's/^component *= *"\(.*\)".*/\1/p' "$1" | head -n 1)
+  printf '%s/%s' "$(dirname "$1")" "$path"
+}
+
+# Development values for every secret the manifests read from the environment
+# (`[secrets] X = { env = "NAME" }`) that is not set: random, kept in the dev
+# folder so a journal sealed under one run still opens in the next.
+dev_secrets() {
+  local file="$DEV_DIR/secrets.env" name
+  mkdir -p "$DEV_DIR"
+  touch "$file"
+  for name in $(sed -n 's/.*{ *env *= *"\([A-Z0-9_]*\)".*/\1/p' "$@" | sort -u); do
+    [ -n "${!name:-}" ] && continue
+    grep -q "^$name=" "$file" || printf '%s=%s\n' "$name" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$file"
+  done
+  set -a
+  # shellcheck disable=SC1090
+  . "$file"
+  set +a
+}
+
+# How to reach an app: its first route's host and a path that answers.
+main_path() {
+  case "$1" in
+    psydge) echo "/api/v1/gate/42" ;;
+    igny8|igny8-staging) echo "/system/ping/" ;;
+    observer) echo "/api/v1/health" ;;
+    astrotiming) echo "/now?lat=51.5&lon=-0.13" ;;
+    *) echo "/" ;;
+  esac
+}
+
+run_alorig() {
+  local manifests=() app m
+  for app in $ALORIG_APPS; do
+    m="manifests/$app.toml"
+    if [ ! -f "$m" ]; then
+      say "skipping $app: no $m on this branch"
+    elif [ ! -f "$(component_of "$m")" ]; then
+      say "skipping $app: its component $(component_of "$m") was not built"
+    else
+      manifests+=("$m")
+    fi
+  done
+  dev_secrets "${manifests[@]}"
+  export ALORIG_DATA_DIR="$DEV_DIR/data"
+  say "running ${#manifests[@]} Alorig deployments with the seeds' memory caps, host budget from deploy/host.toml (Ctrl-C stops it all)"
+  for m in "${manifests[@]}"; do
+    app=$(basename "$m" .toml)
+    printf '  %-14s cap %-8s curl -H "Host: %s" "http://127.0.0.1:8080%s"\n' "$app" \
+      "$(sed -n 's/^memory *= *"\(.*\)".*/\1/p' "$m" | head -n 1)" \
+      "$(sed -n 's/^host *= *"\(.*\)".*/\1/p' "$m" | head -n 1)" "$(main_path "$app")" >&2
+  done
+  say "operators: alorig-host status (token: $ALORIG_DATA_DIR/admin.token), dashboard http://127.0.0.1:9090/"
+  target/release/alorig-host up "${manifests[@]}" --config deploy/host.toml
+}
+
 case "${1:-run}" in
   run)
     install_missing
     build
     start_dev_services
+    run_alorig
+    ;;
+  demo)
+    install_missing
+    build
+    start_dev_services
+    dev_secrets manifests/astrotiming.toml
     say "running the host with the reference apps (Ctrl-C stops it and the throwaway services)"
-    say "try: curl http://hello.localhost:8080/   curl -X POST http://store.localhost:8080/setup   curl 'http://gate.psydge.localhost:8080/may-trade/42?risk_pct=0.8'"
+    say "try: curl http://hello.localhost:8080/   curl -X POST http://store.localhost:8080/setup"
     say "     curl -H 'Host: api.astrotiming.com' 'http://127.0.0.1:8080/now?lat=51.5&lon=-0.13'"
-    say "     curl -H 'Host: api.schools.alorig.com' -H 'Authorization: Bearer gulberg-principal-token' http://127.0.0.1:8080/api/v1/students   # ASMS (Python)"
-    say "     curl -X POST -H 'Host: api.snapify.pk' -H 'Authorization: Bearer dev' http://127.0.0.1:8080/v1/demo; curl -H 'Host: snapify.pk' http://127.0.0.1:8080/silk-house"
-    say "     curl -X POST -H 'Host: api.alorig.com' -H 'Authorization: Bearer dev' http://127.0.0.1:8080/builder/demo; curl -H 'Host: acme.sites.alorig.com' http://127.0.0.1:8080/"
-    say "     curl -X POST -H 'Host: api.igny8.com' -H 'Authorization: Bearer dev' http://127.0.0.1:8080/api/v1/demo/"
-    # The Alorig apps' secrets: placeholders for a local run (outbound calls to the real
-    # services fail without real keys; everything else works).
-    for secret in IGNY8_OPENAI_API_KEY IGNY8_RUNWARE_API_KEY IGNY8_STRIPE_SECRET_KEY IGNY8_API_TOKEN \
-        SNAPIFY_WHATSAPP_APP_SECRET SNAPIFY_WHATSAPP_VERIFY_TOKEN SNAPIFY_WHATSAPP_TOKEN SNAPIFY_WHATSAPP_PHONE_NUMBER_ID \
-        SNAPIFY_OPENAI_API_KEY SNAPIFY_CLOUDINARY_URL SNAPIFY_SPACES_KEY SNAPIFY_SPACES_SECRET SNAPIFY_SENDGRID_API_KEY \
-        SNAPIFY_SENTRY_DSN SNAPIFY_API_TOKEN SITEBUILDER_OPENAI_API_KEY SITEBUILDER_ANTHROPIC_API_KEY SITEBUILDER_API_TOKEN; do
-      [ -n "${!secret:-}" ] || export "$secret=dev"
-    done
-    target/release/alorig-host up examples/hello.toml examples/store.toml examples/psydge-gate.toml manifests/astrotiming.toml \
-      manifests/igny8.toml manifests/snapify.toml manifests/sitebuilder.toml manifests/asms.toml
+    target/release/alorig-host up examples/hello.toml examples/store.toml manifests/astrotiming.toml
     ;;
   test)
     install_missing
@@ -134,7 +192,7 @@ case "${1:-run}" in
     cargo bench --locked -p alorig-host --bench hosting -- "${@:2}"
     ;;
   *)
-    echo "usage: deploy/quickstart.sh [run|test|bench]" >&2
+    echo "usage: deploy/quickstart.sh [run|demo|test|bench]" >&2
     exit 2
     ;;
 esac

@@ -292,7 +292,7 @@ async fn deploy_times() {
     println!("|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(dir.path(), 100).unwrap();
-    for name in ["hello", "store", "psydge-gate", "page-bench", "test-echo"] {
+    for name in ["hello", "store", "psydge", "page-bench", "test-echo"] {
         let bytes = std::sync::Arc::new(std::fs::read(guest(name)).unwrap());
         let started = Instant::now();
         let cold = runtime.cache.load(&runtime.engine, bytes.clone()).await.unwrap();

@@ -262,12 +262,11 @@ impl Host {
     }
 
     /// Like [`Host::request`], with extra request headers.
-    pub async fn request_with(&self, method: &str, host: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.ingress))
-            .header("host", host);
-        let req = headers.iter().fold(req, |req, (name, value)| req.header(*name, value));
+    pub async fn request_with<V: AsRef<str>>(&self, method: &str, host: &str, path: &str, headers: &[(&str, V)], body: Vec<u8>) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", self.ingress)).header("host", host);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_ref());
+        }
         let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self.client.request(req).await.expect("request to the host failed");
         let (parts, body) = resp.into_parts();
@@ -400,4 +399,24 @@ pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
     (at(0.50), at(0.99))
+}
+
+/// A shipped manifest (`manifests/<stem>.toml`) for a test: its component is
+/// the guest built from source, and each line starting with an edit's first
+/// part is replaced by its second (an empty second part drops the line).
+pub fn shipped_manifest(stem: &str, guest_name: &str, edits: &[(&str, String)]) -> String {
+    let text = std::fs::read_to_string(workspace_root().join(format!("manifests/{stem}.toml"))).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = match edits.iter().find(|(prefix, _)| line.starts_with(prefix)) {
+            Some((_, replacement)) => replacement.clone(),
+            None if line.starts_with("component") => format!("component = \"{}\"", guest(guest_name).display()),
+            None => line.to_string(),
+        };
+        if !line.is_empty() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
 }

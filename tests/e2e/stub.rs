@@ -24,7 +24,7 @@ impl Seen {
 
 pub struct Stub {
     pub port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Stub {
@@ -101,6 +101,10 @@ impl Stub {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen()
     }
 
     pub fn count(&self) -> usize {

@@ -316,7 +316,7 @@ async fn astrotiming_caches_planetary_days_by_timer_and_job_and_serves_the_curre
         Host::up_full(
             &[("astrotiming", text.clone())],
             &format!("redis_url = \"{}\"", redis.url()),
-            &[("ALORIG_POSTGRES_URL", &pg.admin_url())],
+            &[("ALORIG_POSTGRES_URL", &pg.admin_url()), ("ASTROTIMING_ADMIN_TOKEN", "admin-test-token")],
         )
     };
     let host = start();

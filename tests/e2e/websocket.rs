@@ -404,77 +404,6 @@ fn a_websocket_route_needs_the_handler_export() {
     assert!(error.contains("unknown field `max_mesage`"), "{error}");
 }
 
-fn hmac_hex(secret: &str, user: &str) -> String {
-    use hmac::Mac as _;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(user.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The reference app, from its shipped manifest (with a token secret): a
-/// browser follows its own gate live, and nobody else's.
-#[tokio::test(flavor = "multi_thread")]
-async fn psydge_gate_pushes_a_users_gate_to_their_browsers_only() {
-    let redis = RedisServer::start();
-    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("examples/psydge-gate.toml")).unwrap();
-    let mut gate: String = shipped
-        .lines()
-        .map(|line| match line {
-            l if l.starts_with("component") => format!("component = \"{}\"\n", crate::harness::guest("psydge-gate").display()),
-            l => format!("{l}\n"),
-        })
-        .collect();
-    gate.push_str("[secrets]\nWS_TOKEN_SECRET = { env = \"PSYDGE_TEST_WS_SECRET\" }\n");
-    let secret = "test-secret";
-    let host = Host::up_full(&[("psydge-gate", gate)], &format!("redis_url = \"{}\"", redis.url()), &[("PSYDGE_TEST_WS_SECRET", secret)]);
-    let browser = |user: &str, token: String| {
-        let mut request = format!("ws://{}/?user={user}&token={token}", host.ingress).into_client_request().unwrap();
-        request.headers_mut().insert("host", "ws.psydge.com".parse().unwrap());
-        tokio_tungstenite::connect_async(request)
-    };
-    // Without the right token, no connection.
-    for token in [String::new(), hmac_hex(secret, "7"), hmac_hex("other", "42"), "zz".into()] {
-        match browser("42", token).await {
-            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
-            other => panic!("a bad token was not refused: {:?}", other.map(|_| ())),
-        }
-    }
-    let (mut mine, _) = browser("42", hmac_hex(secret, "42")).await.expect("upgrade");
-    let (mut theirs, _) = browser("7", hmac_hex(secret, "7")).await.expect("upgrade");
-    // The status comes at once.
-    let first = text(&mut mine).await;
-    assert!(first.starts_with("{\"type\":\"gate\",\"user\":\"42\",\"allowed\":false,\"reasons\":[\"buffer_go closed\""), "{first}");
-    assert!(text(&mut theirs).await.contains("\"user\":\"7\""));
-
-    // A change to user 42's gate reaches 42's browser, not 7's.
-    let open = "buffer_go=1\nbuffer_whitelist=1\nbuffer_session=1\nbuffer_equity=1\nbuffer_cooldown=1\nbuffer_risk=1\n";
-    assert_eq!(host.request("PUT", "gate.psydge.localhost", "/gate/42", open.into()).await.status, 204);
-    assert_eq!(text(&mut mine).await, "{\"type\":\"gate\",\"user\":\"42\",\"allowed\":true,\"reasons\":[]}");
-    // A losing trade closes it again (cooldown).
-    assert_eq!(host.request("POST", "gate.psydge.localhost", "/result/42?r=-1", vec![]).await.status, 200);
-    let cooling = text(&mut mine).await;
-    assert!(cooling.contains("\"allowed\":false") && cooling.contains("cooldown: "), "{cooling}");
-    // Asking again answers the connection's own user, kept in Redis.
-    say(&mut theirs, "status").await;
-    let again = text(&mut theirs).await;
-    assert!(again.contains("\"user\":\"7\"") && again.contains("buffer_go closed"), "7 saw another user's update first: {again}");
-    say(&mut mine, "status").await;
-    assert_eq!(text(&mut mine).await, cooling);
-    let mut db2 = redis.connection(2);
-    let users: Vec<String> = ::redis::cmd("KEYS").arg("psydge:ws_user:*").query(&mut db2).unwrap();
-    assert_eq!(users.len(), 2);
-    drop(theirs);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let users: Vec<String> = ::redis::cmd("KEYS").arg("psydge:ws_user:*").query(&mut db2).unwrap();
-        if users.len() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "on-close did not remove the connection's user");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Deployed with `serve`: removing the app closes its connections (1001) rather
 /// than leaving them on the removed version; its other routes are gone too.
 #[tokio::test(flavor = "multi_thread")]
@@ -541,33 +470,4 @@ async fn groups_outlive_a_redis_outage() {
         assert!(Instant::now() < deadline, "the fan-out did not come back after Redis did");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The `price_tick` timer of the shipped manifest publishes to `prices`, which
-/// every browser joined on open.
-#[tokio::test(flavor = "multi_thread")]
-async fn psydge_gate_pushes_a_price_tick_every_second() {
-    let redis = RedisServer::start();
-    let shipped = std::fs::read_to_string(crate::harness::workspace_root().join("examples/psydge-gate.toml")).unwrap();
-    let gate: String = shipped
-        .lines()
-        .map(|line| match line {
-            l if l.starts_with("component") => format!("component = \"{}\"\n", crate::harness::guest("psydge-gate").display()),
-            l => format!("{l}\n"),
-        })
-        .collect();
-    let host = Host::up_with(&[("psydge-gate", gate)], &format!("redis_url = \"{}\"", redis.url()));
-    let mut request = format!("ws://{}/?user=42", host.ingress).into_client_request().unwrap();
-    request.headers_mut().insert("host", "ws.psydge.com".parse().unwrap());
-    let (mut browser, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade (no token secret: development)");
-    assert!(text(&mut browser).await.starts_with("{\"type\":\"gate\",\"user\":\"42\""));
-    let started = Instant::now();
-    let mut ticks = Vec::new();
-    while ticks.len() < 2 {
-        let message = text(&mut browser).await;
-        assert!(message.starts_with("{\"type\":\"price\",\"symbol\":\"EURUSD\",\"price\":1.0"), "{message}");
-        ticks.push(message);
-    }
-    assert!(started.elapsed() < Duration::from_secs(4), "two ticks took {:?}", started.elapsed());
-    assert_ne!(ticks[0], ticks[1]);
 }

@@ -1,7 +1,7 @@
 //! The astronomy, pure and testable on any target: NOAA's solar calculator
 //! (the equations of its published spreadsheet: the sun's apparent longitude,
-//! declination and equation of time from the Julian century) for sunrise and
-//! sunset, and the classical planetary hours: the daylight from sunrise to
+//! declination and equation of time from the Julian century, refined at each
+//! event's time as NOAA's calculator does) for sunrise and sunset, and the classical planetary hours: the daylight from sunrise to
 //! sunset and the night from sunset to the next sunrise each cut into twelve
 //! unequal hours, ruled in Chaldean order, the day's first hour by the planet
 //! of its weekday.
@@ -57,12 +57,9 @@ pub fn weekday(days: i64) -> usize {
     (days + 4).rem_euclid(7) as usize
 }
 
-/// Sunrise and sunset (ms since the epoch, UTC) on the UTC date `days` at
-/// latitude `lat` and longitude `lon` (degrees, east positive); None when the
-/// sun does not rise or does not set that day (polar day or night).
-pub fn sun_times(days: i64, lat: f64, lon: f64) -> Option<(i64, i64)> {
-    // Julian day at the place's approximate solar noon.
-    let jd = days as f64 + 2_440_587.5 + 0.5 - lon / 360.0;
+/// The sun's declination (radians) and the equation of time (minutes) at
+/// Julian day `jd`: NOAA's solar calculator equations.
+fn sun_at(jd: f64) -> (f64, f64) {
     let t = (jd - 2_451_545.0) / 36_525.0;
     let l0 = (280.46646 + t * (36_000.76983 + t * 0.0003032)).rem_euclid(360.0);
     let m = 357.52911 + t * (35_999.05029 - 0.0001537 * t);
@@ -82,16 +79,88 @@ pub fn sun_times(days: i64, lat: f64, lon: f64) -> Option<(i64, i64)> {
             - 0.5 * y * y * (4.0 * l0r).sin()
             - 1.25 * e * e * (2.0 * mr).sin())
         .to_degrees();
+    (declination, equation_of_time)
+}
+
+/// cos of the hour angle at which the sun's upper limb touches the horizon
+/// (90.833°: refraction at the horizon plus the sun's radius).
+fn cos_hour_angle(lat: f64, declination: f64) -> f64 {
     let latr = lat.to_radians();
-    // 90.833°: refraction at the horizon plus the sun's radius.
-    let cos_ha = 90.833f64.to_radians().cos() / (latr.cos() * declination.cos()) - latr.tan() * declination.tan();
-    if !(-1.0..=1.0).contains(&cos_ha) {
-        return None;
-    }
-    let hour_angle = cos_ha.acos().to_degrees();
-    let noon_minutes = 720.0 - 4.0 * lon - equation_of_time;
+    90.833f64.to_radians().cos() / (latr.cos() * declination.cos()) - latr.tan() * declination.tan()
+}
+
+/// The Julian day of minute `minutes` (UTC) of day number `days`.
+fn julian(days: i64, minutes: f64) -> f64 {
+    days as f64 + 2_440_587.5 + minutes / 1440.0
+}
+
+/// What the sun does on the local day around the solar noon of UTC date `days`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sun {
+    /// Sunrise and sunset, ms since the epoch.
+    RiseSet(i64, i64),
+    /// Midnight sun: up all day; the solar noon, ms.
+    PolarDay(i64),
+    /// Polar night: down all day; the solar noon, ms.
+    PolarNight(i64),
+}
+
+/// Sunrise and sunset by NOAA's method (the sun's position at solar noon
+/// first, then again at each event's estimated time until it settles, as
+/// NOAA's calculator refines it), or the polar day or night.
+pub fn sun(days: i64, lat: f64, lon: f64) -> Sun {
     let at = |minutes: f64| days * MS_PER_DAY + (minutes * 60_000.0).round() as i64;
-    Some((at(noon_minutes - 4.0 * hour_angle), at(noon_minutes + 4.0 * hour_angle)))
+    let (_, eq_noon) = sun_at(julian(days, 720.0 - 4.0 * lon));
+    let noon_minutes = 720.0 - 4.0 * lon - eq_noon;
+    let (declination, _) = sun_at(julian(days, noon_minutes));
+    let cos_ha = cos_hour_angle(lat, declination);
+    if cos_ha < -1.0 {
+        return Sun::PolarDay(at(noon_minutes));
+    }
+    if cos_ha > 1.0 {
+        return Sun::PolarNight(at(noon_minutes));
+    }
+    let event = |sign: f64| -> Option<f64> {
+        let mut minutes = noon_minutes + sign * 4.0 * cos_ha.acos().to_degrees();
+        for _ in 0..4 {
+            let (declination, eq) = sun_at(julian(days, minutes));
+            let cos_ha = cos_hour_angle(lat, declination);
+            if !(-1.0..=1.0).contains(&cos_ha) {
+                return None;
+            }
+            minutes = 720.0 - 4.0 * lon - eq + sign * 4.0 * cos_ha.acos().to_degrees();
+        }
+        Some(minutes)
+    };
+    match (event(-1.0), event(1.0)) {
+        (Some(rise), Some(set)) => Sun::RiseSet(at(rise), at(set)),
+        // A grazing day at the edge of the polar day or night: by the noon sun.
+        _ if lat * declination.to_degrees() > 0.0 => Sun::PolarDay(at(noon_minutes)),
+        _ => Sun::PolarNight(at(noon_minutes)),
+    }
+}
+
+/// Sunrise and sunset (ms since the epoch, UTC) on the local day around the
+/// solar noon of UTC date `days` at latitude `lat` and longitude `lon`
+/// (degrees, east positive); None on a polar day or night.
+pub fn sun_times(days: i64, lat: f64, lon: f64) -> Option<(i64, i64)> {
+    match sun(days, lat, lon) {
+        Sun::RiseSet(rise, set) => Some((rise, set)),
+        _ => None,
+    }
+}
+
+/// The bounds of the planetary daytime: sunrise and sunset, or — where the sun
+/// neither rises nor sets that day (polar day or night) — six hours either
+/// side of solar noon, so the hours there are equal hours of one hour each,
+/// still ruled in Chaldean order. Also says which polar case applies.
+pub fn day_bounds(days: i64, lat: f64, lon: f64) -> (i64, i64, Option<&'static str>) {
+    const SIX_HOURS: i64 = 6 * 3_600_000;
+    match sun(days, lat, lon) {
+        Sun::RiseSet(rise, set) => (rise, set, None),
+        Sun::PolarDay(noon) => (noon - SIX_HOURS, noon + SIX_HOURS, Some("polar day")),
+        Sun::PolarNight(noon) => (noon - SIX_HOURS, noon + SIX_HOURS, Some("polar night")),
+    }
 }
 
 /// One planetary hour.
@@ -113,12 +182,17 @@ pub struct PlanetaryDay {
     pub next_sunrise_ms: i64,
     pub ruler: &'static str,
     pub hours: Vec<Hour>,
+    /// `polar day` / `polar night` when the hours are equal hours (see [`day_bounds`]).
+    pub polar: Option<&'static str>,
 }
 
 /// The planetary day that starts with the sunrise of date `days` at a place.
 pub fn planetary_day(days: i64, lat: f64, lon: f64) -> Option<PlanetaryDay> {
-    let (sunrise, sunset) = sun_times(days, lat, lon)?;
-    let (next_sunrise, _) = sun_times(days + 1, lat, lon)?;
+    let (sunrise, sunset, polar) = day_bounds(days, lat, lon);
+    let (next_sunrise, _, _) = day_bounds(days + 1, lat, lon);
+    if !(sunrise < sunset && sunset < next_sunrise) {
+        return None;
+    }
     let ruler = DAY_RULERS[weekday(days)];
     let first = CHALDEAN.iter().position(|p| *p == ruler).expect("every day ruler is a Chaldean planet");
     let hours = (0..24)
@@ -133,7 +207,7 @@ pub fn planetary_day(days: i64, lat: f64, lon: f64) -> Option<PlanetaryDay> {
             }
         })
         .collect();
-    Some(PlanetaryDay { days, sunrise_ms: sunrise, sunset_ms: sunset, next_sunrise_ms: next_sunrise, ruler, hours })
+    Some(PlanetaryDay { days, sunrise_ms: sunrise, sunset_ms: sunset, next_sunrise_ms: next_sunrise, ruler, hours, polar })
 }
 
 /// The planetary day holding instant `t` at a place (it began at the last sunrise).
@@ -200,5 +274,69 @@ mod tests {
         assert_eq!(day_at(noon, 51.5074, -0.1278).unwrap().days, day.days);
         let before_dawn = days_from_civil(2024, 6, 24) * MS_PER_DAY + 2 * 3_600_000;
         assert_eq!(day_at(before_dawn, 51.5074, -0.1278).unwrap().days, day.days, "still Sunday's night");
+    }
+
+    /// Sunrise and sunset against an almanac (PyEphem 4.2: USNO's convention,
+    /// the sun's upper limb at −0°50′ with standard refraction, as NOAA's),
+    /// for places from the equator to the Arctic, both solstices.
+    #[test]
+    fn sunrise_and_sunset_agree_with_an_almanac_within_thirty_seconds() {
+        let places = [
+        ("London", 51.5074, -0.1278, (2024, 3, 20), "2024-03-20T06:02:18Z", "2024-03-20T18:14:21Z"),
+        ("London", 51.5074, -0.1278, (2024, 6, 21), "2024-06-21T03:43:14Z", "2024-06-21T20:21:36Z"),
+        ("London", 51.5074, -0.1278, (2024, 12, 21), "2024-12-21T08:03:57Z", "2024-12-21T15:53:39Z"),
+        ("New_York", 40.7128, -74.0060, (2024, 6, 21), "2024-06-21T09:25:10Z", "2024-06-22T00:30:48Z"),
+        ("New_York", 40.7128, -74.0060, (2024, 12, 21), "2024-12-21T12:16:47Z", "2024-12-21T21:32:03Z"),
+        ("Lahore", 31.5204, 74.3587, (2024, 6, 21), "2024-06-20T23:58:18Z", "2024-06-21T14:10:34Z"),
+        ("Sydney", -33.8688, 151.2093, (2024, 6, 21), "2024-06-20T21:00:06Z", "2024-06-21T06:53:54Z"),
+        ("Sydney", -33.8688, 151.2093, (2024, 12, 21), "2024-12-20T18:40:50Z", "2024-12-21T09:05:40Z"),
+        ("Reykjavik", 64.1466, -21.9426, (2024, 6, 21), "2024-06-21T02:55:25Z", "2024-06-22T00:03:53Z"),
+        ("Reykjavik", 64.1466, -21.9426, (2024, 12, 21), "2024-12-21T11:22:32Z", "2024-12-21T15:29:39Z"),
+        ("Tromso", 69.6492, 18.9553, (2024, 5, 15), "2024-05-14T23:38:08Z", "2024-05-15T21:54:38Z"),
+        ("Tromso", 69.6492, 18.9553, (2024, 1, 20), "2024-01-20T09:39:52Z", "2024-01-20T12:11:03Z"),
+        ("Anchorage", 61.2181, -149.9003, (2024, 6, 21), "2024-06-21T12:20:28Z", "2024-06-22T07:42:40Z"),
+        ("Anchorage", 61.2181, -149.9003, (2024, 12, 21), "2024-12-21T19:14:33Z", "2024-12-22T00:41:39Z"),
+        ("Quito", -0.1807, -78.4678, (2024, 3, 20), "2024-03-20T11:17:52Z", "2024-03-20T23:24:22Z"),
+        ("Ushuaia", -54.8019, -68.3030, (2024, 6, 21), "2024-06-21T12:59:00Z", "2024-06-21T20:11:22Z"),
+        ("Ushuaia", -54.8019, -68.3030, (2024, 12, 21), "2024-12-21T07:51:36Z", "2024-12-22T01:11:35Z"),
+        ("Honolulu", 21.3069, -157.8583, (2024, 12, 21), "2024-12-21T17:04:49Z", "2024-12-22T03:55:05Z"),
+        ];
+        let ms = |text: &str| {
+            let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+            let day = parse_date(date).unwrap();
+            let mut hms = time.split(':').map(|p| p.parse::<i64>().unwrap());
+            let (h, m, s) = (hms.next().unwrap(), hms.next().unwrap(), hms.next().unwrap());
+            day * MS_PER_DAY + (h * 3600 + m * 60 + s) * 1000
+        };
+        let mut worst = 0;
+        for (place, lat, lon, (y, m, d), rise, set) in places {
+            let (got_rise, got_set) = sun_times(days_from_civil(y, m, d), lat, lon).unwrap_or_else(|| panic!("{place} {y}-{m}-{d}"));
+            for (what, got, want) in [("sunrise", got_rise, ms(rise)), ("sunset", got_set, ms(set))] {
+                assert!((got - want).abs() <= 30_000, "{place} {y}-{m}-{d} {what}: off by {} s", (got - want) / 1000);
+                worst = worst.max((got - want).abs());
+            }
+        }
+        println!("worst difference: {} s", worst / 1000);
+    }
+
+    /// Tromsø (69.6° N): midnight sun at the June solstice, polar night at the
+    /// December one (the almanac has no rising or setting); the planetary day
+    /// then has twelve equal hours either side of solar noon.
+    #[test]
+    fn polar_days_and_nights_have_equal_hours_around_solar_noon() {
+        let june = days_from_civil(2024, 6, 21);
+        assert!(matches!(sun(june, 69.6492, 18.9553), Sun::PolarDay(_)));
+        assert!(matches!(sun(days_from_civil(2024, 12, 21), 69.6492, 18.9553), Sun::PolarNight(_)));
+        let day = planetary_day(june, 69.6492, 18.9553).unwrap();
+        assert_eq!(day.polar, Some("polar day"));
+        let hour = day.hours[0].end_ms - day.hours[0].start_ms;
+        assert!((hour - 3_600_000).abs() < 1000, "{hour}");
+        // Solar noon at 18.96° E: about 12:00 − 76 min − the equation of time (−1.8 min).
+        let noon = day.sunrise_ms + 6 * 3_600_000 - june * MS_PER_DAY;
+        assert!((noon - (10 * 3_600_000 + 46 * 60_000)).abs() < 90_000, "{noon}");
+        assert!(day_at(june * MS_PER_DAY + 11 * 3_600_000, 69.6492, 18.9553).is_some());
+        // Svalbard too, and the Antarctic in its polar night.
+        assert!(planetary_day(june, 78.22, 15.65).is_some());
+        assert!(planetary_day(june, -77.85, 166.67).is_some());
     }
 }

@@ -10,9 +10,16 @@
 //!   so a new location's day is cached at once, not at the next midnight;
 //! * `GET /now?lat=&lon=` — the current planetary hour there (JSON; from the
 //!   cache when the place is saved, computed otherwise); `GET /sun?lat=&lon=&date=`
-//!   — sunrise and sunset; `GET /locations/{id}/today` — the cached day.
+//!   — sunrise and sunset; `GET /locations/{id}/today` — the cached day;
+//! * the Developer API under `/v1/` ([`v1`]): the Timing Quality Score
+//!   ([`tqs`], from planet positions, [`planets`]) and the forward search,
+//!   behind API keys with daily limits ([`keys`]).
 
 pub mod astro;
+pub mod planets;
+pub mod tqs;
+mod keys;
+mod v1;
 
 
 use guest_kit::timers::{self, Job, When};
@@ -45,23 +52,37 @@ const SCHEMA: &[&str] = &[
         lon double precision NOT NULL,
         asked_ms bigint NOT NULL,
         planet text NOT NULL)",
+    // The TQS answers (seed: `TimingQuery (tqs_score, breakdown)`).
+    "ALTER TABLE timing_queries ADD COLUMN IF NOT EXISTS activity text,
+        ADD COLUMN IF NOT EXISTS tqs_score double precision, ADD COLUMN IF NOT EXISTS breakdown jsonb",
+    // Last: its presence says the schema is complete.
+    "CREATE INDEX IF NOT EXISTS timing_queries_asked ON timing_queries (asked_ms)",
 ];
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-type Failure = (u16, String);
+pub type Failure = (u16, String);
 
 
-fn db(e: pg::Error) -> Failure {
+pub fn db(e: pg::Error) -> Failure {
     let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 };
     (status, e.describe())
 }
 
-fn schema() -> Result<(), Failure> {
-    for statement in SCHEMA {
-        pg::execute(statement, &[]).map_err(db)?;
+/// Creates the tables on first use: a cheap check first (every request runs
+/// in a fresh instance), then the DDL under an advisory lock, because
+/// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
+pub fn schema() -> Result<(), Failure> {
+    let done = pg::query("SELECT to_regclass('timing_queries_asked') IS NOT NULL", &[]).map_err(db)?;
+    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+        return Ok(());
     }
-    Ok(())
+    let tx = pg::begin().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727003)", &[]).map_err(db)?;
+    for statement in SCHEMA {
+        tx.execute(statement, &[]).map_err(db)?;
+    }
+    pg::Transaction::commit(tx).map_err(db)
 }
 
 fn hours_json(day: &astro::PlanetaryDay) -> Json {
@@ -159,7 +180,7 @@ impl timers::JobHandler for AstroTiming {
     }
 }
 
-fn coordinates(req: &IncomingRequest) -> Result<(f64, f64), Failure> {
+pub fn coordinates(req: &IncomingRequest) -> Result<(f64, f64), Failure> {
     let get = |name: &str| guest_kit::query_param(req, name).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
     match (get("lat"), get("lon")) {
         (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => Ok((lat, lon)),
@@ -218,6 +239,7 @@ fn current_hour(req: &IncomingRequest) -> Result<Json, Failure> {
                 "next_sunrise_ms": day.next_sunrise_ms,
                 "day_ruler": day.ruler,
                 "hours": hours_json(&day),
+                "polar": day.polar,
             }), false)
         }
     };
@@ -245,6 +267,7 @@ fn current_hour(req: &IncomingRequest) -> Result<Json, Failure> {
         "sunset_ms": day["sunset_ms"],
         "location_id": location,
         "cached": cached,
+        "polar": day.get("polar").cloned().unwrap_or(Json::Null),
     }))
 }
 
@@ -279,9 +302,13 @@ fn handle(req: &IncomingRequest) -> Result<Json, Failure> {
                 .map(|d| astro::parse_date(&d).ok_or((400, "date must be YYYY-MM-DD".to_string())))
                 .transpose()?
                 .unwrap_or_else(|| guest_kit::now_ms() / MS_PER_DAY);
-            let (sunrise, sunset) = astro::sun_times(days, lat, lon).ok_or((422, "the sun does not rise or set here that day".to_string()))?;
-            Ok(json!({"date": astro::date_text(days), "sunrise_ms": sunrise, "sunset_ms": sunset}))
+            Ok(match astro::sun(days, lat, lon) {
+                astro::Sun::RiseSet(rise, set) => json!({"date": astro::date_text(days), "sunrise_ms": rise, "sunset_ms": set}),
+                astro::Sun::PolarDay(noon) => json!({"date": astro::date_text(days), "sunrise_ms": null, "sunset_ms": null, "polar": "polar day", "solar_noon_ms": noon}),
+                astro::Sun::PolarNight(noon) => json!({"date": astro::date_text(days), "sunrise_ms": null, "sunset_ms": null, "polar": "polar night", "solar_noon_ms": noon}),
+            })
         }
+        (Method::Get, ["v1", route @ ..]) | (Method::Post, ["v1", route @ ..]) => v1::handle(req, route),
         (Method::Post, ["locations"]) => add_location(req),
         (Method::Get, ["locations", id, "today"]) => {
             let id: i32 = id.parse().map_err(|_| (404, "no such location".to_string()))?;

@@ -66,3 +66,8 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> R
         .map_err(|e| format!("reading the response body: {e}"))?;
     Ok(Response { status, body: bytes })
 }
+
+/// [`send`], answering `(status, body)` for callers that destructure.
+pub fn send_pair(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    send(method, url, headers, body).map(|r| (r.status, r.body))
+}
