@@ -34,5 +34,6 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod traplog;
 pub mod trigger;
 pub mod validate;

@@ -79,7 +79,7 @@ where
         }
         Ok(Err(err)) => {
             let reason = if refusal.is_some() { TrapReason::MemoryLimit } else { TrapReason::Trap };
-            Outcome::Trapped(reason, first_line(&format!("{err:#}")).to_string())
+            Outcome::Trapped(reason, crate::traplog::describe(&err))
         }
         Err(_) => Outcome::Trapped(TrapReason::Deadline, "deadline passed while blocked in a host call".into()),
     };

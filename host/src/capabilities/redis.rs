@@ -827,7 +827,7 @@ async fn deliver(app: Arc<crate::app::App>, trigger: trigger::RedisTriggerPre<In
     })
     .await;
     if outcome != Outcome::Ok {
-        tracing::warn!(app = %app.name, outcome = outcome.label(), "Redis message not handled: {}", outcome.describe());
+        crate::traplog::warn(&app.name, format_args!("Redis message not handled ({}): {}", outcome.label(), outcome.describe()));
     }
 }
 

@@ -238,7 +238,7 @@ async fn run_event(app: &Arc<App>, event: Event) -> Outcome {
         Outcome::Ok => {}
         // The app's own answer (a refused connection, a message it did not take).
         Outcome::Error(_) => tracing::info!(app = %app.name, "{what}: {}", outcome.describe()),
-        _ => tracing::warn!(app = %app.name, outcome = outcome.label(), "{what} instance ended: {}", outcome.describe()),
+        _ => crate::traplog::warn(&app.name, format_args!("{what} instance ended ({}): {}", outcome.label(), outcome.describe())),
     }
     outcome
 }

@@ -128,6 +128,13 @@ impl TryFrom<String> for HostPattern {
                 "route host {host:?} must be a host name like \"api.example.com\" or \"*.example.com\" (no scheme, port or path)"
             ));
         }
+        // `*.com` or `*.co.uk` would let one app claim every site under a public
+        // suffix (the Public Suffix List, compiled in by `psl`).
+        if matches!(pattern, HostPattern::Wildcard(_)) && psl::domain(name.as_bytes()).is_none() {
+            return Err(format!(
+                "route host {host:?}: a wildcard must be below a registrable domain (\"{name}\" is a public suffix), e.g. \"*.example.com\""
+            ));
+        }
         Ok(pattern)
     }
 }
@@ -783,6 +790,12 @@ mod tests {
         assert!(e.contains("app.toml:4:") && e.contains("must be a host name"), "{e}");
         assert!(HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("a.sites.alorig.com"));
         assert!(!HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("sites.alorig.com"));
+        for public in ["*.com", "*.co.uk", "*.test", "*.github.io", "*.localhost"] {
+            let e = HostPattern::try_from(public.to_string()).unwrap_err();
+            assert!(e.contains("is a public suffix"), "{public}: {e}");
+        }
+        assert!(HostPattern::try_from("*.example.co.uk".to_string()).is_ok());
+        assert!(HostPattern::try_from("*.echo.test".to_string()).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | deadline passed (computing or blocked)          | 504    | traps_total{deadline}           |
 //! | any other trap                                  | 500    | traps_total{trap}               |
 //! | request body past `max_body`                    | 413    | requests_total{413}             |
+//! | request body with broken framing (bad chunk)    | 400    | requests_total{400}             |
 //!
 //! The instance is dropped (and its memory given back)
 //! when the guest finishes, traps, or passes its deadline, whichever comes first
@@ -57,7 +58,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         return overloaded(AT_CAPACITY);
     };
 
-    let (req, body_exceeded) = {
+    let (req, body_fault) = {
         let (parts, body) = req.into_parts();
         let (body, exceeded) = LimitedBody::new(body, max_body);
         (hyper::Request::from_parts(parts, body), exceeded)
@@ -87,7 +88,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
             Failure::Rejected(reason) => app.metrics.rejected(reason),
             Failure::Trapped(reason) => {
                 app.metrics.trap(reason);
-                tracing::warn!(app = %app.name, reason = ?reason, "guest instance ended: {}", first_line(&outcome_error(&outcome)));
+                crate::traplog::warn(&app.name, format_args!("guest instance ended ({reason:?}): {}", outcome_error(&outcome)));
             }
         }
         Some(failure)
@@ -110,8 +111,8 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
             if still_running {
                 tokio::spawn(guest);
             }
-            if body_exceeded.load(Ordering::Acquire) {
-                return plain(413, "request body too large\n");
+            if let Some(refused) = body_fault.response() {
+                return refused;
             }
             return match answer {
                 Ok(response) => super::body::coalesce(response).await,
@@ -127,8 +128,8 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
             None => guest.await,
         },
     };
-    if body_exceeded.load(Ordering::Acquire) {
-        return plain(413, "request body too large\n");
+    if let Some(refused) = body_fault.response() {
+        return refused;
     }
     match failure {
         Some(Failure::Rejected(_)) => overloaded(AT_CAPACITY),
@@ -219,14 +220,10 @@ fn classify(failed: &GuestError) -> Failure {
 
 fn outcome_error(outcome: &Result<Result<(), GuestError>, tokio::time::error::Elapsed>) -> String {
     match outcome {
-        Ok(Err(failed)) => format!("{:#}", failed.error),
+        Ok(Err(failed)) => crate::traplog::describe(&failed.error),
         Ok(Ok(_)) => String::new(),
         Err(_) => "wall-clock deadline passed while blocked in a host call".to_string(),
     }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
 }
 
 /// A response the host itself gives.

@@ -116,7 +116,7 @@ async fn fire(app: Arc<App>, trigger: &TimerTriggerPre<InstanceState>, timer: &T
                 let timers = &app.capabilities.timers;
                 timers.metrics.timer_run(&timer.name, outcome.label());
                 if outcome != trigger::Outcome::Ok {
-                    tracing::warn!(app = %app.name, timer = %timer.name, outcome = outcome.label(), "timer firing failed: {}", outcome.describe());
+                    crate::traplog::warn(&app.name, format_args!("timer {} firing failed ({}): {}", timer.name, outcome.label(), outcome.describe()));
                 }
                 if let Some(store) = &timers.host.store
                     && let Err(err) = store.finish_firing(&app.name, &timer.name, scheduled_at, outcome.label()).await
