@@ -17,8 +17,11 @@ static RUNTIME: LazyLock<(Runtime, tempfile::TempDir)> = LazyLock::new(|| {
 });
 
 static MANIFEST: LazyLock<Manifest> = LazyLock::new(|| {
-    Manifest::parse(Path::new("fuzz/app.toml"), "name = \"fuzz\"\ncomponent = \"fuzz.wasm\"\n[[routes]]\nhost = \"fuzz.test\"\n")
-        .expect("the fuzz manifest")
+    Manifest::parse(
+        Path::new("fuzz/app.toml"),
+        "name = \"fuzz\"\ncomponent = \"fuzz.wasm\"\n[[routes]]\nhost = \"fuzz.test\"\n",
+    )
+    .expect("the fuzz manifest")
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
         let mut u = Unstructured::new(&data[1..]);
         if let Ok(module) = wasm_smith::Module::arbitrary(&mut u) {
             let bytes = module.to_bytes();
-            let error = validate::check_bytes(path, &bytes).expect_err("a core module is not a component");
+            let error =
+                validate::check_bytes(path, &bytes).expect_err("a core module is not a component");
             assert!(error.to_string().contains("core WebAssembly module"));
         }
         return;
@@ -37,8 +41,14 @@ fuzz_target!(|data: &[u8]| {
     if validate::check_bytes(path, data).is_err() {
         return;
     }
-    let Ok(component) = wasmtime::component::Component::new(&runtime.engine, data) else { return };
-    let imports: Vec<String> = component.component_type().imports(&runtime.engine).map(|(name, _)| name.to_string()).collect();
+    let Ok(component) = wasmtime::component::Component::new(&runtime.engine, data) else {
+        return;
+    };
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&runtime.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let _ = validate::warnings(path, &MANIFEST, &imports);
     if validate::check_granted(path, &MANIFEST, &imports).is_ok() {
         let _ = validate::check_linkable(path, &runtime.linker, &component);

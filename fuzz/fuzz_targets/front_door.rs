@@ -20,10 +20,15 @@ fuzz_target!(|input: Input<'_>| {
     for host in input.hosts.iter().take(4) {
         request = request.header(http::header::HOST, *host);
     }
-    let Ok(request) = request.body(()) else { return };
+    let Ok(request) = request.body(()) else {
+        return;
+    };
     let routed = strict::check(&request);
     if let Ok(host) = &routed {
-        assert_eq!(request.headers().get_all(http::header::HOST).iter().count(), 1);
+        assert_eq!(
+            request.headers().get_all(http::header::HOST).iter().count(),
+            1
+        );
         assert!(!host.is_empty() && !host.ends_with('.'), "{host:?}");
         assert_eq!(host, &host.to_ascii_lowercase());
         if !host.contains(':') {
@@ -38,7 +43,12 @@ fuzz_target!(|input: Input<'_>| {
             HostPattern::Wildcard(suffix) => {
                 if pattern.matches(&host) {
                     assert!(host.len() > suffix.len() && host.ends_with(suffix.as_str()));
-                    assert!(host[..host.len() - suffix.len()].split('.').all(|l| !l.is_empty()), "{host:?} under {suffix:?}");
+                    assert!(
+                        host[..host.len() - suffix.len()]
+                            .split('.')
+                            .all(|l| !l.is_empty()),
+                        "{host:?} under {suffix:?}"
+                    );
                 }
             }
         }

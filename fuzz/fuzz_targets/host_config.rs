@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use std::{path::Path, time::Duration};
 
 fuzz_target!(|text: &str| {
-    let Ok(config) = HostConfig::parse(Path::new("fuzz/host.toml"), text) else { return };
+    let Ok(config) = HostConfig::parse(Path::new("fuzz/host.toml"), text) else {
+        return;
+    };
     for timeout in [config.header_read_timeout, config.write_timeout] {
         assert!(timeout >= Duration::from_millis(100) && timeout <= Duration::from_secs(3600));
     }

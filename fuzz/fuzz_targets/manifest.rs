@@ -3,12 +3,18 @@
 //! public suffix, and renders a Caddyfile without panicking.
 #![no_main]
 
-use alorig_host::config::{Manifest, manifest::HostPattern, units::{MAX_DURATION, MAX_SIZE}};
+use alorig_host::config::{
+    Manifest,
+    manifest::HostPattern,
+    units::{MAX_DURATION, MAX_SIZE},
+};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|text: &str| {
-    let Ok(m) = Manifest::parse(Path::new("fuzz/app.toml"), text) else { return };
+    let Ok(m) = Manifest::parse(Path::new("fuzz/app.toml"), text) else {
+        return;
+    };
     let r = &m.resources;
     assert!(r.request_timeout <= MAX_DURATION && !r.request_timeout.is_zero());
     assert!(r.memory <= MAX_SIZE && r.max_body <= MAX_SIZE && r.instance_memory <= r.memory);
@@ -21,7 +27,10 @@ fuzz_target!(|text: &str| {
     assert!(m.jobs.backoff <= m.jobs.max_backoff && m.jobs.max_backoff <= MAX_DURATION);
     for route in &m.routes {
         if let HostPattern::Wildcard(suffix) = &route.host {
-            assert!(psl_ok(&suffix[1..]), "wildcard over a public suffix accepted: {suffix}");
+            assert!(
+                psl_ok(&suffix[1..]),
+                "wildcard over a public suffix accepted: {suffix}"
+            );
         }
         assert!(route.path.starts_with('/'));
     }

@@ -45,14 +45,22 @@ pub fn describe(error: &wasmtime::Error) -> String {
 /// Whether a WARN line for `app` may be written now; `Some(n)` also says `n`
 /// lines were held back in the window that just closed.
 pub fn admit(app: &str, now: Instant) -> Option<u64> {
-    let Ok(mut windows) = WINDOWS.lock() else { return Some(0) };
-    let window = windows
-        .entry(app.to_string())
-        .or_insert(Window { opened: now, logged: 0, suppressed: 0 });
+    let Ok(mut windows) = WINDOWS.lock() else {
+        return Some(0);
+    };
+    let window = windows.entry(app.to_string()).or_insert(Window {
+        opened: now,
+        logged: 0,
+        suppressed: 0,
+    });
     let mut held_back = 0;
     if now.duration_since(window.opened) >= WINDOW {
         held_back = window.suppressed;
-        *window = Window { opened: now, logged: 0, suppressed: 0 };
+        *window = Window {
+            opened: now,
+            logged: 0,
+            suppressed: 0,
+        };
     }
     if window.logged < LINES_PER_WINDOW {
         window.logged += 1;
@@ -68,7 +76,11 @@ pub fn warn(app: &str, what: std::fmt::Arguments<'_>) {
     match admit(app, Instant::now()) {
         Some(0) => tracing::warn!(app, "{what}"),
         Some(held_back) => {
-            tracing::warn!(app, "{what} ({held_back} similar lines held back in the last {}s)", WINDOW.as_secs())
+            tracing::warn!(
+                app,
+                "{what} ({held_back} similar lines held back in the last {}s)",
+                WINDOW.as_secs()
+            )
         }
         None => {}
     }
@@ -81,22 +93,37 @@ mod tests {
     #[test]
     fn a_storm_writes_a_few_lines_then_a_count() {
         let start = Instant::now();
-        let admitted = (0..1000).filter(|_| admit("storm-test", start).is_some()).count();
+        let admitted = (0..1000)
+            .filter(|_| admit("storm-test", start).is_some())
+            .count();
         assert_eq!(admitted, LINES_PER_WINDOW as usize);
-        assert!(admit("storm-test-neighbour", start).is_some(), "another app has its own window");
-        assert_eq!(admit("storm-test", start + WINDOW), Some(1000 - u64::from(LINES_PER_WINDOW)));
+        assert!(
+            admit("storm-test-neighbour", start).is_some(),
+            "another app has its own window"
+        );
+        assert_eq!(
+            admit("storm-test", start + WINDOW),
+            Some(1000 - u64::from(LINES_PER_WINDOW))
+        );
     }
 
     #[test]
     fn the_reason_survives_the_backtrace() {
         let engine = wasmtime::Engine::default();
-        let module = wasmtime::Module::new(&engine, r#"(module (func (export "boom") unreachable))"#).unwrap();
+        let module =
+            wasmtime::Module::new(&engine, r#"(module (func (export "boom") unreachable))"#)
+                .unwrap();
         let mut store = wasmtime::Store::new(&engine, ());
         let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
-        let boom = instance.get_typed_func::<(), ()>(&mut store, "boom").unwrap();
+        let boom = instance
+            .get_typed_func::<(), ()>(&mut store, "boom")
+            .unwrap();
         let error = boom.call(&mut store, ()).unwrap_err();
         assert!(format!("{error:#}").starts_with("error while executing at wasm backtrace:"));
         let line = describe(&error);
-        assert!(line.contains("unreachable") && !line.contains('\n'), "{line}");
+        assert!(
+            line.contains("unreachable") && !line.contains('\n'),
+            "{line}"
+        );
     }
 }

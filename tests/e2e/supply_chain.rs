@@ -28,7 +28,8 @@ fn advisory_db() -> PathBuf {
 #[test]
 fn the_lock_file_has_no_known_advisory() {
     let db = advisory_db();
-    let snapshot = std::fs::read_to_string(db.join("SNAPSHOT")).unwrap_or_else(|_| "(no SNAPSHOT file)".into());
+    let snapshot = std::fs::read_to_string(db.join("SNAPSHOT"))
+        .unwrap_or_else(|_| "(no SNAPSHOT file)".into());
     eprintln!("cargo audit against {}: {}", db.display(), snapshot.trim());
     // --no-fetch: the snapshot is only read (CI's copy has no write bits).
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -44,8 +45,19 @@ fn the_lock_file_has_no_known_advisory() {
         !stderr.contains("no such command"),
         "cargo-audit is not installed: deploy/quickstart.sh test installs it (cargo install --locked cargo-audit@0.22.2)"
     );
-    assert!(out.status.success(), "cargo audit found advisories in Cargo.lock ({}):\n{stdout}\n{stderr}", snapshot.trim());
-    eprintln!("{}", stderr.lines().filter(|l| l.contains("Scanning") || l.contains("Loaded")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        out.status.success(),
+        "cargo audit found advisories in Cargo.lock ({}):\n{stdout}\n{stderr}",
+        snapshot.trim()
+    );
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .filter(|l| l.contains("Scanning") || l.contains("Loaded"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// RUSTSEC-2023-0071 (`rsa`, Marvin attack, no fixed release) came in through

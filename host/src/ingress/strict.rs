@@ -34,7 +34,11 @@ pub fn check<B>(req: &http::Request<B>) -> Result<String, Response> {
     if target > MAX_URL_BYTES {
         return Err(plain(414, "URL too long\n"));
     }
-    let fields: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
     if fields > MAX_FIELD_BYTES {
         return Err(plain(431, "request header fields too large\n"));
     }
@@ -80,14 +84,20 @@ pub fn parse_authority(raw: &str) -> Option<String> {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     (name.len() <= 253 && name.split('.').all(label_ok)).then(|| name.to_ascii_lowercase())
 }
 
 /// Absent, or 1 to 5 digits up to 65535.
 fn valid_port(port: Option<&str>) -> bool {
-    port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
+    port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -103,11 +113,36 @@ mod tests {
 
     #[test]
     fn hosts_are_checked_before_routing() {
-        for good in ["a.test", "A.Test:8080", "a.test.", "[::1]:80", "127.0.0.1", "x_y.test"] {
+        for good in [
+            "a.test",
+            "A.Test:8080",
+            "a.test.",
+            "[::1]:80",
+            "127.0.0.1",
+            "x_y.test",
+        ] {
             assert!(parse_authority(good).is_some(), "{good}");
         }
-        assert_eq!(parse_authority("API.Psydge.com.:443").as_deref(), Some("api.psydge.com"));
-        for bad in ["", "a.test:99999", "a.test...", "a..test", ".a.test", "a.test:", "a.test:x", "a b", "a.test:80:80", "[::1", "[zz]:80", "a/b", "a.test:+80", "a.test:080800"] {
+        assert_eq!(
+            parse_authority("API.Psydge.com.:443").as_deref(),
+            Some("api.psydge.com")
+        );
+        for bad in [
+            "",
+            "a.test:99999",
+            "a.test...",
+            "a..test",
+            ".a.test",
+            "a.test:",
+            "a.test:x",
+            "a b",
+            "a.test:80:80",
+            "[::1",
+            "[zz]:80",
+            "a/b",
+            "a.test:+80",
+            "a.test:080800",
+        ] {
             assert!(parse_authority(bad).is_none(), "{bad:?} accepted");
         }
     }
@@ -117,10 +152,21 @@ mod tests {
         let get = || http::Request::builder().uri("/");
         assert_eq!(status(get().header("host", "a.test")), 200);
         assert_eq!(status(get()), 400, "missing Host");
-        assert_eq!(status(get().header("host", "a.test").header("host", "b.test")), 400, "two Hosts");
+        assert_eq!(
+            status(get().header("host", "a.test").header("host", "b.test")),
+            400,
+            "two Hosts"
+        );
         assert_eq!(status(get().header("host", "a.test:99999")), 400);
         let long = format!("/{}", "a".repeat(MAX_URL_BYTES));
-        assert_eq!(status(http::Request::builder().uri(long.as_str()).header("host", "a.test")), 414);
+        assert_eq!(
+            status(
+                http::Request::builder()
+                    .uri(long.as_str())
+                    .header("host", "a.test")
+            ),
+            414
+        );
         let mut many = get().header("host", "a.test");
         for i in 0..100 {
             many = many.header(format!("x-{i}"), "v".repeat(1000));
@@ -128,6 +174,10 @@ mod tests {
         assert_eq!(status(many), 431);
         let absolute = || http::Request::builder().uri("http://a.test/x");
         assert_eq!(status(absolute().header("host", "a.test")), 200);
-        assert_eq!(status(absolute().header("host", "b.test")), 400, "absolute-form and Host disagree");
+        assert_eq!(
+            status(absolute().header("host", "b.test")),
+            400,
+            "absolute-form and Host disagree"
+        );
     }
 }

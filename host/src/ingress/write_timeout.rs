@@ -27,7 +27,11 @@ pub struct WriteTimeout<T> {
 
 impl<T> WriteTimeout<T> {
     pub fn new(inner: T, timeout: Duration) -> Self {
-        Self { inner, timeout, stalled: None }
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
     }
 
     /// Maps a pending write to an error once it has been pending too long.
@@ -37,7 +41,9 @@ impl<T> WriteTimeout<T> {
             return poll;
         }
         let timeout = self.timeout;
-        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         match stalled.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -49,19 +55,31 @@ impl<T> WriteTimeout<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeout<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.watch(cx, poll)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.watch(cx, poll)
@@ -109,7 +127,9 @@ mod tests {
             let mut total = 0;
             while total < 8192 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                total += tokio::io::AsyncReadExt::read(&mut client, &mut buf).await.unwrap();
+                total += tokio::io::AsyncReadExt::read(&mut client, &mut buf)
+                    .await
+                    .unwrap();
             }
         });
         server.write_all(&[1u8; 8192]).await.unwrap();
