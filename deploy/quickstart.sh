@@ -46,6 +46,29 @@ install_missing() {
   fi
 }
 
+# What only the test suite needs: cargo-audit, checked against the RustSec
+# advisory snapshot in ../shared/advisory-db. Pinned; installed only when missing.
+CARGO_AUDIT_VERSION=0.22.2
+install_test_tools() {
+  if ! cargo audit --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
+    say "installing cargo-audit $CARGO_AUDIT_VERSION"
+    cargo install --locked "cargo-audit@$CARGO_AUDIT_VERSION"
+  fi
+}
+
+# The fuzz targets (fuzz/README.md): nightly Rust and cargo-fuzz, pinned.
+CARGO_FUZZ_VERSION=0.13.2
+install_fuzz_tools() {
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    say "installing the nightly toolchain (for cargo-fuzz)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    say "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION"
+  fi
+}
+
 # Every guest component (the crates under components/ that build a cdylib).
 guest_packages() {
   for toml in components/*/Cargo.toml; do
@@ -183,8 +206,16 @@ case "${1:-run}" in
   test)
     install_missing
     build
+    install_test_tools
     say "running the tests"
     cargo test --release --locked -p alorig-host
+    ;;
+  fuzz)
+    # Every fuzz target for FUZZ_SECONDS (default 60) each, two at a time.
+    install_missing
+    install_fuzz_tools
+    build
+    fuzz/run.sh "${@:2}"
     ;;
   bench)
     install_missing
@@ -192,7 +223,7 @@ case "${1:-run}" in
     cargo bench --locked -p alorig-host --bench hosting -- "${@:2}"
     ;;
   *)
-    echo "usage: deploy/quickstart.sh [run|demo|test|bench]" >&2
+    echo "usage: deploy/quickstart.sh [run|demo|test|fuzz|bench]" >&2
     exit 2
     ;;
 esac

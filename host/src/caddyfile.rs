@@ -2,9 +2,27 @@
 //! generated from the manifests so domains are written down once. Caddy keeps
 //! TLS and static files; every app route is proxied to the host's ingress, which
 //! does the per-app host and path routing itself.
+//!
+//! Caddy keeps idle upstream connections for [`UPSTREAM_KEEPALIVE`], less than
+//! the host's `header_read_timeout` (default 10 s, after which the host closes an
+//! idle connection): otherwise Caddy could send a request on a connection the
+//! host is closing at that moment, and its client would get a 502.
 
 use crate::config::Manifest;
-use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
+use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, time::Duration};
+
+/// How long Caddy keeps an idle connection to the host: below the host's
+/// `header_read_timeout` (`serve` warns when it is set lower).
+pub const UPSTREAM_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// `reverse_proxy` to the host, at `indent` tabs.
+fn reverse_proxy(upstream: &str, indent: usize) -> String {
+    let tabs = "\t".repeat(indent);
+    format!(
+        "{tabs}reverse_proxy {upstream} {{\n{tabs}\ttransport http {{\n{tabs}\t\tkeepalive {}s\n{tabs}\t}}\n{tabs}}}",
+        UPSTREAM_KEEPALIVE.as_secs()
+    )
+}
 
 #[derive(Default)]
 struct Site {
@@ -49,7 +67,7 @@ pub fn render(manifests: &[Manifest], upstream: &str, http_port: Option<u16>) ->
         }
         match &site.root {
             None => {
-                let _ = writeln!(out, "\treverse_proxy {upstream}");
+                let _ = writeln!(out, "{}", reverse_proxy(upstream, 1));
             }
             Some(root) => {
                 let mut matchers = Vec::new();
@@ -62,10 +80,10 @@ pub fn render(manifests: &[Manifest], upstream: &str, http_port: Option<u16>) ->
                 }
                 if !site.proxied.is_empty() && matchers.is_empty() {
                     // An app takes every path of this host; the static root is unused.
-                    let _ = writeln!(out, "\treverse_proxy {upstream}");
+                    let _ = writeln!(out, "{}", reverse_proxy(upstream, 1));
                 } else {
                     if !matchers.is_empty() {
-                        let _ = writeln!(out, "\t@app path {}\n\thandle @app {{\n\t\treverse_proxy {upstream}\n\t}}", matchers.join(" "));
+                        let _ = writeln!(out, "\t@app path {}\n\thandle @app {{\n{}\n\t}}", matchers.join(" "), reverse_proxy(upstream, 2));
                     }
                     let _ = writeln!(
                         out,
@@ -89,8 +107,9 @@ mod tests {
     fn api_hosts_proxy_and_static_hosts_serve_files() {
         let m = Manifest::parse(Path::new("m/psydge.toml"), include_str!("../tests/fixtures/contract-example.toml")).unwrap();
         let text = render(&[m], "127.0.0.1:8080", None);
-        assert!(text.contains("\n# psydge\napi.psydge.com {\n\treverse_proxy 127.0.0.1:8080\n}\n"), "{text}");
-        assert!(text.contains("\nws.psydge.com {\n\treverse_proxy 127.0.0.1:8080\n}\n"), "{text}");
+        let proxy = "\treverse_proxy 127.0.0.1:8080 {\n\t\ttransport http {\n\t\t\tkeepalive 5s\n\t\t}\n\t}\n";
+        assert!(text.contains(&format!("\n# psydge\napi.psydge.com {{\n{proxy}}}\n")), "{text}");
+        assert!(text.contains(&format!("\nws.psydge.com {{\n{proxy}}}\n")), "{text}");
         assert!(text.contains("psydge.com {\n\thandle {\n\t\troot * /srv/alorig/psydge/frontend\n"), "{text}");
     }
 
@@ -104,6 +123,6 @@ mod tests {
         let text = render(&[m], "127.0.0.1:8080", Some(8081));
         assert!(text.starts_with("# Generated"));
         assert!(text.contains("{\n\tauto_https off\n\thttp_port 8081\n}\n"));
-        assert!(text.contains("http://a.com:8081 {\n\t@app path /api /api/*\n\thandle @app {\n\t\treverse_proxy 127.0.0.1:8080\n\t}\n\thandle {\n\t\troot * /srv/a\n"), "{text}");
+        assert!(text.contains("http://a.com:8081 {\n\t@app path /api /api/*\n\thandle @app {\n\t\treverse_proxy 127.0.0.1:8080 {\n\t\t\ttransport http {\n\t\t\t\tkeepalive 5s\n\t\t\t}\n\t\t}\n\t}\n\thandle {\n\t\troot * /srv/a\n"), "{text}");
     }
 }

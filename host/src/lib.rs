@@ -40,5 +40,6 @@ pub mod runtime;
 pub mod serve;
 pub mod state;
 pub mod template;
+pub mod traplog;
 pub mod trigger;
 pub mod validate;

@@ -77,7 +77,13 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     runtime.websocket.set_redis_url(config.redis_url.clone());
     let runtime = Arc::new(runtime);
     runtime.metrics.set_host_budget(config.memory_budget.bytes());
-    let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout, runtime.websocket.clone()));
+    if config.header_read_timeout <= crate::caddyfile::UPSTREAM_KEEPALIVE {
+        tracing::warn!(
+            "header_read_timeout {:?} is not above the generated Caddyfile's upstream keepalive {:?}: behind that Caddy, a request may meet a connection the host is closing (502)",
+            config.header_read_timeout, crate::caddyfile::UPSTREAM_KEEPALIVE
+        );
+    }
+    let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout, runtime.websocket.clone()).with_write_timeout(config.write_timeout));
     let store = manifests
         .is_none()
         .then(|| Store::new(&config.data_dir, config.keep_versions as usize));

@@ -89,7 +89,7 @@ pub fn classify(error: &wasmtime::Error, refusal: Option<Refusal>, starting: boo
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return Outcome::Trapped(TrapReason::Deadline, "interrupted at its deadline".into());
     }
-    let why = first_line(&format!("{error:#}")).to_string();
+    let why = crate::traplog::describe(error);
     match (starting, refusal) {
         (true, Some(Refusal::AppBudget)) => Outcome::Rejected(RejectReason::MemoryBudget),
         (_, Some(_)) => Outcome::Trapped(TrapReason::MemoryLimit, why),

@@ -105,3 +105,44 @@ async fn websocket_routes_upgrade_through_caddy() {
     let pushed = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(pushed, Message::Text("pushed".into()));
 }
+
+/// TCP connections in /proc/net/tcp in `state` (hex, e.g. "06" TIME_WAIT) whose
+/// (local port, remote port) pass `keep`.
+fn tcp_sockets(state: &str, keep: impl Fn(u16, u16) -> bool) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap_or(0);
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3 && f[3] == state && keep(port(f[1]), port(f[2]))
+        })
+        .count()
+}
+
+/// The host closes an idle keep-alive connection after `header_read_timeout`
+/// (10 s); Caddy used to keep its upstream connections 2 min, so a request could
+/// meet a connection the host was closing (a 502). The generated Caddyfile now
+/// has Caddy close first: the side that closes first is the one whose socket
+/// lingers in TIME_WAIT.
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_closes_idle_upstream_connections_before_the_host_does() {
+    let hello = manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\"");
+    let host = Host::up(&[("hello", hello.clone())]);
+    let (_caddy, port) = caddy_in_front(&host, "hello", &hello);
+    let ingress = host.ingress.port();
+    for _ in 0..3 {
+        let answer = get_via(port, "hello.test", "/");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // Past Caddy's keepalive (5 s), well before the host's 10 s.
+    tokio::time::sleep(alorig_host::caddyfile::UPSTREAM_KEEPALIVE + Duration::from_secs(2)).await;
+    let caddy_closed = tcp_sockets("06", |_, remote| remote == ingress);
+    let host_closed = tcp_sockets("06", |local, _| local == ingress) + tcp_sockets("08", |local, _| local == ingress);
+    let still_open = tcp_sockets("01", |_, remote| remote == ingress);
+    assert!(caddy_closed >= 1 && host_closed == 0 && still_open == 0,
+        "Caddy must close idle upstream connections first: closed by Caddy {caddy_closed}, by the host {host_closed}, open {still_open}");
+    let answer = get_via(port, "hello.test", "/");
+    assert!(answer.starts_with("HTTP/1.1 200"), "after the idle period: {answer}");
+}

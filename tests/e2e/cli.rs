@@ -132,3 +132,28 @@ fn apps_over_the_hosts_memory_budget_are_refused() {
     let line = one_line_error(&["up", &files[0], &files[1], "--config", &files[2]]);
     assert_eq!(line, "error: the apps' memory caps add up to 2560MiB (a 1GiB, b 1536MiB), more than the host's memory_budget of 2GiB");
 }
+
+/// Found by a hostile tenant: durations this large made `validate` exit 101
+/// ("overflow when adding duration to instant") or wrapped to 44 s, and a
+/// `*.com` route claimed a whole top-level domain. Each is now one line naming
+/// the file, the line and the value, and a plain error exit.
+#[test]
+fn huge_durations_and_public_suffix_wildcards_are_one_clear_line() {
+    let cases = [
+        ("[resources]\nrequest_timeout = \"2562047788015215h\"", "\"2562047788015215h\""),
+        ("[resources]\nrequest_timeout = \"18446744073709551615s\"", "\"18446744073709551615s\""),
+        ("[resources]\nrequest_timeout = \"307445734561825861m\"", "\"307445734561825861m\""),
+        ("[resources]\nmax_body = \"17179869184GiB\"", "\"17179869184GiB\""),
+        ("[[timers]]\nname = \"t\"\nevery = \"2562047788015215h\"", "\"2562047788015215h\""),
+        ("[[timers]]\nname = \"t\"\nevery = \"1s\"\ntimeout = \"18446744073709551615s\"", "\"18446744073709551615s\""),
+        ("[jobs]\nmax_backoff = \"99999999h\"", "\"99999999h\""),
+        ("[[routes]]\nhost = \"*.com\"", "\"*.com\""),
+        ("[[routes]]\nhost = \"*.co.uk\"", "\"*.co.uk\""),
+    ];
+    for (extra, value) in cases {
+        let (path, stderr) = crate::harness::validate_error("app", "hello", extra);
+        let line = one_error_line(&stderr);
+        assert!(line.contains(&format!("{}:", path.display())) && line.contains(value), "{extra}: {line}");
+        assert!(line.contains("too long (at most 8784h") || line.contains("too large") || line.contains("public suffix"), "{extra}: {line}");
+    }
+}

@@ -11,7 +11,7 @@ use std::{
 
 /// A local upstream that answers every connection with `response` (after
 /// `delay`), counting the connections it accepted.
-pub(crate) fn upstream(response: Vec<u8>, delay: Duration) -> (u16, Arc<AtomicUsize>) {
+pub fn upstream(response: Vec<u8>, delay: Duration) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -32,7 +32,7 @@ pub(crate) fn upstream(response: Vec<u8>, delay: Duration) -> (u16, Arc<AtomicUs
     (port, accepted)
 }
 
-pub(crate) fn ok_response(body_len: usize) -> Vec<u8> {
+pub fn ok_response(body_len: usize) -> Vec<u8> {
     let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n").into_bytes();
     r.extend(std::iter::repeat_n(b'x', body_len));
     r

@@ -187,12 +187,34 @@ async fn an_app_cannot_reach_another_apps_database() {
         "SELECT * FROM dblink('dbname=b_db user=alorig_b', 'SELECT v FROM secret') AS t(v text)",
         &format!("SELECT * FROM dblink('host=127.0.0.1 port={} dbname=b_db user=alorig_a', 'SELECT v FROM secret') AS t(v text)", pg.port),
         &format!("SELECT * FROM dblink('host=127.0.0.1 port={} dbname=b_db user=postgres', 'SELECT v FROM secret') AS t(v text)", pg.port),
+        // Large objects, server files and programs, other schemas and catalogs.
+        "SELECT lo_import('/etc/passwd')",
+        "SELECT lo_export(lo_create(0), '/tmp/alorig-escape')",
+        "SELECT pg_read_binary_file('/etc/passwd')",
+        "SELECT pg_ls_dir('.')",
+        "SELECT pg_stat_file('postgresql.conf')",
+        "COPY (SELECT 1) TO '/tmp/alorig-escape'",
+        "COPY mine FROM PROGRAM 'id'",
+        "SELECT rolpassword FROM pg_authid",
+        "SELECT passwd FROM pg_shadow",
+        "ALTER SYSTEM SET log_statement = 'none'",
+        "SELECT set_config('role', 'alorig_b', false)",
+        "LOAD 'dblink'",
+        "CREATE FUNCTION sh() RETURNS void AS 'libc.so.6', 'system' LANGUAGE c",
+        "CREATE EXTENSION file_fdw",
+        "SELECT pg_reload_conf()",
     ];
+    assert_eq!(script(&host, "a", "exec CREATE TABLE mine (v text)").await.1, "affected 0\n", "a table a owns, for COPY … FROM PROGRAM");
     for sql in attempts {
         let answer = query(&host, "a", sql, &[]).await;
         assert!(answer.starts_with("error "), "{sql} must fail, got {answer}");
-        assert!(!answer.contains("b only"), "{sql}: {answer}");
+        assert!(!answer.contains("b only") && !answer.contains("root:"), "{sql}: {answer}");
+        if sql.contains("PROGRAM") {
+            assert!(answer.contains("permission denied") || answer.contains("superuser") || answer.contains("privileges"), "{sql}: {answer}");
+        }
     }
+    // Ending b's sessions is refused too (or finds nothing it may end): b keeps serving.
+    let _ = query(&host, "a", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'alorig_b'", &[]).await;
 
     // Behind the host: a's own role and password cannot open b's database at all.
     let password = std::fs::read_to_string(host.dir.path().join("data/postgres/alorig_a.password")).unwrap();
@@ -208,6 +230,10 @@ async fn an_app_cannot_reach_another_apps_database() {
     let server_log = pg.server_log();
     assert!(server_log.contains("ALTER ROLE \"alorig_a\"") || server_log.contains("CREATE ROLE \"alorig_a\""), "{server_log}");
     assert!(!server_log.contains(password.trim()), "{server_log}");
+
+    // The activity view shows a's neighbours' sessions without their statements.
+    let activity = query(&host, "a", "SELECT string_agg(coalesce(query, ''), ' | ') FROM pg_stat_activity WHERE usename <> 'alorig_a'", &[]).await;
+    assert!(!activity.contains("secret"), "{activity}");
 
     let (_, out) = script(&host, "b", "query SELECT v FROM secret").await;
     assert_eq!(out.trim(), "v:text / text:b only", "b's data is untouched");

@@ -5,6 +5,7 @@
 //! tries to open a TCP connection to A and answers what happened (must fail).
 //! For instance reuse: `/count` answers how many requests this instance has
 //! served, `/panic` traps, `/hoard?mib=N` keeps N more MiB for the instance's life.
+//! `/big?mib=N` answers N MiB (for clients that never read their response).
 
 use guest_kit::wasip2;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
@@ -28,6 +29,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
             block[0] = 2;
             HOARD.lock().unwrap().push(block);
             guest_kit::respond(out, 200, "text/plain", served.to_string().as_bytes());
+        } else if path == "/big" {
+            let mib: usize = guest_kit::query_param(&request, "mib").and_then(|v| v.parse().ok()).unwrap_or(1);
+            guest_kit::respond(out, 200, "application/octet-stream", &vec![b'x'; mib << 20]);
         } else if let Some(name) = path.strip_prefix("/env/") {
             match std::env::var(name) {
                 Ok(value) => guest_kit::respond(out, 200, "text/plain", value.as_bytes()),

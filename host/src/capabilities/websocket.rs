@@ -254,7 +254,7 @@ async fn run_event<T: Send + 'static>(app: &Invoker<T>, trigger: &WebsocketTrigg
         Outcome::Ok => {}
         // The app's own answer (a refused connection, a message it did not take).
         Outcome::Error(_) => tracing::info!(app = %app.name(), "{what}: {}", outcome.describe()),
-        _ => tracing::warn!(app = %app.name(), fault = %outcome.fault(), outcome = outcome.label(), "{what} instance ended: {}", outcome.describe()),
+        _ => crate::traplog::warn(app.name(), format_args!("{what} instance ended ({}, fault {}): {}", outcome.label(), outcome.fault(), outcome.describe())),
     }
     outcome
 }

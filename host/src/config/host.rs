@@ -24,6 +24,8 @@ pub struct HostConfig {
     pub admin_token: Option<String>,
     /// A client must send a request's headers within this time.
     pub header_read_timeout: Duration,
+    /// A client that reads none of its response for this long loses its connection.
+    pub write_timeout: Duration,
     /// Live instances across all apps: sizes the pooling allocator.
     pub max_instances: u32,
     /// Versions kept on disk per app for rollback (the current one included).
@@ -44,6 +46,7 @@ struct HostToml {
     redis_url: Option<String>,
     admin_token: Option<String>,
     header_read_timeout: Option<HumanDuration>,
+    write_timeout: Option<HumanDuration>,
     max_instances: Option<u32>,
     keep_versions: Option<u32>,
     max_upload: Option<ByteSize>,
@@ -62,6 +65,13 @@ impl HostConfig {
         Self::from_toml(raw, |key| std::env::var(key).ok())
     }
 
+    /// Parses host.toml text without environment overrides (the fuzz target's
+    /// entry; `load` reads the file and applies the environment).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let raw: HostToml = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        Self::from_toml(raw, |_| None)
+    }
+
     fn from_toml(raw: HostToml, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let pick = |key: &str, value: Option<String>| env(key).or(value);
         let addr = |key: &str, value: Option<String>, default: &str| -> Result<SocketAddr> {
@@ -74,6 +84,14 @@ impl HostConfig {
             (1..=100_000).contains(&max_instances),
             "host.toml: max_instances must be between 1 and 100000, not {max_instances}"
         );
+        let header_read_timeout = raw.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0);
+        let write_timeout = raw.write_timeout.map_or(crate::ingress::DEFAULT_WRITE_TIMEOUT, |d| d.0);
+        for (key, value) in [("header_read_timeout", header_read_timeout), ("write_timeout", write_timeout)] {
+            anyhow::ensure!(
+                value >= Duration::from_millis(100) && value <= Duration::from_secs(3600),
+                "host.toml: {key} must be between 100ms and 1h"
+            );
+        }
         let keep_versions = raw.keep_versions.unwrap_or(10);
         anyhow::ensure!(keep_versions >= 1, "host.toml: keep_versions must be at least 1");
         Ok(HostConfig {
@@ -90,10 +108,8 @@ impl HostConfig {
             postgres_max_connections: raw.postgres_max_connections,
             redis_url: pick("ALORIG_REDIS_URL", raw.redis_url),
             admin_token: pick("ALORIG_ADMIN_TOKEN", raw.admin_token),
-            header_read_timeout: raw
-                .header_read_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(10)),
+            header_read_timeout,
+            write_timeout,
             max_instances,
         })
     }

@@ -131,6 +131,13 @@ impl TryFrom<String> for HostPattern {
                 "route host {host:?} must be a host name like \"api.example.com\" or \"*.example.com\" (no scheme, port or path)"
             ));
         }
+        // `*.com` or `*.co.uk` would let one app claim every site under a public
+        // suffix (the Public Suffix List, compiled in by `psl`).
+        if matches!(pattern, HostPattern::Wildcard(_)) && psl::domain(name.as_bytes()).is_none() {
+            return Err(format!(
+                "route host {host:?}: a wildcard must be below a registrable domain (\"{name}\" is a public suffix), e.g. \"*.example.com\""
+            ));
+        }
         Ok(pattern)
     }
 }

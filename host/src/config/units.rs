@@ -10,6 +10,14 @@ fn split_unit(text: &str) -> (&str, &str) {
     (digits, unit.trim())
 }
 
+/// The largest size any field takes: far above any real cap, small enough that
+/// sums and products of a few sizes cannot overflow.
+pub const MAX_SIZE: ByteSize = ByteSize::gib(1024);
+
+/// The longest duration any field takes (366 days): a timeout or period past it
+/// is a typo, and every `Instant + duration` the host computes stays in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A size in bytes, written with a `B`, `KiB`, `MiB` or `GiB` suffix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
 #[serde(try_from = "String")]
@@ -47,8 +55,9 @@ impl std::str::FromStr for ByteSize {
             .parse()
             .map_err(|_| format!("{text:?} is not a size (e.g. \"64MiB\")"))?;
         n.checked_mul(1 << shift)
+            .filter(|&bytes| bytes <= MAX_SIZE.0)
             .map(ByteSize)
-            .ok_or_else(|| format!("size {text:?} is too large"))
+            .ok_or_else(|| format!("size {text:?} is too large (at most {MAX_SIZE})"))
     }
 }
 
@@ -87,18 +96,22 @@ impl std::str::FromStr for HumanDuration {
         let n: u64 = digits
             .parse()
             .map_err(|_| format!("{text:?} is not a duration (e.g. \"30s\")"))?;
-        let duration = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             other => {
                 return Err(format!(
                     "unknown duration unit {other:?} in {text:?} (use ms, s, m or h, e.g. \"30s\")"
                 ));
             }
         };
-        Ok(HumanDuration(duration))
+        n.checked_mul(millis_per_unit)
+            .map(Duration::from_millis)
+            .filter(|d| *d <= MAX_DURATION)
+            .map(HumanDuration)
+            .ok_or_else(|| format!("duration {text:?} is too long (at most 8784h, 366 days)"))
     }
 }
 
@@ -139,5 +152,21 @@ mod tests {
         assert_eq!("1h".parse::<HumanDuration>().unwrap().0, Duration::from_secs(3600));
         assert!("30".parse::<HumanDuration>().is_err());
         assert!("1d".parse::<HumanDuration>().is_err());
+    }
+
+    /// Found by a hostile tenant: these overflowed (exit 101, a worker panic) or
+    /// wrapped around to a short time ("307445734561825861m" was 44 s).
+    #[test]
+    fn huge_durations_and_sizes_are_one_clear_error() {
+        for text in ["2562047788015215h", "18446744073709551615s", "307445734561825861m", "18446744073709551615ms", "8785h", "527041m"] {
+            let e = text.parse::<HumanDuration>().unwrap_err();
+            assert!(e.contains("too long (at most 8784h"), "{text}: {e}");
+        }
+        assert_eq!("8784h".parse::<HumanDuration>().unwrap().0, MAX_DURATION);
+        assert!("99999999999999999999s".parse::<HumanDuration>().unwrap_err().contains("not a duration"));
+        for text in ["1025GiB", "18446744073709551615", "17179869184GiB"] {
+            assert!(text.parse::<ByteSize>().unwrap_err().contains("too large (at most 1024GiB)"), "{text}");
+        }
+        assert_eq!("1024GiB".parse::<ByteSize>().unwrap(), MAX_SIZE);
     }
 }

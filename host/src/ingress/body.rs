@@ -1,6 +1,8 @@
 //! The request body as the guest reads it, cut off at the app's `max_body`.
 //! When the limit is passed the guest's read fails and the shared flag is set, so
-//! the ingress answers 413 whatever the guest does next.
+//! the ingress answers 413 whatever the guest does next; a body that breaks its
+//! framing (a malformed chunk) likewise makes the answer 400, not whatever the
+//! guest made of the part it got.
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -9,7 +11,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll},
 };
@@ -17,13 +19,35 @@ use std::{
 pub struct LimitedBody {
     inner: BoxBody<Bytes, hyper::Error>,
     remaining: u64,
-    exceeded: Arc<AtomicBool>,
+    fault: BodyFault,
+}
+
+/// What went wrong with a request body, shared with the ingress.
+#[derive(Clone, Default)]
+pub struct BodyFault(Arc<AtomicU8>);
+
+const TOO_LARGE: u8 = 1;
+const MALFORMED: u8 = 2;
+
+impl BodyFault {
+    fn set(&self, fault: u8) {
+        let _ = self.0.compare_exchange(0, fault, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The host's answer when the body went wrong, whatever the guest answered.
+    pub fn response(&self) -> Option<super::invoke::Response> {
+        match self.0.load(Ordering::Acquire) {
+            TOO_LARGE => Some(super::invoke::plain(413, "request body too large\n")),
+            MALFORMED => Some(super::invoke::plain(400, "malformed request body\n")),
+            _ => None,
+        }
+    }
 }
 
 impl LimitedBody {
-    pub fn new(inner: BoxBody<Bytes, hyper::Error>, limit: u64) -> (Self, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
-        (Self { inner, remaining: limit, exceeded: exceeded.clone() }, exceeded)
+    pub fn new(inner: BoxBody<Bytes, hyper::Error>, limit: u64) -> (Self, BodyFault) {
+        let fault = BodyFault::default();
+        (Self { inner, remaining: limit, fault: fault.clone() }, fault)
     }
 }
 
@@ -37,14 +61,21 @@ impl Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
-                        self.exceeded.store(true, Ordering::Release);
+                        self.fault.set(TOO_LARGE);
                         return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None))));
                     }
                     self.remaining -= len;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(Some(Err(err))) => {
+                // A client gone mid-body gets no answer anyway; anything else
+                // (a bad chunk size, a missing CRLF) is the client's error.
+                if !err.is_incomplete_message() {
+                    self.fault.set(MALFORMED);
+                }
+                Poll::Ready(Some(Err(err.into())))
+            }
             other => other.map(|_| None),
         }
     }

@@ -10,6 +10,7 @@
 //! | deadline passed (computing or blocked)          | 504    | traps_total{deadline}           |
 //! | any other trap                                  | 500    | traps_total{trap}               |
 //! | request body past `max_body`                    | 413    | requests_total{413}             |
+//! | request body with broken framing (bad chunk)    | 400    | requests_total{400}             |
 //!
 //! The instance is dropped (and its memory given back)
 //! when the guest finishes, traps, or passes its deadline, whichever comes first
@@ -60,7 +61,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
         return overloaded(AT_CAPACITY);
     };
 
-    let (req, body_exceeded) = {
+    let (req, body_fault) = {
         let (parts, body) = req.into_parts();
         let (body, exceeded) = LimitedBody::new(body, max_body);
         (hyper::Request::from_parts(parts, body), exceeded)
@@ -88,7 +89,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
         drop(slot);
         failure.record(&app.metrics);
         if let Outcome::Trapped(reason, why) = &failure {
-            tracing::warn!(app = %app.name, fault = %failure.fault(), reason = ?reason, "guest instance ended: {why}");
+            crate::traplog::warn(&app.name, format_args!("guest instance ended ({reason:?}, fault {}): {why}", failure.fault()));
         }
         Some(failure)
     };
@@ -110,8 +111,8 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
             if still_running {
                 tokio::spawn(guest);
             }
-            if body_exceeded.load(Ordering::Acquire) {
-                return plain(413, "request body too large\n");
+            if let Some(refused) = body_fault.response() {
+                return refused;
             }
             return match answer {
                 Ok(response) => super::body::coalesce(response).await,
@@ -127,8 +128,8 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
             None => guest.await,
         },
     };
-    if body_exceeded.load(Ordering::Acquire) {
-        return plain(413, "request body too large\n");
+    if let Some(refused) = body_fault.response() {
+        return refused;
     }
     match failure {
         Some(Outcome::Rejected(_)) => overloaded(AT_CAPACITY),

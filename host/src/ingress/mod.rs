@@ -8,7 +8,9 @@ pub mod body;
 pub mod domains;
 pub mod invoke;
 pub mod router;
+pub mod strict;
 pub mod websocket;
+pub mod write_timeout;
 
 use crate::{app::App, capabilities::websocket::hub::Hub};
 use arc_swap::ArcSwap;
@@ -18,12 +20,14 @@ use router::Router;
 use std::{sync::Arc, time::{Duration, Instant}};
 use tokio::net::TcpListener;
 
-/// Request line and headers together; past this a client gets 431.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The host config's default `write_timeout`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Ingress {
     router: ArcSwap<Router>,
     header_read_timeout: Duration,
+    /// A connection whose client reads nothing for this long is dropped.
+    write_timeout: Duration,
     /// The host's WebSocket connections, closed (1001) when the ingress stops.
     websockets: Arc<Hub>,
     /// Tenant domains of apps with `[custom_domains]`, as their apps answer.
@@ -32,7 +36,19 @@ pub struct Ingress {
 
 impl Ingress {
     pub fn new(router: Router, header_read_timeout: Duration, websockets: Arc<Hub>) -> Self {
-        Self { router: ArcSwap::from_pointee(router), header_read_timeout, websockets, custom_domains: Default::default() }
+        Self {
+            router: ArcSwap::from_pointee(router),
+            header_read_timeout,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            websockets,
+            custom_domains: Default::default(),
+        }
+    }
+
+    /// Sets the host config's `write_timeout`.
+    pub fn with_write_timeout(mut self, write_timeout: Duration) -> Self {
+        self.write_timeout = write_timeout;
+        self
     }
 
     /// The routing table now in force.
@@ -48,16 +64,17 @@ impl Ingress {
 
     pub async fn handle(&self, req: hyper::Request<Incoming>) -> invoke::Response {
         let started = Instant::now();
-        let host = router::request_host(&req);
+        let host = match strict::check(&req) {
+            Ok(host) => host,
+            Err(refused) => return refused,
+        };
         let mut app: Option<(Arc<App>, bool)> = {
             let router = self.router.load();
-            host.as_deref().and_then(|host| router.route_kind(host, req.uri().path()).map(|(app, ws)| (app.clone(), ws)))
+            router.route_kind(&host, req.uri().path()).map(|(app, ws)| (app.clone(), ws))
         };
-        if app.is_none()
-            && let Some(host) = &host
-        {
+        if app.is_none() {
             let router = self.router.load_full();
-            app = self.custom_domains.owner(&router, host).await.map(|app| (app, false));
+            app = self.custom_domains.owner(&router, &host).await.map(|app| (app, false));
         }
         match app {
             Some((app, true)) => websocket::upgrade(&app, req, started).await,
@@ -93,9 +110,9 @@ impl Ingress {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.header_read_timeout)
-                .max_header_size(MAX_HEADER_BYTES)
+                .max_header_size(strict::MAX_HEAD_BYTES)
                 .serve_connection(
-                    TokioIo::new(stream),
+                    TokioIo::new(write_timeout::WriteTimeout::new(stream, self.write_timeout)),
                     service_fn(move |req| {
                         let ingress = ingress.clone();
                         async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }

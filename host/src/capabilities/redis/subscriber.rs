@@ -73,6 +73,6 @@ async fn deliver<T: Send + 'static>(app: Invoker<T>, trigger: RedisTriggerPre<T>
         })
         .await;
     if outcome != Outcome::Ok {
-        tracing::warn!(app = %app.name(), fault = %outcome.fault(), outcome = outcome.label(), "Redis message not handled: {}", outcome.describe());
+        crate::traplog::warn(app.name(), format_args!("Redis message not handled ({}, fault {}): {}", outcome.label(), outcome.fault(), outcome.describe()));
     }
 }

@@ -125,7 +125,7 @@ async fn fire<T: Send + 'static>(
                 running.store(false, Ordering::Release);
                 timers.metrics.timer_run(&timer.name, outcome.label());
                 if outcome != Outcome::Ok {
-                    tracing::warn!(app = %timers.app, fault = %outcome.fault(), timer = %timer.name, outcome = outcome.label(), "timer firing failed: {}", outcome.describe());
+                    crate::traplog::warn(&timers.app, format_args!("timer {} firing failed ({}, fault {}): {}", timer.name, outcome.label(), outcome.fault(), outcome.describe()));
                 }
                 if let Some(store) = &timers.host.store
                     && let Err(err) = store.finish_firing(&timers.app, &timer.name, scheduled_at, outcome.label()).await

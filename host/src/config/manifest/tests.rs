@@ -63,6 +63,12 @@ fn names_hosts_and_prefixes_are_checked() {
     assert!(e.contains("app.toml:4:") && e.contains("must be a host name"), "{e}");
     assert!(HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("a.sites.alorig.com"));
     assert!(!HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("sites.alorig.com"));
+    for public in ["*.com", "*.co.uk", "*.test", "*.github.io", "*.localhost"] {
+        let e = HostPattern::try_from(public.to_string()).unwrap_err();
+        assert!(e.contains("is a public suffix"), "{public}: {e}");
+    }
+    assert!(HostPattern::try_from("*.example.co.uk".to_string()).is_ok());
+    assert!(HostPattern::try_from("*.echo.test".to_string()).is_ok());
 }
 
 #[test]

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds the fuzz targets (nightly, cargo-fuzz) and runs each for FUZZ_SECONDS
+# (default 60), two at a time. Any crash fails the run; its input is kept in
+# fuzz/artifacts/<target>/ (turn it into a regression test, see README.md).
+#   fuzz/run.sh                          # every target, 60 s each (the test suite)
+#   FUZZ_SECONDS=3600 fuzz/run.sh manifest component   # long runs of some targets
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_EACH="${FUZZ_SECONDS:-60}"
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || mapfile -t TARGETS < <(cargo +nightly fuzz list)
+TRIPLE=x86_64-unknown-linux-gnu
+
+started=$(date +%s)
+# No sanitizer: the host is safe Rust, and ASan would double the build and slow
+# every execution; debug assertions stay on (overflow checks).
+cargo +nightly fuzz build -O -s none --debug-assertions
+echo "fuzz: built in $(( $(date +%s) - started )) s"
+
+# The component target mutates real components: the guests the build made.
+mkdir -p corpus/component
+cp -n ../target/wasm32-wasip2/release/*.wasm corpus/component/ 2>/dev/null || true
+
+run_one() {
+  local target=$1
+  mkdir -p "corpus/$target" "artifacts/$target"
+  "target/$TRIPLE/release/$target" "corpus/$target" \
+    -max_total_time="$SECONDS_EACH" -print_final_stats=1 -timeout=20 -rss_limit_mb=3072 \
+    -artifact_prefix="artifacts/$target/" >"logs/$target.log" 2>&1
+}
+
+mkdir -p logs
+failed=()
+for ((i = 0; i < ${#TARGETS[@]}; i += 2)); do
+  pids=()
+  for target in "${TARGETS[@]:i:2}"; do
+    run_one "$target" &
+    pids+=("$!:$target")
+  done
+  for entry in "${pids[@]}"; do
+    wait "${entry%%:*}" || failed+=("${entry#*:}")
+  done
+done
+
+printf '%-22s %12s %8s\n' target executions crashes
+for target in "${TARGETS[@]}"; do
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$target.log" | grep -o '[0-9]*$' || echo 0)
+  crashes=$(find "artifacts/$target" -type f | wc -l)
+  printf '%-22s %12s %8s\n' "$target" "${execs:-0}" "$crashes"
+done | tee last-run.txt
+echo "fuzz: $(( $(date +%s) - started )) s in all"
+if [ ${#failed[@]} -gt 0 ]; then
+  for target in "${failed[@]}"; do
+    echo "fuzz target $target failed; the end of fuzz/logs/$target.log:" >&2
+    tail -n 30 "logs/$target.log" >&2
+  done
+  exit 1
+fi
