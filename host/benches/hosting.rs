@@ -10,10 +10,12 @@
 //! 5. jobs per second through the durable job queue (PostgreSQL), one host;
 //! 6. a page doing one PostgreSQL query and one Redis GET vs the same page served
 //!    natively (hyper + sqlx + redis);
-//! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients.
+//! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients;
+//! 8. host memory: the page through the accounting relays vs straight to the
+//!    servers, and host RSS after spikes with glibc's defaults vs the tuning.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,host-memory`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -33,6 +35,8 @@ mod page;
 mod jobs;
 #[path = "hosting/websocket.rs"]
 mod websocket;
+#[path = "hosting/host_memory.rs"]
+mod host_memory;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -370,6 +374,9 @@ fn main() {
     }
     if run("websocket") {
         websocket::websocket();
+    }
+    if run("host-memory") {
+        host_memory::host_memory(seconds);
     }
 }
 

@@ -66,22 +66,20 @@ impl App {
     /// checks that one instance can start within the app's limits.
     pub async fn load(runtime: &Runtime, manifest: Manifest) -> Result<App> {
         let path = manifest.component.clone();
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!("{}: component: cannot read {}", manifest.source.display(), path.display())
-        })?;
-        Self::from_bytes(runtime, manifest, bytes).await
+        Self::from_file(runtime, manifest, &path).await
     }
 
-    /// Like [`App::load`], with the component's bytes at hand (a deploy's upload);
-    /// `manifest.component` only names it in errors.
-    pub async fn from_bytes(runtime: &Runtime, manifest: Manifest, bytes: Vec<u8>) -> Result<App> {
+    /// Like [`App::load`], with the component in `file` (a deploy's upload);
+    /// `manifest.component` only names it in errors. The component's bytes are
+    /// read by the compiler, not held here.
+    pub async fn from_file(runtime: &Runtime, manifest: Manifest, file: &std::path::Path) -> Result<App> {
         let path = manifest.component.clone();
-        validate::check_bytes(&path, &bytes)?;
-        let compiled = runtime
-            .cache
-            .load(&runtime.engine, Arc::new(bytes))
-            .await
-            .with_context(|| path.display().to_string())?;
+        let mut header = Vec::with_capacity(8);
+        std::fs::File::open(file)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 8), &mut header))
+            .with_context(|| format!("{}: component: cannot read {}", manifest.source.display(), path.display()))?;
+        validate::check_bytes(&path, &header)?;
+        let compiled = runtime.cache.load_file(&runtime.engine, file).await.with_context(|| path.display().to_string())?;
         let imports: Vec<String> = compiled
             .component
             .component_type()
@@ -112,12 +110,22 @@ impl App {
         }
 
         let name: Arc<str> = manifest.name.as_str().into();
+        let metrics = runtime.metrics.app(&name);
+        // Every version of an app charges the same gauges, so old and new
+        // instances share one count of bytes in use; each checks its own cap.
+        // `alorig_app_memory_limit_bytes` follows the version in force: see `activate`.
+        // What the host holds for the app is charged to the same budget.
+        let limit = manifest.resources.memory.bytes();
+        let budget = Arc::new(
+            MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone())
+                .with_host(metrics.host_memory.clone(), metrics.memory_charged.clone()),
+        );
         let postgres = match (&manifest.postgres, &runtime.postgres) {
             (None, _) => None,
             (Some(_), _) if runtime.offline => None,
             (Some(pg), Some(host)) => {
                 let metrics = runtime.metrics.postgres(&name);
-                let app = Arc::new(PostgresApp::open(host.clone(), &name, pg, &manifest.source, metrics).await?);
+                let app = Arc::new(PostgresApp::open(host.clone(), &name, pg, &manifest.source, metrics, budget.clone()).await?);
                 let weak: std::sync::Weak<dyn crate::metrics::Refresh> = Arc::downgrade(&app) as _;
                 runtime.metrics.on_scrape(weak);
                 Some(app)
@@ -134,7 +142,7 @@ impl App {
         let redis = match &manifest.redis {
             Some(config) => {
                 let metrics = runtime.metrics.redis(&name);
-                let app = RedisApp::new(&runtime.redis, &name, config, metrics).map_err(|e| anyhow::anyhow!("{source}: [redis]: {e}"))?;
+                let app = RedisApp::new(&runtime.redis, &name, config, metrics, budget.clone()).map_err(|e| anyhow::anyhow!("{source}: [redis]: {e}"))?;
                 Some(Arc::new(app))
             }
             None if imports_redis => bail!("{source}: the component imports alorig:host/redis but the manifest has no [redis] section (db and prefix)"),
@@ -150,12 +158,6 @@ impl App {
             runtime.timers.clone(), &manifest, pre.instance_pre(), &imports, runtime.offline, runtime.metrics.timers(&name),
         )?;
         let websocket_trigger = validate::check_websocket_handler(&path, &manifest, &pre)?;
-        let metrics = runtime.metrics.app(&name);
-        // Every version of an app charges the same gauges, so old and new
-        // instances share one count of bytes in use; each checks its own cap.
-        // `alorig_app_memory_limit_bytes` follows the version in force: see `activate`.
-        let limit = manifest.resources.memory.bytes();
-        let budget = Arc::new(MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone()));
         let mut app = App {
             concurrency: Arc::new(Semaphore::new(manifest.resources.max_concurrency.get() as usize)),
             capabilities: AppCapabilities {

@@ -169,6 +169,11 @@ impl Host {
         Host { child, ingress, admin, dir, data: data.to_path_buf(), log, client }
     }
 
+    /// The host process's id (its memory is read from `/proc/<pid>`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin token the host created in its data dir.
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()

@@ -8,6 +8,7 @@ mod redis_server;
 mod caddy;
 mod cli;
 mod deploy;
+mod host_memory;
 mod ingress;
 mod limits;
 mod operators;

@@ -24,11 +24,14 @@
 //! the server is sent only its SCRAM verifier.
 //!
 //! Results are read as a stream and converted row by row; the running size is
-//! checked against the instance's memory headroom, so an oversized result ends
-//! as a `too-large` error before it is buffered, never as a host allocation
-//! spike or a guest trap.
+//! charged to the app's memory budget and checked against the instance's
+//! memory headroom, so an oversized result ends as a `too-large` error, never
+//! as a host allocation spike or a guest trap. A single row (or notice) too
+//! large for what the budget has left is cut off on the wire by [`guard`]
+//! before sqlx buffers it.
 
 mod codec;
+mod guard;
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -44,7 +47,11 @@ mod generated {
 pub use generated::alorig::host::postgres::{Column, ConstraintInfo, Error, ErrorInfo, RowSet, Value};
 use generated::alorig::host::postgres as bindings;
 
-use crate::{config::manifest::Postgres as PostgresManifest, state::InstanceState};
+use crate::{
+    config::manifest::Postgres as PostgresManifest,
+    limits::{MemoryBudget, host_memory::HostCharge, relay::{Relay, Upstream}},
+    state::InstanceState,
+};
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures::TryStreamExt as _;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
@@ -79,6 +86,8 @@ pub struct PostgresHost {
     admin_options: PgConnectOptions,
     admin: PgPool,
     secrets_dir: PathBuf,
+    /// Where each app's [`guard`] listens.
+    run_dir: PathBuf,
     configured_limit: Option<u32>,
 }
 
@@ -96,7 +105,13 @@ impl PostgresHost {
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(admin_options.clone());
-        Ok(Self { admin_options, admin, secrets_dir: data_dir.join("postgres"), configured_limit: max_connections })
+        Ok(Self {
+            admin_options,
+            admin,
+            secrets_dir: data_dir.join("postgres"),
+            run_dir: crate::limits::relay::socket_dir(Some(data_dir)),
+            configured_limit: max_connections,
+        })
     }
 
     /// The most connections all apps together may hold: `postgres_max_connections`,
@@ -219,6 +234,22 @@ impl PostgresHost {
         Ok(password)
     }
 
+    /// Starts the relay ([`guard`]) for one version of an app, to the server
+    /// `postgres_url` names, listening where sqlx looks when given a folder.
+    fn guard(&self, app: &str, budget: Arc<MemoryBudget>) -> Result<Relay> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let o = &self.admin_options;
+        let port = o.get_port();
+        let upstream = match (o.get_socket(), o.get_host()) {
+            (Some(dir), _) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+            (None, host) if host.starts_with('/') => Upstream::Unix(Path::new(host).join(format!(".s.PGSQL.{port}"))),
+            (None, host) => Upstream::Tcp(host.to_string(), port),
+        };
+        let dir = self.run_dir.join(format!("pg-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        tracing::debug!(app, "postgres relay at {}", dir.display());
+        Relay::start(dir.join(format!(".s.PGSQL.{port}")), upstream, budget, guard::PgFraming::default)
+    }
+
     /// Cancels, on the server, the app's statements running past `timeout`.
     async fn cancel_overdue(&self, role: &str, database: &str, timeout: Duration) {
         let cancel = sqlx::query(
@@ -263,17 +294,34 @@ pub struct PostgresApp {
     metrics: PgMetrics,
     /// When a connection last failed (ms since the Unix epoch; 0: never).
     last_failure: Arc<AtomicU64>,
+    /// Result rows are charged to it while the host holds them.
+    budget: Arc<MemoryBudget>,
+    /// The relay every connection of the pool goes through ([`guard`]).
+    _guard: Option<Relay>,
 }
 
 impl PostgresApp {
     /// Provisions the app's role and database and builds its (lazy) pool.
-    pub async fn open(host: Arc<PostgresHost>, app: &Arc<str>, pg: &PostgresManifest, source: &Path, metrics: PgMetrics) -> Result<Self> {
+    pub async fn open(
+        host: Arc<PostgresHost>,
+        app: &Arc<str>,
+        pg: &PostgresManifest,
+        source: &Path,
+        metrics: PgMetrics,
+        budget: Arc<MemoryBudget>,
+    ) -> Result<Self> {
         let role = role_name(app);
         let password = host.provision(&role, pg, &source.display().to_string()).await?;
         let timeout_ms = pg.statement_timeout.as_millis().max(1).to_string();
-        let options = host
-            .admin_options
-            .clone()
+        let guard = match crate::limits::relay::enabled() {
+            true => Some(host.guard(app, budget.clone()).map_err(|e| anyhow!("{}: postgres: {e:#}", source.display()))?),
+            false => None,
+        };
+        let mut options = host.admin_options.clone();
+        if let Some(dir) = guard.as_ref().and_then(|g| g.socket().parent()) {
+            options = options.socket(dir).ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        }
+        let options = options
             .username(&role)
             .password(&password)
             .database(&pg.database)
@@ -312,6 +360,8 @@ impl PostgresApp {
             host,
             metrics,
             last_failure,
+            budget,
+            _guard: guard,
         })
     }
 
@@ -451,8 +501,11 @@ impl PostgresApp {
                 }
                 let mut size: u64 = columns.iter().map(|c| 32 + c.name.len() as u64 + c.type_name.len() as u64).sum();
                 let mut rows = Vec::new();
+                // The converted rows are the host's until the guest takes them.
+                let mut held = HostCharge::new(self.budget.clone());
                 let mut stream = query.fetch(&mut *conn);
                 while let Some(row) = stream.try_next().await.map_err(|e| self.fail(e))? {
+                    let before = size;
                     let mut values = Vec::with_capacity(decoders.len());
                     for (i, decoder) in decoders.iter().enumerate() {
                         let raw = row.try_get_raw(i).map_err(|e| self.fail(e))?;
@@ -467,6 +520,12 @@ impl PostgresApp {
                         values.push(value);
                     }
                     size += 16;
+                    if let Err(no_room) = held.grow(size - before) {
+                        return Err(self.refuse(Error::TooLarge(ErrorInfo {
+                            sqlstate: String::new(),
+                            message: format!("the result after {} rows: {no_room}; select fewer rows or columns (LIMIT)", rows.len() + 1),
+                        })));
+                    }
                     if size > headroom {
                         return Err(self.refuse(Error::TooLarge(ErrorInfo {
                             sqlstate: String::new(),
@@ -494,8 +553,15 @@ impl PostgresApp {
         self.guarded(async {
             let mut conn = self.acquire().await?;
             let result = self.run(&mut conn, sql, params, mode).await;
-            if matches!(result, Err(Error::Unavailable(_))) {
-                conn.close_on_drop();
+            match &result {
+                // A connection the guard cut (too-large) is closed as well.
+                Err(Error::Unavailable(_) | Error::TooLarge(_)) => conn.close_on_drop(),
+                // A large message leaves sqlx's read buffer as large: give it back.
+                Ok(Outcome::Rows(rows)) if rows.rows.iter().flatten().any(|v| codec::guest_size(v) > guard::SMALL as u64) => {
+                    sqlx::Connection::shrink_buffers(&mut *conn);
+                }
+                Err(_) => sqlx::Connection::shrink_buffers(&mut *conn),
+                _ => {}
             }
             result
         })
@@ -663,6 +729,10 @@ fn to_guest_error(e: sqlx::Error) -> Error {
                     message: message.clone(),
                 }),
                 "57014" => Error::Timeout(info()),
+                guard::TOO_LARGE_SQLSTATE if message.starts_with(guard::TOO_LARGE_MARK) => Error::TooLarge(ErrorInfo {
+                    sqlstate: sqlstate.clone(),
+                    message: message.trim_start_matches(guard::TOO_LARGE_MARK).trim_start().to_string(),
+                }),
                 "08P01" | "42P18" | "42804" | "22P03" => Error::BadParameter(info()),
                 s if s.starts_with("08") || s.starts_with("57P") || s == "53300" => Error::Unavailable(info()),
                 _ => Error::Other(info()),

@@ -32,6 +32,9 @@
 //! Redis is down a call fails fast with `unavailable` and the host keeps serving
 //! everything else.
 //! Every call is bounded by [`CALL_TIMEOUT`] (`timeout` to the guest).
+//! The app's connections go through a relay that charges replies to the app's
+//! memory budget as they arrive and cuts one that does not fit
+//! ([`super::redis_guard`]; the guest sees `invalid`).
 //!
 //! Redis as a trigger: see [`subscribe`]. Logs name the app, never keys or values.
 
@@ -95,11 +98,22 @@ struct Connector {
     acl_rules: Vec<String>,
     current: ArcSwapOption<MultiplexedConnection>,
     connecting: tokio::sync::Mutex<()>,
+    /// What the app's reply bytes are charged to.
+    budget: Arc<crate::limits::MemoryBudget>,
+    /// The relay the app's connections go through (none for TLS URLs),
+    /// started with the first connection.
+    relay: std::sync::OnceLock<Option<crate::limits::relay::Relay>>,
     acl_warned: std::sync::atomic::AtomicBool,
 }
 
 impl RedisApp {
-    pub fn new(host: &RedisHost, app: &str, config: &manifest::Redis, metrics: RedisMetrics) -> anyhow::Result<Self> {
+    pub fn new(
+        host: &RedisHost,
+        app: &str,
+        config: &manifest::Redis,
+        metrics: RedisMetrics,
+        budget: Arc<crate::limits::MemoryBudget>,
+    ) -> anyhow::Result<Self> {
         use redis::IntoConnectionInfo as _;
         let url = host.url.as_deref().ok_or_else(|| anyhow::anyhow!("the host has no redis_url (host.toml redis_url or ALORIG_REDIS_URL)"))?;
         let info = url.into_connection_info().map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
@@ -124,6 +138,8 @@ impl RedisApp {
                 acl_rules,
                 current: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(()),
+                budget,
+                relay: std::sync::OnceLock::new(),
                 acl_warned: false.into(),
             },
         })
@@ -391,17 +407,28 @@ impl Connector {
         let mut conn = admin.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?;
         let mut setuser = redis::cmd("ACL");
         setuser.arg("SETUSER").arg(&self.user).arg(&self.acl_rules).arg(format!(">{}", self.password));
+        if self.relay.get().is_none() {
+            let started = relay(self.admin.addr(), self.budget.clone()).map_err(|e| {
+                tracing::error!(app, "cannot start the Redis relay: {e:#}");
+                Error::Unavailable
+            })?;
+            let _ = self.relay.set(started);
+        }
+        let through_relay = |info: redis::ConnectionInfo| match self.relay.get() {
+            Some(Some(relay)) => info.set_addr(redis::ConnectionAddr::Unix(relay.socket().to_path_buf())),
+            _ => info,
+        };
         match setuser.query_async::<()>(&mut conn).await {
             Ok(()) => {
                 let settings = self.admin.redis_settings().clone().set_username(&self.user).set_password(&self.password);
-                Ok(self.admin.clone().set_redis_settings(settings))
+                Ok(through_relay(self.admin.clone().set_redis_settings(settings)))
             }
             Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => Err(classify(app, err)),
             Err(err) => {
                 if !self.acl_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(app, "Redis ACL users not managed (redis_url's user cannot run ACL SETUSER: {}); the app is confined by key prefixing alone", err.code().unwrap_or("error"));
                 }
-                Ok(self.admin.clone())
+                Ok(through_relay(self.admin.clone()))
             }
         }
     }
@@ -414,6 +441,23 @@ impl Connector {
         }
         classify(app, err)
     }
+}
+
+/// Starts the app's relay to the Redis at `addr` ([`super::redis_guard`]).
+fn relay(addr: &redis::ConnectionAddr, budget: Arc<crate::limits::MemoryBudget>) -> anyhow::Result<Option<crate::limits::relay::Relay>> {
+    use crate::limits::relay::{Relay, Upstream};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if !crate::limits::relay::enabled() {
+        return Ok(None);
+    }
+    let upstream = match addr {
+        redis::ConnectionAddr::Tcp(host, port) => Upstream::Tcp(host.clone(), *port),
+        redis::ConnectionAddr::Unix(path) => Upstream::Unix(path.clone()),
+        _ => return Ok(None),
+    };
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = crate::limits::relay::socket_dir(None).join(format!("redis-{n}")).join("socket");
+    Ok(Some(Relay::start(socket, upstream, budget, super::redis_guard::RespFraming::default)?))
 }
 
 /// Whether the connection is unusable after this error.
@@ -433,6 +477,9 @@ fn classify(app: &str, err: redis::RedisError) -> Error {
     {
         if first.code() == "WRONGTYPE" {
             return Error::WrongType;
+        }
+        if first.code() == super::redis_guard::TOO_LARGE_CODE {
+            return Error::Invalid(first.details().unwrap_or("the reply is too large").trim_start_matches("alorig-host: ").to_string());
         }
         let at = if pipeline { format!("command {index}: ") } else { String::new() };
         return Error::Other(format!("{at}{} {}", first.code(), first.details().unwrap_or("")).trim_end().to_string());
@@ -838,7 +885,8 @@ mod tests {
     fn app() -> RedisApp {
         let host = RedisHost { url: Some("redis://127.0.0.1:1".into()) };
         let config = manifest::Redis { db: 3, prefix: "a:".into(), channels: vec![] };
-        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a")).unwrap()
+        let budget = Arc::new(crate::limits::MemoryBudget::new(1 << 20, Default::default(), Default::default()));
+        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a"), budget).unwrap()
     }
 
     fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
