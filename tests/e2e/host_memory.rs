@@ -6,6 +6,7 @@
 use crate::{
     harness::{Host, guest, manifest, percentiles},
     postgres_server::PgServer,
+    redis_server::RedisServer,
 };
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,63 @@ async fn six_huge_postgres_rows_cost_the_host_at_most_the_apps_budget() {
     assert!(reply.text().lines().nth(1).is_some_and(|l| l.contains("1000000")), "{}", &reply.text()[..200.min(reply.text().len())]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_redis_value_costs_the_host_at_most_the_apps_budget() {
+    let redis = RedisServer::start();
+    let host = Host::up_with(
+        &[
+            (
+                "greedy",
+                manifest(
+                    "greedy",
+                    "test-redis",
+                    "[resources]\nmemory = \"64MiB\"\ninstance_memory = \"32MiB\"\nmax_concurrency = 8\n\
+                     [[routes]]\nhost = \"greedy.test\"\n[redis]\ndb = 5\nprefix = \"greedy:\"",
+                ),
+            ),
+            ("calm", manifest("calm", "hello", "[[routes]]\nhost = \"calm.test\"")),
+        ],
+        &format!("redis_url = \"{}\"", redis.url()),
+    );
+    let pid = host.pid();
+    // Another client writes a 250 MB value under the app's prefix.
+    let mut conn = redis.connection(5);
+    ::redis::cmd("SET").arg("greedy:v").arg(vec![b'x'; 250_000_000]).query::<()>(&mut conn).unwrap();
+    ::redis::cmd("SET").arg("greedy:small").arg("fits").query::<()>(&mut conn).unwrap();
+    assert_eq!(host.get("greedy.test", "/get?k=small").await.text(), "fits");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (idle, _) = memory(pid);
+    reset_peak(pid);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let attack = async {
+        let answers = futures::future::join_all((0..6).map(|_| host.get("greedy.test", "/get?k=v"))).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        answers
+    };
+    let (answers, (statuses, _)) = tokio::join!(attack, neighbour(&host, &stop));
+    let (_, peak) = memory(pid);
+    for answer in &answers {
+        assert_eq!(answer.status, 400, "{}", &answer.text()[..answer.text().len().min(300)]);
+        assert!(answer.text().contains("memory budget"), "{}", answer.text());
+    }
+    let after = settle(pid, idle + (32 << 20), Duration::from_secs(15)).await;
+    eprintln!(
+        "redis 6 x GET of a 250 MB value, 64 MiB app: host idle {:.1} MiB, peak {:.1} MiB (+{:.1}), after {:.1} MiB (+{:.1}); neighbour {} requests",
+        idle as f64 / MIB,
+        peak as f64 / MIB,
+        (peak as f64 - idle as f64) / MIB,
+        after as f64 / MIB,
+        (after as f64 - idle as f64) / MIB,
+        statuses.len()
+    );
+    assert!(peak <= idle + (64 << 20) + (32 << 20), "peak {:.1} MiB over idle", (peak - idle) as f64 / MIB);
+    assert!(after <= idle + (32 << 20));
+    assert!(statuses.iter().all(|s| *s == 200), "the neighbour must keep serving: {statuses:?}");
+    // The connection was cut; the next call reconnects and works.
+    assert_eq!(host.get("greedy.test", "/get?k=small").await.text(), "fits");
+}
+
 /// The largest component at hand: `ALORIG_LARGEST_COMPONENT` (e.g. the Python
 /// app's), else the largest guest built from `components/` that needs no
 /// capability section.
@@ -199,16 +257,13 @@ async fn concurrent_deploy_uploads_are_streamed_to_disk() {
     // compiles, so each is refused by the compiler after it arrived whole.
     const SIZE: usize = 200 << 20;
     let manifest = b"name = \"big\"\ncomponent = \"big.wasm\"\n[[routes]]\nhost = \"big.test\"\n".to_vec();
+    let host = &host;
     let upload = |_| {
         let mut body = manifest.clone();
         body.extend_from_slice(b"\0asm\x0d\x00\x01\x00");
         body.resize(manifest.len() + SIZE, 0);
-        host.admin_request(
-            "PUT",
-            "/v1/apps/big",
-            &[("authorization", format!("Bearer {}", host.token())), ("alorig-manifest-length", manifest.len().to_string())],
-            body,
-        )
+        let headers = [("authorization", format!("Bearer {}", host.token())), ("alorig-manifest-length", manifest.len().to_string())];
+        async move { host.admin_request("PUT", "/v1/apps/big", &headers, body).await }
     };
     let replies = futures::future::join_all((0..4).map(upload)).await;
     let (_, peak) = memory(pid);
