@@ -170,7 +170,7 @@ impl CompileCache {
         match unsafe { Component::deserialize_file(engine, path) } {
             Ok(component) => Some(Compiled { component, digest: digest.to_string(), cached: true }),
             Err(err) => {
-                tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {err:#}");
+                tracing::warn!(path = %path.display(), fault = "host", "recompiling: cached component unusable: {err:#}");
                 None
             }
         }

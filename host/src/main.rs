@@ -144,7 +144,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     if let Command::CompileComponent { input, output } = &cli.command {
-        return alorig_host::engine::compile_child::child_main(input, output);
+        return alorig_host::engine::compile_child::child_main(alorig_host::engine::compile_engine, input, output);
     }
     alorig_host::engine::compile_child::use_current_exe();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -187,7 +187,7 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
     if let Some(component) = component {
         parsed.component = component;
     }
-    serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
+    alorig_host::deploy::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
     let mut runtime = Runtime::new(&config.data_dir, 4)?;
     runtime.offline = true;
     runtime.redis.url = config.redis_url.clone();

@@ -79,12 +79,12 @@ pub async fn compile(exe: &Path, input: &Path, output: &Path) -> Result<()> {
 
 /// In the child: limits itself, reads the component from `input`, compiles it
 /// and writes the artifact to `output`.
-pub fn child_main(input: &Path, output: &Path) -> Result<()> {
+pub fn child_main(engine: impl FnOnce() -> Result<wasmtime::Engine>, input: &Path, output: &Path) -> Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     setrlimit(Resource::As, Rlimit { current: Some(MEMORY_LIMIT), maximum: Some(MEMORY_LIMIT) })
         .context("cannot limit the compiler's memory")?;
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let engine = super::compile_engine()?;
+    let engine = engine()?;
     let compiled = engine.precompile_component(&bytes).map_err(anyhow::Error::from).context("component does not compile")?;
     let mut file = std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display()))?;
     file.write_all(&compiled).with_context(|| format!("cannot write {}", output.display()))?;

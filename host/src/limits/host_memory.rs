@@ -23,7 +23,7 @@
 //! | metric labels | `metrics.rs` | only app names, manifest entries (timers, outbound destinations) and fixed reasons: never guest strings |
 //! | job payloads and timer arguments | `capabilities/timers/store.rs` | stored on disk/PostgreSQL; held while one job runs |
 //! | WebSocket send queues | `capabilities/websocket/hub.rs` | per connection queue length and message size limits |
-//! | deploy uploads | `admin/upload.rs` | streamed to a file; at most two at once |
+//! | deploy uploads | `deploy/upload.rs` | streamed to a file; at most two at once |
 //! | compiling a component | `engine/compile_child.rs` | in a child process with an address-space and time limit |
 
 use super::MemoryBudget;

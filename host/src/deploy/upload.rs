@@ -8,7 +8,7 @@
 //! the file once, under the one-deploy-at-a-time lock, and stores the version
 //! by copying it.
 
-use crate::deploy::ApiError;
+use super::ApiError;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use std::{
