@@ -13,9 +13,11 @@
 //! 7. WebSockets: host memory per idle connection, a broadcast to 1,000 clients;
 //! 8. the same HTML page (query + Redis GET + template) in Rust and Python on the
 //!    host vs Django under gunicorn with psycopg and redis-py.
+//! 9. host memory: the page through the accounting relays vs straight to the
+//!    servers, and host RSS after spikes with glibc's defaults vs the tuning.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -37,6 +39,8 @@ mod jobs;
 mod python;
 #[path = "hosting/websocket.rs"]
 mod websocket;
+#[path = "hosting/host_memory.rs"]
+mod host_memory;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -377,6 +381,9 @@ fn main() {
     }
     if run("python") {
         python::python_page(seconds);
+    }
+    if run("host-memory") {
+        host_memory::host_memory(seconds);
     }
 }
 

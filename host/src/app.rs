@@ -95,22 +95,20 @@ impl App {
     /// checks that one instance can start within the app's limits.
     pub async fn load(runtime: &Runtime, manifest: Manifest) -> Result<App> {
         let path = manifest.component.clone();
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!("{}: component: cannot read {}", manifest.source.display(), path.display())
-        })?;
-        Self::from_bytes(runtime, manifest, bytes).await
+        Self::from_file(runtime, manifest, &path).await
     }
 
-    /// Like [`App::load`], with the component's bytes at hand (a deploy's upload);
-    /// `manifest.component` only names it in errors.
-    pub async fn from_bytes(runtime: &Runtime, manifest: Manifest, bytes: Vec<u8>) -> Result<App> {
+    /// Like [`App::load`], with the component in `file` (a deploy's upload);
+    /// `manifest.component` only names it in errors. The component's bytes are
+    /// read by the compiler, not held here.
+    pub async fn from_file(runtime: &Runtime, manifest: Manifest, file: &std::path::Path) -> Result<App> {
         let path = manifest.component.clone();
-        validate::check_bytes(&path, &bytes)?;
-        let compiled = runtime
-            .cache
-            .load(&runtime.engine, Arc::new(bytes))
-            .await
-            .with_context(|| path.display().to_string())?;
+        let mut header = Vec::with_capacity(8);
+        std::fs::File::open(file)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 8), &mut header))
+            .with_context(|| format!("{}: component: cannot read {}", manifest.source.display(), path.display()))?;
+        validate::check_bytes(&path, &header)?;
+        let compiled = runtime.cache.load_file(&runtime.engine, file).await.with_context(|| path.display().to_string())?;
         let imports: Vec<String> = compiled
             .component
             .component_type()
@@ -154,7 +152,11 @@ impl App {
         // instances share one count of bytes in use; each checks its own cap.
         // `alorig_app_memory_limit_bytes` follows the version in force: see `activate`.
         let limit = manifest.resources.memory.bytes();
-        let budget = Arc::new(MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone()));
+        // What the host holds for the app is charged to the same budget.
+        let budget = Arc::new(
+            MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone())
+                .with_host(metrics.host_memory.clone(), metrics.memory_charged.clone()),
+        );
         let capabilities = AppCapabilities::load(&LoadContext {
             name: &name,
             manifest: &manifest,
@@ -167,6 +169,7 @@ impl App {
             redis: &runtime.redis,
             timers: &runtime.timers,
             websocket: &runtime.websocket,
+            budget: &budget,
         })
         .await?;
         let mut app = App {

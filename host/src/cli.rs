@@ -237,6 +237,7 @@ pub fn status_table(apps: &Value) -> String {
                 format!("{} / {}", size(&a["memory_bytes"]), size(&a["memory_limit_bytes"])),
                 format!("{percent:.1}%"),
                 size(&a["memory_peak_bytes"]),
+                size(&a["host_memory_bytes"]),
                 a["instances"].to_string(),
                 format!("{:.1}", a["requests_per_second"].as_f64().unwrap_or(0.0)),
                 format!("{:.1}%", 100.0 * a["error_rate"].as_f64().unwrap_or(0.0)),
@@ -247,7 +248,7 @@ pub fn status_table(apps: &Value) -> String {
             ]
         })
         .collect();
-    table(&["APP", "VERSION", "MEM USAGE / LIMIT", "MEM %", "PEAK", "INSTANCES", "REQ/S", "ERRORS", "P99"], &rows)
+    table(&["APP", "VERSION", "MEM USAGE / LIMIT", "MEM %", "PEAK", "HOST-HELD", "INSTANCES", "REQ/S", "ERRORS", "P99"], &rows)
 }
 
 /// Imports grouped by WIT package (`wasi:http, wasi:io`), then the other grants.

@@ -8,6 +8,10 @@
 //!   and trapped at its deadline.
 //! * Components are compiled ahead of time, off the request path, and cached on
 //!   disk by content hash, so a restart or a second `up` never recompiles.
+//!   The `alorig-host` binary compiles in a bounded child process
+//!   ([`compile_child`]), so a deploy never leaves the host fatter.
+
+pub mod compile_child;
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest as _, Sha256};
@@ -55,13 +59,22 @@ pub fn build_engine(max_instances: u32) -> Result<Engine> {
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
 
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .memory_init_cow(true)
-        .wasm_component_model(true);
+    let mut config = compile_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(anyhow::Error::from).context("cannot set up the WebAssembly engine")
+}
+
+/// The settings that shape compiled code, shared by the serving engine and
+/// the compiler process (whose artifacts the serving engine loads).
+fn compile_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true).memory_init_cow(true).wasm_component_model(true);
+    config
+}
+
+/// An engine that only compiles: no instance pool, so no address space reserved.
+pub fn compile_engine() -> Result<Engine> {
+    Engine::new(&compile_config()).map_err(anyhow::Error::from).context("cannot set up the WebAssembly compiler")
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, for
@@ -105,20 +118,10 @@ impl CompileCache {
     /// compiled copy is cached. Call only after [`crate::validate::check_bytes`].
     pub async fn load(&self, engine: &Engine, bytes: Arc<Vec<u8>>) -> Result<Compiled> {
         let digest = hex::encode(Sha256::digest(bytes.as_slice()));
-        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut engine_hash);
-        let path = self.dir.join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()));
-
-        if path.exists() {
-            // SAFETY: files in this folder are written only by `store` below, via
-            // write-then-rename, from `Engine::precompile_component` of this same
-            // engine configuration (the file name carries its compatibility hash).
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(Compiled { component, digest, cached: true }),
-                Err(err) => tracing::warn!(path = %path.display(), fault = "host", "recompiling: cached component unusable: {err:#}"),
-            }
+        let path = self.path(engine, &digest);
+        if let Some(cached) = self.cached(engine, &path, &digest) {
+            return Ok(cached);
         }
-
         let compile_engine = engine.clone();
         let compiled = tokio::task::spawn_blocking(move || compile_engine.precompile_component(&bytes))
             .await
@@ -126,8 +129,56 @@ impl CompileCache {
             .map_err(anyhow::Error::from)
             .context("component does not compile")?;
         self.store(&path, &compiled)?;
-        // SAFETY: as above; the file was just written from this engine's output.
-        let component = unsafe { Component::deserialize_file(engine, &path) }
+        self.load_compiled(engine, &path, digest)
+    }
+
+    /// Like [`Self::load`], for a component in a file: the `alorig-host`
+    /// binary compiles it in a child process ([`compile_child`]) and never
+    /// holds the component's bytes; anything else reads it and compiles in-process.
+    pub async fn load_file(&self, engine: &Engine, file: &Path) -> Result<Compiled> {
+        let Some(exe) = compile_child::compiler() else {
+            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            return self.load(engine, Arc::new(bytes)).await;
+        };
+        let digest = file_digest(file)?;
+        let path = self.path(engine, &digest);
+        if let Some(cached) = self.cached(engine, &path, &digest) {
+            return Ok(cached);
+        }
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        compile_child::compile(exe, file, &tmp).await?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        self.load_compiled(engine, &path, digest)
+    }
+
+    /// The cache file of a component: its digest and the engine's compatibility hash.
+    fn path(&self, engine: &Engine, digest: &str) -> PathBuf {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        self.dir.join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()))
+    }
+
+    fn cached(&self, engine: &Engine, path: &Path, digest: &str) -> Option<Compiled> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: files in this folder are written only by `store` below or by
+        // the compiler process, via write-then-rename, from
+        // `Engine::precompile_component` of this same engine configuration
+        // (the file name carries its compatibility hash).
+        match unsafe { Component::deserialize_file(engine, path) } {
+            Ok(component) => Some(Compiled { component, digest: digest.to_string(), cached: true }),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), fault = "host", "recompiling: cached component unusable: {err:#}");
+                None
+            }
+        }
+    }
+
+    fn load_compiled(&self, engine: &Engine, path: &Path, digest: String) -> Result<Compiled> {
+        // SAFETY: as in `cached`; the file was just written from this engine configuration's output.
+        let component = unsafe { Component::deserialize_file(engine, path) }
             .map_err(anyhow::Error::from)
             .context("cannot load the compiled component")?;
         Ok(Compiled { component, digest, cached: false })
@@ -153,5 +204,42 @@ impl CompileCache {
         std::fs::write(&tmp, compiled).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
+    }
+}
+
+/// Hex SHA-256 of a file, read in 64 KiB pieces.
+fn file_digest(file: &Path) -> Result<String> {
+    use std::io::Read as _;
+    let mut reader = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf).with_context(|| format!("cannot read {}", file.display()))?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{Hash as _, Hasher as _};
+
+    #[test]
+    fn what_the_compiler_process_builds_the_serving_engine_loads() {
+        let serving = build_engine(4).unwrap();
+        let compiler = compile_engine().unwrap();
+        let hash = |e: &Engine| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            e.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&serving), hash(&compiler), "the cache file name must match");
+        let component = wat::parse_str("(component (core module (func (export \"f\"))))").unwrap();
+        let compiled = compiler.precompile_component(&component).unwrap();
+        // SAFETY: the bytes were just produced by `precompile_component`.
+        unsafe { Component::deserialize(&serving, &compiled) }.unwrap();
     }
 }

@@ -8,6 +8,14 @@
 //! returns -1, which a Rust guest turns into a trap), and gives everything back
 //! when the instance is dropped. Wasmtime's own `StoreLimits` caps each memory
 //! separately, which cannot express "this app, all instances together".
+//!
+//! The same budget also holds what the *host* keeps on the app's behalf
+//! (result rows, replies, bodies, queues): see [`host_memory`]. Guest and host
+//! bytes are charged to one counter, so together they never pass `memory`.
+
+pub mod allocator;
+pub mod host_memory;
+pub mod relay;
 
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::{
@@ -22,15 +30,29 @@ const TABLE_ELEMENT_BYTES: u64 = 8;
 #[derive(Debug)]
 pub struct MemoryBudget {
     limit: AtomicU64,
-    /// Bytes in use now: the gauge `alorig_app_memory_bytes` itself.
+    /// Guest bytes in use now: the gauge `alorig_app_memory_bytes` itself.
     used: Gauge,
-    /// High-water mark: `alorig_app_memory_peak_bytes`.
+    /// High-water mark of guest bytes: `alorig_app_memory_peak_bytes`.
     peak: Gauge,
+    /// Bytes the host holds for the app: `alorig_app_host_memory_bytes`.
+    host: Gauge,
+    /// Guest plus host bytes: the one counter checked against the limit
+    /// (shared by every version of the app, like the gauges; not exported).
+    total: Gauge,
 }
 
 impl MemoryBudget {
+    /// A budget with its own host and total counters (tests, one-off loads).
     pub fn new(limit: u64, used: Gauge, peak: Gauge) -> Self {
-        Self { limit: AtomicU64::new(limit), used, peak }
+        Self { limit: AtomicU64::new(limit), used, peak, host: Gauge::default(), total: Gauge::default() }
+    }
+
+    /// Shares the host-held gauge and the guest+host counter with the app's
+    /// other versions. Call before the budget is shared (right after `new`).
+    pub fn with_host(mut self, host: Gauge, total: Gauge) -> Self {
+        self.host = host;
+        self.total = total;
+        self
     }
 
     pub fn limit(&self) -> u64 {
@@ -49,10 +71,20 @@ impl MemoryBudget {
         self.peak.get().max(0) as u64
     }
 
-    /// Charges `bytes` if they fit under the limit; lock-free.
-    fn try_charge(&self, bytes: u64) -> bool {
+    /// Bytes the host holds for the app now (all versions).
+    pub fn host_held(&self) -> u64 {
+        self.host.get().max(0) as u64
+    }
+
+    /// What is left under the limit for guest and host bytes together.
+    pub fn left(&self) -> u64 {
+        self.limit().saturating_sub(self.total.get().max(0) as u64)
+    }
+
+    /// Reserves `bytes` of guest plus host memory if they fit; lock-free.
+    fn reserve(&self, bytes: u64) -> bool {
         let limit = self.limit() as i64;
-        let counter = self.used.inner();
+        let counter = self.total.inner();
         let mut current = counter.load(Ordering::Relaxed);
         loop {
             let next = current.saturating_add(bytes as i64);
@@ -60,17 +92,41 @@ impl MemoryBudget {
                 return false;
             }
             match counter.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => {
-                    self.peak.inner().fetch_max(next, Ordering::Relaxed);
-                    return true;
-                }
+                Ok(_) => return true,
                 Err(actual) => current = actual,
             }
         }
     }
 
+    /// Charges `bytes` of guest memory if they fit under the limit.
+    fn try_charge(&self, bytes: u64) -> bool {
+        if !self.reserve(bytes) {
+            return false;
+        }
+        let now = self.used.inc_by(bytes as i64) + bytes as i64;
+        self.peak.inner().fetch_max(now, Ordering::Relaxed);
+        true
+    }
+
     fn release(&self, bytes: u64) {
         self.used.dec_by(bytes as i64);
+        self.total.dec_by(bytes as i64);
+    }
+
+    /// Charges `bytes` the host is about to hold for the app, if they fit.
+    /// Prefer [`host_memory::HostCharge`], which gives them back on drop.
+    pub fn try_charge_host(&self, bytes: u64) -> bool {
+        if !self.reserve(bytes) {
+            return false;
+        }
+        self.host.inc_by(bytes as i64);
+        true
+    }
+
+    /// Gives back host bytes charged with [`Self::try_charge_host`].
+    pub fn release_host(&self, bytes: u64) {
+        self.host.dec_by(bytes as i64);
+        self.total.dec_by(bytes as i64);
     }
 }
 
@@ -115,8 +171,7 @@ impl InstanceLimiter {
     /// it to refuse a result that could not fit, instead of letting the guest trap.
     pub fn headroom(&self) -> u64 {
         let own = self.ceiling.saturating_sub(self.charged);
-        let app = self.budget.limit().saturating_sub(self.budget.used());
-        own.min(app)
+        own.min(self.budget.left())
     }
 
     fn grow(&mut self, bytes: u64) -> bool {
@@ -190,6 +245,22 @@ mod tests {
         assert_eq!(app.peak(), 60 << 20);
         drop(b);
         assert_eq!(app.used(), 0);
+    }
+
+    #[test]
+    fn host_bytes_and_guest_bytes_share_one_budget() {
+        let app = budget(100 << 20);
+        assert!(app.try_charge_host(70 << 20));
+        let mut a = InstanceLimiter::new(app.clone(), 64 << 20);
+        assert!(!a.memory_growing(0, 40 << 20, None).unwrap(), "70 MiB held by the host leave 30 MiB");
+        assert!(a.memory_growing(0, 30 << 20, None).unwrap());
+        assert_eq!(a.headroom(), 0);
+        assert!(!app.try_charge_host(1));
+        assert_eq!((app.used(), app.host_held()), (30 << 20, 70 << 20));
+        app.release_host(70 << 20);
+        assert_eq!(app.left(), 70 << 20);
+        drop(a);
+        assert_eq!(app.left(), 100 << 20);
     }
 
     #[test]

@@ -113,6 +113,10 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Compile the component in INPUT into OUTPUT (the host's own compiler
+    /// process, see engine::compile_child).
+    #[command(name = "__compile-component", hide = true)]
+    CompileComponent { input: PathBuf, output: PathBuf },
     /// Print a Caddyfile that puts Caddy in front of the host for every manifest.
     Caddyfile {
         /// Folder of app manifests.
@@ -128,6 +132,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alorig_host::limits::allocator::configure();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -147,6 +152,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::CompileComponent { input, output } = &cli.command {
+        return alorig_host::engine::compile_child::child_main(alorig_host::engine::compile_engine, input, output);
+    }
+    alorig_host::engine::compile_child::use_current_exe();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
@@ -165,6 +174,8 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}: new {lang:?} app {name}; see its README.md to build and deploy it", root.display());
                 Ok(())
             }
+            // Handled before the runtime starts.
+            Command::CompileComponent { .. } => Ok(()),
             Command::Caddyfile { manifests, upstream, http_port } => {
                 print!("{}", caddyfile::render(&load_manifest_dir(&manifests)?, &upstream, http_port));
                 Ok(())

@@ -67,6 +67,9 @@ pub struct Metrics {
     memory: Family<AppLabel, Gauge>,
     memory_peak: Family<AppLabel, Gauge>,
     memory_limit: Family<AppLabel, Gauge>,
+    host_memory: Family<AppLabel, Gauge>,
+    /// Guest plus host bytes per app, checked against its limit (not exported).
+    memory_charged: Family<AppLabel, Gauge>,
     instances: Family<AppLabel, Gauge>,
     requests: Family<AppStatusLabel, Counter>,
     duration: HistogramFamily,
@@ -213,6 +216,10 @@ pub struct AppMetrics {
     pub memory: Gauge,
     pub memory_peak: Gauge,
     pub memory_limit: Gauge,
+    /// `alorig_app_host_memory_bytes`.
+    pub host_memory: Gauge,
+    /// Guest plus host bytes, the counter [`crate::limits::MemoryBudget`] checks.
+    pub memory_charged: Gauge,
     pub instances: Gauge,
     requests_common: Arc<[OnceLock<Counter>; COMMON_STATUSES.len()]>,
     requests: Family<AppStatusLabel, Counter>,
@@ -272,6 +279,7 @@ impl Metrics {
         let memory = Family::<AppLabel, Gauge>::default();
         let memory_peak = Family::<AppLabel, Gauge>::default();
         let memory_limit = Family::<AppLabel, Gauge>::default();
+        let host_memory = Family::<AppLabel, Gauge>::default();
         let instances = Family::<AppLabel, Gauge>::default();
         let requests = Family::<AppStatusLabel, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
@@ -296,6 +304,11 @@ impl Metrics {
         registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
         registry.register("alorig_app_memory_peak_bytes", "Highest guest memory in use since start", memory_peak.clone());
         registry.register("alorig_app_memory_limit_bytes", "The manifest's memory cap", memory_limit.clone());
+        registry.register(
+            "alorig_app_host_memory_bytes",
+            "Memory the host holds on the app's behalf (rows, replies, bodies, queues), charged to its budget",
+            host_memory.clone(),
+        );
         registry.register("alorig_app_instances", "Live instances", instances.clone());
         registry.register("alorig_app_requests", "Requests answered, by HTTP status", requests.clone());
         registry.register("alorig_app_request_duration_seconds", "Time to the response head", duration.clone());
@@ -328,6 +341,8 @@ impl Metrics {
             memory,
             memory_peak,
             memory_limit,
+            host_memory,
+            memory_charged: Family::default(),
             instances,
             requests,
             duration,
@@ -362,6 +377,8 @@ impl Metrics {
             memory: self.memory.get_or_create_owned(&label),
             memory_peak: self.memory_peak.get_or_create_owned(&label),
             memory_limit: self.memory_limit.get_or_create_owned(&label),
+            host_memory: self.host_memory.get_or_create_owned(&label),
+            memory_charged: self.memory_charged.get_or_create_owned(&label),
             instances: self.instances.get_or_create_owned(&label),
             requests_common: Arc::new(Default::default()),
             requests: self.requests.clone(),

@@ -133,6 +133,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         apps: apps.clone(),
         token,
         max_upload: config.max_upload.bytes(),
+        spool: crate::deploy::upload::Spool::new(&config.data_dir),
         timers: runtime.timers.clone(),
     });
     tokio::spawn(trim_idle_instances(ingress.clone()));

@@ -14,6 +14,7 @@ mod cli;
 mod deploy;
 mod igny8;
 mod escape;
+mod host_memory;
 mod ingress;
 mod limits;
 mod observer;

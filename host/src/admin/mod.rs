@@ -9,7 +9,7 @@
 //! then the component's, with `Alorig-Manifest-Length` saying where the manifest
 //! ends. `Alorig-Manifest-Name` and `Alorig-Component-Name` (optional) name the
 //! files in errors; `?approve_grants=true` approves wider grants. The body is
-//! read as it arrives and refused with 413 past `max_upload`.
+//! written to disk as it arrives ([`crate::deploy::upload`]) and refused with 413 past `max_upload`.
 
 pub mod client;
 pub mod token;
@@ -33,6 +33,8 @@ pub struct Admin {
     pub apps: Arc<Apps>,
     pub token: String,
     pub max_upload: u64,
+    /// Where uploads are written while they arrive.
+    pub spool: crate::deploy::upload::Spool,
     /// The job store behind `GET /v1/apps/{app}/jobs`.
     pub timers: Arc<TimersHost>,
 }
@@ -174,21 +176,15 @@ impl Admin {
             drain(&mut body, limit + DRAIN_PAST_LIMIT).await;
             return Err(too_large());
         }
-        let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ApiError::new(400, "bad_request", format!("the upload was cut off: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                if (bytes.len() + data.len()) as u64 > limit {
+        let (bytes, component) = match self.spool.receive(&mut body, manifest_len, limit, too_large).await {
+            Ok(received) => received,
+            Err(err) => {
+                if err.status == 413 {
                     drain(&mut body, DRAIN_PAST_LIMIT).await;
-                    return Err(too_large());
                 }
-                bytes.extend_from_slice(&data);
+                return Err(err);
             }
-        }
-        if manifest_len > bytes.len() {
-            return Err(ApiError::new(400, "bad_request", "Alorig-Manifest-Length is longer than the upload"));
-        }
-        let component = bytes.split_off(manifest_len);
+        };
         let manifest_text = String::from_utf8(bytes)
             .map_err(|_| ApiError::new(400, "bad_manifest", format!("{manifest_name}: is not UTF-8 text")))?;
         Ok(Upload { app, manifest_name, manifest_text, component_name, component, approve_grants })

@@ -58,6 +58,8 @@ pub struct LoadContext<'a> {
     pub redis: &'a RedisHost,
     pub timers: &'a Arc<TimersHost>,
     pub websocket: &'a Arc<Hub>,
+    /// The app's memory budget: what the host holds for it is charged there too.
+    pub budget: &'a Arc<crate::limits::MemoryBudget>,
 }
 
 impl LoadContext<'_> {

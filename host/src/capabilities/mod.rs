@@ -39,6 +39,7 @@
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
+mod redis_guard;
 pub mod timers;
 pub mod wasi;
 pub mod websocket;

@@ -29,6 +29,7 @@
 //! spike or a guest trap.
 
 mod codec;
+mod guard;
 mod provision;
 mod query;
 
@@ -218,7 +219,7 @@ impl PostgresApp {
             )));
         };
         let metrics = ctx.metrics.postgres(ctx.name);
-        let app = Self::open(host.clone(), ctx.name, pg, &ctx.manifest.source, metrics).await.map_err(|err| {
+        let app = Self::open(host.clone(), ctx.name, pg, &ctx.manifest.source, metrics, ctx.budget.clone()).await.map_err(|err| {
             // Provisioning marks an unreachable server as a dependency outage;
             // the rest (rights, a database owned by another app) is the operator's.
             err.downcast::<super::LoadError>().unwrap_or_else(|other| super::LoadError::operator(format!("{other:#}")))

@@ -96,7 +96,13 @@ pub struct RedisApp {
 
 
 impl RedisApp {
-    pub fn new(host: &RedisHost, app: &str, config: &manifest::Redis, metrics: RedisMetrics) -> anyhow::Result<Self> {
+    pub fn new(
+        host: &RedisHost,
+        app: &str,
+        config: &manifest::Redis,
+        metrics: RedisMetrics,
+        budget: Arc<crate::limits::MemoryBudget>,
+    ) -> anyhow::Result<Self> {
         use redis::IntoConnectionInfo as _;
         let url = host.url.as_deref().ok_or_else(|| anyhow::anyhow!("the host has no redis_url (host.toml redis_url or ALORIG_REDIS_URL)"))?;
         let info = url.into_connection_info().map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
@@ -121,6 +127,8 @@ impl RedisApp {
                 acl_rules,
                 current: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(()),
+                budget,
+                relay: std::sync::OnceLock::new(),
                 acl_warned: false.into(),
             },
         })
@@ -129,7 +137,7 @@ impl RedisApp {
     /// The app's Redis, when its manifest has `[redis]`.
     pub fn load(ctx: &super::LoadContext<'_>) -> Result<Option<Self>, super::LoadError> {
         let Some(config) = &ctx.manifest.redis else { return Ok(None) };
-        Self::new(ctx.redis, ctx.name, config, ctx.metrics.redis(ctx.name))
+        Self::new(ctx.redis, ctx.name, config, ctx.metrics.redis(ctx.name), ctx.budget.clone())
             .map(Some)
             .map_err(|e| super::LoadError::operator(format!("{}: [redis]: {e}", ctx.source())))
     }

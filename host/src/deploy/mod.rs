@@ -8,11 +8,12 @@
 //! ([`store`]) and the routing table swapped: new requests go to the new
 //! version, in-flight ones finish on the `Arc<App>` they hold.
 //!
-//! Every version of an app charges the same memory gauges (see `App::from_bytes`),
+//! Every version of an app charges the same memory gauges (see `App::from_file`),
 //! so an old version's in-flight instances and the new version's count as one app.
 
 pub mod grants;
 pub mod store;
+pub mod upload;
 
 use crate::{
     app::App,
@@ -106,7 +107,8 @@ pub struct Upload {
     pub manifest_text: String,
     /// The component's file name on the deploying machine (names it in errors).
     pub component_name: String,
-    pub component: Vec<u8>,
+    /// The component's bytes, in a file until the deploy reads them.
+    pub component: upload::Spooled,
     /// The operator saw and approved wider grants (`deploy --yes`).
     pub approve_grants: bool,
 }
@@ -316,8 +318,9 @@ impl Apps {
             }
         }
 
-        let component = upload.component;
-        let app = App::from_bytes(&self.runtime, manifest, component.clone())
+        let spooled = upload.component;
+        // The compiler reads the file; the version is stored by copying it.
+        let app = App::from_file(&self.runtime, manifest, spooled.path())
             .await
             .map_err(|e| load_failed(422, "bad_component", e))?;
         let compiled_in = started.elapsed();
@@ -344,7 +347,7 @@ impl Apps {
         let version = store.next_version(&upload.app).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
         // Writing and fsyncing a component takes a while: off the async workers.
         let (writer, name, text) = (store.clone(), upload.app.clone(), upload.manifest_text.clone());
-        tokio::task::spawn_blocking(move || writer.write_version(&name, version, &text, &component))
+        tokio::task::spawn_blocking(move || writer.write_version_file(&name, version, &text, spooled.path()))
             .await
             .map_err(|e| ApiError::new(500, "storage", format!("the storage thread failed: {e}")))?
             .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
@@ -491,6 +494,7 @@ impl Apps {
             "routes": routes(app),
             "memory_bytes": app.budget.used(),
             "memory_peak_bytes": app.budget.peak(),
+            "host_memory_bytes": app.budget.host_held(),
             "memory_limit_bytes": resources.memory.bytes(),
             "instance_memory_bytes": resources.instance_memory.bytes(),
             "max_concurrency": resources.max_concurrency.get(),

@@ -97,12 +97,24 @@ impl Store {
 
     /// Writes a complete version folder (not yet in force).
     pub fn write_version(&self, app: &str, version: u32, manifest: &str, component: &[u8]) -> Result<()> {
+        self.write_version_with(app, version, manifest, |path| write_synced(path, component))
+    }
+
+    /// Like [`Self::write_version`], copying the component from a file.
+    pub fn write_version_file(&self, app: &str, version: u32, manifest: &str, component: &Path) -> Result<()> {
+        self.write_version_with(app, version, manifest, |path| {
+            fs::copy(component, path).with_context(|| format!("cannot write {}", path.display()))?;
+            File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))
+        })
+    }
+
+    fn write_version_with(&self, app: &str, version: u32, manifest: &str, component: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let dir = self.version_dir(app, version);
         let tmp = dir.with_extension("tmp");
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         write_synced(&tmp.join("manifest.toml"), manifest.as_bytes())?;
-        write_synced(&tmp.join("component.wasm"), component)?;
+        component(&tmp.join("component.wasm"))?;
         sync_dir(&tmp)?;
         fs::rename(&tmp, &dir).with_context(|| format!("cannot write {}", dir.display()))?;
         sync_dir(&self.app_dir(app))?;

@@ -23,6 +23,8 @@ pub struct PostgresHost {
     pub(super) admin_options: PgConnectOptions,
     admin: PgPool,
     secrets_dir: PathBuf,
+    /// Where each app's [`super::guard`] relay listens.
+    run_dir: PathBuf,
     configured_limit: Option<u32>,
 }
 
@@ -40,7 +42,13 @@ impl PostgresHost {
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(admin_options.clone());
-        Ok(Self { admin_options, admin, secrets_dir: data_dir.join("postgres"), configured_limit: max_connections })
+        Ok(Self {
+            admin_options,
+            admin,
+            secrets_dir: data_dir.join("postgres"),
+            run_dir: crate::limits::relay::socket_dir(Some(data_dir)),
+            configured_limit: max_connections,
+        })
     }
 
     /// The most connections all apps together may hold: `postgres_max_connections`,
@@ -164,6 +172,23 @@ impl PostgresHost {
     }
 
     /// Cancels, on the server, the app's statements running past `timeout`.
+    /// Starts the relay ([`super::guard`]) for one version of an app, to the
+    /// server `postgres_url` names, listening where sqlx looks when given a folder.
+    pub(super) fn guard(&self, app: &str, budget: std::sync::Arc<crate::limits::MemoryBudget>) -> Result<crate::limits::relay::Relay> {
+        use crate::limits::relay::{Relay, Upstream};
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let o = &self.admin_options;
+        let port = o.get_port();
+        let upstream = match (o.get_socket(), o.get_host()) {
+            (Some(dir), _) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+            (None, host) if host.starts_with('/') => Upstream::Unix(Path::new(host).join(format!(".s.PGSQL.{port}"))),
+            (None, host) => Upstream::Tcp(host.to_string(), port),
+        };
+        let dir = self.run_dir.join(format!("pg-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        tracing::debug!(app, "postgres relay at {}", dir.display());
+        Relay::start(dir.join(format!(".s.PGSQL.{port}")), upstream, budget, super::guard::PgFraming::default)
+    }
+
     pub(super) async fn cancel_overdue(&self, role: &str, database: &str, timeout: Duration) {
         let cancel = sqlx::query(
             "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \

@@ -6,8 +6,10 @@
 
 use super::{
     CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, TIMEOUT_SLACK, SUSPECT_WINDOW, Value, codec, describe,
+    guard,
     provision::{PostgresHost, role_name},
 };
+use crate::limits::{MemoryBudget, host_memory::HostCharge, relay::Relay};
 use crate::{config::manifest::Postgres as PostgresManifest, metrics::{PgErrorKind, PgMetrics}};
 use anyhow::Result;
 use futures::TryStreamExt as _;
@@ -37,17 +39,34 @@ pub struct PostgresApp {
     metrics: PgMetrics,
     /// When a connection last failed (ms since the Unix epoch; 0: never).
     last_failure: Arc<AtomicU64>,
+    /// Result rows are charged to it while the host holds them.
+    budget: Arc<MemoryBudget>,
+    /// The relay every connection of the pool goes through ([`guard`]).
+    _guard: Option<Relay>,
 }
 
 impl PostgresApp {
     /// Provisions the app's role and database and builds its (lazy) pool.
-    pub async fn open(host: Arc<PostgresHost>, app: &Arc<str>, pg: &PostgresManifest, source: &Path, metrics: PgMetrics) -> Result<Self> {
+    pub async fn open(
+        host: Arc<PostgresHost>,
+        app: &Arc<str>,
+        pg: &PostgresManifest,
+        source: &Path,
+        metrics: PgMetrics,
+        budget: Arc<MemoryBudget>,
+    ) -> Result<Self> {
         let role = role_name(app);
         let password = host.provision(&role, pg, &source.display().to_string()).await?;
         let timeout_ms = pg.statement_timeout.as_millis().max(1).to_string();
-        let options = host
-            .admin_options
-            .clone()
+        let guard = match crate::limits::relay::enabled() {
+            true => Some(host.guard(app, budget.clone()).map_err(|e| anyhow::anyhow!("{}: postgres: {e:#}", source.display()))?),
+            false => None,
+        };
+        let mut options = host.admin_options.clone();
+        if let Some(dir) = guard.as_ref().and_then(|g| g.socket().parent()) {
+            options = options.socket(dir).ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        }
+        let options = options
             .username(&role)
             .password(&password)
             .database(&pg.database)
@@ -86,6 +105,8 @@ impl PostgresApp {
             host,
             metrics,
             last_failure,
+            budget,
+            _guard: guard,
         })
     }
 
@@ -225,8 +246,11 @@ impl PostgresApp {
                 }
                 let mut size: u64 = columns.iter().map(|c| 32 + c.name.len() as u64 + c.type_name.len() as u64).sum();
                 let mut rows = Vec::new();
+                // The converted rows are the host's until the guest takes them.
+                let mut held = HostCharge::new(self.budget.clone());
                 let mut stream = query.fetch(&mut *conn);
                 while let Some(row) = stream.try_next().await.map_err(|e| self.fail(e))? {
+                    let before = size;
                     let mut values = Vec::with_capacity(decoders.len());
                     for (i, decoder) in decoders.iter().enumerate() {
                         let raw = row.try_get_raw(i).map_err(|e| self.fail(e))?;
@@ -241,6 +265,12 @@ impl PostgresApp {
                         values.push(value);
                     }
                     size += 16;
+                    if let Err(no_room) = held.grow(size - before) {
+                        return Err(self.refuse(Error::TooLarge(ErrorInfo {
+                            sqlstate: String::new(),
+                            message: format!("the result after {} rows: {no_room}; select fewer rows or columns (LIMIT)", rows.len() + 1),
+                        })));
+                    }
                     if size > headroom {
                         return Err(self.refuse(Error::TooLarge(ErrorInfo {
                             sqlstate: String::new(),
@@ -268,8 +298,15 @@ impl PostgresApp {
         self.guarded(async {
             let mut conn = self.acquire().await?;
             let result = self.run(&mut conn, sql, params, mode).await;
-            if matches!(result, Err(Error::Unavailable(_))) {
-                conn.close_on_drop();
+            match &result {
+                // A connection the guard cut (too-large) is closed as well.
+                Err(Error::Unavailable(_) | Error::TooLarge(_)) => conn.close_on_drop(),
+                // A large message leaves sqlx's read buffer as large: give it back.
+                Ok(Outcome::Rows(rows)) if rows.rows.iter().flatten().any(|v| codec::guest_size(v) > guard::SMALL as u64) => {
+                    sqlx::Connection::shrink_buffers(&mut *conn);
+                }
+                Err(_) => sqlx::Connection::shrink_buffers(&mut *conn),
+                _ => {}
             }
             result
         })
@@ -329,6 +366,10 @@ pub(super) fn to_guest_error(e: sqlx::Error) -> Error {
                     message: message.clone(),
                 }),
                 "57014" => Error::Timeout(info()),
+                guard::TOO_LARGE_SQLSTATE if message.starts_with(guard::TOO_LARGE_MARK) => Error::TooLarge(ErrorInfo {
+                    sqlstate: sqlstate.clone(),
+                    message: message.trim_start_matches(guard::TOO_LARGE_MARK).trim_start().to_string(),
+                }),
                 "08P01" | "42P18" | "42804" | "22P03" => Error::BadParameter(info()),
                 s if s.starts_with("08") || s.starts_with("57P") || s == "53300" => Error::Unavailable(info()),
                 _ => Error::Other(info()),

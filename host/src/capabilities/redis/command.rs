@@ -200,7 +200,8 @@ mod tests {
     fn app() -> RedisApp {
         let host = RedisHost { url: Some("redis://127.0.0.1:1".into()) };
         let config = manifest::Redis { db: 3, prefix: "a:".into(), channels: vec![] };
-        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a")).unwrap()
+        let budget = Arc::new(crate::limits::MemoryBudget::new(1 << 20, Default::default(), Default::default()));
+        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a"), budget).unwrap()
     }
 
     fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {

@@ -17,6 +17,11 @@ pub(super) struct Connector {
     pub(super) acl_rules: Vec<String>,
     pub(super) current: ArcSwapOption<MultiplexedConnection>,
     pub(super) connecting: tokio::sync::Mutex<()>,
+    /// What the app's reply bytes are charged to.
+    pub(super) budget: Arc<crate::limits::MemoryBudget>,
+    /// The relay the app's connections go through (none for TLS URLs),
+    /// started with the first connection ([`super::super::redis_guard`]).
+    pub(super) relay: std::sync::OnceLock<Option<crate::limits::relay::Relay>>,
     pub(super) acl_warned: std::sync::atomic::AtomicBool,
 }
 
@@ -52,6 +57,17 @@ impl Connector {
     /// Where the app connects: as its ACL user, (re)created now, or else with the
     /// operator's URL.
     pub(super) async fn prepare(&self, app: &str) -> Result<redis::ConnectionInfo, Error> {
+        if self.relay.get().is_none() {
+            let started = relay(self.admin.addr(), self.budget.clone()).map_err(|e| {
+                tracing::error!(app, "cannot start the Redis relay: {e:#}");
+                Error::Unavailable
+            })?;
+            let _ = self.relay.set(started);
+        }
+        let through_relay = |info: redis::ConnectionInfo| match self.relay.get() {
+            Some(Some(relay)) => info.set_addr(redis::ConnectionAddr::Unix(relay.socket().to_path_buf())),
+            _ => info,
+        };
         let admin = redis::Client::open(self.admin.clone()).map_err(|e| Error::Other(e.to_string()))?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -62,14 +78,14 @@ impl Connector {
         match setuser.query_async::<()>(&mut conn).await {
             Ok(()) => {
                 let settings = self.admin.redis_settings().clone().set_username(&self.user).set_password(&self.password);
-                Ok(self.admin.clone().set_redis_settings(settings))
+                Ok(through_relay(self.admin.clone().set_redis_settings(settings)))
             }
             Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => Err(classify(app, err)),
             Err(err) => {
                 if !self.acl_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(app, fault = "operator", "Redis ACL users not managed (redis_url's user cannot run ACL SETUSER: {}); the app is confined by key prefixing alone", err.code().unwrap_or("error"));
                 }
-                Ok(self.admin.clone())
+                Ok(through_relay(self.admin.clone()))
             }
         }
     }
@@ -89,6 +105,23 @@ pub(super) fn broken(err: &redis::RedisError) -> bool {
     err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error()
 }
 
+/// Starts the app's relay to the Redis at `addr` ([`super::super::redis_guard`]).
+fn relay(addr: &redis::ConnectionAddr, budget: Arc<crate::limits::MemoryBudget>) -> anyhow::Result<Option<crate::limits::relay::Relay>> {
+    use crate::limits::relay::{Relay, Upstream};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if !crate::limits::relay::enabled() {
+        return Ok(None);
+    }
+    let upstream = match addr {
+        redis::ConnectionAddr::Tcp(host, port) => Upstream::Tcp(host.clone(), *port),
+        redis::ConnectionAddr::Unix(path) => Upstream::Unix(path.clone()),
+        _ => return Ok(None),
+    };
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = crate::limits::relay::socket_dir(None).join(format!("redis-{n}")).join("socket");
+    Ok(Some(Relay::start(socket, upstream, budget, super::super::redis_guard::RespFraming::default)?))
+}
+
 /// The guest's view of a Redis failure. The operator gets a log line for the
 /// ones that are the host's or Redis's fault, never with keys or values.
 pub(super) fn classify(app: &str, err: redis::RedisError) -> Error {
@@ -101,6 +134,9 @@ pub(super) fn classify(app: &str, err: redis::RedisError) -> Error {
     {
         if first.code() == "WRONGTYPE" {
             return Error::WrongType;
+        }
+        if first.code() == super::super::redis_guard::TOO_LARGE_CODE {
+            return Error::Invalid(first.details().unwrap_or("the reply is too large").trim_start_matches("alorig-host: ").to_string());
         }
         let at = if pipeline { format!("command {index}: ") } else { String::new() };
         return Error::Other(format!("{at}{} {}", first.code(), first.details().unwrap_or("")).trim_end().to_string());
