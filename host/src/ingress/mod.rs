@@ -5,6 +5,7 @@
 //! nothing, or dribbles its headers, is cut off instead of holding a connection.
 
 pub mod body;
+pub mod forwarded;
 pub mod invoke;
 pub mod router;
 
@@ -24,11 +25,18 @@ pub struct Ingress {
     header_read_timeout: Duration,
     /// The host's WebSocket connections, closed (1001) when the ingress stops.
     websockets: Arc<Hub>,
+    /// Peers whose `X-Forwarded-For` is believed (see [`forwarded`]); set once at start.
+    trusted_proxies: std::sync::OnceLock<Vec<ipnet::IpNet>>,
 }
 
 impl Ingress {
     pub fn new(router: Router, header_read_timeout: Duration, websockets: Arc<Hub>) -> Self {
-        Self { router: ArcSwap::from_pointee(router), header_read_timeout, websockets }
+        Self { router: ArcSwap::from_pointee(router), header_read_timeout, websockets, trusted_proxies: Default::default() }
+    }
+
+    /// The peers (Caddy) whose `X-Forwarded-For`/`-Proto` the ingress believes.
+    pub fn set_trusted_proxies(&self, trusted: Vec<ipnet::IpNet>) {
+        let _ = self.trusted_proxies.set(trusted);
     }
 
     /// The routing table now in force.
@@ -65,7 +73,7 @@ impl Ingress {
         let (stopping, watch) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -86,8 +94,10 @@ impl Ingress {
                 .max_header_size(MAX_HEADER_BYTES)
                 .serve_connection(
                     TokioIo::new(stream),
-                    service_fn(move |req| {
+                    service_fn(move |mut req: hyper::Request<Incoming>| {
                         let ingress = ingress.clone();
+                        let trusted = ingress.trusted_proxies.get().map(Vec::as_slice).unwrap_or_default();
+                        forwarded::apply(req.headers_mut(), peer.ip(), trusted);
                         async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
                     }),
                 )
