@@ -21,6 +21,7 @@
 //! ```
 
 pub mod admin;
+pub mod backup;
 pub mod app;
 pub mod caddyfile;
 pub mod capabilities;
@@ -30,9 +31,11 @@ pub mod deploy;
 pub mod engine;
 pub mod ingress;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod systemd;
 pub mod trigger;
 pub mod validate;

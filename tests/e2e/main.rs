@@ -13,6 +13,7 @@ mod limits;
 mod operators;
 mod outbound;
 mod postgres;
+mod production;
 mod redis;
 mod reuse;
 mod routing;
