@@ -34,6 +34,9 @@ install_missing() {
   command -v wrk >/dev/null || packages+=(wrk)
   # The dashboard test renders the admin page in headless Chromium.
   command -v chromium >/dev/null || command -v chromium-browser >/dev/null || packages+=(chromium)
+  # The production tests: alert rules (promtool), the systemd units (systemd-analyze).
+  command -v promtool >/dev/null || packages+=(prometheus)
+  command -v systemd-analyze >/dev/null || packages+=(systemd)
   if [ ${#packages[@]} -gt 0 ]; then
     say "installing ${packages[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
