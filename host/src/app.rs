@@ -3,12 +3,13 @@
 //! limit, metric handles). Instances are created per request from here.
 
 use crate::{
-    capabilities::{AppCapabilities, outbound_http::OutboundApp, postgres::{self, PostgresApp}, redis::{self, RedisApp}, wasi::WasiApp, websocket::{self, WebSocketApp}},
+    capabilities::{self, AppCapabilities, LoadContext, LoadError, redis, timers, websocket},
     config::Manifest,
     limits::{InstanceLimiter, MemoryBudget, Refusal},
     metrics::AppMetrics,
     runtime::Runtime,
     state::InstanceState,
+    trigger::{Instances, Invoker},
     validate,
 };
 use anyhow::{Context as _, Result, bail};
@@ -47,6 +48,34 @@ pub struct App {
     pub redis_trigger: Option<redis::trigger::RedisTriggerPre<InstanceState>>,
     /// The exported WebSocket handler, when a route has `websocket = true`.
     pub websocket_trigger: Option<websocket::trigger::WebsocketTriggerPre<InstanceState>>,
+    /// The exported timer and job handlers the manifest and imports call for.
+    pub timer_handlers: timers::Handlers<InstanceState>,
+}
+
+impl Instances<InstanceState> for App {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.manifest.resources.request_timeout
+    }
+
+    fn concurrency(&self) -> &Arc<Semaphore> {
+        &self.concurrency
+    }
+
+    fn metrics(&self) -> &AppMetrics {
+        &self.metrics
+    }
+
+    fn new_store(&self, deadline: Instant) -> Store<InstanceState> {
+        self.store_until(deadline)
+    }
+
+    fn refusal(&self, state: &InstanceState) -> Option<Refusal> {
+        state.limiter.refusal()
+    }
 }
 
 /// A live instance of the app, between or during requests.
@@ -91,86 +120,58 @@ impl App {
         validate::check_granted(&path, &manifest, &imports)?;
         let warnings = validate::warnings(&path, &manifest, &imports);
         for warning in &warnings {
-            tracing::warn!(app = %manifest.name, "{warning}");
+            tracing::warn!(app = %manifest.name, fault = "operator", "{warning}");
         }
         let pre = validate::check_linkable(&path, &runtime.linker, &compiled.component)?;
-        let source = manifest.source.display().to_string();
-        if manifest.postgres.is_none() && postgres::is_imported(&runtime.engine, &compiled.component) {
-            bail!("{source}: the component imports alorig:host/postgres but the manifest has no [postgres] section");
-        }
+        capabilities::check_sections(&manifest, &imports)?;
 
         let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
         for (name, source) in &manifest.secrets {
             let value = std::env::var(&source.env).map_err(|_| {
-                anyhow::anyhow!(
+                LoadError::operator(format!(
                     "{}: secrets.{name}: host environment variable {} is not set",
                     manifest.source.display(),
                     source.env
-                )
+                ))
             })?;
             env.push((name.clone(), value));
         }
 
-        let name: Arc<str> = manifest.name.as_str().into();
-        let postgres = match (&manifest.postgres, &runtime.postgres) {
-            (None, _) => None,
-            (Some(_), _) if runtime.offline => None,
-            (Some(pg), Some(host)) => {
-                let metrics = runtime.metrics.postgres(&name);
-                let app = Arc::new(PostgresApp::open(host.clone(), &name, pg, &manifest.source, metrics).await?);
-                let weak: std::sync::Weak<dyn crate::metrics::Refresh> = Arc::downgrade(&app) as _;
-                runtime.metrics.on_scrape(weak);
-                Some(app)
-            }
-            (Some(_), None) => bail!(
-                "{source}: postgres: this host has no postgres_url (set it in host.toml or ALORIG_POSTGRES_URL)"
-            ),
-        };
-        let imports_redis = compiled
-            .component
-            .component_type()
-            .imports(&runtime.engine)
-            .any(|(import, _)| import == redis::INTERFACE || import.starts_with("alorig:host/redis@"));
-        let redis = match &manifest.redis {
-            Some(config) => {
-                let metrics = runtime.metrics.redis(&name);
-                let app = RedisApp::new(&runtime.redis, &name, config, metrics).map_err(|e| anyhow::anyhow!("{source}: [redis]: {e}"))?;
-                Some(Arc::new(app))
-            }
-            None if imports_redis => bail!("{source}: the component imports alorig:host/redis but the manifest has no [redis] section (db and prefix)"),
-            None => None,
-        };
+        // The handlers the host calls, checked before any service is reached.
+        let source = manifest.source.display().to_string();
         let redis_trigger = match manifest.redis.as_ref().filter(|r| !r.channels.is_empty()) {
             Some(_) => Some(redis::trigger::RedisTriggerPre::new(pre.instance_pre().clone()).map_err(|_| {
                 anyhow::anyhow!("{source}: [redis] channels is set but the component does not export alorig:host/redis-handler (on-message)")
             })?),
             None => None,
         };
-        let timers = crate::capabilities::timers::TimersApp::new(
-            runtime.timers.clone(), &manifest, pre.instance_pre(), &imports, runtime.offline, runtime.metrics.timers(&name),
-        )?;
-        let websocket_trigger = validate::check_websocket_handler(&path, &manifest, &pre)?;
+        let timer_handlers = timers::Handlers::load(&manifest, pre.instance_pre(), &imports)?;
+        let websocket_trigger = websocket::load_handler(&manifest, pre.instance_pre())?;
+
+        let name: Arc<str> = manifest.name.as_str().into();
         let metrics = runtime.metrics.app(&name);
         // Every version of an app charges the same gauges, so old and new
         // instances share one count of bytes in use; each checks its own cap.
         // `alorig_app_memory_limit_bytes` follows the version in force: see `activate`.
         let limit = manifest.resources.memory.bytes();
         let budget = Arc::new(MemoryBudget::new(limit, metrics.memory.clone(), metrics.memory_peak.clone()));
+        let capabilities = AppCapabilities::load(&LoadContext {
+            name: &name,
+            manifest: &manifest,
+            imports: &imports,
+            env,
+            offline: runtime.offline,
+            metrics: &runtime.metrics,
+            app_metrics: &metrics,
+            postgres: runtime.postgres.as_ref(),
+            redis: &runtime.redis,
+            timers: &runtime.timers,
+            websocket: &runtime.websocket,
+        })
+        .await?;
         let mut app = App {
             concurrency: Arc::new(Semaphore::new(manifest.resources.max_concurrency.get() as usize)),
-            capabilities: AppCapabilities {
-                wasi: WasiApp::new(&name, env),
-                outbound: Arc::new(OutboundApp::new(name.clone(), manifest.outbound_http.clone(), metrics.clone())),
-                postgres,
-                redis,
-                timers: Arc::new(timers),
-                websocket: Arc::new(WebSocketApp::new(
-                    name.clone(),
-                    manifest.websocket.clone(),
-                    runtime.metrics.websocket(&name),
-                    runtime.websocket.clone(),
-                )),
-            },
+            capabilities,
             name,
             digest: compiled.digest,
             compiled_from_cache: compiled.cached,
@@ -184,6 +185,7 @@ impl App {
             manifest,
             redis_trigger,
             websocket_trigger,
+            timer_handlers,
         };
         app.startup_memory = app.probe().await?;
         Ok(app)
@@ -192,17 +194,29 @@ impl App {
     /// Marks this version as the one serving: its cap becomes the app's limit gauge.
     pub fn activate(self: &Arc<Self>) {
         self.metrics.memory_limit.set(self.budget.limit() as i64);
+        let invoker = self.invoker();
         // Its Redis channels, if any, are delivered to it for as long as it lives.
-        crate::capabilities::redis::subscribe(self);
+        if let (Some(redis), Some(trigger)) = (&self.capabilities.redis, &self.redis_trigger) {
+            redis::subscribe(redis.clone(), trigger.clone(), invoker.downgrade());
+        }
         // Its timers fire, and its jobs run, for as long as it is the version in force.
-        crate::capabilities::timers::start(self);
+        timers::start(&self.capabilities.timers, &self.timer_handlers, invoker.downgrade());
+    }
+
+    /// The handle the triggers run this version's exports through.
+    pub fn invoker(self: &Arc<Self>) -> Invoker<InstanceState> {
+        Invoker::new(self.clone())
     }
 
     /// A fresh store for one instance, with the app's limiter and deadline.
     pub fn new_store(&self, started: Instant) -> Store<InstanceState> {
+        self.store_until(started + self.manifest.resources.request_timeout)
+    }
+
+    /// A fresh store for one instance, interrupted at `deadline`.
+    fn store_until(&self, deadline: Instant) -> Store<InstanceState> {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
-        let deadline = started + resources.request_timeout;
         let state = InstanceState::new(limiter, &self.capabilities, &self.metrics.instances, deadline);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);

@@ -115,7 +115,7 @@ impl CompileCache {
             // engine configuration (the file name carries its compatibility hash).
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(Compiled { component, digest, cached: true }),
-                Err(err) => tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {err:#}"),
+                Err(err) => tracing::warn!(path = %path.display(), fault = "host", "recompiling: cached component unusable: {err:#}"),
             }
         }
 

@@ -12,10 +12,14 @@
 //!                                                 │  epoch deadline + wall-clock timeout
 //!                                                 └─ capabilities (AppCapabilities → InstanceState):
 //!                                                    wasi · outbound_http · postgres · redis · timers · websocket
-//!  triggers ──> Redis messages, timer firings, jobs ──> trigger::run: a fresh Store, same limits
-//!               (timers/jobs claimed in the host's PostgreSQL schema: one host runs each)
-//!  websocket = true routes ──> websocket::upgrade: the host holds the socket,
-//!                              each event (open, message, close) runs like a request
+//!  triggers ──> Redis messages, timer firings, jobs ──> trigger::Invoker::run: a fresh Store,
+//!               same limits (timers/jobs claimed in the host's PostgreSQL schema: one host runs each)
+//!  websocket = true routes ──> ingress::websocket::upgrade (HTTP) ──> capabilities::websocket:
+//!                              the host holds the socket, each event runs like a request
+//!
+//!  Layers (each imports only those below it; `host/tests/layers.rs` checks it):
+//!  config · fault · limits · metrics → trigger → capabilities → state → validate · runtime
+//!  → app → ingress → deploy → admin → serve → main
 //!  admin ──> /healthz, /metrics, dashboard, /v1 deploy API ──> deploy::Apps
 //!              (validate → compile → store version → swap the Router atomically)
 //! ```
@@ -29,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod engine;
+pub mod fault;
 pub mod ingress;
 pub mod limits;
 pub mod logs;

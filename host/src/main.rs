@@ -240,7 +240,7 @@ async fn validate_offline(manifest: PathBuf, component: Option<PathBuf>) -> Resu
     if let Some(component) = component {
         parsed.component = component;
     }
-    serve::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
+    alorig_host::deploy::check_budget(config.memory_budget, std::slice::from_ref(&parsed))?;
     let mut runtime = Runtime::new(&config.data_dir, 4)?;
     runtime.offline = true;
     runtime.redis.url = config.redis_url.clone();

@@ -10,7 +10,7 @@ use prometheus_client::{
 };
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, OnceLock, Weak, atomic::{AtomicU64, Ordering}},
+    sync::{Arc, Mutex, OnceLock, Weak, atomic::Ordering},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,10 +38,10 @@ pub struct AppDestinationLabel {
     pub outcome: &'static str,
 }
 /// 0.5 ms .. ~16 s: from a cached hello to a slow report.
-const BUCKET_START: f64 = 0.0005;
-const BUCKETS: usize = 16;
+pub(crate) const BUCKET_START: f64 = 0.0005;
+pub(crate) const BUCKETS: usize = 16;
 
-fn duration_histogram() -> Histogram {
+pub(crate) fn duration_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(BUCKET_START, 2.0, BUCKETS as u16))
 }
 
@@ -52,58 +52,14 @@ pub struct DeployLabel {
     pub result: String,
 }
 
-/// Plain counters of one app that `status`, `top` and the dashboard turn into
-/// rates and a p99 (the Prometheus families are write-only for us). Shared by
-/// every version of the app; two relaxed atomic adds per request.
-#[derive(Debug, Default)]
-pub struct LiveCounters {
-    pub requests: AtomicU64,
-    /// Answers with a 5xx status.
-    pub errors: AtomicU64,
-    /// Request durations in the histogram's buckets, plus one for +Inf.
-    pub buckets: [AtomicU64; BUCKETS + 1],
-}
+mod handles;
+mod live;
 
-/// A reading of [`LiveCounters`].
-#[derive(Clone, Debug, Default)]
-pub struct LiveSample {
-    pub requests: u64,
-    pub errors: u64,
-    pub buckets: [u64; BUCKETS + 1],
-}
+pub use handles::{AppOutcomeLabel, AppStateLabel, AppTimerLabel, PgMetrics, RedisMetrics, TimerMetrics, WsMetrics};
+use handles::TimerFamilies;
+pub use live::{LiveCounters, LiveSample};
 
-impl LiveCounters {
-    pub fn sample(&self) -> LiveSample {
-        LiveSample {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
-        }
-    }
-}
-
-impl LiveSample {
-    /// The upper bound (seconds) of the bucket holding the 99th percentile of
-    /// the requests between `earlier` and `self`; None without requests.
-    pub fn p99_since(&self, earlier: &LiveSample) -> Option<f64> {
-        let counts: Vec<u64> = (0..=BUCKETS).map(|i| self.buckets[i].saturating_sub(earlier.buckets[i])).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let wanted = (total as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
-        for (i, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= wanted {
-                return Some(if i == BUCKETS { f64::INFINITY } else { BUCKET_START * 2f64.powi(i as i32) });
-            }
-        }
-        None
-    }
-}
-
-type HistogramFamily = Family<AppLabel, Histogram, fn() -> Histogram>;
+pub(crate) type HistogramFamily = Family<AppLabel, Histogram, fn() -> Histogram>;
 
 /// All series of the host. One per process.
 pub struct Metrics {
@@ -190,6 +146,59 @@ impl RejectReason {
             RejectReason::MemoryBudget => "memory_budget",
             RejectReason::Concurrency => "concurrency",
         }
+    }
+}
+
+/// Declares a label vocabulary: an enum whose variants index an array of
+/// handles resolved once per app (so `errors[PgErrorKind::Timeout]` reads as
+/// what it counts, and a new variant cannot be forgotten in the array).
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
+
+            pub fn label(self) -> &'static str {
+                match self { $($name::$variant => $label),+ }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Kinds of `alorig_app_pg_errors_total`.
+    PgErrorKind {
+        Constraint => "constraint",
+        Unavailable => "unavailable",
+        Timeout => "timeout",
+        BadParameter => "bad_parameter",
+        TooLarge => "too_large",
+        Other => "other",
+    }
+}
+
+labels! {
+    /// Reasons of `alorig_app_redis_errors_total`.
+    RedisErrorReason {
+        WrongType => "wrong_type",
+        Unavailable => "unavailable",
+        Timeout => "timeout",
+        Invalid => "invalid",
+        Other => "other",
+    }
+}
+
+labels! {
+    /// Reasons of `alorig_app_ws_dropped_total`: why the host refused or dropped a connection.
+    WsDropReason {
+        MaxConnections => "max_connections",
+        MessageTooLarge => "message_too_large",
+        SlowConsumer => "slow_consumer",
+        SendTimeout => "send_timeout",
+        PingTimeout => "ping_timeout",
     }
 }
 
@@ -367,15 +376,15 @@ impl Metrics {
     }
 
     /// The app's `alorig_app_pg_*` handles.
-    pub fn postgres(&self, app: &str) -> crate::capabilities::postgres::PgMetrics {
+    pub fn postgres(&self, app: &str) -> PgMetrics {
         let label = AppLabel { app: app.to_string() };
-        crate::capabilities::postgres::PgMetrics {
+        PgMetrics {
             connections: self.pg_connections.get_or_create_owned(&label),
             idle: self.pg_idle.get_or_create_owned(&label),
             waits: self.pg_waits.get_or_create_owned(&label),
             queries: self.pg_queries.get_or_create_owned(&label),
-            errors: crate::capabilities::postgres::ERROR_KINDS
-                .map(|kind| self.pg_errors.get_or_create_owned(&AppKindLabel { app: app.to_string(), kind })),
+            errors: PgErrorKind::ALL
+                .map(|kind| self.pg_errors.get_or_create_owned(&AppKindLabel { app: app.to_string(), kind: kind.label() })),
         }
     }
 
@@ -388,8 +397,8 @@ impl Metrics {
     pub fn redis(&self, app: &str) -> RedisMetrics {
         RedisMetrics {
             commands: self.redis_commands.get_or_create_owned(&AppLabel { app: app.to_string() }),
-            errors: crate::capabilities::redis::ERROR_REASONS.map(|reason| {
-                self.redis_errors.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })
+            errors: RedisErrorReason::ALL.map(|reason| {
+                self.redis_errors.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason: reason.label() })
             }),
         }
     }
@@ -416,8 +425,8 @@ impl Metrics {
             connections: self.ws_connections.get_or_create_owned(&AppLabel { app: app.to_string() }),
             messages_in: direction("in"),
             messages_out: direction("out"),
-            dropped: crate::capabilities::websocket::DROP_REASONS
-                .map(|reason| self.ws_dropped.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })),
+            dropped: WsDropReason::ALL
+                .map(|reason| self.ws_dropped.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason: reason.label() })),
         }
     }
 
@@ -451,116 +460,6 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
-    }
-}
-
-/// One app's Redis series: `alorig_app_redis_commands_total{app}` and
-/// `alorig_app_redis_errors_total{app,reason}`.
-#[derive(Clone)]
-pub struct RedisMetrics {
-    pub commands: Counter,
-    errors: [Counter; 5],
-}
-
-impl RedisMetrics {
-    /// Counts one failure; `reason` indexes [`crate::capabilities::redis::ERROR_REASONS`].
-    pub fn error(&self, reason: usize) {
-        self.errors[reason].inc();
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppTimerLabel {
-    pub app: String,
-    pub timer: String,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppOutcomeLabel {
-    pub app: String,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppStateLabel {
-    pub app: String,
-    pub state: &'static str,
-}
-
-/// The timer and job series of every app.
-struct TimerFamilies {
-    timer_runs: Family<AppTimerLabel, Counter>,
-    job_runs: Family<AppOutcomeLabel, Counter>,
-    jobs: Family<AppStateLabel, Gauge>,
-    job_latency: HistogramFamily,
-    dead_letters: Family<AppLabel, Counter>,
-}
-
-impl TimerFamilies {
-    fn register(registry: &mut Registry) -> Self {
-        let f = TimerFamilies {
-            timer_runs: Family::default(),
-            job_runs: Family::default(),
-            jobs: Family::default(),
-            job_latency: Family::new_with_constructor(duration_histogram),
-            dead_letters: Family::default(),
-        };
-        registry.register("alorig_app_timer_runs", "Timer firings, by timer and outcome (ok, error, trap, memory_limit, timeout, rejected, skipped, unavailable)", f.timer_runs.clone());
-        registry.register("alorig_app_job_runs", "Job runs on this host, by outcome (ok, error, trap, memory_limit, timeout, rejected, lost)", f.job_runs.clone());
-        registry.register("alorig_app_jobs", "The app's jobs in the job store, by state (pending: the queue depth, running, dead)", f.jobs.clone());
-        registry.register("alorig_app_job_latency_seconds", "From a job's scheduled time to its start", f.job_latency.clone());
-        registry.register("alorig_app_job_dead_letters", "Jobs this host dead-lettered after their last attempt", f.dead_letters.clone());
-        f
-    }
-}
-
-/// One app's timer and job series.
-#[derive(Clone)]
-pub struct TimerMetrics {
-    app: String,
-    timer_runs: Family<AppTimerLabel, Counter>,
-    job_runs: Family<AppOutcomeLabel, Counter>,
-    /// pending, running, dead.
-    queue: [Gauge; 3],
-    pub job_latency: Histogram,
-    pub dead_letters: Counter,
-}
-
-impl TimerMetrics {
-    pub fn timer_run(&self, timer: &str, outcome: &'static str) {
-        let label = AppTimerLabel { app: self.app.clone(), timer: timer.to_string(), outcome };
-        self.timer_runs.get_or_create(&label).inc();
-    }
-
-    pub fn job_run(&self, outcome: &'static str) {
-        self.job_runs.get_or_create(&AppOutcomeLabel { app: self.app.clone(), outcome }).inc();
-    }
-
-    /// From the job store's counts: pending, running, dead (done is not shown).
-    pub fn set_queue(&self, counts: [i64; 4]) {
-        for (gauge, count) in self.queue.iter().zip(counts) {
-            gauge.set(count);
-        }
-    }
-}
-
-/// One app's WebSocket series: `alorig_app_ws_connections{app}`,
-/// `alorig_app_ws_messages_total{app,direction}` and
-/// `alorig_app_ws_dropped_total{app,reason}`.
-#[derive(Clone)]
-pub struct WsMetrics {
-    pub connections: Gauge,
-    pub messages_in: Counter,
-    pub messages_out: Counter,
-    dropped: [Counter; 5],
-}
-
-impl WsMetrics {
-    /// Counts one refused or dropped connection; `reason` indexes
-    /// [`crate::capabilities::websocket::DROP_REASONS`].
-    pub fn dropped(&self, reason: usize) {
-        self.dropped[reason].inc();
     }
 }
 

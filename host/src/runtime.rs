@@ -5,7 +5,7 @@ use crate::{
     capabilities::{self, postgres::PostgresHost, redis::RedisHost, timers::TimersHost},
     engine::{self, CompileCache},
     metrics::Metrics,
-    state::InstanceState,
+    state::{self, InstanceState},
 };
 use anyhow::Result;
 use std::{path::Path, sync::Arc};
@@ -33,7 +33,7 @@ impl Runtime {
     pub fn new(data_dir: &Path, max_instances: u32) -> Result<Self> {
         let engine = engine::build_engine(max_instances)?;
         let mut linker = Linker::new(&engine);
-        capabilities::add_to_linker(&mut linker)?;
+        state::add_to_linker(&mut linker)?;
         Ok(Self {
             engine,
             linker,

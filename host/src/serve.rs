@@ -6,7 +6,7 @@ use crate::{
     admin::Admin,
     app::App,
     capabilities::postgres::PostgresHost,
-    config::{ByteSize, HostConfig, Manifest},
+    config::{HostConfig, Manifest},
     deploy::{Apps, store::Store},
     ingress::{Ingress, router::Router},
     runtime::Runtime,
@@ -29,7 +29,7 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// Loads every manifest's app; the first bad one stops the whole set.
 pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[PathBuf]) -> Result<Vec<Arc<App>>> {
     let manifests = manifests.iter().map(|p| Manifest::load(p)).collect::<Result<Vec<_>>>()?;
-    check_budget(config.memory_budget, &manifests)?;
+    crate::deploy::check_budget(config.memory_budget, &manifests)?;
     if let Some(postgres) = &runtime.postgres {
         postgres
             .check_connections(manifests.iter().filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))))
@@ -57,20 +57,6 @@ pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[Path
     Ok(apps)
 }
 
-/// The apps' memory caps must add up to no more than the host's budget.
-pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> Result<()> {
-    let total: u64 = manifests.iter().map(|m| m.resources.memory.bytes()).sum();
-    if total > budget.bytes() {
-        let each: Vec<String> = manifests.iter().map(|m| format!("{} {}", m.name, m.resources.memory)).collect();
-        bail!(
-            "the apps' memory caps add up to {} ({}), more than the host's memory_budget of {budget}",
-            ByteSize(total),
-            each.join(", ")
-        );
-    }
-    Ok(())
-}
-
 /// Runs a host with exactly these apps (`up`, `Some`), or with the apps deployed
 /// in its data dir (`serve`, `None`), which the admin API can then change.
 pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<()> {
@@ -85,7 +71,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     if let Some(store) = runtime.timers.store()
         && let Err(err) = store.ready().await
     {
-        tracing::warn!("the job store (schema alorig_jobs) is not ready yet, retrying when used: {err}");
+        tracing::warn!(fault = "dependency", "the job store (schema alorig_jobs) is not ready yet, retrying when used: {err}");
     }
     runtime.websocket.set_redis_url(config.redis_url.clone());
     let runtime = Arc::new(runtime);
@@ -173,7 +159,7 @@ fn raise_open_files_limit() {
         let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
         match setrlimit(Resource::Nofile, raised) {
             Ok(()) => tracing::debug!("open files limit raised to {:?}", limit.maximum),
-            Err(err) => tracing::warn!("cannot raise the open files limit ({:?}): {err}", limit.current),
+            Err(err) => tracing::warn!(fault = "host", "cannot raise the open files limit ({:?}): {err}", limit.current),
         }
     }
 }

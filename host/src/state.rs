@@ -3,14 +3,14 @@
 
 use crate::{
     capabilities::{
-        AppCapabilities, outbound_http::OutboundHttp, postgres::PostgresCtx, redis::RedisCtx, timers::TimersCtx,
-        websocket::WebSocketCtx,
+        AppCapabilities, outbound_http::OutboundHttp, postgres::{self, PostgresCtx}, redis::{self, RedisCtx},
+        timers::{self, TimersCtx}, websocket::{self, WebSocketCtx},
     },
     limits::InstanceLimiter,
 };
 use prometheus_client::metrics::gauge::Gauge;
 use std::time::Instant;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -61,6 +61,23 @@ impl InstanceState {
             _live: LiveInstance(instances.clone()),
         }
     }
+}
+
+/// Links every capability the host offers, each with its projection from the
+/// store's state (wasmtime-wasi-config's shape: the capability never names
+/// this struct). Components whose imports are not all satisfied here are
+/// refused at validation, before they can serve.
+pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    postgres::add_to_linker(linker, |state| {
+        let headroom = state.limiter.headroom();
+        state.postgres.view(&mut state.table, headroom)
+    })?;
+    redis::add_to_linker(linker, |state| state.redis.view())?;
+    timers::add_to_linker(linker, |state| state.timers.view())?;
+    websocket::add_to_linker(linker, |state| state.websocket.view())?;
+    Ok(())
 }
 
 impl WasiView for InstanceState {

@@ -86,54 +86,6 @@ pub fn check_linkable(path: &Path, linker: &Linker<InstanceState>, component: &C
     })
 }
 
-/// The handlers the manifest and the imports call for: `timer-handler` when
-/// the manifest has `[[timers]]`, `job-handler` when the component imports
-/// `alorig:host/timers` (it can schedule jobs, so something must run them).
-/// A handler exported but not needed is kept (jobs scheduled by an earlier version).
-#[allow(clippy::type_complexity)]
-pub fn check_handlers(
-    manifest: &crate::config::Manifest,
-    pre: &wasmtime::component::InstancePre<InstanceState>,
-    imports: &[String],
-) -> Result<(
-    Option<crate::capabilities::timers::timer_trigger::TimerTriggerPre<InstanceState>>,
-    Option<crate::capabilities::timers::job_trigger::JobTriggerPre<InstanceState>>,
-)> {
-    use crate::capabilities::timers::{imports_timers, job_trigger::JobTriggerPre, timer_trigger::TimerTriggerPre};
-    let source = manifest.source.display();
-    let timer = TimerTriggerPre::new(pre.clone()).ok();
-    let job = JobTriggerPre::new(pre.clone()).ok();
-    if timer.is_none() && !manifest.timers.is_empty() {
-        bail!("{source}: [[timers]] is set but the component does not export alorig:host/timer-handler (on-timer) to run them");
-    }
-    if job.is_none() && imports_timers(imports) {
-        bail!("{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them");
-    }
-    Ok((timer, job))
-}
-
-/// An app with a `websocket = true` route must export the handler the host
-/// calls for its connections' events.
-pub fn check_websocket_handler(
-    path: &Path,
-    manifest: &crate::config::Manifest,
-    pre: &ProxyPre<InstanceState>,
-) -> Result<Option<crate::capabilities::websocket::trigger::WebsocketTriggerPre<InstanceState>>> {
-    if !manifest.routes.iter().any(|r| r.websocket) {
-        return Ok(None);
-    }
-    crate::capabilities::websocket::trigger::WebsocketTriggerPre::new(pre.instance_pre().clone())
-        .map(Some)
-        .map_err(|_| {
-            anyhow!(
-                "{}: does not export {} (on-open, on-message, on-close), which the websocket = true route in {} needs",
-                path.display(),
-                crate::capabilities::websocket::HANDLER,
-                manifest.source.display()
-            )
-        })
-}
-
 fn one_line(err: wasmtime::Error) -> String {
     format!("{:#}", anyhow::Error::from(err)).replace('\n', " ")
 }

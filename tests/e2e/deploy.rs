@@ -144,7 +144,7 @@ async fn deploys_and_rollbacks_swap_under_load_with_zero_failed_requests() {
 }
 
 /// PUTs a deploy through the raw API; (status, JSON answer).
-async fn put(host: &Host, app: &str, manifest: &str, component: &[u8], token: &str) -> (u16, Value) {
+pub async fn put(host: &Host, app: &str, manifest: &str, component: &[u8], token: &str) -> (u16, Value) {
     let mut body = manifest.as_bytes().to_vec();
     body.extend_from_slice(component);
     let reply = host

@@ -438,3 +438,30 @@ async fn a_deploy_past_the_host_connection_limit_is_refused_and_changes_nothing(
     let (_, apps, _) = host.cli(&["apps", "--json"]);
     assert!(apps.contains("\"a\"") && !apps.contains("\"b\""), "{apps}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_while_postgresql_is_down_is_a_503_naming_it_and_the_live_version_stays() {
+    let pg = PgServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let host = Host::serve_full(data.path(), "", &[("ALORIG_POSTGRES_URL", &pg.admin_url())]);
+    let token = host.token();
+    let component = std::fs::read(crate::harness::guest("test-postgres")).unwrap();
+    let (status, answer) = crate::deploy::put(&host, "shop", &pg_manifest("shop", "shop_db", ""), &component, &token).await;
+    assert_eq!(status, 201, "{answer}");
+    query(&host, "shop", "SELECT 1", &[]).await;
+
+    pg.stop();
+    let newer = pg_manifest("shop", "shop_db", "[env]\nVERSION = \"2\"");
+    let (status, answer) = crate::deploy::put(&host, "shop", &newer, &component, &token).await;
+    assert_eq!(status, 503, "an outage is not a bad component: {answer}");
+    assert_eq!(answer["error"]["code"], "dependency_unavailable", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("PostgreSQL is unavailable: "), "{message}");
+    let apps = host.admin_request("GET", "/v1/apps/shop", &[("authorization", format!("Bearer {token}"))], Vec::new()).await;
+    let apps: serde_json::Value = serde_json::from_slice(&apps.body).unwrap();
+    assert_eq!(apps["version"], 1, "the live version stays: {apps}");
+
+    pg.start_again();
+    let (status, answer) = crate::deploy::put(&host, "shop", &newer, &component, &token).await;
+    assert_eq!(status, 201, "once PostgreSQL is back the same deploy goes through: {answer}");
+}

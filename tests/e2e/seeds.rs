@@ -2,7 +2,7 @@
 //! staging twin) are valid and fit together on one host: memory caps inside the
 //! host budget, no two apps on one route, one Redis DB, prefix and database each.
 
-use alorig_host::{caddyfile, config::{ByteSize, Manifest}, serve::check_budget};
+use alorig_host::{caddyfile, config::{ByteSize, Manifest}, deploy::check_budget};
 use std::collections::HashSet;
 
 /// The seeds' deployments; the other manifests are reference and demo apps.

@@ -48,33 +48,47 @@ async fn connect(pg: &PgServer, database: &str) -> sqlx::PgConnection {
     sqlx::PgConnection::connect(&pg.url_for(database)).await.unwrap()
 }
 
-/// Rows of `sql` as vectors of i64 (NULL as -1).
+/// Rows of `sql` as vectors of i64 (NULL as -1). A failing query or a column
+/// that is not an integer fails the test: it must never read as "no rows".
 async fn rows(pg: &PgServer, database: &str, sql: &str) -> Vec<Vec<i64>> {
     let mut conn = connect(pg, database).await;
-    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap_or_default();
+    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows.iter()
         .map(|r| {
             (0..r.len())
                 .map(|i| match r.try_get::<Option<i64>, _>(i) {
                     Ok(v) => v.unwrap_or(-1),
-                    Err(_) => r.try_get::<Option<i32>, _>(i).ok().flatten().map(i64::from).unwrap_or(-1),
+                    Err(_) => match r.try_get::<Option<i32>, _>(i) {
+                        Ok(v) => v.map(i64::from).unwrap_or(-1),
+                        Err(e) => panic!("{sql}: column {i} is not an integer: {e}"),
+                    },
                 })
                 .collect()
         })
         .collect()
 }
 
+/// The first column of the first row of `sql` (a `count(*)` always has one).
 async fn count(pg: &PgServer, database: &str, sql: &str) -> i64 {
-    rows(pg, database, sql).await.first().and_then(|r| r.first().copied()).unwrap_or(0)
+    let rows = rows(pg, database, sql).await;
+    rows.first().and_then(|r| r.first().copied()).unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
 /// Waits up to `limit` for `sql`'s count to reach `want`; answers the last count.
+/// While waiting, a table the guest has not created yet counts as not there
+/// yet; any other failure, or a missing table at the end, fails the test.
 async fn wait_count(pg: &PgServer, database: &str, sql: &str, want: i64, limit: Duration) -> i64 {
     let deadline = Instant::now() + limit;
     loop {
-        let seen = count(pg, database, sql).await;
-        if seen >= want || Instant::now() > deadline {
-            return seen;
+        if Instant::now() > deadline {
+            return count(pg, database, sql).await;
+        }
+        let mut conn = connect(pg, database).await;
+        match sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await {
+            Ok(seen) if seen >= want => return seen,
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {} // undefined_table
+            Err(e) => panic!("{sql}: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

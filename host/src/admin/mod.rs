@@ -15,6 +15,7 @@ pub mod history;
 pub mod token;
 
 use crate::{
+    capabilities::timers::{JobsError, JobsReport, TimersHost},
     deploy::{ApiError, Apps, Upload},
     ingress::invoke::{Response, plain},
     metrics::Metrics,
@@ -33,7 +34,7 @@ pub struct Admin {
     pub token: String,
     pub max_upload: u64,
     /// The job store behind `GET /v1/apps/{app}/jobs`.
-    pub timers: Arc<crate::capabilities::timers::TimersHost>,
+    pub timers: Arc<TimersHost>,
     /// Loads the new routes into Caddy after a deploy, rollback or remove (`[caddy] apply_on_deploy`).
     pub caddy: Option<Arc<crate::caddyfile::apply::Applier>>,
     /// The last hour of each app's figures, for the dashboard's charts.
@@ -105,14 +106,16 @@ impl Admin {
                 let app = app.to_string();
                 match read_small_json(req).await {
                     Ok(body) => {
-                        let to = body.get("to").and_then(Value::as_u64).map(|v| v as u32);
-                        self.apps.rollback(&app, to).await.map(|v| (200, v))
+                        match rollback_target(&body) {
+                            Ok(to) => self.apps.rollback(&app, to).await.map(|v| (200, v)),
+                            Err(err) => Err(err),
+                        }
                     }
                     Err(err) => Err(err),
                 }
             }
             (http::Method::GET, ["apps", app, "jobs"]) => match self.apps.get(app) {
-                Ok(_) => self.timers.jobs(app).await.map(|v| (200, v)),
+                Ok(_) => jobs_json(app, self.timers.jobs(app).await).map(|v| (200, v)),
                 Err(err) => Err(err),
             },
             (http::Method::GET, ["apps", app, "logs"]) => {
@@ -294,6 +297,32 @@ async fn drain(body: &mut Incoming, mut budget: u64) {
     }
 }
 
+/// The body of `POST /v1/apps/{app}/rollback`: `{}` (the version before) or
+/// `{"to": N}` with N a version number; anything else is a 400, never a guess.
+fn rollback_target(body: &Value) -> Result<Option<u32>, ApiError> {
+    let bad = |why: &str| ApiError::new(400, "bad_request", format!("rollback body: {why}; expected {{}} or {{\"to\": <version>}}"));
+    let Some(object) = body.as_object() else { return Err(bad("not a JSON object")) };
+    if let Some(key) = object.keys().find(|k| k.as_str() != "to") {
+        return Err(bad(&format!("unknown field {key:?}")));
+    }
+    match object.get("to") {
+        None => Ok(None),
+        Some(to) => match to.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            Some(version) => Ok(Some(version)),
+            None => Err(bad(&format!("\"to\" is {to}, not a version number (0 to {})", u32::MAX))),
+        },
+    }
+}
+
+/// Renders the jobs report (or why there is none) for the admin API.
+fn jobs_json(app: &str, report: Result<JobsReport, JobsError>) -> Result<Value, ApiError> {
+    match report {
+        Ok(JobsReport { counts, jobs }) => Ok(json!({"app": app, "counts": counts, "jobs": jobs})),
+        Err(err @ JobsError::NoStore) => Err(ApiError::new(409, "no_job_store", err.to_string())),
+        Err(err @ JobsError::Unavailable(_)) => Err(ApiError::new(503, "job_store_unavailable", err.to_string())),
+    }
+}
+
 async fn read_small_json(req: hyper::Request<Incoming>) -> Result<Value, ApiError> {
     let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
@@ -308,6 +337,17 @@ async fn read_small_json(req: hyper::Request<Incoming>) -> Result<Value, ApiErro
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rollback_target_is_a_version_number_or_nothing() {
+        use serde_json::json;
+        assert_eq!(super::rollback_target(&json!({})).unwrap(), None);
+        assert_eq!(super::rollback_target(&json!({"to": 3})).unwrap(), Some(3));
+        assert_eq!(super::rollback_target(&json!({"to": 4294967295u64})).unwrap(), Some(u32::MAX));
+        for bad in [json!({"to": 4294967297u64}), json!({"to": -1}), json!({"to": "1"}), json!({"to": 1.5}), json!([1, 2]), json!({"too": 3}), json!(null), json!({"to": null})] {
+            assert_eq!(super::rollback_target(&bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
     #[test]
     fn secrets_compare_whole() {
         assert!(super::same_secret(b"abc", b"abc"));

@@ -1,15 +1,33 @@
 //! Host capabilities: everything a guest can reach, each bound to its app.
 //!
-//! One module per capability. Adding a capability touches this short list:
+//! A leaf layer: a capability imports only `config/`, `fault`, `limits`,
+//! `metrics`, `trigger` and other capabilities (checked by
+//! `host/tests/layers.rs`). It never names the store's state or the app: its
+//! `add_to_linker` takes a projection from any store state to its view
+//! (wasmtime-wasi-config's shape), and its trigger half runs the app's exports
+//! through a [`crate::trigger::Invoker`].
+//!
+//! Adding a capability touches exactly these files:
 //! 1. `wit/<cap>.wit` and one `import` line in the `alorig:host/app` world;
-//! 2. `host/src/capabilities/<cap>.rs`: the per-app state built at load (`<Cap>App`),
-//!    the per-instance state kept in the store (`<Cap>Ctx`), the generated `Host`
-//!    trait implemented on a borrowed view, and `add_to_linker`;
-//! 3. one line below, and one call in [`add_to_linker`];
-//! 4. one field in [`AppCapabilities`] and one typed field in
-//!    [`crate::state::InstanceState`];
-//! 5. its manifest section in `config/manifest.rs`;
-//! 6. a guest `components/test-<cap>-*` and its end-to-end test in `tests/`.
+//! 2. `host/src/capabilities/<cap>.rs` (split into `<cap>/*.rs` past ~600 lines):
+//!    the per-app state (`<Cap>App`) with `load(&LoadContext) -> Result<_, LoadError>`
+//!    (its manifest checks, saying whose fault a failure is), its `grants`
+//!    for the deploy diff when it reaches outside the sandbox, the per-instance
+//!    state (`<Cap>Ctx`) with `view()`, the generated `Host` trait implemented on
+//!    the view, and `add_to_linker(linker, projection)`;
+//! 3. this file: one `pub mod` line and one line in [`AppCapabilities`] and its
+//!    `load`; in `load.rs` one row in `SECTIONS` if importing it needs a
+//!    manifest section, and one line in `grants` if it grants reach;
+//! 4. `host/src/state.rs`: one typed field in `InstanceState`, built in
+//!    `InstanceState::new`, and one `add_to_linker` line with its projection;
+//! 5. its manifest section: a type in `config/manifest/sections.rs`, its
+//!    `*Toml` and its checks in `config/manifest.rs`;
+//! 6. its metric family, if any: a handle struct in `metrics/handles.rs` and
+//!    its registration in `metrics.rs` (label enums for its reasons);
+//! 7. host-wide state, if any (a connection to a service): a field in
+//!    `runtime.rs` set from `config/host.rs`, and a field in [`LoadContext`];
+//! 8. a guest `components/test-<cap>-*` and its end-to-end module in
+//!    `tests/e2e/<cap>.rs` (listed in `tests/e2e/main.rs`).
 //!
 //! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
 //! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
@@ -25,9 +43,10 @@ pub mod timers;
 pub mod wasi;
 pub mod websocket;
 
-use crate::state::InstanceState;
+mod load;
+
+pub use load::{Grant, LoadContext, LoadError, check_sections, grants};
 use std::sync::Arc;
-use wasmtime::component::Linker;
 
 /// Per-app capability state, built once when the app is loaded; every instance
 /// of the app takes its per-instance state from here.
@@ -44,14 +63,18 @@ pub struct AppCapabilities {
     pub websocket: Arc<websocket::WebSocketApp>,
 }
 
-/// Links every capability the host offers. Components whose imports are not all
-/// satisfied here are refused at validation, before they can serve.
-pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    postgres::add_to_linker(linker)?;
-    redis::add_to_linker(linker)?;
-    timers::add_to_linker(linker)?;
-    websocket::add_to_linker(linker)?;
-    Ok(())
+impl AppCapabilities {
+    /// Builds every capability of one app version: one line per capability,
+    /// each checking its own manifest section against the component and saying
+    /// whose fault a failure is ([`LoadError`]).
+    pub async fn load(ctx: &LoadContext<'_>) -> Result<Self, LoadError> {
+        Ok(Self {
+            wasi: wasi::WasiApp::load(ctx),
+            outbound: Arc::new(outbound_http::OutboundApp::load(ctx)),
+            postgres: postgres::PostgresApp::load(ctx).await?,
+            redis: redis::RedisApp::load(ctx)?.map(Arc::new),
+            timers: Arc::new(timers::TimersApp::load(ctx)?),
+            websocket: Arc::new(websocket::WebSocketApp::load(ctx)),
+        })
+    }
 }

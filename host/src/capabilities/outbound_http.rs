@@ -25,6 +25,12 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error, WasiBody, WasiHttpHooks};
 
+/// What `[outbound_http]` grants: each allowed origin.
+pub fn grants(manifest: &crate::config::Manifest) -> Vec<super::Grant> {
+    let origin = |text: &str| super::Grant { key: format!("outbound {text}"), text: format!("outbound HTTP to {text}") };
+    manifest.outbound_http.allowed.iter().map(|h| origin(&h.text)).collect()
+}
+
 /// Per-app outbound state, built once when the app is loaded.
 pub struct OutboundApp {
     app: Arc<str>,
@@ -49,6 +55,10 @@ impl OutboundApp {
             metrics,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
         }
+    }
+
+    pub fn load(ctx: &super::LoadContext<'_>) -> Self {
+        Self::new(ctx.name.clone(), ctx.manifest.outbound_http.clone(), ctx.app_metrics.clone())
     }
 
     /// The allow-list entry covering this request, or why there is none.
@@ -135,7 +145,7 @@ impl OutboundApp {
     }
 
     fn deny(&self, why: &str) -> Error {
-        tracing::warn!(app = %self.app, "outbound HTTP refused: {why}");
+        tracing::warn!(app = %self.app, fault = "guest", "outbound HTTP refused: {why}");
         self.metrics.outbound("denied", "denied");
         Error::HttpRequestDenied
     }

@@ -33,9 +33,9 @@
 //! everything else.
 //! Every call is bounded by [`CALL_TIMEOUT`] (`timeout` to the guest).
 //!
-//! Redis as a trigger: see [`subscribe`]. Logs name the app, never keys or values.
+//! Redis as a trigger: see [`subscribe`] (`redis/subscriber.rs`). Logs name the app, never keys or values.
 
-use crate::{config::manifest, metrics::RedisMetrics, state::InstanceState};
+use crate::{config::manifest, metrics::{RedisErrorReason, RedisMetrics}};
 use arc_swap::ArcSwapOption;
 use redis::{FromRedisValue, Value, aio::MultiplexedConnection};
 use std::{sync::Arc, time::Duration};
@@ -48,6 +48,14 @@ mod generated {
         imports: { default: async | trappable },
     });
 }
+
+mod command;
+mod connector;
+mod subscriber;
+
+use command::{items, non_empty, pairs, parse_score, reply, score_arg};
+use connector::{Connector, broken, classify, random_password};
+pub use subscriber::subscribe;
 
 pub mod trigger {
     wasmtime::component::bindgen!({
@@ -86,17 +94,6 @@ pub struct RedisApp {
     connector: Connector,
 }
 
-struct Connector {
-    /// The operator's connection settings with the app's db.
-    admin: redis::ConnectionInfo,
-    /// `alorig-<app>` and its password, for the ACL wall.
-    user: String,
-    password: String,
-    acl_rules: Vec<String>,
-    current: ArcSwapOption<MultiplexedConnection>,
-    connecting: tokio::sync::Mutex<()>,
-    acl_warned: std::sync::atomic::AtomicBool,
-}
 
 impl RedisApp {
     pub fn new(host: &RedisHost, app: &str, config: &manifest::Redis, metrics: RedisMetrics) -> anyhow::Result<Self> {
@@ -120,13 +117,21 @@ impl RedisApp {
             connector: Connector {
                 admin,
                 user: format!("alorig-{app}"),
-                password: random_password(),
+                password: random_password()?,
                 acl_rules,
                 current: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(()),
                 acl_warned: false.into(),
             },
         })
+    }
+
+    /// The app's Redis, when its manifest has `[redis]`.
+    pub fn load(ctx: &super::LoadContext<'_>) -> Result<Option<Self>, super::LoadError> {
+        let Some(config) = &ctx.manifest.redis else { return Ok(None) };
+        Self::new(ctx.redis, ctx.name, config, ctx.metrics.redis(ctx.name))
+            .map(Some)
+            .map_err(|e| super::LoadError::operator(format!("{}: [redis]: {e}", ctx.source())))
     }
 
     /// `prefix ++ key`, refusing keys past [`MAX_KEY`].
@@ -189,113 +194,6 @@ impl RedisApp {
         result
     }
 
-    /// The command for one pipeline entry (and, through [`RedisApp::call`], for
-    /// the single-command functions), with every key prefixed.
-    fn command(&self, command: &Command) -> Result<redis::Cmd, Error> {
-        let mut cmd;
-        match command {
-            Command::Get(key) => {
-                cmd = redis::cmd("GET");
-                cmd.arg(self.key(key)?);
-            }
-            Command::Set((key, value, options)) => {
-                cmd = redis::cmd("SET");
-                cmd.arg(self.key(key)?).arg(value.as_slice());
-                match options.condition {
-                    SetCondition::Always => {}
-                    SetCondition::IfAbsent => {
-                        cmd.arg("NX");
-                    }
-                    SetCondition::IfPresent => {
-                        cmd.arg("XX");
-                    }
-                }
-                if let Some(ttl) = options.ttl_ms {
-                    cmd.arg("PX").arg(ttl_arg(ttl)?);
-                }
-            }
-            Command::Del(keys) => {
-                cmd = redis::cmd("DEL");
-                cmd.arg(self.keys(keys)?);
-            }
-            Command::Exists(keys) => {
-                cmd = redis::cmd("EXISTS");
-                cmd.arg(self.keys(keys)?);
-            }
-            Command::IncrBy((key, delta)) => {
-                cmd = redis::cmd("INCRBY");
-                cmd.arg(self.key(key)?).arg(*delta);
-            }
-            Command::Expire((key, ttl)) => {
-                cmd = redis::cmd("PEXPIRE");
-                cmd.arg(self.key(key)?).arg(ttl_arg(*ttl)?);
-            }
-            Command::Hget((key, field)) => {
-                cmd = redis::cmd("HGET");
-                cmd.arg(self.key(key)?).arg(field.as_bytes());
-            }
-            Command::Hset((key, fields)) => {
-                non_empty(fields.len())?;
-                cmd = redis::cmd("HSET");
-                cmd.arg(self.key(key)?);
-                for (field, value) in fields {
-                    cmd.arg(field.as_bytes()).arg(value.as_slice());
-                }
-            }
-            Command::Hgetall(key) => {
-                cmd = redis::cmd("HGETALL");
-                cmd.arg(self.key(key)?);
-            }
-            Command::Hdel((key, fields)) => {
-                non_empty(fields.len())?;
-                cmd = redis::cmd("HDEL");
-                cmd.arg(self.key(key)?);
-                for field in fields {
-                    cmd.arg(field.as_bytes());
-                }
-            }
-            Command::HincrBy((key, field, delta)) => {
-                cmd = redis::cmd("HINCRBY");
-                cmd.arg(self.key(key)?).arg(field.as_bytes()).arg(*delta);
-            }
-            Command::Sadd((key, members)) | Command::Srem((key, members)) | Command::Rpush((key, members))
-            | Command::Lpush((key, members)) | Command::Zrem((key, members)) => {
-                non_empty(members.len())?;
-                cmd = redis::cmd(match command {
-                    Command::Sadd(_) => "SADD",
-                    Command::Srem(_) => "SREM",
-                    Command::Rpush(_) => "RPUSH",
-                    Command::Lpush(_) => "LPUSH",
-                    _ => "ZREM",
-                });
-                cmd.arg(self.key(key)?);
-                for member in members {
-                    cmd.arg(member.as_slice());
-                }
-            }
-            Command::Smembers(key) => {
-                cmd = redis::cmd("SMEMBERS");
-                cmd.arg(self.key(key)?);
-            }
-            Command::Lrange((key, start, stop)) => {
-                cmd = redis::cmd("LRANGE");
-                cmd.arg(self.key(key)?).arg(*start).arg(*stop);
-            }
-            Command::Zadd((key, members)) => {
-                non_empty(members.len())?;
-                cmd = redis::cmd("ZADD");
-                cmd.arg(self.key(key)?);
-                for (score, member) in members {
-                    cmd.arg(score_arg(*score)?).arg(member.as_slice());
-                }
-            }
-            Command::Publish((channel, message)) => {
-                cmd = redis::cmd("PUBLISH");
-                cmd.arg(self.key(channel)?).arg(message.as_slice());
-            }
-        }
-        Ok(cmd)
-    }
 
     async fn call<T: FromRedisValue>(&self, command: Command) -> Result<T, Error> {
         let cmd = self.command(&command)?;
@@ -352,220 +250,24 @@ impl RedisApp {
     }
 }
 
-impl Connector {
-    /// The app's live connection, connecting first if there is none; `true`
-    /// when it was made by this call.
-    async fn connection(&self, app: &str) -> Result<(Arc<MultiplexedConnection>, bool), Error> {
-        if let Some(conn) = self.current.load_full() {
-            return Ok((conn, false));
-        }
-        // One connection attempt at a time; the others wait and share its result.
-        let _turn = self.connecting.lock().await;
-        if let Some(conn) = self.current.load_full() {
-            return Ok((conn, false));
-        }
-        let info = self.prepare(app).await?;
-        let client = redis::Client::open(info).map_err(|e| Error::Other(e.to_string()))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT));
-        let conn = Arc::new(client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?);
-        self.current.store(Some(conn.clone()));
-        tracing::info!(app, "connected to Redis");
-        Ok((conn, true))
-    }
-
-    /// Drops `conn` as the app's connection (unless another call already
-    /// replaced it), so the next call reconnects.
-    fn forget(&self, conn: &Arc<MultiplexedConnection>) {
-        self.current.compare_and_swap(conn, None);
-    }
-
-    /// Where the app connects: as its ACL user, (re)created now, or else with the
-    /// operator's URL.
-    async fn prepare(&self, app: &str) -> Result<redis::ConnectionInfo, Error> {
-        let admin = redis::Client::open(self.admin.clone()).map_err(|e| Error::Other(e.to_string()))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT));
-        let mut conn = admin.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?;
-        let mut setuser = redis::cmd("ACL");
-        setuser.arg("SETUSER").arg(&self.user).arg(&self.acl_rules).arg(format!(">{}", self.password));
-        match setuser.query_async::<()>(&mut conn).await {
-            Ok(()) => {
-                let settings = self.admin.redis_settings().clone().set_username(&self.user).set_password(&self.password);
-                Ok(self.admin.clone().set_redis_settings(settings))
-            }
-            Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => Err(classify(app, err)),
-            Err(err) => {
-                if !self.acl_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!(app, "Redis ACL users not managed (redis_url's user cannot run ACL SETUSER: {}); the app is confined by key prefixing alone", err.code().unwrap_or("error"));
-                }
-                Ok(self.admin.clone())
-            }
-        }
-    }
-
-    /// Turns a command's failure into the guest's error; drops the connection
-    /// when it is broken, so the next call reconnects.
-    fn failed(&self, app: &str, conn: &Arc<MultiplexedConnection>, err: redis::RedisError) -> Error {
-        if broken(&err) {
-            self.forget(conn);
-        }
-        classify(app, err)
-    }
-}
-
-/// Whether the connection is unusable after this error.
-fn broken(err: &redis::RedisError) -> bool {
-    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error()
-}
-
-/// The guest's view of a Redis failure. The operator gets a log line for the
-/// ones that are the host's or Redis's fault, never with keys or values.
-fn classify(app: &str, err: redis::RedisError) -> Error {
-    // Errors Redis answered, for one command or the first failing one of a
-    // pipeline (named by its index).
-    let pipeline = err.to_string().starts_with("Pipeline failure");
-    if let Some(errors) = err.clone().into_server_errors()
-        && let Some((index, first)) = errors.first()
-        && first.kind() != Some(redis::ServerErrorKind::NoPerm)
-    {
-        if first.code() == "WRONGTYPE" {
-            return Error::WrongType;
-        }
-        let at = if pipeline { format!("command {index}: ") } else { String::new() };
-        return Error::Other(format!("{at}{} {}", first.code(), first.details().unwrap_or("")).trim_end().to_string());
-    }
-    if err.is_timeout() {
-        return Error::Timeout;
-    }
-    if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-        tracing::warn!(app, "Redis unavailable: {}", err.kind_name());
-        return Error::Unavailable;
-    }
-    match err.kind() {
-        redis::ErrorKind::AuthenticationFailed => {
-            tracing::error!(app, "Redis refused the app's credentials");
-            Error::Unavailable
-        }
-        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
-            tracing::error!(app, "Redis ACL refused a command the host sent for the app");
-            Error::Other("NOPERM: refused by the app's Redis ACL".into())
-        }
-        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => Error::Unavailable,
-        _ => Error::Other(match (err.code(), err.detail()) {
-            (Some(code), Some(detail)) => format!("{code} {detail}"),
-            _ => err.to_string(),
-        }),
-    }
-}
-
-trait KindName {
-    fn kind_name(&self) -> &'static str;
-}
-
-impl KindName for redis::RedisError {
-    fn kind_name(&self) -> &'static str {
-        if self.is_timeout() {
-            "timeout"
-        } else if self.is_connection_refusal() {
-            "connection refused"
-        } else if self.is_connection_dropped() {
-            "connection dropped"
-        } else {
-            "I/O error"
-        }
-    }
-}
-
-fn error_reason(err: &Error) -> usize {
+fn error_reason(err: &Error) -> RedisErrorReason {
     match err {
-        Error::WrongType => 0,
-        Error::Unavailable => 1,
-        Error::Timeout => 2,
-        Error::Invalid(_) => 3,
-        Error::Other(_) => 4,
+        Error::WrongType => RedisErrorReason::WrongType,
+        Error::Unavailable => RedisErrorReason::Unavailable,
+        Error::Timeout => RedisErrorReason::Timeout,
+        Error::Invalid(_) => RedisErrorReason::Invalid,
+        Error::Other(_) => RedisErrorReason::Other,
     }
 }
 
-/// Labels of `alorig_app_redis_errors_total`, in [`error_reason`]'s order.
-pub const ERROR_REASONS: [&str; 5] = ["wrong_type", "unavailable", "timeout", "invalid", "other"];
 
-fn items(count: usize) -> Result<(), Error> {
-    if count > MAX_ITEMS {
-        return Err(Error::Invalid(format!("at most {MAX_ITEMS} items per call, not {count}")));
-    }
-    Ok(())
-}
-
-fn non_empty(count: usize) -> Result<(), Error> {
-    if count == 0 {
-        return Err(Error::Invalid("the list may not be empty".into()));
-    }
-    items(count)
-}
-
-fn ttl_arg(ttl_ms: u64) -> Result<i64, Error> {
-    match i64::try_from(ttl_ms) {
-        Ok(ttl) if ttl > 0 => Ok(ttl),
-        _ => Err(Error::Invalid(format!("a ttl must be between 1 and {} ms", i64::MAX))),
-    }
-}
-
-fn score_arg(score: f64) -> Result<String, Error> {
-    if score.is_nan() {
-        return Err(Error::Invalid("a score may not be NaN".into()));
-    }
-    Ok(if score == f64::INFINITY {
-        "+inf".into()
-    } else if score == f64::NEG_INFINITY {
-        "-inf".into()
-    } else {
-        format!("{score:?}")
-    })
-}
-
-fn bytes_of(value: Value) -> Vec<u8> {
-    match value {
-        Value::BulkString(bytes) => bytes,
-        Value::SimpleString(text) => text.into_bytes(),
-        Value::Okay => b"OK".to_vec(),
-        Value::Int(n) => n.to_string().into_bytes(),
-        Value::Double(d) => d.to_string().into_bytes(),
-        _ => Vec::new(),
-    }
-}
-
-fn reply(value: Value) -> Reply {
-    match value {
-        Value::Nil => Reply::Nil,
-        Value::Okay => Reply::Ok,
-        Value::Int(n) => Reply::Integer(n),
-        Value::Boolean(b) => Reply::Integer(b as i64),
-        Value::Array(values) | Value::Set(values) => Reply::Array(values.into_iter().map(bytes_of).collect()),
-        Value::Map(pairs) => Reply::Array(pairs.into_iter().flat_map(|(k, v)| [bytes_of(k), bytes_of(v)]).collect()),
-        Value::SimpleString(text) if text == "OK" => Reply::Ok,
-        other => Reply::Data(bytes_of(other)),
-    }
-}
-
-fn pairs(flat: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(a), Some(b)) = (it.next(), it.next()) {
-        out.push((a, b));
-    }
-    out
-}
-
-fn random_password() -> String {
-    let mut bytes = [0u8; 24];
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("reading /dev/urandom");
-    hex::encode(bytes)
+/// What `[redis]` grants: the app's prefix in its db.
+pub fn grants(manifest: &manifest::Manifest) -> Vec<super::Grant> {
+    let prefix = |r: &manifest::Redis| super::Grant {
+        key: format!("redis {} {}", r.db, r.prefix),
+        text: format!("Redis prefix {} (db {})", r.prefix, r.db),
+    };
+    manifest.redis.iter().map(prefix).collect()
 }
 
 /// The per-instance state: the app's Redis, if its manifest has `[redis]`.
@@ -582,6 +284,10 @@ impl RedisCtx {
     fn app(&self) -> Result<&RedisApp, Error> {
         self.app.as_deref().ok_or_else(|| Error::Invalid("this app has no [redis] in its manifest".into()))
     }
+
+    pub fn view(&self) -> RedisView<'_> {
+        RedisView { ctx: self }
+    }
 }
 
 /// The borrowed view the generated `Host` trait is implemented on.
@@ -597,8 +303,8 @@ impl HasData for HasRedis {
 
 /// Links `alorig:host/redis` for every app; [`RedisCtx`] answers `invalid` to
 /// an app without `[redis]` (such components are refused at load anyway).
-pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
-    wit::add_to_linker::<InstanceState, HasRedis>(linker, |state| RedisView { ctx: &state.redis })?;
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> RedisView<'_>) -> anyhow::Result<()> {
+    wit::add_to_linker::<T, HasRedis>(linker, view)?;
     Ok(())
 }
 
@@ -763,153 +469,5 @@ impl wit::Host for RedisView<'_> {
 
     async fn pipeline(&mut self, commands: Vec<Command>, atomic: bool) -> R<Vec<Reply>> {
         Ok(async { self.ctx.app()?.pipeline(commands, atomic).await }.await)
-    }
-}
-
-fn parse_score(text: &str) -> Option<f64> {
-    match text {
-        "inf" | "+inf" => Some(f64::INFINITY),
-        "-inf" => Some(f64::NEG_INFINITY),
-        other => other.parse().ok(),
-    }
-}
-
-/// Redis as a trigger: for an app with `[redis] channels` (and the exported
-/// `alorig:host/redis-handler`), keeps one subscription to `<prefix><channel>`
-/// for each channel, and calls `on-message` in a fresh instance per message,
-/// under the app's concurrency limit, memory budget and request timeout. A lost
-/// subscription is re-made (with backoff) for as long as the app is loaded.
-/// Pub/sub is fire-and-forget: messages published while the subscription is
-/// down are not delivered.
-pub fn subscribe(app: &Arc<crate::app::App>) {
-    let (Some(redis), Some(trigger)) = (app.capabilities.redis.clone(), app.redis_trigger.clone()) else { return };
-    let weak = Arc::downgrade(app);
-    tokio::spawn(async move {
-        use futures::StreamExt as _;
-        let mut delay = Duration::from_millis(100);
-        while weak.strong_count() > 0 {
-            if let Ok(mut pubsub) = redis.pubsub().await {
-                let mut subscribed = true;
-                for channel in &redis.channels {
-                    if pubsub.subscribe(redis.channel(channel)).await.is_err() {
-                        subscribed = false;
-                        break;
-                    }
-                }
-                if subscribed {
-                    delay = Duration::from_millis(100);
-                    tracing::info!(app = redis.app(), channels = redis.channels.len(), "subscribed to Redis channels");
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(message) = messages.next().await {
-                        let Some(app) = weak.upgrade() else { return };
-                        let Some(channel) = redis.strip_prefix(message.get_channel_name().as_bytes()) else { continue };
-                        let channel = String::from_utf8_lossy(channel).into_owned();
-                        tokio::spawn(deliver(app, trigger.clone(), channel, message.get_payload_bytes().to_vec()));
-                    }
-                    tracing::warn!(app = redis.app(), "Redis subscription lost; subscribing again");
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
-    });
-}
-
-/// Runs the app's `on-message` for one message in a fresh instance.
-async fn deliver(app: Arc<crate::app::App>, trigger: trigger::RedisTriggerPre<InstanceState>, channel: String, message: Vec<u8>) {
-    use crate::trigger::{self as run, Outcome};
-    let timeout = app.manifest.resources.request_timeout;
-    let outcome = run::run(&app, std::time::Instant::now(), timeout, move |store| {
-        Box::pin(async move {
-            let instance = trigger.instantiate_async(&mut *store).await?;
-            instance.alorig_host_redis_handler().call_on_message(store, &channel, &message).await
-        })
-    })
-    .await;
-    if outcome != Outcome::Ok {
-        tracing::warn!(app = %app.name, outcome = outcome.label(), "Redis message not handled: {}", outcome.describe());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app() -> RedisApp {
-        let host = RedisHost { url: Some("redis://127.0.0.1:1".into()) };
-        let config = manifest::Redis { db: 3, prefix: "a:".into(), channels: vec![] };
-        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a")).unwrap()
-    }
-
-    fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
-        cmd.args_iter()
-            .map(|arg| match arg {
-                redis::Arg::Simple(bytes) => bytes.to_vec(),
-                _ => b"<cursor>".to_vec(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn every_key_of_every_command_is_the_prefix_then_the_guest_bytes() {
-        let app = app();
-        let hostile = "../b:*\0\r\nFLUSHALL\r\n[a-z]?";
-        let full = [b"a:".as_slice(), hostile.as_bytes()].concat();
-        let k = || hostile.to_string();
-        let v = || b"v".to_vec();
-        let opts = SetOptions { ttl_ms: Some(5), condition: SetCondition::IfAbsent };
-        let commands = vec![
-            Command::Get(k()),
-            Command::Set((k(), v(), opts)),
-            Command::Del(vec![k(), k()]),
-            Command::Exists(vec![k()]),
-            Command::IncrBy((k(), 1)),
-            Command::Expire((k(), 5)),
-            Command::Hget((k(), "f".into())),
-            Command::Hset((k(), vec![("f".into(), v())])),
-            Command::Hgetall(k()),
-            Command::Hdel((k(), vec!["f".into()])),
-            Command::HincrBy((k(), "f".into(), 1)),
-            Command::Sadd((k(), vec![v()])),
-            Command::Srem((k(), vec![v()])),
-            Command::Smembers(k()),
-            Command::Rpush((k(), vec![v()])),
-            Command::Lpush((k(), vec![v()])),
-            Command::Lrange((k(), 0, -1)),
-            Command::Zadd((k(), vec![(1.0, v())])),
-            Command::Zrem((k(), vec![v()])),
-            Command::Publish((k(), v())),
-        ];
-        for command in &commands {
-            let args = args(&app.command(command).unwrap());
-            assert_eq!(args[1], full, "{command:?}");
-            if let Command::Del(_) = command {
-                assert_eq!(args[2], full);
-            }
-        }
-        // The command name is the host's, never the guest's.
-        assert_eq!(args(&app.command(&Command::Get(k())).unwrap())[0], b"GET");
-    }
-
-    #[test]
-    fn out_of_bounds_arguments_are_refused_before_reaching_redis() {
-        let app = app();
-        assert!(app.command(&Command::Get("k".repeat(MAX_KEY))).is_ok());
-        assert!(matches!(app.command(&Command::Get("k".repeat(MAX_KEY + 1))), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Del(vec![])), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Del(vec![String::new(); MAX_ITEMS + 1])), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Zadd(("z".into(), vec![(f64::NAN, vec![])]))), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Expire(("z".into(), 0))), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Expire(("z".into(), u64::MAX))), Err(Error::Invalid(_))));
-        assert_eq!(score_arg(f64::INFINITY).unwrap(), "+inf");
-        assert_eq!(parse_score("-inf"), Some(f64::NEG_INFINITY));
-    }
-
-    #[test]
-    fn channels_are_prefixed_and_stripped() {
-        let app = app();
-        assert_eq!(app.channel("news"), b"a:news");
-        assert_eq!(app.strip_prefix(b"a:news"), Some(b"news".as_slice()));
-        assert_eq!(app.strip_prefix(b"b:news"), None);
     }
 }

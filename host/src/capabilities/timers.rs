@@ -31,7 +31,7 @@ mod worker;
 use crate::{
     config::manifest::{self, Manifest},
     metrics::TimerMetrics,
-    state::InstanceState,
+    trigger::WeakInvoker,
 };
 use chrono::{DateTime, TimeZone as _, Utc};
 use std::{
@@ -115,21 +115,13 @@ impl TimersHost {
         &self.host_id
     }
 
-    /// `GET /v1/apps/{app}/jobs`: counts, and the pending, running and dead
-    /// jobs (the first 1000, running first, then by time).
-    pub async fn jobs(&self, app: &str) -> Result<serde_json::Value, crate::deploy::ApiError> {
-        use crate::deploy::ApiError;
-        let store = self.store.as_ref().ok_or_else(|| {
-            ApiError::new(409, "no_job_store", "this host has no postgres_url, so it keeps no jobs")
-        })?;
-        let unavailable = |err: store::StoreError| ApiError::new(503, "job_store_unavailable", format!("the job store cannot be reached: {err}"));
-        let [pending, running, dead, done] = store.counts(app).await.map_err(unavailable)?;
-        let jobs = store.list(app, 1000).await.map_err(unavailable)?;
-        Ok(serde_json::json!({
-            "app": app,
-            "counts": {"pending": pending, "running": running, "dead": dead, "done": done},
-            "jobs": jobs,
-        }))
+    /// What `GET /v1/apps/{app}/jobs` shows: counts, and the pending, running
+    /// and dead jobs (the first 1000, running first, then by time).
+    pub async fn jobs(&self, app: &str) -> Result<JobsReport, JobsError> {
+        let store = self.store.as_ref().ok_or(JobsError::NoStore)?;
+        let counts = store.counts(app).await.map_err(JobsError::Unavailable)?;
+        let jobs = store.list(app, 1000).await.map_err(JobsError::Unavailable)?;
+        Ok(JobsReport { counts, jobs })
     }
 
     /// A new generation for `app` (a version going into force) and its waker.
@@ -170,29 +162,61 @@ pub fn imports_timers(imports: &[String]) -> bool {
     imports.iter().any(|i| i.split('@').next() == Some(INTERFACE))
 }
 
+/// An app's jobs as the admin API shows them.
+#[derive(Debug)]
+pub struct JobsReport {
+    pub counts: store::JobCounts,
+    pub jobs: Vec<store::JobRow>,
+}
+
+/// Why the jobs cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("this host has no postgres_url, so it keeps no jobs")]
+    NoStore,
+    #[error("the job store cannot be reached: {0}")]
+    Unavailable(store::StoreError),
+}
+
 /// One app's timers and jobs: built in `App::load`, shared by its instances.
 pub struct TimersApp {
     app: Arc<str>,
     host: Arc<TimersHost>,
     timers: Vec<manifest::Timer>,
     jobs: manifest::Jobs,
+    /// The app's `max_concurrency`: no more of its jobs run at once here.
+    max_concurrency: usize,
     metrics: TimerMetrics,
-    timer_trigger: Option<timer_trigger::TimerTriggerPre<InstanceState>>,
-    job_trigger: Option<job_trigger::JobTriggerPre<InstanceState>>,
+}
+
+/// The app's exported handlers the host calls: `timer-handler` when the
+/// manifest has `[[timers]]`, `job-handler` when the component imports
+/// `alorig:host/timers` (it can schedule jobs, so something must run them).
+/// A handler exported but not needed is kept (jobs scheduled by an earlier version).
+pub struct Handlers<T: 'static> {
+    timer: Option<timer_trigger::TimerTriggerPre<T>>,
+    job: Option<job_trigger::JobTriggerPre<T>>,
+}
+
+impl<T: Send + 'static> Handlers<T> {
+    pub fn load(manifest: &Manifest, pre: &wasmtime::component::InstancePre<T>, imports: &[String]) -> anyhow::Result<Self> {
+        let source = manifest.source.display();
+        let timer = timer_trigger::TimerTriggerPre::new(pre.clone()).ok();
+        let job = job_trigger::JobTriggerPre::new(pre.clone()).ok();
+        if timer.is_none() && !manifest.timers.is_empty() {
+            anyhow::bail!("{source}: [[timers]] is set but the component does not export alorig:host/timer-handler (on-timer) to run them");
+        }
+        if job.is_none() && imports_timers(imports) {
+            anyhow::bail!("{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them");
+        }
+        Ok(Self { timer, job })
+    }
 }
 
 impl TimersApp {
-    /// Checks that the component exports what the manifest and its imports
-    /// need (see `validate::check_handlers`) and keeps the handlers' bindings.
-    pub fn new(
-        host: Arc<TimersHost>,
-        manifest: &Manifest,
-        pre: &wasmtime::component::InstancePre<InstanceState>,
-        imports: &[String],
-        offline: bool,
-        metrics: TimerMetrics,
-    ) -> anyhow::Result<Self> {
-        let (timer_trigger, job_trigger) = crate::validate::check_handlers(manifest, pre, imports)?;
+    /// The app's side of the timers; a component that schedules jobs needs the
+    /// host's job store (`offline`: `validate`, which reaches no service).
+    pub fn new(host: Arc<TimersHost>, manifest: &Manifest, imports: &[String], offline: bool, metrics: TimerMetrics) -> anyhow::Result<Self> {
         if imports_timers(imports) && host.store.is_none() && !offline {
             anyhow::bail!(
                 "{}: the component imports alorig:host/timers (durable jobs), which needs the host's postgres_url \
@@ -205,10 +229,14 @@ impl TimersApp {
             host,
             timers: manifest.timers.clone(),
             jobs: manifest.jobs.clone(),
+            max_concurrency: manifest.resources.max_concurrency.get() as usize,
             metrics,
-            timer_trigger,
-            job_trigger,
         })
+    }
+
+    pub fn load(ctx: &super::LoadContext<'_>) -> Result<Self, super::LoadError> {
+        Self::new(ctx.timers.clone(), ctx.manifest, ctx.imports, ctx.offline, ctx.metrics.timers(ctx.name))
+            .map_err(|e| super::LoadError::operator(format!("{e:#}")))
     }
 
     /// Validates and stores one job; wakes this host's worker for it.
@@ -235,7 +263,7 @@ impl TimersApp {
             .schedule(&self.app, &job.name, &job.payload, run_at, job.idempotency_key.as_deref(), self.jobs.max_pending.get())
             .await
             .map_err(|err| {
-                tracing::warn!(app = %self.app, "cannot schedule a job: {err}");
+                tracing::warn!(app = %self.app, fault = "dependency", "cannot schedule a job: {err}");
                 Error::Unavailable
             })?;
         match scheduled {
@@ -255,7 +283,7 @@ impl TimersApp {
         let store = self.host.store.as_ref().ok_or(Error::Unavailable)?;
         let Ok(id) = i64::try_from(id) else { return Ok(false) };
         store.cancel(&self.app, id).await.map_err(|err| {
-            tracing::warn!(app = %self.app, "cannot cancel a job: {err}");
+            tracing::warn!(app = %self.app, fault = "dependency", "cannot cancel a job: {err}");
             Error::Unavailable
         })
     }
@@ -263,20 +291,19 @@ impl TimersApp {
 
 /// Puts the timers and the job worker of a version going into force to work
 /// (from `App::activate`); those of the version before stop by themselves.
-pub fn start(app: &Arc<crate::app::App>) {
-    let timers = &app.capabilities.timers;
+pub fn start<T: Send + 'static>(timers: &Arc<TimersApp>, handlers: &Handlers<T>, app: WeakInvoker<T>) {
     let host = timers.host.clone();
-    let (generation, wake) = host.register(&app.name);
-    if let Some(trigger) = &timers.timer_trigger {
+    let (generation, wake) = host.register(&timers.app);
+    if let Some(trigger) = &handlers.timer {
         if host.store.is_none() && !timers.timers.is_empty() && !host.memory_only_warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!("timers fire on this host only and are not durable: the host has no postgres_url");
+            tracing::warn!(fault = %crate::fault::Fault::Operator, "timers fire on this host only and are not durable: the host has no postgres_url");
         }
         for timer in &timers.timers {
-            tokio::spawn(worker::timer_loop(Arc::downgrade(app), trigger.clone(), timer.clone(), generation));
+            tokio::spawn(worker::timer_loop(timers.clone(), app.clone(), trigger.clone(), timer.clone(), generation));
         }
     }
-    if let (Some(trigger), Some(store)) = (&timers.job_trigger, &host.store) {
-        tokio::spawn(worker::job_loop(Arc::downgrade(app), trigger.clone(), store.clone(), wake, generation));
+    if let (Some(trigger), Some(store)) = (&handlers.job, &host.store) {
+        tokio::spawn(worker::job_loop(timers.clone(), app.clone(), trigger.clone(), store.clone(), wake, generation));
         if !host.listening.swap(true, Ordering::Relaxed) {
             tokio::spawn(worker::listen(Arc::downgrade(&host), store.clone()));
         }
@@ -292,6 +319,10 @@ impl TimersCtx {
     pub fn new(app: Arc<TimersApp>) -> Self {
         Self { app }
     }
+
+    pub fn view(&self) -> TimersView<'_> {
+        TimersView { ctx: self }
+    }
 }
 
 /// The borrowed view the generated `Host` trait is implemented on.
@@ -305,8 +336,8 @@ impl HasData for HasTimers {
     type Data<'a> = TimersView<'a>;
 }
 
-pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
-    wit::add_to_linker::<InstanceState, HasTimers>(linker, |state| TimersView { ctx: &state.timers })?;
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> TimersView<'_>) -> anyhow::Result<()> {
+    wit::add_to_linker::<T, HasTimers>(linker, view)?;
     Ok(())
 }
 
@@ -348,5 +379,25 @@ mod tests {
         let waits: Vec<u128> = (1..=6).map(|a| backoff(&jobs, a).as_millis()).collect();
         assert_eq!(waits, vec![200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(backoff(&jobs, 100), Duration::from_secs(1), "no overflow");
+    }
+
+    /// The guest's calls, straight on the `Host` trait (no wasm): without a
+    /// job store `schedule` and `cancel` answer `unavailable`, never trap.
+    #[tokio::test]
+    async fn without_a_job_store_schedule_and_cancel_are_unavailable() {
+        use wit::Host as _;
+        let manifest = Manifest::parse(std::path::Path::new("a.toml"), "name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        let host = Arc::new(TimersHost::new(None).unwrap());
+        let metrics = crate::metrics::Metrics::new();
+        let app = TimersApp::new(host, &manifest, &[], false, metrics.timers("a")).unwrap();
+        let ctx = TimersCtx::new(Arc::new(app));
+        let mut view = ctx.view();
+        let job = Job { name: "report".into(), payload: vec![], when: When::AfterMs(10), idempotency_key: None };
+        assert!(matches!(view.schedule(job).await.unwrap(), Err(Error::Unavailable)));
+        assert!(matches!(view.cancel(1).await.unwrap(), Err(Error::Unavailable)));
+        // A component that schedules jobs is refused at load without a store.
+        let imports = vec!["alorig:host/timers@0.1.0".to_string()];
+        let host = Arc::new(TimersHost::new(None).unwrap());
+        assert!(TimersApp::new(host, &manifest, &imports, false, metrics.timers("a")).is_err());
     }
 }

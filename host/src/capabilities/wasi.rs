@@ -25,6 +25,10 @@ impl WasiApp {
         Self { app: app.into(), env }
     }
 
+    pub fn load(ctx: &super::LoadContext<'_>) -> Self {
+        Self::new(ctx.name, ctx.env.clone())
+    }
+
     /// A fresh WASI context for one instance.
     pub fn ctx(&self) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();

@@ -1,11 +1,11 @@
 //! WebSockets (`wit/websocket.wit`): the host holds the sockets, the app sees
 //! events.
 //!
-//! A route with `websocket = true` upgrades in the ingress ([`upgrade`]): the
-//! host checks the handshake (426 otherwise) and the app's `[websocket]
-//! max_connections` (503), registers the connection, then runs the app's
-//! `on-open` in a fresh instance *before* answering 101 — an `error` refuses
-//! the connection with 403. Each later message runs `on-message`, and the end
+//! A route with `websocket = true` upgrades in the ingress
+//! (`ingress/websocket.rs` checks the handshake and answers HTTP); here
+//! [`open`] checks the app's `[websocket] max_connections`, registers the
+//! connection, then runs the app's `on-open` in a fresh instance *before* the
+//! ingress answers 101 — an `error` refuses the connection. Each later message runs `on-message`, and the end
 //! of the connection `on-close`, each in a fresh instance like every trigger
 //! (`crate::trigger`): the app's concurrency permit, memory budget and request
 //! timeout, the same trap and rejection metrics. So an open connection costs no instance, only
@@ -20,18 +20,18 @@
 //! without bound).
 
 mod connection;
+mod fanout;
 pub mod hub;
+mod wire;
 
 use crate::{
-    app::App,
-    config::manifest,
-    ingress::invoke::{self, Response},
-    metrics::{RejectReason, TrapReason, WsMetrics},
-    state::InstanceState,
-    trigger::Outcome,
+    config::manifest::{self, Manifest},
+    metrics::{RejectReason, WsDropReason, WsMetrics},
+    trigger::{Invoker, Outcome},
 };
-use hub::Hub;
+use hub::{Conn, Hub, Outgoing};
 use std::{sync::Arc, time::Instant};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Bytes, Utf8Bytes};
 use wasmtime::component::{HasData, Linker};
 
@@ -53,20 +53,13 @@ pub mod trigger {
 }
 
 use generated::alorig::host::websocket::{self as wit, Error, Message};
-use trigger::exports::alorig::host::websocket_handler::OpenRequest;
+use trigger::{WebsocketTriggerPre, exports::alorig::host::websocket_handler::OpenRequest};
 
 /// The fully qualified name a component imports the interface under.
 pub const INTERFACE: &str = "alorig:host/websocket";
 /// The export apps with a `websocket = true` route must have.
 pub const HANDLER: &str = "alorig:host/websocket-handler";
 
-/// Labels of `alorig_app_ws_dropped_total`, indexed by the `DROP_*` constants.
-pub const DROP_REASONS: [&str; 5] = ["max_connections", "message_too_large", "slow_consumer", "send_timeout", "ping_timeout"];
-pub const DROP_MAX_CONNECTIONS: usize = 0;
-pub const DROP_TOO_LARGE: usize = 1;
-pub const DROP_SLOW_CONSUMER: usize = 2;
-pub const DROP_SEND_TIMEOUT: usize = 3;
-pub const DROP_PING_TIMEOUT: usize = 4;
 
 /// Longest group name; group names are `[A-Za-z0-9_.:-]`.
 pub const MAX_GROUP: usize = 100;
@@ -82,6 +75,10 @@ pub struct WebSocketApp {
 impl WebSocketApp {
     pub fn new(name: Arc<str>, limits: manifest::WebSocket, metrics: WsMetrics, hub: Arc<Hub>) -> Self {
         Self { name, limits, metrics, hub }
+    }
+
+    pub fn load(ctx: &super::LoadContext<'_>) -> Self {
+        Self::new(ctx.name.clone(), ctx.manifest.websocket.clone(), ctx.metrics.websocket(ctx.name), ctx.websocket.clone())
     }
 
     /// The message as the protocol crate holds it, refused past `max_message`.
@@ -133,6 +130,10 @@ impl WebSocketCtx {
     pub fn new(app: Arc<WebSocketApp>) -> Self {
         Self { app }
     }
+
+    pub fn view(&self) -> WebSocketView<'_> {
+        WebSocketView { ctx: self }
+    }
 }
 
 /// The borrowed view the generated `Host` trait is implemented on.
@@ -146,8 +147,8 @@ impl HasData for HasWebSocket {
     type Data<'a> = WebSocketView<'a>;
 }
 
-pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
-    wit::add_to_linker::<InstanceState, HasWebSocket>(linker, |state| WebSocketView { ctx: &state.websocket })?;
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> WebSocketView<'_>) -> anyhow::Result<()> {
+    wit::add_to_linker::<T, HasWebSocket>(linker, view)?;
     Ok(())
 }
 
@@ -213,126 +214,120 @@ impl Event {
     }
 }
 
+/// The handler an app with a `websocket = true` route must export, checked at load.
+pub fn load_handler<T: Send + 'static>(
+    manifest: &Manifest,
+    pre: &wasmtime::component::InstancePre<T>,
+) -> anyhow::Result<Option<WebsocketTriggerPre<T>>> {
+    if !manifest.routes.iter().any(|r| r.websocket) {
+        return Ok(None);
+    }
+    WebsocketTriggerPre::new(pre.clone()).map(Some).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: does not export {HANDLER} (on-open, on-message, on-close), which the websocket = true route in {} needs",
+            manifest.component.display(),
+            manifest.source.display()
+        )
+    })
+}
+
 /// Runs one event in a fresh instance like every trigger (`crate::trigger`):
 /// the app's concurrency permit, memory budget and request timeout, failures
 /// counted in the trap and rejection metrics. Anything but `ok` is logged.
-async fn run_event(app: &Arc<App>, event: Event) -> Outcome {
-    let Some(trigger) = app.websocket_trigger.clone() else {
-        return Outcome::Trapped(TrapReason::Trap, "the app has no websocket-handler".into());
-    };
+async fn run_event<T: Send + 'static>(app: &Invoker<T>, trigger: &WebsocketTriggerPre<T>, event: Event) -> Outcome {
     let what = event.name();
-    let timeout = app.manifest.resources.request_timeout;
-    let outcome = crate::trigger::run(app, Instant::now(), timeout, move |store| {
-        Box::pin(async move {
-            let instance = trigger.instantiate_async(&mut *store).await?;
-            let handler = instance.alorig_host_websocket_handler();
-            match event {
-                Event::Open(request) => handler.call_on_open(&mut *store, &request).await,
-                Event::Message(id, message) => handler.call_on_message(&mut *store, &id, &message).await,
-                Event::Close(id, code) => handler.call_on_close(&mut *store, &id, code).await.map(Ok),
-            }
+    let trigger = trigger.clone();
+    let outcome = app
+        .run(Instant::now(), app.request_timeout(), move |store| {
+            Box::pin(async move {
+                let instance = trigger.instantiate_async(&mut *store).await?;
+                let handler = instance.alorig_host_websocket_handler();
+                match event {
+                    Event::Open(request) => handler.call_on_open(&mut *store, &request).await,
+                    Event::Message(id, message) => handler.call_on_message(&mut *store, &id, &message).await,
+                    Event::Close(id, code) => handler.call_on_close(&mut *store, &id, code).await.map(Ok),
+                }
+            })
         })
-    })
-    .await;
+        .await;
     match &outcome {
         Outcome::Ok => {}
         // The app's own answer (a refused connection, a message it did not take).
-        Outcome::Error(_) => tracing::info!(app = %app.name, "{what}: {}", outcome.describe()),
-        _ => tracing::warn!(app = %app.name, outcome = outcome.label(), "{what} instance ended: {}", outcome.describe()),
+        Outcome::Error(_) => tracing::info!(app = %app.name(), "{what}: {}", outcome.describe()),
+        _ => tracing::warn!(app = %app.name(), fault = %outcome.fault(), outcome = outcome.label(), "{what} instance ended: {}", outcome.describe()),
     }
     outcome
 }
 
-/// Answers a request to a `websocket = true` route: 101 and a connection task,
-/// or why not (426 not an upgrade, 503 at max_connections or capacity, 403
-/// refused by `on-open`, 500 trap, 504 deadline).
-pub async fn upgrade(app: &Arc<App>, mut req: hyper::Request<hyper::body::Incoming>, started: Instant) -> Response {
-    let response = match handshake_key(&req) {
-        Err(response) => response,
-        Ok(key) => {
-            let ws = app.capabilities.websocket.clone();
-            let max = i64::from(ws.limits.max_connections.get());
-            // The gauge is the app's count on this host, across its versions.
-            if ws.metrics.connections.inc() >= max {
-                ws.metrics.connections.dec();
-                ws.metrics.dropped(DROP_MAX_CONNECTIONS);
-                invoke::overloaded("the app is at its [websocket] max_connections, retry shortly\n")
-            } else {
-                ws.hub.ready().await;
-                let (id, seq, conn, queue) = ws.hub.open(ws.name.clone(), ws.metrics.clone(), ws.limits.send_queue.get() as usize);
-                let request = OpenRequest {
-                    connection: id.clone(),
-                    path: req.uri().path().to_string(),
-                    query: req.uri().query().unwrap_or("").to_string(),
-                    headers: req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect(),
-                };
-                // Like an HTTP request, a connection is not kept waiting for a
-                // permit: at max_concurrency it gets 503 at once.
-                let outcome = if app.concurrency.available_permits() == 0 {
-                    app.metrics.rejected(RejectReason::Concurrency);
-                    Outcome::Rejected
-                } else {
-                    run_event(app, Event::Open(request)).await
-                };
-                match outcome {
-                    Outcome::Ok => {
-                        let upgraded = hyper::upgrade::on(&mut req);
-                        tokio::spawn(connection::serve(app.clone(), ws, conn, seq, id, queue, upgraded));
-                        switching(&key)
-                    }
-                    other => {
-                        ws.hub.remove(seq).await;
-                        ws.metrics.connections.dec();
-                        match other {
-                            Outcome::Error(_) => invoke::plain(403, "the app refused this WebSocket connection\n"),
-                            // Memory refused while opening: most often the instance
-                            // could not start within the app's budget.
-                            Outcome::Rejected | Outcome::Trapped(TrapReason::MemoryLimit, _) => {
-                                invoke::overloaded(invoke::AT_CAPACITY)
-                            }
-                            Outcome::Trapped(TrapReason::Deadline, _) => invoke::plain(504, "request deadline passed\n"),
-                            Outcome::Ok | Outcome::Trapped(TrapReason::Trap, _) => invoke::plain(500, "internal error\n"),
-                        }
-                    }
-                }
-            }
-        }
+/// Why a connection was not opened.
+#[derive(Debug)]
+pub enum Refused {
+    /// The app is at its `[websocket] max_connections` on this host.
+    MaxConnections,
+    /// `on-open` did not say yes: how it ended (an `error` is the app's refusal).
+    Open(Outcome),
+}
+
+/// The handshake a client asked for, as `on-open` sees it.
+pub struct Handshake {
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A connection the app accepted, waiting for the HTTP upgrade to complete.
+pub struct Opened<T: 'static> {
+    app: Invoker<T>,
+    trigger: WebsocketTriggerPre<T>,
+    ws: Arc<WebSocketApp>,
+    conn: Arc<Conn>,
+    seq: u64,
+    id: String,
+    queue: mpsc::Receiver<Outgoing>,
+}
+
+impl<T: Send + 'static> Opened<T> {
+    /// Serves the connection in a task of its own once hyper hands it over.
+    pub fn serve(self, upgrade: hyper::upgrade::OnUpgrade) {
+        let Opened { app, trigger, ws, conn, seq, id, queue } = self;
+        tokio::spawn(connection::serve(app, trigger, ws, conn, seq, id, queue, upgrade));
+    }
+}
+
+/// Registers a connection and asks the app's `on-open` about it. Like an HTTP
+/// request, a connection is not kept waiting for a permit: at `max_concurrency`
+/// it is refused at once.
+pub async fn open<T: Send + 'static>(
+    app: Invoker<T>,
+    trigger: WebsocketTriggerPre<T>,
+    ws: Arc<WebSocketApp>,
+    handshake: Handshake,
+) -> Result<Opened<T>, Refused> {
+    let max = i64::from(ws.limits.max_connections.get());
+    // The gauge is the app's count on this host, across its versions.
+    if ws.metrics.connections.inc() >= max {
+        ws.metrics.connections.dec();
+        ws.metrics.dropped(WsDropReason::MaxConnections);
+        return Err(Refused::MaxConnections);
+    }
+    ws.hub.ready().await;
+    let (id, seq, conn, queue) = ws.hub.open(ws.name.clone(), ws.metrics.clone(), ws.limits.send_queue.get() as usize);
+    let request = OpenRequest { connection: id.clone(), path: handshake.path, query: handshake.query, headers: handshake.headers };
+    let outcome = if app.has_capacity() {
+        run_event(&app, &trigger, Event::Open(request)).await
+    } else {
+        let outcome = Outcome::Rejected(RejectReason::Concurrency);
+        outcome.record(app.metrics());
+        outcome
     };
-    app.metrics.request(response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
-}
-
-/// The client's `Sec-WebSocket-Key` of a valid upgrade request, or the answer
-/// to anything else.
-#[allow(clippy::result_large_err)]
-fn handshake_key<B>(req: &hyper::Request<B>) -> Result<String, Response> {
-    let header = |name: http::HeaderName| req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-    let has_token = |value: String, token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
-    let upgrade = req.method() == http::Method::GET
-        && has_token(header(http::header::CONNECTION), "upgrade")
-        && has_token(header(http::header::UPGRADE), "websocket");
-    if !upgrade || header(http::header::SEC_WEBSOCKET_VERSION).trim() != "13" {
-        let mut response = invoke::plain(426, "this route takes WebSocket connections only (GET with Upgrade: websocket, version 13)\n");
-        response.headers_mut().insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
-        response.headers_mut().insert(http::header::SEC_WEBSOCKET_VERSION, http::HeaderValue::from_static("13"));
-        return Err(response);
+    match outcome {
+        Outcome::Ok => Ok(Opened { app, trigger, ws, conn, seq, id, queue }),
+        other => {
+            ws.hub.remove(seq).await;
+            ws.metrics.connections.dec();
+            Err(Refused::Open(other))
+        }
     }
-    match req.headers().get(http::header::SEC_WEBSOCKET_KEY) {
-        Some(key) if !key.is_empty() => Ok(tungstenite::handshake::derive_accept_key(key.as_bytes())),
-        _ => Err(invoke::plain(400, "Sec-WebSocket-Key is missing\n")),
-    }
-}
-
-fn switching(accept: &str) -> Response {
-    let mut response = invoke::plain(101, "");
-    use http_body_util::BodyExt as _;
-    *response.body_mut() = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
-    let headers = response.headers_mut();
-    headers.remove(http::header::CONTENT_TYPE);
-    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
-    headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
-    headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, http::HeaderValue::from_str(accept).expect("base64 is a valid header value"));
-    response
 }
 
 #[cfg(test)]
@@ -354,19 +349,32 @@ mod tests {
         assert!(check_close(1000, &"x".repeat(124)).is_err());
     }
 
-    #[test]
-    fn only_websocket_upgrades_get_a_key() {
-        let req = |headers: &[(&str, &str)]| {
-            let mut builder = hyper::Request::get("/");
-            for (k, v) in headers {
-                builder = builder.header(*k, *v);
-            }
-            builder.body(()).unwrap()
-        };
-        let good = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket"), ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")];
-        assert_eq!(handshake_key(&req(&good)).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(handshake_key(&req(&good[..3])).unwrap_err().status(), 400);
-        assert_eq!(handshake_key(&req(&[])).unwrap_err().status(), 426);
-        assert_eq!(handshake_key(&req(&[good[0], good[1], ("sec-websocket-version", "8"), good[3]])).unwrap_err().status(), 426);
+    /// The guest's calls, straight on the `Host` trait (no wasm): limits and
+    /// names are checked before the hub is reached, an unknown id is `closed`.
+    #[tokio::test]
+    async fn host_calls_check_their_arguments_and_answer_closed_for_unknown_connections() {
+        use wit::Host as _;
+        let metrics = crate::metrics::Metrics::new();
+        let manifest = crate::config::Manifest::parse(
+            std::path::Path::new("a.toml"),
+            "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_message = \"1KiB\"\n",
+        )
+        .unwrap();
+        let app = Arc::new(WebSocketApp::new("a".into(), manifest.websocket.clone(), metrics.websocket("a"), Hub::new()));
+        let ctx = WebSocketCtx::new(app.clone());
+        let mut view = ctx.view();
+        let big = Message::Text("x".repeat(1025));
+        assert!(matches!(view.send("nobody-1".into(), big).await.unwrap(), Err(Error::Invalid(_))));
+        assert!(matches!(view.send("nobody-1".into(), Message::Text("hi".into())).await.unwrap(), Err(Error::Closed)));
+        assert!(matches!(view.close("nobody-1".into(), 999, String::new()).await.unwrap(), Err(Error::Invalid(_))));
+        assert!(matches!(view.join("nobody-1".into(), "bad group".into()).await.unwrap(), Err(Error::Invalid(_))));
+        // A connection of this host, of this app: messages reach its queue.
+        let (id, _seq, _conn, mut queue) = app.hub.open("a".into(), metrics.websocket("a"), 4);
+        assert!(view.send(id.clone(), Message::Text("hi".into())).await.unwrap().is_ok());
+        assert!(matches!(queue.recv().await, Some(hub::Outgoing::Message(_))));
+        // Another app's connection is as unknown as a closed one.
+        let other = Arc::new(WebSocketApp::new("b".into(), manifest.websocket.clone(), metrics.websocket("b"), app.hub.clone()));
+        let other_ctx = WebSocketCtx::new(other);
+        assert!(matches!(other_ctx.view().send(id, Message::Text("hi".into())).await.unwrap(), Err(Error::Closed)));
     }
 }

@@ -3,7 +3,7 @@
 //! (`deploy --yes`, the API's `approve_grants=true`): a new outbound host, route,
 //! database or a larger memory cap is a decision, not a side effect of a build.
 
-use crate::{app::App, config::Manifest};
+use crate::{app::App, capabilities, config::Manifest};
 
 /// Everything `app` may reach, one line each.
 pub fn all(app: &App) -> Vec<String> {
@@ -15,13 +15,8 @@ pub fn all(app: &App) -> Vec<String> {
 fn manifest_grants(m: &Manifest) -> Vec<String> {
     let mut grants = Vec::new();
     grants.extend(m.routes.iter().map(|r| format!("route {}{}", r.host, r.path)));
-    grants.extend(m.outbound_http.allowed.iter().map(|h| format!("outbound HTTP to {}", h.text)));
-    if let Some(pg) = &m.postgres {
-        grants.push(format!("PostgreSQL database {}", pg.database));
-    }
-    if let Some(redis) = &m.redis {
-        grants.push(format!("Redis prefix {} (db {})", redis.prefix, redis.db));
-    }
+    // What each capability's section grants (outbound origins, database, Redis prefix).
+    grants.extend(capabilities::grants(m).into_iter().map(|g| g.text));
     grants.extend(m.secrets.keys().map(|k| format!("secret {k}")));
     grants.push(format!("memory cap {}", m.resources.memory));
     grants
@@ -50,20 +45,11 @@ fn widened_between((old_imports, o): (&[String], &Manifest), (new_imports, n): (
             added.push(format!("new route {}{}", route.host, route.path));
         }
     }
-    for origin in &n.outbound_http.allowed {
-        if !o.outbound_http.allowed.contains(origin) {
-            added.push(format!("outbound HTTP to {}", origin.text));
+    let old_grants = capabilities::grants(o);
+    for grant in capabilities::grants(n) {
+        if !old_grants.iter().any(|g| g.key == grant.key) {
+            added.push(grant.text);
         }
-    }
-    if let Some(pg) = &n.postgres
-        && o.postgres.as_ref().is_none_or(|old| old.database != pg.database)
-    {
-        added.push(format!("PostgreSQL database {}", pg.database));
-    }
-    if let Some(redis) = &n.redis
-        && o.redis.as_ref().is_none_or(|old| old.prefix != redis.prefix || old.db != redis.db)
-    {
-        added.push(format!("Redis prefix {} (db {})", redis.prefix, redis.db));
     }
     for key in n.secrets.keys() {
         if !o.secrets.contains_key(key) {

@@ -16,12 +16,14 @@ pub mod store;
 
 use crate::{
     app::App,
+    capabilities::LoadError,
+    fault::Fault,
     config::{ByteSize, Manifest},
     ingress::{Ingress, router::{self, Router}},
     metrics::LiveSample,
     runtime::Runtime,
-    serve::check_budget,
 };
+use anyhow::bail;
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -30,6 +32,33 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use store::Store;
+
+/// The apps' memory caps must add up to no more than the host's budget.
+pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> anyhow::Result<()> {
+    let total: u64 = manifests.iter().map(|m| m.resources.memory.bytes()).sum();
+    if total > budget.bytes() {
+        let each: Vec<String> = manifests.iter().map(|m| format!("{} {}", m.name, m.resources.memory)).collect();
+        bail!(
+            "the apps' memory caps add up to {} ({}), more than the host's memory_budget of {budget}",
+            ByteSize(total),
+            each.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A load failure as the admin API answers it: a service the host depends on
+/// being down is a 503 naming it (retry later; nothing is wrong with the app),
+/// anything else `status` with `code`.
+fn load_failed(status: u16, code: &'static str, err: anyhow::Error) -> ApiError {
+    match err.downcast_ref::<LoadError>() {
+        Some(LoadError { fault: Fault::Dependency, dependency, .. }) => {
+            let service = dependency.unwrap_or("a service the host depends on");
+            ApiError::from_anyhow(503, "dependency_unavailable", err.context(format!("{service} is unavailable")))
+        }
+        _ => ApiError::from_anyhow(status, code, err),
+    }
+}
 
 /// An app in force.
 #[derive(Clone)]
@@ -153,7 +182,8 @@ impl Apps {
             let (version, app) = match result {
                 Ok(loaded) => loaded,
                 Err(err) => {
-                    tracing::error!(app = %name, "not serving: {}", format!("{err:#}").replace('\n', " "));
+                    let fault = err.downcast_ref::<LoadError>().map_or(Fault::Guest, |e| e.fault);
+                    tracing::error!(app = %name, %fault, "not serving: {}", format!("{err:#}").replace('\n', " "));
                     continue;
                 }
             };
@@ -163,7 +193,7 @@ impl Apps {
             manifests.push(app.manifest.clone());
             let refs: Vec<&Manifest> = manifests.iter().collect();
             if let Err(err) = check_budget(self.budget, &manifests).and_then(|()| router::check_routes(&refs)) {
-                tracing::error!(app = %name, "not serving: {err:#}");
+                tracing::error!(app = %name, fault = %Fault::Operator, "not serving: {err:#}");
                 continue;
             }
             app.activate();
@@ -205,7 +235,7 @@ impl Apps {
         let manifests = self.with_others(candidate);
         host.check_connections(manifests.iter().filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))))
             .await
-            .map_err(|e| ApiError::from_anyhow(422, "postgres_connections", e))
+            .map_err(|e| load_failed(422, "postgres_connections", e))
     }
 
     /// Checks the budget and routes of `candidate` against the other apps in force.
@@ -217,10 +247,12 @@ impl Apps {
     }
 
     /// Puts `app` in force at `version`: disk first, then the routing table.
+    /// Called only under the `deploying` lock, so `live` cannot change between
+    /// the snapshot and the swap; the version file is written (and fsynced)
+    /// without holding `live`, which every admin read takes.
     fn swap(&self, app: Arc<App>, version: u32) -> Result<(), ApiError> {
         let name = app.name.to_string();
-        let mut live = self.live();
-        let mut next = live.clone();
+        let mut next = self.live().clone();
         next.insert(name.clone(), Deployed { app: app.clone(), version, since: now_unix() });
         let router = Router::new(next.values().map(|d| d.app.clone()).collect())
             .map_err(|e| ApiError::from_anyhow(409, "route_collision", e))?;
@@ -229,6 +261,7 @@ impl Apps {
                 .set_current(&name, version)
                 .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
         }
+        let mut live = self.live();
         *live = next;
         app.activate();
         self.ingress.set_router(router);
@@ -281,7 +314,7 @@ impl Apps {
         let component = upload.component;
         let app = App::from_bytes(&self.runtime, manifest, component.clone())
             .await
-            .map_err(|e| ApiError::from_anyhow(422, "bad_component", e))?;
+            .map_err(|e| load_failed(422, "bad_component", e))?;
         let compiled_in = started.elapsed();
 
         let previous = self.live().get(&upload.app).cloned();
@@ -313,7 +346,7 @@ impl Apps {
         let app = Arc::new(app);
         self.swap(app.clone(), version)?;
         if let Err(err) = store.prune(&upload.app, version) {
-            tracing::warn!(app = %upload.app, "cannot delete old versions: {err:#}");
+            tracing::warn!(app = %upload.app, fault = %Fault::Host, "cannot delete old versions: {err:#}");
         }
         tracing::info!(
             app = %upload.app, version, digest = &app.digest[..12], cached = app.compiled_from_cache,

@@ -18,22 +18,19 @@
 //! Nothing here can affect another request: a trap ends only its own store.
 
 use super::body::LimitedBody;
-use crate::{app::{App, Instance}, limits::Refusal, metrics::{RejectReason, TrapReason}};
+use crate::{
+    app::{App, Instance},
+    limits::Refusal,
+    metrics::{RejectReason, TrapReason},
+    trigger::{self, Outcome},
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use std::{sync::{Arc, atomic::{AtomicBool, Ordering}}, time::Instant};
-use wasmtime::Trap;
 use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::{ErrorCode, Scheme}, body::HyperOutgoingBody}};
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
-
-/// How the guest's task ended, when it did not deliver a response head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    Rejected(RejectReason),
-    Trapped(TrapReason),
-}
 
 pub async fn invoke(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) -> Response {
     let response = run(app, req, started).await;
@@ -53,7 +50,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
     }
 
     let Ok(permit) = app.concurrency.clone().try_acquire_owned() else {
-        app.metrics.rejected(RejectReason::Concurrency);
+        Outcome::Rejected(RejectReason::Concurrency).record(&app.metrics);
         return overloaded(AT_CAPACITY);
     };
 
@@ -70,25 +67,22 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         let app = task_app;
         let timeout = app.manifest.resources.request_timeout.saturating_sub(started.elapsed());
         let mut slot = app.take_idle();
-        let outcome = tokio::time::timeout(timeout, serve_request(&app, &mut slot, req, sender, started)).await;
-        let failure = match outcome {
+        let ended = tokio::time::timeout(timeout, serve_request(&app, &mut slot, req, sender, started)).await;
+        let failure = match ended {
             Ok(Ok(())) => {
                 if let Some(instance) = slot {
                     app.release(instance);
                 }
                 return None;
             }
-            Err(_) => Failure::Trapped(TrapReason::Deadline),
-            Ok(Err(ref failed)) => classify(failed),
+            Err(_) => trigger::deadline_passed(),
+            Ok(Err(failed)) => trigger::classify(&failed.error, failed.refusal, failed.starting),
         };
         // A failed instance is never reused: dropping it gives its memory back.
         drop(slot);
-        match failure {
-            Failure::Rejected(reason) => app.metrics.rejected(reason),
-            Failure::Trapped(reason) => {
-                app.metrics.trap(reason);
-                tracing::warn!(app = %app.name, reason = ?reason, "guest instance ended: {}", first_line(&outcome_error(&outcome)));
-            }
+        failure.record(&app.metrics);
+        if let Outcome::Trapped(reason, why) = &failure {
+            tracing::warn!(app = %app.name, fault = %failure.fault(), reason = ?reason, "guest instance ended: {why}");
         }
         Some(failure)
     };
@@ -116,7 +110,7 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
             return match answer {
                 Ok(response) => super::body::coalesce(response).await,
                 Err(code) => {
-                    tracing::warn!(app = %app.name, "guest answered with an error: {code:?}");
+                    tracing::warn!(app = %app.name, fault = "guest", "guest answered with an error: {code:?}");
                     plain(500, "internal error\n")
                 }
             };
@@ -131,11 +125,11 @@ async fn run(app: &Arc<App>, req: hyper::Request<Incoming>, started: Instant) ->
         return plain(413, "request body too large\n");
     }
     match failure {
-        Some(Failure::Rejected(_)) => overloaded(AT_CAPACITY),
-        Some(Failure::Trapped(TrapReason::Deadline)) => plain(504, "request deadline passed\n"),
-        Some(Failure::Trapped(_)) => plain(500, "internal error\n"),
+        Some(Outcome::Rejected(_)) => overloaded(AT_CAPACITY),
+        Some(Outcome::Trapped(TrapReason::Deadline, _)) => plain(504, "request deadline passed\n"),
+        Some(Outcome::Trapped(..) | Outcome::Ok | Outcome::Error(_)) => plain(500, "internal error\n"),
         None => {
-            tracing::warn!(app = %app.name, "guest returned without setting a response");
+            tracing::warn!(app = %app.name, fault = "guest", "guest returned without setting a response");
             plain(500, "internal error\n")
         }
     }
@@ -170,7 +164,7 @@ async fn serve_request(
             }
         }
     }
-    let instance = slot.as_mut().expect("filled above");
+    let Some(instance) = slot.as_mut() else { return Ok(()) }; // filled above
     let result = handle(app, instance, req, sender, started).await;
     match result {
         Ok(true) => Ok(()),
@@ -205,30 +199,6 @@ async fn handle(
     Ok(answered.load(Ordering::Acquire))
 }
 
-/// Decides why an instance failed, from the error and the limiter's record.
-fn classify(failed: &GuestError) -> Failure {
-    if failed.error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return Failure::Trapped(TrapReason::Deadline);
-    }
-    match (failed.starting, failed.refusal) {
-        (true, Some(Refusal::AppBudget)) => Failure::Rejected(RejectReason::MemoryBudget),
-        (_, Some(_)) => Failure::Trapped(TrapReason::MemoryLimit),
-        (_, None) => Failure::Trapped(TrapReason::Trap),
-    }
-}
-
-fn outcome_error(outcome: &Result<Result<(), GuestError>, tokio::time::error::Elapsed>) -> String {
-    match outcome {
-        Ok(Err(failed)) => format!("{:#}", failed.error),
-        Ok(Ok(_)) => String::new(),
-        Err(_) => "wall-clock deadline passed while blocked in a host call".to_string(),
-    }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
-}
-
 /// A response the host itself gives.
 pub fn plain(status: u16, text: &'static str) -> Response {
     hyper::Response::builder()
@@ -238,7 +208,6 @@ pub fn plain(status: u16, text: &'static str) -> Response {
         .expect("static response parts are valid")
 }
 
-/// 503 with `Retry-After`: the app is at its memory budget or concurrency limit.
 /// The 503 text when the app's budget or concurrency has no room now.
 pub const AT_CAPACITY: &str = "app is at its capacity, retry shortly\n";
 

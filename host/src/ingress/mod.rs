@@ -8,6 +8,7 @@ pub mod body;
 pub mod forwarded;
 pub mod invoke;
 pub mod router;
+pub mod websocket;
 
 use crate::{app::App, capabilities::websocket::hub::Hub};
 use arc_swap::ArcSwap;
@@ -58,7 +59,7 @@ impl Ingress {
                 .and_then(|host| router.route_kind(&host, req.uri().path()).map(|(app, ws)| (app.clone(), ws)))
         };
         match app {
-            Some((app, true)) => crate::capabilities::websocket::upgrade(&app, req, started).await,
+            Some((app, true)) => websocket::upgrade(&app, req, started).await,
             Some((app, false)) => invoke::invoke(&app, req, started).await,
             None => invoke::plain(404, "no app serves this host and path\n"),
         }
@@ -78,7 +79,7 @@ impl Ingress {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("ingress accept failed: {err}");
+                        tracing::warn!(fault = "host", "ingress accept failed: {err}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -121,7 +122,7 @@ impl Ingress {
         let _ = stopping.send(true);
         self.websockets.close_all(None, 1001, "the host is shutting down");
         if tokio::time::timeout(drain, stopping.closed()).await.is_err() {
-            tracing::warn!("connections still open after {drain:?}; closing them");
+            tracing::warn!(fault = "guest", "connections still open after {drain:?}; closing them");
         }
     }
 }

@@ -109,6 +109,15 @@ pub enum FiringClaim {
 }
 
 /// A job as operators see it (`alorig-host jobs`).
+/// How many of an app's jobs are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JobCounts {
+    pub pending: i64,
+    pub running: i64,
+    pub dead: i64,
+    pub done: i64,
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct JobRow {
     pub id: i64,
@@ -291,22 +300,22 @@ impl JobStore {
         Ok(row.get(0))
     }
 
-    /// Jobs of `app` by state (pending, running, dead; done ones are counted).
-    pub async fn counts(&self, app: &str) -> Result<[i64; 4]> {
+    /// Jobs of `app` by state.
+    pub async fn counts(&self, app: &str) -> Result<JobCounts> {
         let pool = self.ready().await?;
         let rows = sqlx::query("SELECT state, count(*) FROM alorig_jobs.jobs WHERE app = $1 GROUP BY state")
             .bind(app)
             .fetch_all(pool)
             .await?;
-        let mut counts = [0; 4];
+        let mut counts = JobCounts::default();
         for row in rows {
-            let i = match row.get::<String, _>(0).as_str() {
-                "pending" => 0,
-                "running" => 1,
-                "dead" => 2,
-                _ => 3,
-            };
-            counts[i] = row.get(1);
+            let count = row.get(1);
+            match row.get::<String, _>(0).as_str() {
+                "pending" => counts.pending = count,
+                "running" => counts.running = count,
+                "dead" => counts.dead = count,
+                _ => counts.done = count,
+            }
         }
         Ok(counts)
     }

@@ -4,11 +4,14 @@
 //! error ends a loop (a database outage is logged, waited out and retried).
 
 use super::{
-    TimersHost, backoff, job_trigger::JobTriggerPre, millis,
+    TimersApp, TimersHost, backoff, job_trigger::JobTriggerPre, millis,
     store::{FiringClaim, JobStore},
     timer_trigger::TimerTriggerPre,
 };
-use crate::{app::App, config::manifest::{CatchUp, Timer}, state::InstanceState, trigger};
+use crate::{
+    config::manifest::{CatchUp, Timer},
+    trigger::{Invoker, Outcome, WeakInvoker},
+};
 use chrono::Utc;
 use std::{
     sync::{Arc, Weak, atomic::{AtomicBool, Ordering}},
@@ -32,61 +35,66 @@ const RETRY_STORE: Duration = Duration::from_secs(1);
 /// for the latest due instant instead of once per missed one.
 const STALE: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
-/// The app, if it is still the version in force.
-fn current(app: &Weak<App>, generation: u64) -> Option<Arc<App>> {
+/// The app, if this version is still loaded and in force.
+fn current<T>(timers: &TimersApp, app: &WeakInvoker<T>, generation: u64) -> Option<Invoker<T>> {
     let app = app.upgrade()?;
-    app.capabilities.timers.host.current(&app.name, generation).then_some(app)
+    timers.host.current(&timers.app, generation).then_some(app)
 }
 
 /// Fires one timer of one app version for as long as it is in force.
-pub async fn timer_loop(weak: Weak<App>, trigger: TimerTriggerPre<InstanceState>, timer: Timer, generation: u64) {
+pub async fn timer_loop<T: Send + 'static>(timers: Arc<TimersApp>, weak: WeakInvoker<T>, trigger: TimerTriggerPre<T>, timer: Timer, generation: u64) {
     let running = Arc::new(AtomicBool::new(false));
     let mut after = Utc::now();
     if timer.catch_up == CatchUp::Once
-        && let Some(app) = current(&weak, generation)
+        && let Some(app) = current(&timers, &weak, generation)
         && let Some(due) = timer.schedule.last_at_or_before(after)
     {
-        let store = app.capabilities.timers.host.store.clone();
-        let last = match &store {
-            Some(store) => store.last_firing(&app.name, &timer.name).await,
+        let last = match &timers.host.store {
+            Some(store) => store.last_firing(&timers.app, &timer.name).await,
             None => Ok(None),
         };
         match last {
             Ok(last) if last.is_none_or(|last| last < due) => {
-                tracing::info!(app = %app.name, timer = %timer.name, scheduled_at = %due, "catching up a missed firing");
-                fire(app, &trigger, &timer, due, &running).await;
+                tracing::info!(app = %timers.app, timer = %timer.name, scheduled_at = %due, "catching up a missed firing");
+                fire(&timers, app, &trigger, &timer, due, &running).await;
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(app = %app.name, timer = %timer.name, "cannot check for missed firings: {err}"),
+            Err(err) => tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "cannot check for missed firings: {err}"),
         }
     }
     loop {
         let Some(mut next) = timer.schedule.next_after(after) else {
-            tracing::warn!(timer = %timer.name, "the timer's schedule has no next firing; it stops");
+            tracing::warn!(app = %timers.app, fault = "operator", timer = %timer.name, "the timer's schedule has no next firing; it stops");
             return;
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        let Some(app) = current(&weak, generation) else { return };
+        let Some(app) = current(&timers, &weak, generation) else { return };
         let now = Utc::now();
         if now - next > STALE {
             next = timer.schedule.last_at_or_before(now).unwrap_or(next).max(next);
         }
         after = next;
-        fire(app, &trigger, &timer, next, &running).await;
+        fire(&timers, app, &trigger, &timer, next, &running).await;
     }
 }
 
 /// Claims the firing at `scheduled_at` and, if this host runs it, runs it in
 /// the background (the loop goes on to the next instant meanwhile).
-async fn fire(app: Arc<App>, trigger: &TimerTriggerPre<InstanceState>, timer: &Timer, scheduled_at: chrono::DateTime<Utc>, running: &Arc<AtomicBool>) {
-    let timers = &app.capabilities.timers;
+async fn fire<T: Send + 'static>(
+    timers: &Arc<TimersApp>,
+    app: Invoker<T>,
+    trigger: &TimerTriggerPre<T>,
+    timer: &Timer,
+    scheduled_at: chrono::DateTime<Utc>,
+    running: &Arc<AtomicBool>,
+) {
     let lease = timer.timeout + LEASE_SLACK;
     let claim = match &timers.host.store {
-        Some(store) => match store.claim_firing(&app.name, &timer.name, scheduled_at, timers.host.host_id(), lease).await {
+        Some(store) => match store.claim_firing(&timers.app, &timer.name, scheduled_at, timers.host.host_id(), lease).await {
             Ok(claim) => claim,
             Err(err) => {
-                tracing::warn!(app = %app.name, timer = %timer.name, "firing not run: the job store is unavailable: {err}");
+                tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "firing not run: the job store is unavailable: {err}");
                 timers.metrics.timer_run(&timer.name, "unavailable");
                 return;
             }
@@ -98,30 +106,31 @@ async fn fire(app: Arc<App>, trigger: &TimerTriggerPre<InstanceState>, timer: &T
         FiringClaim::Taken => {}
         FiringClaim::Skip => {
             timers.metrics.timer_run(&timer.name, "skipped");
-            tracing::info!(app = %app.name, timer = %timer.name, "firing skipped: the previous one is still running");
+            tracing::info!(app = %timers.app, timer = %timer.name, "firing skipped: the previous one is still running");
         }
         FiringClaim::Run => {
             running.store(true, Ordering::Release);
-            let (trigger, timer, running) = (trigger.clone(), timer.clone(), running.clone());
+            let (timers, trigger, timer, running) = (timers.clone(), trigger.clone(), timer.clone(), running.clone());
             tokio::spawn(async move {
                 let name = timer.name.clone();
-                let outcome = trigger::run(&app, Instant::now(), timer.timeout, move |store| {
-                    Box::pin(async move {
-                        let instance = trigger.instantiate_async(&mut *store).await?;
-                        instance.alorig_host_timer_handler().call_on_timer(store, &name, millis(scheduled_at)).await
+                let outcome = app
+                    .run(Instant::now(), timer.timeout, move |store| {
+                        Box::pin(async move {
+                            let instance = trigger.instantiate_async(&mut *store).await?;
+                            instance.alorig_host_timer_handler().call_on_timer(store, &name, millis(scheduled_at)).await
+                        })
                     })
-                })
-                .await;
+                    .await;
+                drop(app);
                 running.store(false, Ordering::Release);
-                let timers = &app.capabilities.timers;
                 timers.metrics.timer_run(&timer.name, outcome.label());
-                if outcome != trigger::Outcome::Ok {
-                    tracing::warn!(app = %app.name, timer = %timer.name, outcome = outcome.label(), "timer firing failed: {}", outcome.describe());
+                if outcome != Outcome::Ok {
+                    tracing::warn!(app = %timers.app, fault = %outcome.fault(), timer = %timer.name, outcome = outcome.label(), "timer firing failed: {}", outcome.describe());
                 }
                 if let Some(store) = &timers.host.store
-                    && let Err(err) = store.finish_firing(&app.name, &timer.name, scheduled_at, outcome.label()).await
+                    && let Err(err) = store.finish_firing(&timers.app, &timer.name, scheduled_at, outcome.label()).await
                 {
-                    tracing::warn!(app = %app.name, timer = %timer.name, "cannot record the firing's end: {err}");
+                    tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "cannot record the firing's end: {err}");
                 }
             });
         }
@@ -129,19 +138,22 @@ async fn fire(app: Arc<App>, trigger: &TimerTriggerPre<InstanceState>, timer: &T
 }
 
 /// Leases and runs the app's due jobs for as long as this version is in force.
-pub async fn job_loop(weak: Weak<App>, trigger: JobTriggerPre<InstanceState>, store: Arc<JobStore>, wake: Arc<Notify>, generation: u64) {
-    let slots = {
-        let Some(app) = current(&weak, generation) else { return };
-        Arc::new(Semaphore::new((app.manifest.resources.max_concurrency.get() as usize).min(MAX_IN_FLIGHT)))
-    };
+pub async fn job_loop<T: Send + 'static>(
+    timers: Arc<TimersApp>,
+    weak: WeakInvoker<T>,
+    trigger: JobTriggerPre<T>,
+    store: Arc<JobStore>,
+    wake: Arc<Notify>,
+    generation: u64,
+) {
+    let slots = Arc::new(Semaphore::new(timers.max_concurrency.min(MAX_IN_FLIGHT)));
     let mut counted = Instant::now() - Duration::from_secs(60);
     loop {
-        let Some(app) = current(&weak, generation) else { return };
-        let timers = &app.capabilities.timers;
+        let Some(app) = current(&timers, &weak, generation) else { return };
         if counted.elapsed() >= IDLE_POLL {
             counted = Instant::now();
-            if let Ok(counts) = store.counts(&app.name).await {
-                timers.metrics.set_queue(counts);
+            if let Ok(counts) = store.counts(&timers.app).await {
+                timers.metrics.set_queue(counts.pending, counts.running, counts.dead);
             }
         }
         // Only as many jobs as this host can start now.
@@ -151,10 +163,10 @@ pub async fn job_loop(weak: Weak<App>, trigger: JobTriggerPre<InstanceState>, st
             permits.push(permit);
         }
         let lease = timers.jobs.timeout + LEASE_SLACK;
-        let claimed = match store.claim(&app.name, timers.host.host_id(), permits.len() as u32, lease).await {
+        let claimed = match store.claim(&timers.app, timers.host.host_id(), permits.len() as u32, lease).await {
             Ok(claimed) => claimed,
             Err(err) => {
-                tracing::warn!(app = %app.name, "cannot lease jobs: {err}");
+                tracing::warn!(app = %timers.app, fault = "dependency", "cannot lease jobs: {err}");
                 drop(permits);
                 drop(app);
                 tokio::time::sleep(RETRY_STORE).await;
@@ -163,14 +175,16 @@ pub async fn job_loop(weak: Weak<App>, trigger: JobTriggerPre<InstanceState>, st
         };
         let (full, none) = (claimed.len() == permits.len(), claimed.is_empty());
         for job in claimed {
-            let permit = permits.pop().expect("one permit per claimed job");
-            tokio::spawn(run_job(app.clone(), trigger.clone(), store.clone(), job, permit));
+            // The store honours the LIMIT; were it not to, an extra job simply
+            // waits for its lease to pass and runs again later.
+            let Some(permit) = permits.pop() else { break };
+            tokio::spawn(run_job(timers.clone(), app.clone(), trigger.clone(), store.clone(), job, permit));
         }
         drop(permits);
         if full {
             continue;
         }
-        let next = store.next_due(&app.name).await.ok().flatten();
+        let next = store.next_due(&timers.app).await.ok().flatten();
         drop(app);
         let mut wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default()).unwrap_or(IDLE_POLL).min(IDLE_POLL);
         if none {
@@ -187,9 +201,15 @@ pub async fn job_loop(weak: Weak<App>, trigger: JobTriggerPre<InstanceState>, st
 }
 
 /// Runs one leased job and records its end: done, retry later, or dead.
-async fn run_job(app: Arc<App>, trigger: JobTriggerPre<InstanceState>, store: Arc<JobStore>, job: super::store::Claimed, _slot: tokio::sync::OwnedSemaphorePermit) {
+async fn run_job<T: Send + 'static>(
+    timers: Arc<TimersApp>,
+    app: Invoker<T>,
+    trigger: JobTriggerPre<T>,
+    store: Arc<JobStore>,
+    job: super::store::Claimed,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let started = Instant::now();
-    let timers = &app.capabilities.timers;
     let host = timers.host.host_id();
     let jobs = &timers.jobs;
     let attempt = job.attempt.max(1) as u32;
@@ -200,16 +220,17 @@ async fn run_job(app: Arc<App>, trigger: JobTriggerPre<InstanceState>, store: Ar
         (Some("its host stopped during the last allowed attempt (lease expired)".to_string()), None)
     } else {
         let (id, name, payload) = (job.id as u64, job.name.clone(), job.payload);
-        let outcome = trigger::run(&app, started, jobs.timeout, move |store| {
-            Box::pin(async move {
-                let instance = trigger.instantiate_async(&mut *store).await?;
-                instance.alorig_host_job_handler().call_on_job(store, id, &name, &payload, attempt).await
+        let outcome = app
+            .run(started, jobs.timeout, move |store| {
+                Box::pin(async move {
+                    let instance = trigger.instantiate_async(&mut *store).await?;
+                    instance.alorig_host_job_handler().call_on_job(store, id, &name, &payload, attempt).await
+                })
             })
-        })
-        .await;
+            .await;
         timers.metrics.job_run(outcome.label());
         match outcome {
-            trigger::Outcome::Ok => (None, None),
+            Outcome::Ok => (None, None),
             failed => {
                 let retry = (attempt < jobs.max_attempts.get()).then(|| backoff(jobs, attempt));
                 (Some(failed.describe()), retry)
@@ -219,15 +240,15 @@ async fn run_job(app: Arc<App>, trigger: JobTriggerPre<InstanceState>, store: Ar
     match store.finish(job.id, host, job.attempt, error.as_deref(), retry_in).await {
         Ok(Some(state)) if state == "dead" => {
             timers.metrics.dead_letters.inc();
-            tracing::warn!(app = %app.name, job = job.id, name = %job.name, attempts = attempt, "job dead-lettered: {}", error.unwrap_or_default());
+            tracing::warn!(app = %timers.app, fault = "guest", job = job.id, name = %job.name, attempts = attempt, "job dead-lettered: {}", error.unwrap_or_default());
         }
         Ok(Some(_)) => {
             if let (Some(error), Some(retry_in)) = (error, retry_in) {
-                tracing::info!(app = %app.name, job = job.id, attempt, "job failed, retrying in {retry_in:?}: {error}");
+                tracing::info!(app = %timers.app, job = job.id, attempt, "job failed, retrying in {retry_in:?}: {error}");
             }
         }
-        Ok(None) => tracing::warn!(app = %app.name, job = job.id, "the job's lease passed before it finished; another run will count"),
-        Err(err) => tracing::warn!(app = %app.name, job = job.id, "cannot record the job's end (it will run again after its lease): {err}"),
+        Ok(None) => tracing::warn!(app = %timers.app, fault = "host", job = job.id, "the job's lease passed before it finished; another run will count"),
+        Err(err) => tracing::warn!(app = %timers.app, fault = "dependency", job = job.id, "cannot record the job's end (it will run again after its lease): {err}"),
     }
 }
 
@@ -246,7 +267,7 @@ pub async fn listen(host: Weak<TimersHost>, store: Arc<JobStore>) {
         let mut listener = match listener {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::warn!("cannot listen for new jobs (workers poll meanwhile): {err}");
+                tracing::warn!(fault = "dependency", "cannot listen for new jobs (workers poll meanwhile): {err}");
                 tokio::time::sleep(RETRY_STORE).await;
                 continue;
             }
@@ -262,7 +283,7 @@ pub async fn listen(host: Weak<TimersHost>, store: Arc<JobStore>) {
                 Ok(Ok(Some(notification))) => host.wake(Some(notification.payload())),
                 Ok(Ok(None)) => host.wake(None), // reconnected: notifications may be lost
                 Ok(Err(err)) => {
-                    tracing::warn!("lost the job notifications connection: {err}");
+                    tracing::warn!(fault = "dependency", "lost the job notifications connection: {err}");
                     break;
                 }
                 Err(_) => {}
@@ -270,7 +291,7 @@ pub async fn listen(host: Weak<TimersHost>, store: Arc<JobStore>) {
             if tidied.elapsed() > Duration::from_secs(600) {
                 tidied = Instant::now();
                 if let Err(err) = store.tidy().await {
-                    tracing::warn!("cannot tidy the job store: {err}");
+                    tracing::warn!(fault = "dependency", "cannot tidy the job store: {err}");
                 }
             }
         }

@@ -8,11 +8,11 @@
 //! next frames wait in the socket.
 
 use super::{
-    DROP_PING_TIMEOUT, DROP_SEND_TIMEOUT, DROP_TOO_LARGE, Event, Message, WebSocketApp,
+    Event, Message, WebSocketApp,
     hub::{Conn, Outgoing},
-    run_event,
+    WebsocketTriggerPre, run_event,
 };
-use crate::app::App;
+use crate::{metrics::WsDropReason, trigger::Invoker};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
@@ -32,8 +32,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Close code reported to `on-close` when there was no close frame.
 const ABNORMAL: u16 = 1006;
 
-pub async fn serve(
-    app: Arc<App>,
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<T: Send + 'static>(
+    app: Invoker<T>,
+    trigger: WebsocketTriggerPre<T>,
     ws_app: Arc<WebSocketApp>,
     conn: Arc<Conn>,
     seq: u64,
@@ -52,20 +54,28 @@ pub async fn serve(
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max));
             let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            run(&app, &ws_app, &conn, &id, socket, queue).await
+            run(&app, &trigger, &ws_app, &conn, &id, socket, queue).await
         }
         Err(_) => ABNORMAL,
     };
     ws_app.hub.remove(seq).await;
     ws_app.metrics.connections.dec();
-    let _ = run_event(&app, Event::Close(id, code)).await;
+    let _ = run_event(&app, &trigger, Event::Close(id, code)).await;
 }
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 type Handler<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// The connection's life; answers the close code for `on-close`.
-async fn run(app: &Arc<App>, ws_app: &WebSocketApp, conn: &Conn, id: &str, mut socket: Socket, mut queue: mpsc::Receiver<Outgoing>) -> u16 {
+async fn run<T: Send + 'static>(
+    app: &Invoker<T>,
+    trigger: &WebsocketTriggerPre<T>,
+    ws_app: &WebSocketApp,
+    conn: &Conn,
+    id: &str,
+    mut socket: Socket,
+    mut queue: mpsc::Receiver<Outgoing>,
+) -> u16 {
     let limits = &ws_app.limits;
     let metrics = &ws_app.metrics;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -83,7 +93,7 @@ async fn run(app: &Arc<App>, ws_app: &WebSocketApp, conn: &Conn, id: &str, mut s
                             Ok(Ok(())) => metrics.messages_out.inc(),
                             Ok(Err(_)) => break ABNORMAL,
                             Err(_) => {
-                                conn.kill(DROP_SEND_TIMEOUT);
+                                conn.kill(WsDropReason::SendTimeout);
                                 break 1008;
                             }
                         },
@@ -113,7 +123,7 @@ async fn run(app: &Arc<App>, ws_app: &WebSocketApp, conn: &Conn, id: &str, mut s
                     }
                     Some(Ok(_)) => continue,
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        conn.kill(DROP_TOO_LARGE);
+                        conn.kill(WsDropReason::MessageTooLarge);
                         close(&mut socket, 1009, format!("a message is at most {} bytes", limits.max_message.bytes())).await;
                         break 1009;
                     }
@@ -121,7 +131,7 @@ async fn run(app: &Arc<App>, ws_app: &WebSocketApp, conn: &Conn, id: &str, mut s
                 };
                 metrics.messages_in.inc();
                 handler = Some(Box::pin(async move {
-                    let _ = run_event(app, Event::Message(id.to_string(), message)).await;
+                    let _ = run_event(app, trigger, Event::Message(id.to_string(), message)).await;
                 }));
             }
             _ = ping.tick() => {
@@ -129,7 +139,7 @@ async fn run(app: &Arc<App>, ws_app: &WebSocketApp, conn: &Conn, id: &str, mut s
                     continue;
                 }
                 if !answered {
-                    conn.kill(DROP_PING_TIMEOUT);
+                    conn.kill(WsDropReason::PingTimeout);
                     break ABNORMAL;
                 }
                 answered = false;
@@ -137,7 +147,7 @@ async fn run(app: &Arc<App>, ws_app: &WebSocketApp, conn: &Conn, id: &str, mut s
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break ABNORMAL,
                     Err(_) => {
-                        conn.kill(DROP_SEND_TIMEOUT);
+                        conn.kill(WsDropReason::SendTimeout);
                         break 1008;
                     }
                 }

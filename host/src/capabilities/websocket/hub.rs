@@ -9,7 +9,7 @@
 //! start) tells every host where a connection lives. Another app's id is as
 //! unknown as a closed one (`closed`).
 //!
-//! Across hosts (with the host config's `redis_url`, through the host's own
+//! Across hosts (`fanout.rs`, `wire.rs`; with the host config's `redis_url`, through the host's own
 //! Redis connection, not an app's ACL user):
 //! * a group is the channel `alorig:ws:<app>:<group>`, which a host subscribes to
 //!   for as long as it holds at least one local member. `send-group` delivers to
@@ -20,22 +20,22 @@
 //!
 //! Without `redis_url`, groups and sends work on the one host.
 
-use super::Error;
-use crate::metrics::WsMetrics;
-use redis::{AsyncCommands as _, aio::ConnectionManager};
+use super::{
+    Error,
+    fanout::{Fanout, GROUP_CHANNEL, group_channel, host_channel},
+    wire::{Op, decode_group, decode_op, encode_group, encode_op},
+};
+use crate::metrics::{WsDropReason, WsMetrics};
 use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, OnceLock, Weak,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 use tokio::sync::{Notify, mpsc};
-use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
-
-/// Bound on one Redis call (publish, subscribe).
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+use tokio_tungstenite::tungstenite::Message;
 
 /// What a connection task is asked to write, in order.
 #[derive(Debug)]
@@ -59,10 +59,10 @@ const ALIVE: usize = usize::MAX;
 
 impl Conn {
     /// Tells the connection task to drop the connection; the first reason wins.
-    pub fn kill(&self, reason: usize) {
-        if self.kill_reason.compare_exchange(ALIVE, reason, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    pub fn kill(&self, reason: WsDropReason) {
+        if self.kill_reason.compare_exchange(ALIVE, reason as usize, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             self.metrics.dropped(reason);
-            tracing::info!(app = %self.app, reason = super::DROP_REASONS[reason], "WebSocket connection dropped by the host");
+            tracing::info!(app = %self.app, fault = "guest", reason = reason.label(), "WebSocket connection dropped by the host");
             self.killed.notify_one();
         }
     }
@@ -77,7 +77,7 @@ impl Conn {
         match self.tx.try_send(item) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill(super::DROP_SLOW_CONSUMER);
+                self.kill(WsDropReason::SlowConsumer);
                 Err(Error::Closed)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
@@ -92,14 +92,14 @@ struct Entry {
 }
 
 #[derive(Default)]
-struct Registry {
+pub(super) struct Registry {
     conns: HashMap<u64, Entry>,
     /// Local members of each group, by channel name.
-    groups: HashMap<Box<str>, HashSet<u64>>,
+    pub(super) groups: HashMap<Box<str>, HashSet<u64>>,
 }
 
 pub struct Hub {
-    host_id: String,
+    pub(super) host_id: String,
     next: AtomicU64,
     registry: Mutex<Registry>,
     redis_url: Mutex<Option<String>>,
@@ -133,7 +133,7 @@ impl Hub {
         *self.redis_url.lock().unwrap_or_else(|e| e.into_inner()) = url;
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    pub(super) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -169,7 +169,8 @@ impl Hub {
                 .groups
                 .into_iter()
                 .filter(|channel| {
-                    let members = registry.groups.get_mut(channel).expect("a member's group exists");
+                    // A member's group exists (both change under this lock).
+                    let Some(members) = registry.groups.get_mut(channel) else { return false };
                     members.remove(&seq);
                     let empty = members.is_empty();
                     if empty {
@@ -331,7 +332,7 @@ impl Hub {
     }
 
     /// Applies what arrived on one of this host's channels.
-    fn dispatch(&self, channel: &[u8], payload: &[u8]) {
+    pub(super) fn dispatch(&self, channel: &[u8], payload: &[u8]) {
         let Ok(channel) = std::str::from_utf8(channel) else { return };
         if channel.starts_with(GROUP_CHANNEL) {
             if let Some((origin, message)) = decode_group(payload)
@@ -368,14 +369,14 @@ impl Hub {
     }
 
     /// The Redis fan-out, made on first use when the host has a `redis_url`.
-    fn fanout(&self) -> Option<&Fanout> {
+    pub(super) fn fanout(&self) -> Option<&Fanout> {
         self.fanout
             .get_or_init(|| {
                 let url = self.redis_url.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
                 match Fanout::new(&url, self.me.clone(), &self.host_id) {
                     Ok(fanout) => Some(fanout),
                     Err(err) => {
-                        tracing::error!("WebSocket groups stay on this host: redis_url cannot be used: {err}");
+                        tracing::error!(fault = "operator", "WebSocket groups stay on this host: redis_url cannot be used: {err}");
                         None
                     }
                 }
@@ -392,263 +393,20 @@ impl Hub {
     }
 }
 
-/// Prefix of every group channel.
-const GROUP_CHANNEL: &str = "alorig:ws:";
-
-pub fn group_channel(app: &str, group: &str) -> String {
-    format!("{GROUP_CHANNEL}{app}:{group}")
-}
-
-fn host_channel(host: &str) -> String {
-    format!("alorig:ws-host:{host}")
-}
-
-/// The host's Redis connection for WebSocket fan-out: one connection manager
-/// (RESP3: publishes and subscriptions on one socket), re-made by the redis
-/// crate when it breaks; the retry task below subscribes again after that.
-struct Fanout {
-    manager: ConnectionManager,
-    /// Channels subscribed now; the lock also puts subscription changes in order.
-    subscribed: tokio::sync::Mutex<HashSet<String>>,
-    /// A subscription change failed (Redis down): retried every second.
-    behind: AtomicBool,
-    /// The connection to Redis broke: every subscription is made again.
-    lost: AtomicBool,
-}
-
-impl Fanout {
-    fn new(url: &str, hub: Weak<Hub>, host_id: &str) -> redis::RedisResult<Fanout> {
-        use redis::IntoConnectionInfo as _;
-        let info = url.into_connection_info()?;
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let receiver = hub.clone();
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_automatic_resubscription()
-            .set_push_sender(move |push: redis::PushInfo| -> Result<(), ()> {
-                // A host that only listens sends no command that would notice
-                // Redis coming back: the retry task re-subscribes, which reconnects.
-                if push.kind == redis::PushKind::Disconnection
-                    && let Some(fanout) = receiver.upgrade().as_deref().and_then(Hub::fanout)
-                {
-                    fanout.lost.store(true, Ordering::Release);
-                    fanout.behind.store(true, Ordering::Release);
-                }
-                if push.kind == redis::PushKind::Message
-                    && let [redis::Value::BulkString(channel), redis::Value::BulkString(payload)] = push.data.as_slice()
-                    && let Some(hub) = receiver.upgrade()
-                {
-                    hub.dispatch(channel, payload);
-                }
-                Ok(())
-            });
-        let manager = ConnectionManager::new_lazy_with_config(client, config)?;
-        let fanout = Fanout { manager, subscribed: Default::default(), behind: AtomicBool::new(true), lost: AtomicBool::new(false) };
-        // Keeps the subscriptions what the registry wants, retrying while Redis is away.
-        let host = host_channel(host_id);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let Some(hub) = hub.upgrade() else { return };
-                let Some(fanout) = hub.fanout() else { return };
-                if !fanout.behind.swap(false, Ordering::AcqRel) {
-                    continue;
-                }
-                if fanout.lost.swap(false, Ordering::AcqRel) {
-                    fanout.subscribed.lock().await.clear();
-                }
-                let mut wanted: Vec<String> = hub.registry().groups.keys().map(|c| c.to_string()).collect();
-                wanted.push(host.clone());
-                let had: Vec<String> = fanout.subscribed.lock().await.iter().cloned().collect();
-                for channel in wanted.iter().chain(had.iter()) {
-                    let _ = fanout.sync(&hub, channel).await;
-                }
-            }
-        });
-        Ok(fanout)
-    }
-
-    /// Subscribes to or unsubscribes from `channel`, as the registry now wants.
-    async fn sync(&self, hub: &Hub, channel: &str) -> Result<(), Error> {
-        let mut subscribed = self.subscribed.lock().await;
-        let wanted = channel == host_channel(&hub.host_id) || hub.registry().groups.contains_key(channel);
-        let result = match (wanted, subscribed.contains(channel)) {
-            (true, false) => {
-                let done = self.call(|mut m| async move { m.subscribe(channel).await }).await;
-                if done.is_ok() {
-                    subscribed.insert(channel.to_string());
-                }
-                done
-            }
-            (false, true) => {
-                let done = self.call(|mut m| async move { m.unsubscribe(channel).await }).await;
-                if done.is_ok() {
-                    subscribed.remove(channel);
-                }
-                done
-            }
-            _ => Ok(()),
-        };
-        if result.is_err() {
-            self.behind.store(true, Ordering::Release);
-        }
-        result
-    }
-
-    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<i64, Error> {
-        self.call(|mut m| {
-            let payload = payload.clone();
-            async move { m.publish(channel, payload).await }
-        })
-        .await
-    }
-
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        match tokio::time::timeout(REDIS_TIMEOUT, op(self.manager.clone())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                tracing::warn!("WebSocket fan-out: Redis unavailable: {err}");
-                Err(Error::Unavailable)
-            }
-            Err(_) => {
-                tracing::warn!("WebSocket fan-out: Redis did not answer within {REDIS_TIMEOUT:?}");
-                Err(Error::Unavailable)
-            }
-        }
-    }
-}
-
-/// An operation on a connection held by another host.
-#[derive(Debug, PartialEq)]
-enum Op {
-    Send(Message),
-    Close(u16, String),
-    Join(String),
-    Leave(String),
-}
-
-/// `t`/`b` then the bytes.
-fn encode_message(out: &mut Vec<u8>, message: &Message) {
-    match message {
-        Message::Text(text) => {
-            out.push(b't');
-            out.extend_from_slice(text.as_bytes());
-        }
-        _ => {
-            out.push(b'b');
-            out.extend_from_slice(&message.clone().into_data());
-        }
-    }
-}
-
-fn decode_message(bytes: &[u8]) -> Option<Message> {
-    let (kind, data) = bytes.split_first()?;
-    match kind {
-        b't' => Some(Message::Text(Utf8Bytes::try_from(Bytes::copy_from_slice(data)).ok()?)),
-        b'b' => Some(Message::Binary(Bytes::copy_from_slice(data))),
-        _ => None,
-    }
-}
-
-/// A group message: the sending host's id, then the message.
-fn encode_group(host_id: &str, message: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(host_id.len() + 1 + message.len());
-    out.extend_from_slice(host_id.as_bytes());
-    encode_message(&mut out, message);
-    out
-}
-
-fn decode_group(payload: &[u8]) -> Option<(&[u8], Message)> {
-    const ID: usize = 16;
-    if payload.len() <= ID {
-        return None;
-    }
-    let (origin, rest) = payload.split_at(ID);
-    Some((origin, decode_message(rest)?))
-}
-
-/// `op` byte, app name length (u8) and name, connection number (u64 BE), then
-/// the operation's data.
-fn encode_op(op: &Op, app: &str, seq: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + app.len());
-    out.push(match op {
-        Op::Send(_) => b's',
-        Op::Close(..) => b'c',
-        Op::Join(_) => b'j',
-        Op::Leave(_) => b'l',
-    });
-    out.push(app.len() as u8);
-    out.extend_from_slice(app.as_bytes());
-    out.extend_from_slice(&seq.to_be_bytes());
-    match op {
-        Op::Send(message) => encode_message(&mut out, message),
-        Op::Close(code, reason) => {
-            out.extend_from_slice(&code.to_be_bytes());
-            out.extend_from_slice(reason.as_bytes());
-        }
-        Op::Join(group) | Op::Leave(group) => out.extend_from_slice(group.as_bytes()),
-    }
-    out
-}
-
-fn decode_op(payload: &[u8]) -> Option<(Op, Arc<str>, u64)> {
-    let (&kind, rest) = payload.split_first()?;
-    let (&len, rest) = rest.split_first()?;
-    let app = std::str::from_utf8(rest.get(..len as usize)?).ok()?;
-    let rest = &rest[len as usize..];
-    let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-    let data = &rest[8..];
-    let text = || String::from_utf8(data.to_vec()).ok();
-    let op = match kind {
-        b's' => Op::Send(decode_message(data)?),
-        b'c' => {
-            let code = u16::from_be_bytes(data.get(..2)?.try_into().ok()?);
-            Op::Close(code, String::from_utf8(data[2..].to_vec()).ok()?)
-        }
-        b'j' => Op::Join(text()?),
-        b'l' => Op::Leave(text()?),
-        _ => return None,
-    };
-    Some((op, app.into(), seq))
-}
-
 fn random(bytes: &mut [u8]) {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(bytes)).expect("reading /dev/urandom");
+    // The OS random source; if it fails, the clock and the process id still
+    // make the host id unique enough to route between hosts.
+    if getrandom::getrandom(bytes).is_err() {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ u64::from(std::process::id());
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (seed >> ((i % 8) * 8)) as u8;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn operations_survive_their_encoding() {
-        let ops = [
-            Op::Send(Message::Text("héllo".into())),
-            Op::Send(Message::Binary(Bytes::from_static(&[0, 255, 10]))),
-            Op::Close(4001, "bye".into()),
-            Op::Join("user:42".into()),
-            Op::Leave("prices".into()),
-        ];
-        for op in ops {
-            let (back, app, seq) = decode_op(&encode_op(&op, "psydge", u64::MAX - 1)).unwrap();
-            assert_eq!((back, &*app, seq), (op, "psydge", u64::MAX - 1));
-        }
-        assert!(decode_op(b"").is_none() && decode_op(b"s\x09ab").is_none() && decode_op(b"x\x00\0\0\0\0\0\0\0\0").is_none());
-        let group = encode_group("0123456789abcdef", &Message::Text("tick".into()));
-        let (origin, message) = decode_group(&group).unwrap();
-        assert_eq!((origin, message), (b"0123456789abcdef".as_slice(), Message::Text("tick".into())));
-        assert!(decode_group(b"0123456789abcdefz").is_none());
-    }
 
     #[tokio::test]
     async fn groups_hold_exactly_their_members_and_apps_are_kept_apart() {
