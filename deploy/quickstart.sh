@@ -39,6 +39,9 @@ install_missing() {
   # Python guests: componentize-py goes into a venv (sdk/python/setup-venv.sh).
   command -v python3 >/dev/null || packages+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
+  # The production tests: alert rules (promtool), the systemd units (systemd-analyze).
+  command -v promtool >/dev/null || packages+=(prometheus)
+  command -v systemd-analyze >/dev/null || packages+=(systemd)
   if [ ${#packages[@]} -gt 0 ]; then
     say "installing ${packages[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,5 +1,5 @@
 //! The operator commands that talk to a running host's admin API: `deploy`,
-//! `rollback`, `remove`, `apps`, `status`, `top` and `jobs` (names fixed by CONTRACT.md).
+//! `rollback`, `remove`, `apps`, `status`, `top`, `jobs` and `logs` (names fixed by CONTRACT.md).
 //! Results go to stdout; a failure is one line on stderr (printed by `main`).
 
 use crate::{
@@ -190,6 +190,48 @@ pub async fn jobs(target: &Target, app: &str, as_json: bool) -> Result<()> {
         print!("{}", table(&["ID", "NAME", "STATE", "ATTEMPTS", "RUN AT (UTC)", "LAST ERROR"], &rows));
     }
     Ok(())
+}
+
+/// `logs <app> [--follow] [--since 10m]`: one line each, oldest first.
+pub async fn logs(target: &Target, app: &str, follow: bool, since: Option<&str>) -> Result<()> {
+    let since_secs = match since {
+        Some(text) => Some(crate::logs::parse_since(text).ok_or_else(|| anyhow!("--since {text}: give a duration like 90s, 10m, 2h or 1d"))?),
+        None => None,
+    };
+    let client = target.client()?;
+    let since_ms = since_secs.map(|s| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (now.as_millis() as u64).saturating_sub(s * 1000)
+    });
+    let mut after = 0u64;
+    loop {
+        let path = format!("/v1/apps/{app}/logs?after={after}&since_ms={}", since_ms.unwrap_or(0));
+        let reply = client.send(http::Method::GET, &path, &[], Client::empty()).await?;
+        let mut out = std::io::stdout().lock();
+        for line in list(&reply["lines"]) {
+            let when = chrono::DateTime::from_timestamp_millis(line["unix_ms"].as_i64().unwrap_or(0))
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                .unwrap_or_default();
+            let text = line["text"].as_str().unwrap_or("").replace('\n', " ");
+            let stream = line["stream"].as_str().unwrap_or("");
+            let level = line["level"].as_str().unwrap_or("");
+            if stream == "host" {
+                let _ = writeln!(out, "{when} host {level} {text}");
+            } else {
+                let _ = writeln!(out, "{when} {stream} {text}");
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        after = reply["next"].as_u64().unwrap_or(after);
+        if !follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }
 
 pub async fn status(target: &Target, as_json: bool) -> Result<()> {

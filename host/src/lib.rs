@@ -25,6 +25,7 @@
 //! ```
 
 pub mod admin;
+pub mod backup;
 pub mod app;
 pub mod caddyfile;
 pub mod capabilities;
@@ -35,11 +36,13 @@ pub mod engine;
 pub mod fault;
 pub mod ingress;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
 pub mod template;
 pub mod traplog;
+pub mod systemd;
 pub mod trigger;
 pub mod validate;

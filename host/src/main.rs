@@ -80,6 +80,30 @@ enum Command {
         #[command(flatten)]
         target: AdminArgs,
     },
+    /// The app's guest output and the host's lines about it (request errors, jobs…).
+    Logs {
+        app: String,
+        /// Keep printing new lines as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only lines from this long ago on: `90s`, `10m`, `2h`, `1d`.
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Back up the data dir, every app's database and the job store into a new folder.
+    Backup {
+        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Restore a backup onto an empty data dir and PostgreSQL (before starting the host).
+    Restore {
+        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// `status`, refreshing in place.
     Top {
         #[command(flatten)]
@@ -119,29 +143,43 @@ enum Command {
     CompileComponent { input: PathBuf, output: PathBuf },
     /// Print a Caddyfile that puts Caddy in front of the host for every manifest.
     Caddyfile {
-        /// Folder of app manifests.
+        /// These apps' manifests (production: the apps the host serves, not the demo ones).
+        files: Vec<PathBuf>,
+        /// Folder of app manifests (all of them), when no files are given.
         #[arg(long, default_value = "manifests")]
         manifests: PathBuf,
-        /// The host's ingress address Caddy proxies to.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        upstream: String,
+        /// The host's ingress address Caddy proxies to (default: `listen` of host.toml).
+        #[arg(long)]
+        upstream: Option<String>,
         /// Serve plain HTTP on this port instead of HTTPS (local testing).
         #[arg(long)]
         http_port: Option<u16>,
+        /// Host config: `[caddy]`, `[[upstreams]]`, `listen`, `admin_listen`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Load it into the running Caddy through its admin API instead of printing it.
+        #[arg(long)]
+        apply: bool,
+        /// Caddy's admin API (default: `[caddy] admin` of host.toml, then http://127.0.0.1:2019).
+        #[arg(long)]
+        caddy_admin: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     alorig_host::limits::allocator::configure();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,sqlx::postgres::notice=warn".into()),
-        )
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let printed = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,sqlx::postgres::notice=warn".into()),
+        );
+    // Each app's lines also go to its ring, for `alorig-host logs` (whatever RUST_LOG says).
+    let kept = alorig_host::logs::LogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::registry().with(printed).with(kept).init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -167,6 +205,9 @@ fn run(cli: Cli) -> Result<()> {
             Command::Apps { json, target } => cli::apps(&target.target(), json).await,
             Command::Status { json, target } => cli::status(&target.target(), json).await,
             Command::Jobs { app, json, target } => cli::jobs(&target.target(), &app, json).await,
+            Command::Logs { app, follow, since, target } => cli::logs(&target.target(), &app, follow, since.as_deref()).await,
+            Command::Backup { dir, config } => alorig_host::backup::backup(&HostConfig::load(config.as_deref())?, &dir).await,
+            Command::Restore { dir, config } => alorig_host::backup::restore(&HostConfig::load(config.as_deref())?, &dir).await,
             Command::Top { target } => cli::top(&target.target()).await,
             Command::Validate { manifest, component } => validate_offline(manifest, component).await,
             Command::New { name, lang, dir } => {
@@ -176,8 +217,31 @@ fn run(cli: Cli) -> Result<()> {
             }
             // Handled before the runtime starts.
             Command::CompileComponent { .. } => Ok(()),
-            Command::Caddyfile { manifests, upstream, http_port } => {
-                print!("{}", caddyfile::render(&load_manifest_dir(&manifests)?, &upstream, http_port));
+            Command::Caddyfile { files, manifests, upstream, http_port, config, apply, caddy_admin } => {
+                let config = HostConfig::load(config.as_deref())?;
+                let mut options = caddyfile::Options::from_config(&config);
+                if let Some(upstream) = upstream {
+                    options.upstream = upstream;
+                }
+                if http_port.is_some() {
+                    options.http_port = http_port;
+                }
+                let admin = caddy_admin.or(config.caddy.admin.clone());
+                if let Some(admin) = &admin {
+                    options.caddy_admin = Some(admin.trim_start_matches("http://").trim_end_matches('/').to_string());
+                }
+                let manifests = match files.is_empty() {
+                    true => load_manifest_dir(&manifests)?,
+                    false => files.iter().map(|p| Manifest::load(p)).collect::<Result<Vec<_>>>()?,
+                };
+                let text = caddyfile::render(&manifests, &options);
+                if !apply {
+                    print!("{text}");
+                    return Ok(());
+                }
+                let admin = admin.unwrap_or_else(|| "http://127.0.0.1:2019".into());
+                caddyfile::apply::load(&admin, &text).await?;
+                println!("Caddy at {admin} now serves the routes of {} app(s)", manifests.len());
                 Ok(())
             }
         }

@@ -11,9 +11,8 @@ use crate::{
     ingress::{Ingress, router::Router},
     runtime::Runtime,
 };
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use std::{path::PathBuf, sync::Arc, time::{Duration, Instant}};
-use tokio::net::TcpListener;
 
 /// Prints a line on stdout, ignoring a closed stdout (`serve | head -1`): the
 /// host must keep serving whoever reads its output.
@@ -84,6 +83,7 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         );
     }
     let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout, runtime.websocket.clone()).with_write_timeout(config.write_timeout));
+    ingress.set_trusted_proxies(config.trusted_proxies.clone());
     let store = manifests
         .is_none()
         .then(|| Store::new(&config.data_dir, config.keep_versions as usize));
@@ -98,12 +98,10 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     let token = crate::admin::token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
     runtime.start();
 
-    let ingress_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (admin_listen)", config.admin_listen))?;
+    // Sockets from systemd (socket activation) survive restarts; else bind.
+    let mut inherited = crate::systemd::Inherited::from_env()?;
+    let ingress_listener = inherited.take_or_bind(config.listen, config.admin_listen, "listen").await?;
+    let admin_listener = inherited.take_or_bind(config.admin_listen, config.listen, "admin_listen").await?;
     let ingress_addr = ingress_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -135,10 +133,25 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         max_upload: config.max_upload.bytes(),
         spool: crate::deploy::upload::Spool::new(&config.data_dir),
         timers: runtime.timers.clone(),
+        history: Default::default(),
+        caddy: (config.caddy.apply_on_deploy && manifests.is_none()).then(|| {
+            let admin = config.caddy.admin.clone().unwrap_or_else(|| "http://127.0.0.1:2019".into());
+            let mut options = crate::caddyfile::Options::from_config(&config);
+            options.upstream = ingress_addr.to_string();
+            options.ask = Some(format!("http://{admin_addr}/v1/tls/allowed"));
+            Arc::new(crate::caddyfile::apply::Applier::new(admin, options))
+        }),
     });
+    if admin.caddy.is_some() {
+        // The deployed apps' routes, in case Caddy lost them (a no-op when unchanged).
+        let admin = admin.clone();
+        tokio::spawn(async move { let _ = admin.apply_routes().await; });
+    }
     tokio::spawn(trim_idle_instances(ingress.clone()));
+    tokio::spawn(admin.history.clone().sample_forever(apps.clone(), runtime.metrics.clone()));
     tokio::spawn(apps.sample_forever());
     tokio::spawn(admin.serve(admin_listener));
+    crate::systemd::ready(ingress.router().apps().len());
     ingress.serve(ingress_listener, shutdown_signal(), DRAIN).await;
     tracing::info!("stopped");
     Ok(())
@@ -176,5 +189,6 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    crate::systemd::stopping();
     tracing::info!("shutting down: finishing in-flight requests");
 }

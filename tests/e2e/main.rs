@@ -23,6 +23,7 @@ mod outbound;
 mod postgres;
 mod python;
 mod psydge;
+mod production;
 mod redis;
 mod reuse;
 mod routing;

@@ -136,6 +136,41 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
     let hello = row("hello");
     assert!(hello.contains("class=\"bar\""), "{hello}");
     assert!(dom.contains("2 app(s)"), "{dom}");
+
+    // Charts of the last hour, drawn inline (SVG): memory against the cap, and
+    // requests/errors — at least the point sampled at start and the one of now.
+    for (app, text) in [("echo", &echo), ("hello", &hello)] {
+        assert!(text.contains("<svg class=\"chart memory\""), "{app}: {text}");
+        assert!(text.contains("<line class=\"cap\""), "{app}: {text}");
+        assert!(text.contains("<svg class=\"chart traffic\""), "{app}: {text}");
+        let points: u32 = text
+            .split("class=\"mem\"")
+            .nth(1)
+            .and_then(|rest| rest.split("data-points=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no memory line for {app}: {text}"));
+        assert!(points >= 2, "{app}: {points} point(s)");
+        assert!(text.contains("class=\"rps\""), "{app}: {text}");
+    }
+    assert!(!dom.contains("<script src") && !dom.contains("<link"), "no external assets");
+
+    // A screenshot for people, in the test output.
+    let out_dir = crate::harness::workspace_root().join("target/e2e-output");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = out_dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=3000", "--window-size=1600,500"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("http://{}/", host.admin))
+        .output()
+        .unwrap();
+    let png = std::fs::read(&shot).unwrap_or_default();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("dashboard screenshot: {}", shot.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -43,7 +43,8 @@ fn the_seed_apps_fit_on_one_host_without_sharing_anything() {
     }
     assert_eq!(dbs.len(), 8);
 
-    let caddy = caddyfile::render(&manifests, "127.0.0.1:8080", None);
+    let options = caddyfile::Options { upstream: "127.0.0.1:8080".into(), ..Default::default() };
+    let caddy = caddyfile::render(&manifests, &options);
     for host in ["api.psydge.com", "ws.psydge.com", "psydge.com", "snapify.pk", "*.sites.alorig.com", "schools.alorig.com"] {
         assert!(caddy.contains(&format!("\n{host} {{\n")), "{host} missing from:\n{caddy}");
     }

@@ -3,7 +3,8 @@
 //! can check that only the manifest's `[env]` reaches the guest. `/files` answers
 //! how many preopened directories the guest got (must be 0). `/connect?addr=A`
 //! tries to open a TCP connection to A and answers what happened (must fail).
-//! For instance reuse: `/count` answers how many requests this instance has
+//! `/header/NAME` answers request header NAME as the guest got it (e.g. the client
+//! address in X-Forwarded-For). For instance reuse: `/count` answers how many requests this instance has
 //! served, `/panic` traps, `/hoard?mib=N` keeps N more MiB for the instance's life.
 //! `/big?mib=N` answers N MiB (for clients that never read their response).
 
@@ -36,6 +37,14 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
             match std::env::var(name) {
                 Ok(value) => guest_kit::respond(out, 200, "text/plain", value.as_bytes()),
                 Err(_) => guest_kit::respond(out, 404, "text/plain", b"unset"),
+            }
+        } else if let Some(name) = path.strip_prefix("/header/") {
+            // The request header as the guest sees it (comma-joined), 404 when absent.
+            let values: Vec<String> =
+                request.headers().get(name).iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+            match values.is_empty() {
+                true => guest_kit::respond(out, 404, "text/plain", b"absent"),
+                false => guest_kit::respond(out, 200, "text/plain", values.join(",").as_bytes()),
             }
         } else if path == "/env" {
             let count = std::env::vars().count().to_string();

@@ -12,6 +12,7 @@
 //! written to disk as it arrives ([`crate::deploy::upload`]) and refused with 413 past `max_upload`.
 
 pub mod client;
+pub mod history;
 pub mod token;
 
 use crate::{
@@ -37,6 +38,10 @@ pub struct Admin {
     pub spool: crate::deploy::upload::Spool,
     /// The job store behind `GET /v1/apps/{app}/jobs`.
     pub timers: Arc<TimersHost>,
+    /// Loads the new routes into Caddy after a deploy, rollback or remove (`[caddy] apply_on_deploy`).
+    pub caddy: Option<Arc<crate::caddyfile::apply::Applier>>,
+    /// The last hour of each app's figures, for the dashboard's charts.
+    pub history: Arc<history::History>,
 }
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -97,6 +102,7 @@ impl Admin {
             return error(&ApiError::new(401, "unauthorized", "missing or wrong admin token (Authorization: Bearer …; see <data_dir>/admin.token)"));
         }
         let segments: Vec<&str> = rest.split('/').collect();
+        let method = req.method().clone();
         let result = match (req.method().clone(), segments.as_slice()) {
             (http::Method::GET, ["apps"]) => Ok((200, self.apps.list())),
             (http::Method::GET, ["apps", app]) => self.apps.get(app).map(|v| (200, v)),
@@ -126,19 +132,51 @@ impl Admin {
                 Ok(_) => jobs_json(app, self.timers.jobs(app).await).map(|v| (200, v)),
                 Err(err) => Err(err),
             },
+            (http::Method::GET, ["apps", app, "logs"]) => {
+                let logs = crate::logs::global();
+                if self.apps.get(app).is_err() && !logs.knows(app) {
+                    Err(ApiError::new(404, "not_found", format!("no app {app} and no log lines for it")))
+                } else {
+                    let number = |key: &str| {
+                        req.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok())
+                    };
+                    Ok((200, logs.read(app, number("since_ms").unwrap_or(0), number("after").unwrap_or(0))))
+                }
+            }
             (http::Method::DELETE, ["apps", app]) => {
                 let app = app.to_string();
                 self.apps.remove(&app).await.map(|v| (200, v))
             }
-            (_, ["apps"] | ["apps", _] | ["apps", _, "rollback" | "jobs"]) => {
+            (_, ["apps"] | ["apps", _] | ["apps", _, "rollback" | "jobs" | "logs"]) => {
                 Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /v1/{rest}", req.method())))
             }
             _ => Err(ApiError::new(404, "not_found", format!("no admin API route /v1/{rest}"))),
         };
+        let changes_routes = matches!(
+            (method, segments.as_slice()),
+            (http::Method::PUT, ["apps", _]) | (http::Method::POST, ["apps", _, "rollback"]) | (http::Method::DELETE, ["apps", _])
+        );
         match result {
-            Ok((status, value)) => json_response(status, &value),
+            Ok((status, mut value)) => {
+                if changes_routes && let Err(err) = self.apply_routes().await {
+                    let warning = Value::String(format!("{err:#}"));
+                    match value.get_mut("warnings").and_then(Value::as_array_mut) {
+                        Some(warnings) => warnings.push(warning),
+                        None => value["warnings"] = Value::Array(vec![warning]),
+                    }
+                }
+                json_response(status, &value)
+            }
             Err(err) => error(&err),
         }
+    }
+
+    /// Loads the routes of the apps now in force into Caddy, when configured to.
+    pub async fn apply_routes(&self) -> anyhow::Result<()> {
+        let Some(caddy) = &self.caddy else { return Ok(()) };
+        let manifests: Vec<crate::config::Manifest> =
+            self.apps.snapshot().values().map(|d| d.app.manifest.clone()).collect();
+        caddy.routes_changed(&manifests).await.map(|_| ())
     }
 
     fn authorized<B>(&self, req: &hyper::Request<B>) -> bool {
@@ -208,6 +246,18 @@ impl Admin {
                     .collect()
             })
             .unwrap_or_default();
+        let mut series = self.history.series(&self.apps, &self.metrics);
+        let apps: Vec<Value> = apps
+            .into_iter()
+            .map(|mut a| {
+                let name = a["name"].as_str().unwrap_or("").to_string();
+                if let Some(history) = series.remove(&name) {
+                    a["ws_connections"] = history["ws_connections"].as_array().and_then(|w| w.last().cloned()).unwrap_or(json!(0));
+                    a["history"] = history;
+                }
+                a
+            })
+            .collect();
         json!({
             "memory_budget_bytes": self.apps.memory_budget(),
             "resident_memory_bytes": crate::metrics::resident_memory_bytes(),

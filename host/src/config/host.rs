@@ -32,6 +32,45 @@ pub struct HostConfig {
     pub keep_versions: u32,
     /// Largest deploy upload (manifest + component); past it the admin API answers 413.
     pub max_upload: ByteSize,
+    /// Peers (Caddy) whose `X-Forwarded-For`/`-Proto` the ingress believes; from
+    /// anyone else they are replaced by the peer's own address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Other servers Caddy fronts beside the host (e.g. Payload CMS on Node).
+    pub upstreams: Vec<Upstream>,
+    pub caddy: CaddyConfig,
+}
+
+/// `[[upstreams]]`: a host (and optional path prefix) Caddy proxies elsewhere.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub host: String,
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// `address:port` of the server.
+    pub to: String,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+/// `[caddy]`: how the generated Caddyfile reaches Caddy, and its TLS options.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaddyConfig {
+    /// Caddy's admin API (`caddyfile --apply`, and deploys with `apply_on_deploy`).
+    pub admin: Option<String>,
+    /// Deploy, rollback and remove load the new Caddyfile when the routes change.
+    #[serde(default)]
+    pub apply_on_deploy: bool,
+    /// The ACME account email.
+    pub email: Option<String>,
+    /// A `caddy-dns` provider for wildcard certificates (`"cloudflare"`): needs a
+    /// Caddy built with that plugin (`xcaddy build --with github.com/caddy-dns/cloudflare`).
+    pub dns_challenge: Option<String>,
+    /// Plain HTTP on this port instead of HTTPS (behind a TLS-terminating balancer, or tests).
+    pub http_port: Option<u16>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,6 +89,11 @@ struct HostToml {
     max_instances: Option<u32>,
     keep_versions: Option<u32>,
     max_upload: Option<ByteSize>,
+    trusted_proxies: Option<Vec<String>>,
+    #[serde(default)]
+    upstreams: Vec<Upstream>,
+    #[serde(default)]
+    caddy: CaddyConfig,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "host.toml";
@@ -94,7 +138,27 @@ impl HostConfig {
         }
         let keep_versions = raw.keep_versions.unwrap_or(10);
         anyhow::ensure!(keep_versions >= 1, "host.toml: keep_versions must be at least 1");
+        let mut trusted_proxies = Vec::new();
+        for text in raw.trusted_proxies.unwrap_or_default() {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("host.toml: trusted_proxies: {text:?} is not an address or address block like \"127.0.0.1\""))?;
+            trusted_proxies.push(net);
+        }
+        for (i, up) in raw.upstreams.iter().enumerate() {
+            anyhow::ensure!(
+                up.to.parse::<SocketAddr>().is_ok() || up.to.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                "host.toml: upstreams[{i}].to: {:?} is not an address like 127.0.0.1:3000", up.to
+            );
+            let clean = |t: &str| !t.is_empty() && !t.contains(|c: char| "{}\"'#".contains(c) || c.is_whitespace() || c.is_control());
+            anyhow::ensure!(clean(&up.host), "host.toml: upstreams[{i}].host: {:?} is not a host name", up.host);
+            anyhow::ensure!(up.path.starts_with('/') && clean(&up.path), "host.toml: upstreams[{i}].path: {:?} must be a path starting with /", up.path);
+        }
         Ok(HostConfig {
+            trusted_proxies,
+            upstreams: raw.upstreams,
+            caddy: raw.caddy,
             keep_versions,
             max_upload: raw.max_upload.unwrap_or(ByteSize::mib(256)),
             listen: addr("ALORIG_LISTEN", raw.listen, "127.0.0.1:8080")?,

@@ -21,7 +21,8 @@ pub struct Manifest {
     pub component: PathBuf,
     pub resources: Resources,
     pub routes: Vec<Route>,
-    pub static_site: Option<StaticSite>,
+    /// Sites Caddy serves itself (`[[static]]`, or one `[static]` table).
+    pub static_sites: Vec<StaticSite>,
     /// `[custom_domains] enabled`: requests for hosts no route claims are offered
     /// to the app (see `ingress::domains`).
     pub custom_domains: bool,
@@ -163,7 +164,12 @@ impl std::fmt::Display for HostPattern {
 #[derive(Clone, Debug)]
 pub struct StaticSite {
     pub host: HostPattern,
+    /// The prefix Caddy serves these files under (`/` by default), stripped
+    /// before the file is looked up in `root`.
+    pub path: String,
     pub root: PathBuf,
+    /// Clients allowed in (CIDRs); empty: everyone.
+    pub allow_from: Vec<ipnet::IpNet>,
 }
 
 // The capability sections' types (`[postgres]`, `[redis]`, `[outbound_http]`,
@@ -187,8 +193,8 @@ struct ManifestToml {
     resources: ResourcesToml,
     #[serde(default)]
     routes: Vec<RouteToml>,
-    #[serde(rename = "static")]
-    static_site: Option<StaticToml>,
+    #[serde(rename = "static", default)]
+    static_sites: OneOrMany<StaticToml>,
     custom_domains: Option<CustomDomainsToml>,
     postgres: Option<PostgresToml>,
     redis: Option<RedisToml>,
@@ -228,7 +234,52 @@ struct RouteToml {
 #[serde(deny_unknown_fields)]
 struct StaticToml {
     host: HostPattern,
+    path: Option<String>,
     root: PathBuf,
+    #[serde(default)]
+    allow_from: Vec<Cidr>,
+}
+
+/// An address block like `203.0.113.0/24`; a bare address means just that one.
+struct Cidr(ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Cidr)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address block like \"203.0.113.0/24\" or an address")))
+    }
+}
+
+/// A table or an array of tables (`[static]` or `[[static]]`), with the inner
+/// table's own errors (and their lines) kept.
+struct OneOrMany<T>(Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|one| OneOrMany(vec![one]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -356,6 +407,25 @@ impl Manifest {
                 bail!("{}: {} {} is listed twice", at(&format!("routes[{i}]")), route.host, route.path);
             }
             routes.push(route);
+        }
+
+        let mut static_sites: Vec<StaticSite> = Vec::new();
+        for (i, site) in raw.static_sites.0.into_iter().enumerate() {
+            let field = |f: &str| at(&format!("static[{i}].{f}"));
+            let path = site.path.unwrap_or_else(|| "/".to_string());
+            if !path.starts_with('/') || path.contains(|c: char| "?#{}\"'\\".contains(c) || c.is_whitespace() || c.is_control()) {
+                bail!("{}: {path:?} must be a path starting with /", field("path"));
+            }
+            let root = base.join(&site.root);
+            let printable = root.to_str().is_some_and(|r| !r.contains(|c: char| "{}\"'\\#".contains(c) || c.is_whitespace() || c.is_control()));
+            if !printable {
+                bail!("{}: {} must be a folder path without spaces, quotes, braces or #", field("root"), site.root.display());
+            }
+            let site = StaticSite { host: site.host, path: normalize_prefix(&path), root, allow_from: site.allow_from.into_iter().map(|c| c.0).collect() };
+            if static_sites.iter().any(|s| s.host == site.host && s.path == site.path) {
+                bail!("{}: {} {} is listed twice", at(&format!("static[{i}]")), site.host, site.path);
+            }
+            static_sites.push(site);
         }
 
         let postgres = match raw.postgres {
@@ -513,7 +583,7 @@ impl Manifest {
             name: raw.name,
             resources,
             routes,
-            static_site: raw.static_site.map(|s| StaticSite { host: s.host, root: s.root }),
+            static_sites,
             custom_domains: raw.custom_domains.is_some_and(|c| c.enabled),
             postgres,
             redis,

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod domains;
+pub mod forwarded;
 pub mod invoke;
 pub mod router;
 pub mod strict;
@@ -32,6 +33,8 @@ pub struct Ingress {
     websockets: Arc<Hub>,
     /// Tenant domains of apps with `[custom_domains]`, as their apps answer.
     pub custom_domains: domains::CustomDomains,
+    /// Peers whose `X-Forwarded-For` is believed (see [`forwarded`]); set once at start.
+    trusted_proxies: std::sync::OnceLock<Vec<ipnet::IpNet>>,
 }
 
 impl Ingress {
@@ -42,6 +45,7 @@ impl Ingress {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             websockets,
             custom_domains: Default::default(),
+            trusted_proxies: Default::default(),
         }
     }
 
@@ -49,6 +53,11 @@ impl Ingress {
     pub fn with_write_timeout(mut self, write_timeout: Duration) -> Self {
         self.write_timeout = write_timeout;
         self
+    }
+
+    /// The peers (Caddy) whose `X-Forwarded-For`/`-Proto` the ingress believes.
+    pub fn set_trusted_proxies(&self, trusted: Vec<ipnet::IpNet>) {
+        let _ = self.trusted_proxies.set(trusted);
     }
 
     /// The routing table now in force.
@@ -92,7 +101,7 @@ impl Ingress {
         let (stopping, watch) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -113,8 +122,10 @@ impl Ingress {
                 .max_header_size(strict::MAX_HEAD_BYTES)
                 .serve_connection(
                     TokioIo::new(write_timeout::WriteTimeout::new(stream, self.write_timeout)),
-                    service_fn(move |req| {
+                    service_fn(move |mut req: hyper::Request<Incoming>| {
                         let ingress = ingress.clone();
+                        let trusted = ingress.trusted_proxies.get().map(Vec::as_slice).unwrap_or_default();
+                        forwarded::apply(req.headers_mut(), peer.ip(), trusted);
                         async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
                     }),
                 )

@@ -89,7 +89,7 @@ impl PostgresHost {
 
     /// Creates the app's role and database if they do not exist (or verifies
     /// them when the admin may not create them) and locks them down.
-    pub(super) async fn provision(&self, role: &str, pg: &PostgresManifest, source: &str) -> Result<String> {
+    pub async fn provision(&self, role: &str, pg: &PostgresManifest, source: &str) -> Result<String> {
         let at = |what: &str| format!("{source}: postgres: {what}");
         let mut admin = self.admin.acquire().await.map_err(|e| admin_error(&e, at("cannot reach PostgreSQL at postgres_url")))?;
         let (superuser, createrole, createdb): (bool, bool, bool) =
