@@ -33,14 +33,14 @@ mod redis_server;
 #[path = "hosting/page.rs"]
 mod page;
 
+#[path = "hosting/host_memory.rs"]
+mod host_memory;
 #[path = "hosting/jobs.rs"]
 mod jobs;
 #[path = "hosting/python.rs"]
 mod python;
 #[path = "hosting/websocket.rs"]
 mod websocket;
-#[path = "hosting/host_memory.rs"]
-mod host_memory;
 
 use alorig_host::{app::App, config::Manifest, runtime::Runtime};
 use harness::{Host, guest, manifest};
@@ -64,14 +64,25 @@ struct Load {
 fn wrk(addr: SocketAddr, host_header: &str, path: &str, connections: u32, seconds: u32) -> Load {
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
-        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
+        .args([
+            "-t",
+            &threads,
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+        ])
         .args(["-H", &format!("Host: {host_header}")])
         .arg(format!("http://{addr}{path}"))
         .output()
         .expect("running wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
     let value = |prefix: &str| -> Option<&str> {
-        text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1))
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
     };
     let ms = |v: Option<&str>| -> f64 {
         let v = v.unwrap_or("0ms");
@@ -88,10 +99,15 @@ fn wrk(addr: SocketAddr, host_header: &str, path: &str, connections: u32, second
     let errors = text
         .lines()
         .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()))
+        .flat_map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+        })
         .sum();
     Load {
-        rps: value("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        rps: value("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
         p50_ms: ms(value("50%")),
         p99_ms: ms(value("99%")),
         errors,
@@ -99,20 +115,35 @@ fn wrk(addr: SocketAddr, host_header: &str, path: &str, connections: u32, second
 }
 
 fn print_load_header() {
-    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve (same mode) | p99 vs wasmtime serve (same mode) |");
+    println!(
+        "| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs native | req/s vs wasmtime serve (same mode) | p99 vs wasmtime serve (same mode) |"
+    );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
 }
 
 /// One table row: `load`'s figures with its ratios to the native baseline and,
 /// when given, to `wasmtime serve` in the same mode.
-fn print_load_row(connections: u32, name: &str, load: &Load, native: &Load, vs_wasmtime: Option<&Load>) {
+fn print_load_row(
+    connections: u32,
+    name: &str,
+    load: &Load,
+    native: &Load,
+    vs_wasmtime: Option<&Load>,
+) {
     let (rps_ratio, p99_ratio) = match vs_wasmtime {
-        Some(w) => (format!("{:.2}×", load.rps / w.rps), format!("{:.2}×", load.p99_ms / w.p99_ms)),
+        Some(w) => (
+            format!("{:.2}×", load.rps / w.rps),
+            format!("{:.2}×", load.p99_ms / w.p99_ms),
+        ),
         None => ("–".into(), "–".into()),
     };
     println!(
         "| {connections} | {name} | {:.0} | {:.3} | {:.3} | {} | {:.2}× | {rps_ratio} | {p99_ratio} |",
-        load.rps, load.p50_ms, load.p99_ms, load.errors, load.rps / native.rps
+        load.rps,
+        load.p50_ms,
+        load.p99_ms,
+        load.errors,
+        load.rps / native.rps
     );
 }
 
@@ -122,7 +153,9 @@ fn start_native_hyper() -> SocketAddr {
         |_request| async {
             hyper::Response::builder()
                 .header("content-type", "text/plain")
-                .body(http_body_util::Full::new(bytes::Bytes::from_static(HELLO_BODY)))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    HELLO_BODY,
+                )))
                 .unwrap()
         }
     })
@@ -136,11 +169,15 @@ where
     S: FnOnce() -> SetupFuture + Send + 'static,
     SetupFuture: Future<Output = H>,
     H: Fn(hyper::Request<hyper::body::Incoming>) -> HandlerFuture + Clone + Send + Sync + 'static,
-    HandlerFuture: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+    HandlerFuture:
+        Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async move {
             let handler = setup().await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -167,7 +204,11 @@ where
 /// `wasmtime serve` on the same component, if wasmtime is installed.
 fn start_wasmtime_serve(component: &Path, reuse: Option<u32>) -> Option<(Child, SocketAddr)> {
     let version = Command::new("wasmtime").arg("--version").output().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut command = Command::new("wasmtime");
     command.args(["serve", "-Scli", "--addr", &addr.to_string()]);
@@ -188,39 +229,71 @@ fn start_wasmtime_serve(component: &Path, reuse: Option<u32>) -> Option<(Child, 
         std::thread::sleep(Duration::from_millis(50));
     }
     if reuse.is_none() {
-        println!("baseline: {}", String::from_utf8_lossy(&version.stdout).trim());
+        println!(
+            "baseline: {}",
+            String::from_utf8_lossy(&version.stdout).trim()
+        );
     }
     Some((child, addr))
 }
 
 fn throughput(seconds: u32) {
-    println!("\n## 1. hello: requests/s and latency (wrk, {seconds} s per row, loopback, load generator on the same 2 cores)\n");
+    println!(
+        "\n## 1. hello: requests/s and latency (wrk, {seconds} s per row, loopback, load generator on the same 2 cores)\n"
+    );
     let native = start_native_hyper();
     let hello = guest("hello");
     let route = "max_concurrency = 1000\n[[routes]]\nhost = \"hello.localhost\"";
-    let host = Host::up(&[
-        ("hello", manifest("hello", "hello", &format!("[resources]\n{route}"))),
-    ]);
-    let host_reuse = Host::up(&[
-        ("hello", manifest("hello", "hello", &format!("[resources]\ninstance_reuse = 1000\n{route}"))),
-    ]);
+    let host = Host::up(&[(
+        "hello",
+        manifest("hello", "hello", &format!("[resources]\n{route}")),
+    )]);
+    let host_reuse = Host::up(&[(
+        "hello",
+        manifest(
+            "hello",
+            "hello",
+            &format!("[resources]\ninstance_reuse = 1000\n{route}"),
+        ),
+    )]);
     let wasmtime = start_wasmtime_serve(&hello, None);
     let wasmtime_reuse = start_wasmtime_serve(&hello, Some(1000));
     if wasmtime.is_none() {
-        println!("(wasmtime serve: skipped, `wasmtime` is not installed: cargo install wasmtime-cli --version 48.0.8)");
+        println!(
+            "(wasmtime serve: skipped, `wasmtime` is not installed: cargo install wasmtime-cli --version 48.0.8)"
+        );
     }
-    println!("Fresh = a new instance per request; reuse = up to 1000 requests per instance (alorig `instance_reuse`, wasmtime `--max-instance-reuse-count`).\n");
+    println!(
+        "Fresh = a new instance per request; reuse = up to 1000 requests per instance (alorig `instance_reuse`, wasmtime `--max-instance-reuse-count`).\n"
+    );
     print_load_header();
     for connections in [1, 32, 256] {
         let base = wrk(native, "hello.localhost", "/", connections, seconds);
         print_load_row(connections, "native hyper", &base, &base, None);
-        for (mode, ours_addr, theirs) in [("fresh", host.ingress, &wasmtime), ("reuse", host_reuse.ingress, &wasmtime_reuse)] {
-            let theirs = theirs.as_ref().map(|(_, addr)| wrk(*addr, "hello.localhost", "/", connections, seconds));
+        for (mode, ours_addr, theirs) in [
+            ("fresh", host.ingress, &wasmtime),
+            ("reuse", host_reuse.ingress, &wasmtime_reuse),
+        ] {
+            let theirs = theirs
+                .as_ref()
+                .map(|(_, addr)| wrk(*addr, "hello.localhost", "/", connections, seconds));
             let ours = wrk(ours_addr, "hello.localhost", "/", connections, seconds);
             if let Some(w) = &theirs {
-                print_load_row(connections, &format!("wasmtime serve, {mode}"), w, &base, Some(w));
+                print_load_row(
+                    connections,
+                    &format!("wasmtime serve, {mode}"),
+                    w,
+                    &base,
+                    Some(w),
+                );
             }
-            print_load_row(connections, &format!("alorig-host, {mode}"), &ours, &base, theirs.as_ref());
+            print_load_row(
+                connections,
+                &format!("alorig-host, {mode}"),
+                &ours,
+                &base,
+                theirs.as_ref(),
+            );
         }
     }
     for (mut child, _) in [wasmtime, wasmtime_reuse].into_iter().flatten() {
@@ -229,12 +302,16 @@ fn throughput(seconds: u32) {
 }
 
 async fn instantiation(iterations: u32) {
-    println!("\n## 2. instantiation: a fresh instance of `hello`, created and dropped ({iterations} times, one thread)\n");
+    println!(
+        "\n## 2. instantiation: a fresh instance of `hello`, created and dropped ({iterations} times, one thread)\n"
+    );
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(dir.path(), 100).unwrap();
     let path = dir.path().join("hello.toml");
     std::fs::write(&path, manifest("hello", "hello", "")).unwrap();
-    let app = App::load(&runtime, Manifest::load(&path).unwrap()).await.unwrap();
+    let app = App::load(&runtime, Manifest::load(&path).unwrap())
+        .await
+        .unwrap();
     let mut samples = Vec::with_capacity(iterations as usize);
     for _ in 0..iterations {
         let started = Instant::now();
@@ -244,7 +321,11 @@ async fn instantiation(iterations: u32) {
         samples.push(started.elapsed());
     }
     let (p50, p99) = harness::percentiles(samples);
-    println!("| per-request instance (new store + instantiate + drop) | p50 {:.1} µs | p99 {:.1} µs |", p50 * 1000.0, p99 * 1000.0);
+    println!(
+        "| per-request instance (new store + instantiate + drop) | p50 {:.1} µs | p99 {:.1} µs |",
+        p50 * 1000.0,
+        p99 * 1000.0
+    );
     println!("|---|---:|---:|");
 }
 
@@ -262,13 +343,11 @@ async fn density() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = host.metric("alorig_host_resident_memory_bytes", "").await;
     let live = 200;
-    let holders = futures::future::join_all(
-        (0..live).map(|i| {
-            let host_name = format!("app{}.localhost", i % 8 + 1);
-            let host = &host;
-            async move { host.get(&host_name, "/?mib=0&hold_ms=2000").await }
-        }),
-    );
+    let holders = futures::future::join_all((0..live).map(|i| {
+        let host_name = format!("app{}.localhost", i % 8 + 1);
+        let host = &host;
+        async move { host.get(&host_name, "/?mib=0&hold_ms=2000").await }
+    }));
     let sample = async {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         (
@@ -281,7 +360,11 @@ async fn density() {
     let mib = |b: f64| b / (1u64 << 20) as f64;
     println!("| figure | alorig-host | baseline |");
     println!("|---|---:|---:|");
-    println!("| host RSS, 8 apps deployed, idle | {:.1} MiB | Docker budget for the seeds' 8 app deployments: ~8,200 MiB (ratio {:.0}×) |", mib(idle), 8200.0 / mib(idle));
+    println!(
+        "| host RSS, 8 apps deployed, idle | {:.1} MiB | Docker budget for the seeds' 8 app deployments: ~8,200 MiB (ratio {:.0}×) |",
+        mib(idle),
+        8200.0 / mib(idle)
+    );
     println!(
         "| RSS per live instance ({instances:.0} live, guest memory {:.1} MiB) | {:.0} KiB | guest linear memory per instance {:.0} KiB |",
         mib(guest_memory),
@@ -291,7 +374,9 @@ async fn density() {
 }
 
 async fn deploy_times() {
-    println!("\n## 4. deploy: compile of each reference component, cold vs from the compile cache; restart to serving\n");
+    println!(
+        "\n## 4. deploy: compile of each reference component, cold vs from the compile cache; restart to serving\n"
+    );
     println!("| component | size | cold compile | cached load | ratio |");
     println!("|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
@@ -299,10 +384,18 @@ async fn deploy_times() {
     for name in ["hello", "store", "psydge", "page-bench", "test-echo"] {
         let bytes = std::sync::Arc::new(std::fs::read(guest(name)).unwrap());
         let started = Instant::now();
-        let cold = runtime.cache.load(&runtime.engine, bytes.clone()).await.unwrap();
+        let cold = runtime
+            .cache
+            .load(&runtime.engine, bytes.clone())
+            .await
+            .unwrap();
         let cold_time = started.elapsed();
         let started = Instant::now();
-        let cached = runtime.cache.load(&runtime.engine, bytes.clone()).await.unwrap();
+        let cached = runtime
+            .cache
+            .load(&runtime.engine, bytes.clone())
+            .await
+            .unwrap();
         let cached_time = started.elapsed();
         assert!(!cold.cached && cached.cached);
         println!(
@@ -322,7 +415,11 @@ async fn deploy_times() {
         let host = Host::serve(data.path(), "");
         for (i, name) in names.iter().enumerate() {
             let guest_name = ["hello", "test-echo", "test-alloc"][i % 3];
-            let text = manifest(name, guest_name, &format!("[[routes]]\nhost = \"{name}.localhost\""));
+            let text = manifest(
+                name,
+                guest_name,
+                &format!("[[routes]]\nhost = \"{name}.localhost\""),
+            );
             let path = dir.path().join(format!("{name}.toml"));
             std::fs::write(&path, text).unwrap();
             let (code, _, err) = host.cli(&["deploy", path.to_str().unwrap()]);
@@ -333,11 +430,20 @@ async fn deploy_times() {
     let started = Instant::now();
     let host = Host::serve(data.path(), "");
     for name in &names {
-        while host.try_get(&format!("{name}.localhost"), "/").await.map(|r| r.status).unwrap_or(0) == 0 {
+        while host
+            .try_get(&format!("{name}.localhost"), "/")
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+            == 0
+        {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    println!("\n| restart to serving: 8 deployed apps, process start until every app answers | {:.0} ms |", started.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "\n| restart to serving: 8 deployed apps, process start until every app answers | {:.0} ms |",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     println!("|---|---:|");
 }
 
@@ -352,7 +458,13 @@ fn main() {
         .map(|list| list.split(',').map(str::to_string).collect());
     let run = |section: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == section));
     println!("# alorig-host benchmarks");
-    println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model()
+    );
     let seconds = if quick { 2 } else { 8 };
     if run("throughput") {
         throughput(seconds);
@@ -390,6 +502,10 @@ fn main() {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }

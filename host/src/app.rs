@@ -101,14 +101,28 @@ impl App {
     /// Like [`App::load`], with the component in `file` (a deploy's upload);
     /// `manifest.component` only names it in errors. The component's bytes are
     /// read by the compiler, not held here.
-    pub async fn from_file(runtime: &Runtime, manifest: Manifest, file: &std::path::Path) -> Result<App> {
+    pub async fn from_file(
+        runtime: &Runtime,
+        manifest: Manifest,
+        file: &std::path::Path,
+    ) -> Result<App> {
         let path = manifest.component.clone();
         let mut header = Vec::with_capacity(8);
         std::fs::File::open(file)
             .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 8), &mut header))
-            .with_context(|| format!("{}: component: cannot read {}", manifest.source.display(), path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{}: component: cannot read {}",
+                    manifest.source.display(),
+                    path.display()
+                )
+            })?;
         validate::check_bytes(&path, &header)?;
-        let compiled = runtime.cache.load_file(&runtime.engine, file).await.with_context(|| path.display().to_string())?;
+        let compiled = runtime
+            .cache
+            .load_file(&runtime.engine, file)
+            .await
+            .with_context(|| path.display().to_string())?;
         let imports: Vec<String> = compiled
             .component
             .component_type()
@@ -173,7 +187,9 @@ impl App {
         })
         .await?;
         let mut app = App {
-            concurrency: Arc::new(Semaphore::new(manifest.resources.max_concurrency.get() as usize)),
+            concurrency: Arc::new(Semaphore::new(
+                manifest.resources.max_concurrency.get() as usize
+            )),
             capabilities,
             name,
             digest: compiled.digest,
@@ -203,7 +219,11 @@ impl App {
             redis::subscribe(redis.clone(), trigger.clone(), invoker.downgrade());
         }
         // Its timers fire, and its jobs run, for as long as it is the version in force.
-        timers::start(&self.capabilities.timers, &self.timer_handlers, invoker.downgrade());
+        timers::start(
+            &self.capabilities.timers,
+            &self.timer_handlers,
+            invoker.downgrade(),
+        );
     }
 
     /// The handle the triggers run this version's exports through.
@@ -220,7 +240,12 @@ impl App {
     fn store_until(&self, deadline: Instant) -> Store<InstanceState> {
         let resources = &self.manifest.resources;
         let limiter = InstanceLimiter::new(self.budget.clone(), resources.instance_memory.bytes());
-        let state = InstanceState::new(limiter, &self.capabilities, &self.metrics.instances, deadline);
+        let state = InstanceState::new(
+            limiter,
+            &self.capabilities,
+            &self.metrics.instances,
+            deadline,
+        );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never
@@ -231,7 +256,10 @@ impl App {
             if Instant::now() >= store.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         store.set_epoch_deadline(1);
@@ -265,7 +293,10 @@ impl App {
     pub fn trim_idle(&self) {
         let expired: Vec<(Instance, Instant)> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let keep_from = idle.iter().position(|(_, since)| since.elapsed() < IDLE_TIMEOUT).unwrap_or(idle.len());
+            let keep_from = idle
+                .iter()
+                .position(|(_, since)| since.elapsed() < IDLE_TIMEOUT)
+                .unwrap_or(idle.len());
             idle.drain(..keep_from).collect()
         };
         drop(expired); // outside the lock: dropping a store gives its memory back
@@ -289,7 +320,8 @@ impl App {
                 "{source}: resources.memory: {} is too small for one instance of this component to start",
                 self.manifest.resources.memory
             ),
-            (Err(err), None) => Err(anyhow::Error::from(err)).with_context(|| format!("{source}: the component fails to start")),
+            (Err(err), None) => Err(anyhow::Error::from(err))
+                .with_context(|| format!("{source}: the component fails to start")),
         }
     }
 }

@@ -41,10 +41,18 @@ const SKIP: &[&str] = &["compiled"];
 const JOBS_DUMP: &str = "alorig_jobs.dump";
 
 pub async fn backup(config: &HostConfig, dir: &Path) -> Result<()> {
-    if dir.exists() && fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("backup folder {} is not empty: give a new folder (e.g. one named after the date)", dir.display());
+    if dir.exists()
+        && fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "backup folder {} is not empty: give a new folder (e.g. one named after the date)",
+            dir.display()
+        );
     }
-    fs::create_dir_all(dir.join("postgres")).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::create_dir_all(dir.join("postgres"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let apps = current_apps(&config.data_dir)?;
 
     let mut dumped = Vec::new();
@@ -88,12 +96,19 @@ pub async fn backup(config: &HostConfig, dir: &Path) -> Result<()> {
         "databases": dumped,
         "job_store": dir.join("postgres").join(JOBS_DUMP).exists(),
     });
-    fs::write(dir.join("backup.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    fs::write(
+        dir.join("backup.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
     println!(
         "backed up {} app(s), {} database(s){} to {}",
         apps.len(),
         summary["databases"].as_array().map_or(0, Vec::len),
-        if summary["job_store"] == true { " and the job store" } else { "" },
+        if summary["job_store"] == true {
+            " and the job store"
+        } else {
+            ""
+        },
         dir.display()
     );
     Ok(())
@@ -101,7 +116,8 @@ pub async fn backup(config: &HostConfig, dir: &Path) -> Result<()> {
 
 pub async fn restore(config: &HostConfig, dir: &Path) -> Result<()> {
     let summary: Value = serde_json::from_str(
-        &fs::read_to_string(dir.join("backup.json")).with_context(|| format!("{}: not a backup (no backup.json)", dir.display()))?,
+        &fs::read_to_string(dir.join("backup.json"))
+            .with_context(|| format!("{}: not a backup (no backup.json)", dir.display()))?,
     )
     .with_context(|| format!("{}: backup.json is not JSON", dir.display()))?;
     if !Store::new(&config.data_dir, 1).apps()?.is_empty() {
@@ -119,7 +135,9 @@ pub async fn restore(config: &HostConfig, dir: &Path) -> Result<()> {
         let url = postgres_url(config)?;
         let host = PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?;
         for (manifest, _) in &apps {
-            let Some(pg) = &manifest.postgres else { continue };
+            let Some(pg) = &manifest.postgres else {
+                continue;
+            };
             let file = dir.join("postgres").join(format!("{}.dump", pg.database));
             if !file.exists() {
                 continue;
@@ -127,18 +145,38 @@ pub async fn restore(config: &HostConfig, dir: &Path) -> Result<()> {
             let role = role_name(manifest.name.as_str());
             // The role and an empty database, as a deploy makes them; then the
             // tables, created by the app's own role so they are the app's.
-            let password = host.provision(&role, pg, &manifest.source.display().to_string()).await?;
-            let (target, password) = with_database(url, Some(&pg.database), Some((&role, &password)))?;
+            let password = host
+                .provision(&role, pg, &manifest.source.display().to_string())
+                .await?;
+            let (target, password) =
+                with_database(url, Some(&pg.database), Some((&role, &password)))?;
             pg_tool("pg_restore", password)?
-                .args(["--no-owner", "--no-acl", "--clean", "--if-exists", "--exit-on-error", "--dbname"])
+                .args([
+                    "--no-owner",
+                    "--no-acl",
+                    "--clean",
+                    "--if-exists",
+                    "--exit-on-error",
+                    "--dbname",
+                ])
                 .arg(target)
                 .arg(&file)
-                .run(&format!("pg_restore of {}'s database {}", manifest.name, pg.database))?;
+                .run(&format!(
+                    "pg_restore of {}'s database {}",
+                    manifest.name, pg.database
+                ))?;
         }
         if jobs {
             let (target, password) = with_database(url, None, None)?;
             pg_tool("pg_restore", password)?
-                .args(["--no-owner", "--no-acl", "--clean", "--if-exists", "--exit-on-error", "--dbname"])
+                .args([
+                    "--no-owner",
+                    "--no-acl",
+                    "--clean",
+                    "--if-exists",
+                    "--exit-on-error",
+                    "--dbname",
+                ])
                 .arg(target)
                 .arg(dir.join("postgres").join(JOBS_DUMP))
                 .run("pg_restore of the job store (schema alorig_jobs)")?;
@@ -166,23 +204,34 @@ fn current_apps(data_dir: &Path) -> Result<Vec<(Manifest, u32)>> {
 }
 
 fn postgres_url(config: &HostConfig) -> Result<&str> {
-    config
-        .postgres_url
-        .as_deref()
-        .ok_or_else(|| anyhow!("apps use PostgreSQL but the host config has no postgres_url (or ALORIG_POSTGRES_URL)"))
+    config.postgres_url.as_deref().ok_or_else(|| {
+        anyhow!(
+            "apps use PostgreSQL but the host config has no postgres_url (or ALORIG_POSTGRES_URL)"
+        )
+    })
 }
 
 /// `postgres_url` pointed at `database` (and logging in as `login`, if given),
 /// without its password, which goes to the tool in `PGPASSWORD` instead of on
 /// its command line (where `ps` shows it).
-fn with_database(url: &str, database: Option<&str>, login: Option<(&str, &str)>) -> Result<(String, Option<String>)> {
+fn with_database(
+    url: &str,
+    database: Option<&str>,
+    login: Option<(&str, &str)>,
+) -> Result<(String, Option<String>)> {
     let mut parsed = url::Url::parse(url).map_err(|e| anyhow!("postgres_url is not a URL: {e}"))?;
     if let Some(database) = database {
         parsed.set_path(&format!("/{database}"));
     }
-    let mut password = parsed.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+    let mut password = parsed.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
     if let Some((user, pw)) = login {
-        parsed.set_username(user).map_err(|_| anyhow!("postgres_url: cannot set the user"))?;
+        parsed
+            .set_username(user)
+            .map_err(|_| anyhow!("postgres_url: cannot set the user"))?;
         password = Some(pw.to_string());
     }
     let _ = parsed.set_password(None);
@@ -191,10 +240,13 @@ fn with_database(url: &str, database: Option<&str>, login: Option<(&str, &str)>)
 
 async fn jobs_schema_exists(url: &str) -> Result<bool> {
     use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(url).await.map_err(|e| anyhow!("cannot reach PostgreSQL at postgres_url: {e}"))?;
-    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_namespace WHERE nspname = 'alorig_jobs'")
-        .fetch_optional(&mut conn)
-        .await?;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| anyhow!("cannot reach PostgreSQL at postgres_url: {e}"))?;
+    let found: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_namespace WHERE nspname = 'alorig_jobs'")
+            .fetch_optional(&mut conn)
+            .await?;
     Ok(found.is_some())
 }
 
@@ -203,13 +255,21 @@ fn pg_tool(name: &str, password: Option<String>) -> Result<Tool> {
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .map(|dir| {
             dir.filter_map(|e| e.ok())
-                .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin").join(name))))
+                .filter_map(|e| {
+                    Some((
+                        e.file_name().to_str()?.parse::<u32>().ok()?,
+                        e.path().join("bin").join(name),
+                    ))
+                })
                 .filter(|(_, path)| path.is_file())
                 .collect()
         })
         .unwrap_or_default();
     versions.sort();
-    let program = versions.pop().map(|(_, path)| path).unwrap_or_else(|| PathBuf::from(name));
+    let program = versions
+        .pop()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| PathBuf::from(name));
     let mut command = Command::new(&program);
     command.env("PGCONNECT_TIMEOUT", "10");
     match password {
@@ -236,13 +296,18 @@ impl Tool {
     }
 
     fn run(mut self, what: &str) -> Result<()> {
-        let output = self
-            .command
-            .output()
-            .with_context(|| format!("{what}: cannot run {} (install PostgreSQL's client tools)", self.program.display()))?;
+        let output = self.command.output().with_context(|| {
+            format!(
+                "{what}: cannot run {} (install PostgreSQL's client tools)",
+                self.program.display()
+            )
+        })?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
+            let first = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("(no message)");
             bail!("{what} failed: {first}");
         }
         Ok(())
@@ -270,7 +335,13 @@ fn copy_tree(from: &Path, to: &Path, skip_cache: bool) -> Result<()> {
         if kind.is_dir() {
             copy_tree(&entry.path(), &target, false)?;
         } else if kind.is_file() {
-            fs::copy(entry.path(), &target).with_context(|| format!("cannot copy {} to {}", entry.path().display(), target.display()))?;
+            fs::copy(entry.path(), &target).with_context(|| {
+                format!(
+                    "cannot copy {} to {}",
+                    entry.path().display(),
+                    target.display()
+                )
+            })?;
         }
     }
     Ok(())
@@ -285,13 +356,22 @@ mod tests {
         let url = "postgres://admin:s%40cret@127.0.0.1:5433/postgres?sslmode=disable";
         assert_eq!(
             with_database(url, Some("store"), None).unwrap(),
-            ("postgres://admin@127.0.0.1:5433/store?sslmode=disable".to_string(), Some("s@cret".to_string()))
+            (
+                "postgres://admin@127.0.0.1:5433/store?sslmode=disable".to_string(),
+                Some("s@cret".to_string())
+            )
         );
         assert_eq!(
             with_database(url, Some("store"), Some(("alorig_store", "p/w"))).unwrap(),
-            ("postgres://alorig_store@127.0.0.1:5433/store?sslmode=disable".to_string(), Some("p/w".to_string()))
+            (
+                "postgres://alorig_store@127.0.0.1:5433/store?sslmode=disable".to_string(),
+                Some("p/w".to_string())
+            )
         );
-        assert_eq!(with_database(url, None, None).unwrap().0, "postgres://admin@127.0.0.1:5433/postgres?sslmode=disable");
+        assert_eq!(
+            with_database(url, None, None).unwrap().0,
+            "postgres://admin@127.0.0.1:5433/postgres?sslmode=disable"
+        );
     }
 
     #[test]

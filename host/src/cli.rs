@@ -30,7 +30,9 @@ impl Target {
         let token = match &self.token {
             Some(token) => Some(token.clone()),
             None => {
-                let data_dir = HostConfig::load(None).map(|c| c.data_dir).unwrap_or_else(|_| PathBuf::from(".alorig"));
+                let data_dir = HostConfig::load(None)
+                    .map(|c| c.data_dir)
+                    .unwrap_or_else(|_| PathBuf::from(".alorig"));
                 crate::admin::token::read(&crate::admin::token::token_path(&data_dir))?
             }
         };
@@ -40,14 +42,23 @@ impl Target {
 
 const CHUNK: usize = 256 * 1024;
 
-pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<PathBuf>, yes: bool) -> Result<()> {
+pub async fn deploy(
+    target: &Target,
+    manifest_path: &Path,
+    component: Option<PathBuf>,
+    yes: bool,
+) -> Result<()> {
     let started = Instant::now();
     let text = std::fs::read_to_string(manifest_path)
         .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
     let manifest = Manifest::parse(manifest_path, &text)?;
     let component_path = component.unwrap_or_else(|| manifest.component.clone());
     let wasm = std::fs::read(&component_path).with_context(|| {
-        format!("{}: component: cannot read {}", manifest_path.display(), component_path.display())
+        format!(
+            "{}: component: cannot read {}",
+            manifest_path.display(),
+            component_path.display()
+        )
     })?;
     let client = target.client()?;
 
@@ -55,7 +66,11 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
     let progress = Progress::start(total);
     let mut chunks: Vec<Bytes> = vec![Bytes::from(text.clone())];
     let wasm = Bytes::from(wasm);
-    chunks.extend((0..wasm.len()).step_by(CHUNK).map(|at| wasm.slice(at..(at + CHUNK).min(wasm.len()))));
+    chunks.extend(
+        (0..wasm.len())
+            .step_by(CHUNK)
+            .map(|at| wasm.slice(at..(at + CHUNK).min(wasm.len()))),
+    );
     let sent = progress.clone();
     let stream = futures::stream::iter(chunks).map(move |chunk| {
         sent.advance(chunk.len() as u64);
@@ -65,7 +80,10 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
     let headers = [
         ("alorig-manifest-length", text.len().to_string()),
         ("alorig-manifest-name", manifest_path.display().to_string()),
-        ("alorig-component-name", component_path.display().to_string()),
+        (
+            "alorig-component-name",
+            component_path.display().to_string(),
+        ),
         ("content-length", total.to_string()),
     ];
     let query = if yes { "?approve_grants=true" } else { "" };
@@ -78,11 +96,17 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
             if let Some(failure) = err.downcast_ref::<ApiFailure>()
                 && failure.code == "grants_widened"
             {
-                println!("this version of {} may reach more than the live one:", manifest.name);
+                println!(
+                    "this version of {} may reach more than the live one:",
+                    manifest.name
+                );
                 for grant in &failure.grants {
                     println!("  + {grant}");
                 }
-                return Err(anyhow!("deploy refused: it widens {}'s grants; check them above and deploy again with --yes to approve", manifest.name));
+                return Err(anyhow!(
+                    "deploy refused: it widens {}'s grants; check them above and deploy again with --yes to approve",
+                    manifest.name
+                ));
             }
             return Err(err);
         }
@@ -95,7 +119,10 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
     let compile = if reply["compiled_from_cache"].as_bool() == Some(true) {
         "compiled earlier: from the compile cache".to_string()
     } else {
-        format!("validated and compiled in {:.1}s", reply["compile_seconds"].as_f64().unwrap_or(0.0))
+        format!(
+            "validated and compiled in {:.1}s",
+            reply["compile_seconds"].as_f64().unwrap_or(0.0)
+        )
     };
     println!(
         "deployed {} version {version}{} in {:.1}s ({compile})",
@@ -107,12 +134,18 @@ pub async fn deploy(target: &Target, manifest_path: &Path, component: Option<Pat
         started.elapsed().as_secs_f64()
     );
     println!("  routes:     {}", join(&reply["routes"], "(none)"));
-    println!("  memory cap: {}", reply["memory_limit"].as_str().unwrap_or("?"));
+    println!(
+        "  memory cap: {}",
+        reply["memory_limit"].as_str().unwrap_or("?")
+    );
     let added = strings(&reply["grants_added"]);
     if !added.is_empty() {
         println!("  approved wider grants: {}", added.join("; "));
     } else if reply["previous_version"].is_null() {
-        println!("  may reach:  {}", summarize_grants(&strings(&reply["grants"])));
+        println!(
+            "  may reach:  {}",
+            summarize_grants(&strings(&reply["grants"]))
+        );
     }
     Ok(())
 }
@@ -124,7 +157,12 @@ pub async fn rollback(target: &Target, app: &str, to: Option<u32>) -> Result<()>
         None => json!({}),
     };
     let reply = client
-        .send(http::Method::POST, &format!("/v1/apps/{app}/rollback"), &[], Client::json_body(&body))
+        .send(
+            http::Method::POST,
+            &format!("/v1/apps/{app}/rollback"),
+            &[],
+            Client::json_body(&body),
+        )
         .await?;
     println!(
         "{app}: version {} in force (was {}), in {:.0} ms",
@@ -137,13 +175,23 @@ pub async fn rollback(target: &Target, app: &str, to: Option<u32>) -> Result<()>
 
 pub async fn remove(target: &Target, app: &str) -> Result<()> {
     let client = target.client()?;
-    client.send(http::Method::DELETE, &format!("/v1/apps/{app}"), &[], Client::empty()).await?;
+    client
+        .send(
+            http::Method::DELETE,
+            &format!("/v1/apps/{app}"),
+            &[],
+            Client::empty(),
+        )
+        .await?;
     println!("{app}: removed");
     Ok(())
 }
 
 pub async fn apps(target: &Target, as_json: bool) -> Result<()> {
-    let apps = target.client()?.send(http::Method::GET, "/v1/apps", &[], Client::empty()).await?;
+    let apps = target
+        .client()?
+        .send(http::Method::GET, "/v1/apps", &[], Client::empty())
+        .await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&apps)?);
         return Ok(());
@@ -160,14 +208,20 @@ pub async fn apps(target: &Target, as_json: bool) -> Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["APP", "VERSION", "KEPT", "MEMORY CAP", "ROUTES"], &rows));
+    print!(
+        "{}",
+        table(&["APP", "VERSION", "KEPT", "MEMORY CAP", "ROUTES"], &rows)
+    );
     Ok(())
 }
 
 /// The app's pending, running and dead jobs (dead ones with their last error).
 pub async fn jobs(target: &Target, app: &str, as_json: bool) -> Result<()> {
     let path = format!("/v1/apps/{app}/jobs");
-    let reply = target.client()?.send(http::Method::GET, &path, &[], Client::empty()).await?;
+    let reply = target
+        .client()?
+        .send(http::Method::GET, &path, &[], Client::empty())
+        .await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(());
@@ -183,35 +237,66 @@ pub async fn jobs(target: &Target, app: &str, as_json: bool) -> Result<()> {
         .iter()
         .map(|j| {
             let text = |key: &str| j[key].as_str().unwrap_or("-").to_string();
-            vec![j["id"].to_string(), text("name"), text("state"), j["attempts"].to_string(), text("run_at"), text("last_error")]
+            vec![
+                j["id"].to_string(),
+                text("name"),
+                text("state"),
+                j["attempts"].to_string(),
+                text("run_at"),
+                text("last_error"),
+            ]
         })
         .collect();
     if !rows.is_empty() {
-        print!("{}", table(&["ID", "NAME", "STATE", "ATTEMPTS", "RUN AT (UTC)", "LAST ERROR"], &rows));
+        print!(
+            "{}",
+            table(
+                &[
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "ATTEMPTS",
+                    "RUN AT (UTC)",
+                    "LAST ERROR"
+                ],
+                &rows
+            )
+        );
     }
     Ok(())
 }
 
 /// `logs <app> [--follow] [--since 10m]`: one line each, oldest first.
 pub async fn logs(target: &Target, app: &str, follow: bool, since: Option<&str>) -> Result<()> {
-    let since_secs = match since {
-        Some(text) => Some(crate::logs::parse_since(text).ok_or_else(|| anyhow!("--since {text}: give a duration like 90s, 10m, 2h or 1d"))?),
-        None => None,
-    };
+    let since_secs =
+        match since {
+            Some(text) => Some(crate::logs::parse_since(text).ok_or_else(|| {
+                anyhow!("--since {text}: give a duration like 90s, 10m, 2h or 1d")
+            })?),
+            None => None,
+        };
     let client = target.client()?;
     let since_ms = since_secs.map(|s| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         (now.as_millis() as u64).saturating_sub(s * 1000)
     });
     let mut after = 0u64;
     loop {
-        let path = format!("/v1/apps/{app}/logs?after={after}&since_ms={}", since_ms.unwrap_or(0));
-        let reply = client.send(http::Method::GET, &path, &[], Client::empty()).await?;
+        let path = format!(
+            "/v1/apps/{app}/logs?after={after}&since_ms={}",
+            since_ms.unwrap_or(0)
+        );
+        let reply = client
+            .send(http::Method::GET, &path, &[], Client::empty())
+            .await?;
         let mut out = std::io::stdout().lock();
         for line in list(&reply["lines"]) {
-            let when = chrono::DateTime::from_timestamp_millis(line["unix_ms"].as_i64().unwrap_or(0))
-                .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-                .unwrap_or_default();
+            let when =
+                chrono::DateTime::from_timestamp_millis(line["unix_ms"].as_i64().unwrap_or(0))
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                    .unwrap_or_default();
             let text = line["text"].as_str().unwrap_or("").replace('\n', " ");
             let stream = line["stream"].as_str().unwrap_or("");
             let level = line["level"].as_str().unwrap_or("");
@@ -236,7 +321,9 @@ pub async fn logs(target: &Target, app: &str, follow: bool, since: Option<&str>)
 
 pub async fn status(target: &Target, as_json: bool) -> Result<()> {
     let client = target.client()?;
-    let apps = client.send(http::Method::GET, "/v1/apps", &[], Client::empty()).await?;
+    let apps = client
+        .send(http::Method::GET, "/v1/apps", &[], Client::empty())
+        .await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&apps)?);
     } else {
@@ -250,12 +337,19 @@ pub async fn top(target: &Target) -> Result<()> {
     let client = target.client()?;
     let tty = std::io::stdout().is_terminal();
     loop {
-        let apps = client.send(http::Method::GET, "/v1/apps", &[], Client::empty()).await?;
+        let apps = client
+            .send(http::Method::GET, "/v1/apps", &[], Client::empty())
+            .await?;
         let mut out = std::io::stdout().lock();
         if tty {
             write!(out, "\x1b[H\x1b[2J")?;
         }
-        write!(out, "alorig-host {}   (Ctrl-C to quit)\n\n{}", target.admin, status_table(&apps))?;
+        write!(
+            out,
+            "alorig-host {}   (Ctrl-C to quit)\n\n{}",
+            target.admin,
+            status_table(&apps)
+        )?;
         out.flush()?;
         drop(out);
         tokio::select! {
@@ -272,11 +366,19 @@ pub fn status_table(apps: &Value) -> String {
         .map(|a| {
             let used = a["memory_bytes"].as_f64().unwrap_or(0.0);
             let limit = a["memory_limit_bytes"].as_f64().unwrap_or(0.0);
-            let percent = if limit > 0.0 { 100.0 * used / limit } else { 0.0 };
+            let percent = if limit > 0.0 {
+                100.0 * used / limit
+            } else {
+                0.0
+            };
             vec![
                 a["name"].as_str().unwrap_or("").to_string(),
                 version(a),
-                format!("{} / {}", size(&a["memory_bytes"]), size(&a["memory_limit_bytes"])),
+                format!(
+                    "{} / {}",
+                    size(&a["memory_bytes"]),
+                    size(&a["memory_limit_bytes"])
+                ),
                 format!("{percent:.1}%"),
                 size(&a["memory_peak_bytes"]),
                 size(&a["host_memory_bytes"]),
@@ -290,7 +392,21 @@ pub fn status_table(apps: &Value) -> String {
             ]
         })
         .collect();
-    table(&["APP", "VERSION", "MEM USAGE / LIMIT", "MEM %", "PEAK", "HOST-HELD", "INSTANCES", "REQ/S", "ERRORS", "P99"], &rows)
+    table(
+        &[
+            "APP",
+            "VERSION",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "PEAK",
+            "HOST-HELD",
+            "INSTANCES",
+            "REQ/S",
+            "ERRORS",
+            "P99",
+        ],
+        &rows,
+    )
 }
 
 /// Imports grouped by WIT package (`wasi:http, wasi:io`), then the other grants.
@@ -324,13 +440,25 @@ fn version(app: &Value) -> String {
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
-        .map(|a| a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn join(value: &Value, empty: &str) -> String {
     let items = strings(value);
-    if items.is_empty() { empty.to_string() } else { items.join(", ") }
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn size(value: &Value) -> String {
@@ -380,7 +508,10 @@ struct Progress {
 
 impl Progress {
     fn start(total: u64) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
         bar.set_style(
             indicatif::ProgressStyle::with_template("uploading [{bar:30}] {bytes} / {total_bytes}")
                 .expect("a valid template")
@@ -393,10 +524,13 @@ impl Progress {
         self.bar.inc(bytes);
         if self.bar.position() >= self.bar.length().unwrap_or(0) {
             self.bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} validating and compiling… {elapsed}")
-                    .expect("a valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} validating and compiling… {elapsed}",
+                )
+                .expect("a valid template"),
             );
-            self.bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            self.bar
+                .enable_steady_tick(std::time::Duration::from_millis(100));
         }
     }
 

@@ -21,7 +21,10 @@ use std::{
     sync::Arc,
     time::Duration,
 };
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, component::Component};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    component::Component,
+};
 
 /// Bytes of each linear-memory slot kept resident (reset in place) on reuse.
 const KEEP_RESIDENT: usize = 8 << 20;
@@ -61,20 +64,27 @@ pub fn build_engine(max_instances: u32) -> Result<Engine> {
 
     let mut config = compile_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(anyhow::Error::from).context("cannot set up the WebAssembly engine")
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("cannot set up the WebAssembly engine")
 }
 
 /// The settings that shape compiled code, shared by the serving engine and
 /// the compiler process (whose artifacts the serving engine loads).
 fn compile_config() -> Config {
     let mut config = Config::new();
-    config.epoch_interruption(true).memory_init_cow(true).wasm_component_model(true);
+    config
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .wasm_component_model(true);
     config
 }
 
 /// An engine that only compiles: no instance pool, so no address space reserved.
 pub fn compile_engine() -> Result<Engine> {
-    Engine::new(&compile_config()).map_err(anyhow::Error::from).context("cannot set up the WebAssembly compiler")
+    Engine::new(&compile_config())
+        .map_err(anyhow::Error::from)
+        .context("cannot set up the WebAssembly compiler")
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, for
@@ -111,7 +121,9 @@ pub struct Compiled {
 
 impl CompileCache {
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: data_dir.join("compiled") }
+        Self {
+            dir: data_dir.join("compiled"),
+        }
     }
 
     /// Loads `bytes` as a component, compiling it on a blocking thread unless a
@@ -123,11 +135,12 @@ impl CompileCache {
             return Ok(cached);
         }
         let compile_engine = engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || compile_engine.precompile_component(&bytes))
-            .await
-            .context("the compiler thread failed")?
-            .map_err(anyhow::Error::from)
-            .context("component does not compile")?;
+        let compiled =
+            tokio::task::spawn_blocking(move || compile_engine.precompile_component(&bytes))
+                .await
+                .context("the compiler thread failed")?
+                .map_err(anyhow::Error::from)
+                .context("component does not compile")?;
         self.store(&path, &compiled)?;
         self.load_compiled(engine, &path, digest)
     }
@@ -137,7 +150,8 @@ impl CompileCache {
     /// holds the component's bytes; anything else reads it and compiles in-process.
     pub async fn load_file(&self, engine: &Engine, file: &Path) -> Result<Compiled> {
         let Some(exe) = compile_child::compiler() else {
-            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             return self.load(engine, Arc::new(bytes)).await;
         };
         let digest = file_digest(file)?;
@@ -145,7 +159,8 @@ impl CompileCache {
         if let Some(cached) = self.cached(engine, &path, &digest) {
             return Ok(cached);
         }
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         compile_child::compile(exe, file, &tmp).await?;
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -155,8 +170,11 @@ impl CompileCache {
     /// The cache file of a component: its digest and the engine's compatibility hash.
     fn path(&self, engine: &Engine, digest: &str) -> PathBuf {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut engine_hash);
-        self.dir.join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()))
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        self.dir
+            .join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()))
     }
 
     fn cached(&self, engine: &Engine, path: &Path, digest: &str) -> Option<Compiled> {
@@ -168,7 +186,11 @@ impl CompileCache {
         // `Engine::precompile_component` of this same engine configuration
         // (the file name carries its compatibility hash).
         match unsafe { Component::deserialize_file(engine, path) } {
-            Ok(component) => Some(Compiled { component, digest: digest.to_string(), cached: true }),
+            Ok(component) => Some(Compiled {
+                component,
+                digest: digest.to_string(),
+                cached: true,
+            }),
             Err(err) => {
                 tracing::warn!(path = %path.display(), fault = "host", "recompiling: cached component unusable: {err:#}");
                 None
@@ -181,13 +203,19 @@ impl CompileCache {
         let component = unsafe { Component::deserialize_file(engine, path) }
             .map_err(anyhow::Error::from)
             .context("cannot load the compiled component")?;
-        Ok(Compiled { component, digest, cached: false })
+        Ok(Compiled {
+            component,
+            digest,
+            cached: false,
+        })
     }
 
     /// Deletes half-written files a killed process left (`*.tmp<pid>` of other
     /// processes); a cached file itself is only ever complete (write-then-rename).
     pub fn clean_partial(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         let own = format!("tmp{}", std::process::id());
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -201,7 +229,8 @@ impl CompileCache {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, compiled).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::write(&tmp, compiled)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
@@ -210,11 +239,14 @@ impl CompileCache {
 /// Hex SHA-256 of a file, read in 64 KiB pieces.
 fn file_digest(file: &Path) -> Result<String> {
     use std::io::Read as _;
-    let mut reader = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut reader =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = reader.read(&mut buf).with_context(|| format!("cannot read {}", file.display()))?;
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         if n == 0 {
             return Ok(hex::encode(hasher.finalize()));
         }
@@ -236,7 +268,11 @@ mod tests {
             e.precompile_compatibility_hash().hash(&mut h);
             h.finish()
         };
-        assert_eq!(hash(&serving), hash(&compiler), "the cache file name must match");
+        assert_eq!(
+            hash(&serving),
+            hash(&compiler),
+            "the cache file name must match"
+        );
         let component = wat::parse_str("(component (core module (func (export \"f\"))))").unwrap();
         let compiled = compiler.precompile_component(&component).unwrap();
         // SAFETY: the bytes were just produced by `precompile_component`.

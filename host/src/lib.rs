@@ -25,8 +25,8 @@
 //! ```
 
 pub mod admin;
-pub mod backup;
 pub mod app;
+pub mod backup;
 pub mod caddyfile;
 pub mod capabilities;
 pub mod cli;
@@ -41,8 +41,8 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod systemd;
 pub mod template;
 pub mod traplog;
-pub mod systemd;
 pub mod trigger;
 pub mod validate;

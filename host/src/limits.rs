@@ -44,7 +44,13 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget with its own host and total counters (tests, one-off loads).
     pub fn new(limit: u64, used: Gauge, peak: Gauge) -> Self {
-        Self { limit: AtomicU64::new(limit), used, peak, host: Gauge::default(), total: Gauge::default() }
+        Self {
+            limit: AtomicU64::new(limit),
+            used,
+            peak,
+            host: Gauge::default(),
+            total: Gauge::default(),
+        }
     }
 
     /// Shares the host-held gauge and the guest+host counter with the app's
@@ -91,7 +97,8 @@ impl MemoryBudget {
             if next > limit {
                 return false;
             }
-            match counter.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match counter.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(actual) => current = actual,
             }
@@ -153,7 +160,13 @@ pub struct InstanceLimiter {
 
 impl InstanceLimiter {
     pub fn new(budget: Arc<MemoryBudget>, ceiling: u64) -> Self {
-        Self { budget, ceiling, charged: 0, last_growth: 0, refusal: None }
+        Self {
+            budget,
+            ceiling,
+            charged: 0,
+            last_growth: 0,
+            refusal: None,
+        }
     }
 
     /// The first growth this instance was refused, if any.
@@ -196,7 +209,12 @@ impl InstanceLimiter {
 }
 
 impl wasmtime::ResourceLimiter for InstanceLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(self.grow(desired.saturating_sub(current) as u64))
     }
 
@@ -205,7 +223,12 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
         Ok(())
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(self.grow(desired.saturating_sub(current) as u64 * TABLE_ELEMENT_BYTES))
     }
 
@@ -236,7 +259,10 @@ mod tests {
         let mut a = InstanceLimiter::new(app.clone(), 64 << 20);
         let mut b = InstanceLimiter::new(app.clone(), 64 << 20);
         assert!(a.memory_growing(0, 60 << 20, None).unwrap());
-        assert!(!b.memory_growing(0, 60 << 20, None).unwrap(), "100 MiB budget holds only one 60 MiB instance");
+        assert!(
+            !b.memory_growing(0, 60 << 20, None).unwrap(),
+            "100 MiB budget holds only one 60 MiB instance"
+        );
         assert_eq!(b.refusal(), Some(Refusal::AppBudget));
         assert_eq!(app.used(), 60 << 20);
         drop(a);
@@ -252,7 +278,10 @@ mod tests {
         let app = budget(100 << 20);
         assert!(app.try_charge_host(70 << 20));
         let mut a = InstanceLimiter::new(app.clone(), 64 << 20);
-        assert!(!a.memory_growing(0, 40 << 20, None).unwrap(), "70 MiB held by the host leave 30 MiB");
+        assert!(
+            !a.memory_growing(0, 40 << 20, None).unwrap(),
+            "70 MiB held by the host leave 30 MiB"
+        );
         assert!(a.memory_growing(0, 30 << 20, None).unwrap());
         assert_eq!(a.headroom(), 0);
         assert!(!app.try_charge_host(1));
@@ -279,7 +308,8 @@ mod tests {
         let app = budget(1 << 30);
         let mut a = InstanceLimiter::new(app.clone(), 1 << 30);
         assert!(a.table_growing(0, 1000, None).unwrap());
-        a.table_grow_failed(wasmtime::Error::msg("no slot")).unwrap();
+        a.table_grow_failed(wasmtime::Error::msg("no slot"))
+            .unwrap();
         assert_eq!(app.used(), 0);
         assert_eq!(a.charged(), 0);
     }

@@ -15,7 +15,10 @@ use std::{
     sync::{LazyLock, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
-use tracing::{Event, Subscriber, field::{Field, Visit}};
+use tracing::{
+    Event, Subscriber,
+    field::{Field, Visit},
+};
 use tracing_subscriber::{Layer, layer::Context};
 
 /// Lines kept per app (older ones are dropped first).
@@ -60,7 +63,10 @@ impl Logs {
             text.truncate(cut);
             text.push('…');
         }
-        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.next_seq += 1;
         let seq = inner.next_seq;
@@ -68,12 +74,22 @@ impl Logs {
         if ring.len() >= LINES_PER_APP {
             ring.pop_front();
         }
-        ring.push_back(Line { seq, unix_ms, level, stream, text });
+        ring.push_back(Line {
+            seq,
+            unix_ms,
+            level,
+            stream,
+            text,
+        });
     }
 
     /// Whether the host has logged anything for `app`.
     pub fn knows(&self, app: &str) -> bool {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).apps.contains_key(app)
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apps
+            .contains_key(app)
     }
 
     /// The app's lines newer than `since_ms` (Unix ms) and after sequence `after`,
@@ -92,7 +108,10 @@ impl Logs {
                     .collect()
             })
             .unwrap_or_default();
-        let next = lines.last().and_then(|l| l["seq"].as_u64()).unwrap_or(after);
+        let next = lines
+            .last()
+            .and_then(|l| l["seq"].as_u64())
+            .unwrap_or(after);
         json!({"app": app, "lines": lines, "next": next})
     }
 }
@@ -144,7 +163,11 @@ impl<S: Subscriber> Layer<S> for LogLayer {
             Some(stream) if guest => stream,
             _ => "host".to_string(),
         };
-        let text = if guest { fields.message } else { fields.message + &fields.rest };
+        let text = if guest {
+            fields.message
+        } else {
+            fields.message + &fields.rest
+        };
         global().push(app, event.metadata().level().as_str(), stream, text);
     }
 }
@@ -181,11 +204,22 @@ mod tests {
         assert_eq!(lines.len(), LINES_PER_APP);
         assert_eq!(lines[0]["text"], "line 10");
         let next = all["next"].as_u64().unwrap();
-        assert!(logs.read("a", 0, next)["lines"].as_array().unwrap().is_empty());
+        assert!(
+            logs.read("a", 0, next)["lines"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
         logs.push("a".into(), "INFO", "stderr".into(), "new".into());
         let newer = logs.read("a", 0, next);
         assert_eq!(newer["lines"][0]["text"], "new");
-        assert!(logs.read("b", 0, 0)["lines"][0]["text"].as_str().unwrap().len() <= MAX_LINE + 3);
+        assert!(
+            logs.read("b", 0, 0)["lines"][0]["text"]
+                .as_str()
+                .unwrap()
+                .len()
+                <= MAX_LINE + 3
+        );
         assert!(logs.knows("b") && !logs.knows("c"));
         assert_eq!(parse_since("10m"), Some(600));
         assert_eq!(parse_since("10"), None);

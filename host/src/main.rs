@@ -1,13 +1,23 @@
 //! The `alorig-host` command line (names fixed by CONTRACT.md). Every failure is
 //! one line on stderr saying what is wrong and where, and a non-zero exit.
 
-use alorig_host::{caddyfile, cli::{self, Target}, config::{HostConfig, Manifest}, runtime::Runtime, serve};
+use alorig_host::{
+    caddyfile,
+    cli::{self, Target},
+    config::{HostConfig, Manifest},
+    runtime::Runtime,
+    serve,
+};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
-#[command(name = "alorig-host", version, about = "Run many web apps as sandboxed WebAssembly components on one server")]
+#[command(
+    name = "alorig-host",
+    version,
+    about = "Run many web apps as sandboxed WebAssembly components on one server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +36,10 @@ struct AdminArgs {
 
 impl AdminArgs {
     fn target(self) -> Target {
-        Target { admin: self.admin, token: self.token }
+        Target {
+            admin: self.admin,
+            token: self.token,
+        }
     }
 }
 
@@ -174,12 +187,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,sqlx::postgres::notice=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,wasmtime=warn,cranelift=warn,sqlx::postgres::notice=warn".into()
+            }),
         );
     // Each app's lines also go to its ring, for `alorig-host logs` (whatever RUST_LOG says).
-    let kept = alorig_host::logs::LogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-    tracing_subscriber::registry().with(printed).with(kept).init();
+    let kept =
+        alorig_host::logs::LogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(printed)
+        .with(kept)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -191,33 +209,71 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     if let Command::CompileComponent { input, output } = &cli.command {
-        return alorig_host::engine::compile_child::child_main(alorig_host::engine::compile_engine, input, output);
+        return alorig_host::engine::compile_child::child_main(
+            alorig_host::engine::compile_engine,
+            input,
+            output,
+        );
     }
     alorig_host::engine::compile_child::use_current_exe();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config } => serve::run(HostConfig::load(config.as_deref())?, None).await,
-            Command::Up { manifests, config } => serve::run(HostConfig::load(config.as_deref())?, Some(manifests)).await,
-            Command::Deploy { manifest, component, yes, target } => cli::deploy(&target.target(), &manifest, component, yes).await,
-            Command::Rollback { app, to, target } => cli::rollback(&target.target(), &app, to).await,
+            Command::Serve { config } => {
+                serve::run(HostConfig::load(config.as_deref())?, None).await
+            }
+            Command::Up { manifests, config } => {
+                serve::run(HostConfig::load(config.as_deref())?, Some(manifests)).await
+            }
+            Command::Deploy {
+                manifest,
+                component,
+                yes,
+                target,
+            } => cli::deploy(&target.target(), &manifest, component, yes).await,
+            Command::Rollback { app, to, target } => {
+                cli::rollback(&target.target(), &app, to).await
+            }
             Command::Remove { app, target } => cli::remove(&target.target(), &app).await,
             Command::Apps { json, target } => cli::apps(&target.target(), json).await,
             Command::Status { json, target } => cli::status(&target.target(), json).await,
             Command::Jobs { app, json, target } => cli::jobs(&target.target(), &app, json).await,
-            Command::Logs { app, follow, since, target } => cli::logs(&target.target(), &app, follow, since.as_deref()).await,
-            Command::Backup { dir, config } => alorig_host::backup::backup(&HostConfig::load(config.as_deref())?, &dir).await,
-            Command::Restore { dir, config } => alorig_host::backup::restore(&HostConfig::load(config.as_deref())?, &dir).await,
+            Command::Logs {
+                app,
+                follow,
+                since,
+                target,
+            } => cli::logs(&target.target(), &app, follow, since.as_deref()).await,
+            Command::Backup { dir, config } => {
+                alorig_host::backup::backup(&HostConfig::load(config.as_deref())?, &dir).await
+            }
+            Command::Restore { dir, config } => {
+                alorig_host::backup::restore(&HostConfig::load(config.as_deref())?, &dir).await
+            }
             Command::Top { target } => cli::top(&target.target()).await,
-            Command::Validate { manifest, component } => validate_offline(manifest, component).await,
+            Command::Validate {
+                manifest,
+                component,
+            } => validate_offline(manifest, component).await,
             Command::New { name, lang, dir } => {
                 let root = alorig_host::template::create(&dir, &name, lang)?;
-                println!("{}: new {lang:?} app {name}; see its README.md to build and deploy it", root.display());
+                println!(
+                    "{}: new {lang:?} app {name}; see its README.md to build and deploy it",
+                    root.display()
+                );
                 Ok(())
             }
             // Handled before the runtime starts.
             Command::CompileComponent { .. } => Ok(()),
-            Command::Caddyfile { files, manifests, upstream, http_port, config, apply, caddy_admin } => {
+            Command::Caddyfile {
+                files,
+                manifests,
+                upstream,
+                http_port,
+                config,
+                apply,
+                caddy_admin,
+            } => {
                 let config = HostConfig::load(config.as_deref())?;
                 let mut options = caddyfile::Options::from_config(&config);
                 if let Some(upstream) = upstream {
@@ -228,11 +284,19 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let admin = caddy_admin.or(config.caddy.admin.clone());
                 if let Some(admin) = &admin {
-                    options.caddy_admin = Some(admin.trim_start_matches("http://").trim_end_matches('/').to_string());
+                    options.caddy_admin = Some(
+                        admin
+                            .trim_start_matches("http://")
+                            .trim_end_matches('/')
+                            .to_string(),
+                    );
                 }
                 let manifests = match files.is_empty() {
                     true => load_manifest_dir(&manifests)?,
-                    false => files.iter().map(|p| Manifest::load(p)).collect::<Result<Vec<_>>>()?,
+                    false => files
+                        .iter()
+                        .map(|p| Manifest::load(p))
+                        .collect::<Result<Vec<_>>>()?,
                 };
                 let text = caddyfile::render(&manifests, &options);
                 if !apply {
@@ -241,7 +305,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let admin = admin.unwrap_or_else(|| "http://127.0.0.1:2019".into());
                 caddyfile::apply::load(&admin, &text).await?;
-                println!("Caddy at {admin} now serves the routes of {} app(s)", manifests.len());
+                println!(
+                    "Caddy at {admin} now serves the routes of {} app(s)",
+                    manifests.len()
+                );
                 Ok(())
             }
         }

@@ -42,7 +42,11 @@ pub(crate) const BUCKET_START: f64 = 0.0005;
 pub(crate) const BUCKETS: usize = 16;
 
 pub(crate) fn duration_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(BUCKET_START, 2.0, BUCKETS as u16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        BUCKET_START,
+        2.0,
+        BUCKETS as u16,
+    ))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,8 +59,10 @@ pub struct DeployLabel {
 mod handles;
 mod live;
 
-pub use handles::{AppOutcomeLabel, AppStateLabel, AppTimerLabel, PgMetrics, RedisMetrics, TimerMetrics, WsMetrics};
 use handles::TimerFamilies;
+pub use handles::{
+    AppOutcomeLabel, AppStateLabel, AppTimerLabel, PgMetrics, RedisMetrics, TimerMetrics, WsMetrics,
+};
 pub use live::{LiveCounters, LiveSample};
 
 pub(crate) type HistogramFamily = Family<AppLabel, Histogram, fn() -> Histogram>;
@@ -232,10 +238,15 @@ pub struct AppMetrics {
 
 impl AppMetrics {
     pub fn request(&self, status: u16, seconds: f64) {
-        let label = || AppStatusLabel { app: self.app.clone(), status };
+        let label = || AppStatusLabel {
+            app: self.app.clone(),
+            status,
+        };
         match COMMON_STATUSES.iter().position(|s| *s == status) {
             Some(i) => {
-                self.requests_common[i].get_or_init(|| self.requests.get_or_create_owned(&label())).inc();
+                self.requests_common[i]
+                    .get_or_init(|| self.requests.get_or_create_owned(&label()))
+                    .inc();
             }
             None => {
                 self.requests.get_or_create(&label()).inc();
@@ -246,7 +257,9 @@ impl AppMetrics {
         if status >= 500 {
             self.live.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let bucket = (0..BUCKETS).find(|&i| seconds <= BUCKET_START * 2f64.powi(i as i32)).unwrap_or(BUCKETS);
+        let bucket = (0..BUCKETS)
+            .find(|&i| seconds <= BUCKET_START * 2f64.powi(i as i32))
+            .unwrap_or(BUCKETS);
         self.live.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -264,7 +277,11 @@ impl AppMetrics {
 
     /// One outbound HTTP request: `outcome` is `ok`, `denied` or `error`.
     pub fn outbound(&self, destination: &str, outcome: &'static str) {
-        let label = AppDestinationLabel { app: self.app.clone(), destination: destination.to_string(), outcome };
+        let label = AppDestinationLabel {
+            app: self.app.clone(),
+            destination: destination.to_string(),
+            outcome,
+        };
         self.outbound.get_or_create(&label).inc();
     }
 
@@ -301,34 +318,122 @@ impl Metrics {
         let version = Family::<AppLabel, Gauge>::default();
         let deploys = Family::<DeployLabel, Counter>::default();
         let rollbacks = Family::<AppLabel, Counter>::default();
-        registry.register("alorig_app_memory_bytes", "Guest memory in use now, all live instances", memory.clone());
-        registry.register("alorig_app_memory_peak_bytes", "Highest guest memory in use since start", memory_peak.clone());
-        registry.register("alorig_app_memory_limit_bytes", "The manifest's memory cap", memory_limit.clone());
+        registry.register(
+            "alorig_app_memory_bytes",
+            "Guest memory in use now, all live instances",
+            memory.clone(),
+        );
+        registry.register(
+            "alorig_app_memory_peak_bytes",
+            "Highest guest memory in use since start",
+            memory_peak.clone(),
+        );
+        registry.register(
+            "alorig_app_memory_limit_bytes",
+            "The manifest's memory cap",
+            memory_limit.clone(),
+        );
         registry.register(
             "alorig_app_host_memory_bytes",
             "Memory the host holds on the app's behalf (rows, replies, bodies, queues), charged to its budget",
             host_memory.clone(),
         );
         registry.register("alorig_app_instances", "Live instances", instances.clone());
-        registry.register("alorig_app_requests", "Requests answered, by HTTP status", requests.clone());
-        registry.register("alorig_app_request_duration_seconds", "Time to the response head", duration.clone());
-        registry.register("alorig_app_traps", "Instances ended by a trap, by reason", traps.clone());
-        registry.register("alorig_app_rejected", "Requests refused before starting, by reason", rejected.clone());
-        registry.register("alorig_app_outbound_requests", "Outbound HTTP requests, by allowed destination and outcome", outbound.clone());
-        registry.register("alorig_app_pg_connections", "PostgreSQL connections open in the app's pool", pg_connections.clone());
-        registry.register("alorig_app_pg_connections_idle", "Idle PostgreSQL connections in the app's pool", pg_idle.clone());
-        registry.register("alorig_app_pg_waits", "Statements that waited for a connection (pool at max_connections)", pg_waits.clone());
-        registry.register("alorig_app_pg_queries", "Statements and transaction steps run", pg_queries.clone());
-        registry.register("alorig_app_pg_errors", "PostgreSQL errors returned to the guest, by kind", pg_errors.clone());
-        registry.register("alorig_app_redis_commands", "Redis calls made by the app's guests (a pipeline counts once)", redis_commands.clone());
-        registry.register("alorig_app_redis_errors", "Redis calls that failed, by reason", redis_errors.clone());
-        registry.register("alorig_app_ws_connections", "Open WebSocket connections on this host", ws_connections.clone());
-        registry.register("alorig_app_ws_messages", "WebSocket messages, by direction (in: from clients, out: to clients)", ws_messages.clone());
-        registry.register("alorig_app_ws_dropped", "WebSocket connections refused or dropped by the host, by reason", ws_dropped.clone());
-        registry.register("alorig_host_memory_budget_bytes", "The host's memory budget for all apps", host_budget.clone());
-        registry.register("alorig_host_resident_memory_bytes", "The host process's resident memory", host_rss.clone());
-        registry.register("alorig_app_version", "The app's version in force (0: removed)", version.clone());
-        registry.register("alorig_deploys", "Deploys, by result: ok or the error code that refused them", deploys.clone());
+        registry.register(
+            "alorig_app_requests",
+            "Requests answered, by HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "alorig_app_request_duration_seconds",
+            "Time to the response head",
+            duration.clone(),
+        );
+        registry.register(
+            "alorig_app_traps",
+            "Instances ended by a trap, by reason",
+            traps.clone(),
+        );
+        registry.register(
+            "alorig_app_rejected",
+            "Requests refused before starting, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "alorig_app_outbound_requests",
+            "Outbound HTTP requests, by allowed destination and outcome",
+            outbound.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_connections",
+            "PostgreSQL connections open in the app's pool",
+            pg_connections.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_connections_idle",
+            "Idle PostgreSQL connections in the app's pool",
+            pg_idle.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_waits",
+            "Statements that waited for a connection (pool at max_connections)",
+            pg_waits.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_queries",
+            "Statements and transaction steps run",
+            pg_queries.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_errors",
+            "PostgreSQL errors returned to the guest, by kind",
+            pg_errors.clone(),
+        );
+        registry.register(
+            "alorig_app_redis_commands",
+            "Redis calls made by the app's guests (a pipeline counts once)",
+            redis_commands.clone(),
+        );
+        registry.register(
+            "alorig_app_redis_errors",
+            "Redis calls that failed, by reason",
+            redis_errors.clone(),
+        );
+        registry.register(
+            "alorig_app_ws_connections",
+            "Open WebSocket connections on this host",
+            ws_connections.clone(),
+        );
+        registry.register(
+            "alorig_app_ws_messages",
+            "WebSocket messages, by direction (in: from clients, out: to clients)",
+            ws_messages.clone(),
+        );
+        registry.register(
+            "alorig_app_ws_dropped",
+            "WebSocket connections refused or dropped by the host, by reason",
+            ws_dropped.clone(),
+        );
+        registry.register(
+            "alorig_host_memory_budget_bytes",
+            "The host's memory budget for all apps",
+            host_budget.clone(),
+        );
+        registry.register(
+            "alorig_host_resident_memory_bytes",
+            "The host process's resident memory",
+            host_rss.clone(),
+        );
+        registry.register(
+            "alorig_app_version",
+            "The app's version in force (0: removed)",
+            version.clone(),
+        );
+        registry.register(
+            "alorig_deploys",
+            "Deploys, by result: ok or the error code that refused them",
+            deploys.clone(),
+        );
         registry.register("alorig_rollbacks", "Rollbacks done", rollbacks.clone());
         let timers = TimerFamilies::register(&mut registry);
         Self {
@@ -368,9 +473,14 @@ impl Metrics {
 
     /// Resolves (or re-uses, across versions of the app) its handles.
     pub fn app(&self, app: &str) -> AppMetrics {
-        let label = AppLabel { app: app.to_string() };
+        let label = AppLabel {
+            app: app.to_string(),
+        };
         let reason = |family: &Family<AppReasonLabel, Counter>, reason: &'static str| {
-            family.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason })
+            family.get_or_create_owned(&AppReasonLabel {
+                app: app.to_string(),
+                reason,
+            })
         };
         AppMetrics {
             app: app.to_string(),
@@ -383,39 +493,63 @@ impl Metrics {
             requests_common: Arc::new(Default::default()),
             requests: self.requests.clone(),
             duration: self.duration.get_or_create_owned(&label),
-            traps: [TrapReason::MemoryLimit, TrapReason::Deadline, TrapReason::Trap]
-                .map(|r| reason(&self.traps, r.label())),
+            traps: [
+                TrapReason::MemoryLimit,
+                TrapReason::Deadline,
+                TrapReason::Trap,
+            ]
+            .map(|r| reason(&self.traps, r.label())),
             rejected: [RejectReason::MemoryBudget, RejectReason::Concurrency]
                 .map(|r| reason(&self.rejected, r.label())),
             outbound: self.outbound.clone(),
-            live: self.live.lock().unwrap_or_else(|e| e.into_inner()).entry(app.to_string()).or_default().clone(),
+            live: self
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(app.to_string())
+                .or_default()
+                .clone(),
         }
     }
 
     /// The app's `alorig_app_pg_*` handles.
     pub fn postgres(&self, app: &str) -> PgMetrics {
-        let label = AppLabel { app: app.to_string() };
+        let label = AppLabel {
+            app: app.to_string(),
+        };
         PgMetrics {
             connections: self.pg_connections.get_or_create_owned(&label),
             idle: self.pg_idle.get_or_create_owned(&label),
             waits: self.pg_waits.get_or_create_owned(&label),
             queries: self.pg_queries.get_or_create_owned(&label),
-            errors: PgErrorKind::ALL
-                .map(|kind| self.pg_errors.get_or_create_owned(&AppKindLabel { app: app.to_string(), kind: kind.label() })),
+            errors: PgErrorKind::ALL.map(|kind| {
+                self.pg_errors.get_or_create_owned(&AppKindLabel {
+                    app: app.to_string(),
+                    kind: kind.label(),
+                })
+            }),
         }
     }
 
     /// Refreshes `source`'s gauges at every scrape, for as long as it lives.
     pub fn on_scrape(&self, source: Weak<dyn Refresh>) {
-        self.on_scrape.lock().unwrap_or_else(|e| e.into_inner()).push(source);
+        self.on_scrape
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
     }
 
     /// Redis handles for an app with `[redis]` (apps without it get no series).
     pub fn redis(&self, app: &str) -> RedisMetrics {
         RedisMetrics {
-            commands: self.redis_commands.get_or_create_owned(&AppLabel { app: app.to_string() }),
+            commands: self.redis_commands.get_or_create_owned(&AppLabel {
+                app: app.to_string(),
+            }),
             errors: RedisErrorReason::ALL.map(|reason| {
-                self.redis_errors.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason: reason.label() })
+                self.redis_errors.get_or_create_owned(&AppReasonLabel {
+                    app: app.to_string(),
+                    reason: reason.label(),
+                })
             }),
         }
     }
@@ -423,8 +557,15 @@ impl Metrics {
     /// The app's timer and job handles.
     pub fn timers(&self, app: &str) -> TimerMetrics {
         let f = &self.timers;
-        let state = |state| f.jobs.get_or_create_owned(&AppStateLabel { app: app.to_string(), state });
-        let label = AppLabel { app: app.to_string() };
+        let state = |state| {
+            f.jobs.get_or_create_owned(&AppStateLabel {
+                app: app.to_string(),
+                state,
+            })
+        };
+        let label = AppLabel {
+            app: app.to_string(),
+        };
         TimerMetrics {
             app: app.to_string(),
             timer_runs: f.timer_runs.clone(),
@@ -437,26 +578,50 @@ impl Metrics {
 
     /// WebSocket handles for an app (resolved once per app version).
     pub fn websocket(&self, app: &str) -> WsMetrics {
-        let direction = |direction| self.ws_messages.get_or_create_owned(&AppDirectionLabel { app: app.to_string(), direction });
+        let direction = |direction| {
+            self.ws_messages.get_or_create_owned(&AppDirectionLabel {
+                app: app.to_string(),
+                direction,
+            })
+        };
         WsMetrics {
-            connections: self.ws_connections.get_or_create_owned(&AppLabel { app: app.to_string() }),
+            connections: self.ws_connections.get_or_create_owned(&AppLabel {
+                app: app.to_string(),
+            }),
             messages_in: direction("in"),
             messages_out: direction("out"),
-            dropped: WsDropReason::ALL
-                .map(|reason| self.ws_dropped.get_or_create_owned(&AppReasonLabel { app: app.to_string(), reason: reason.label() })),
+            dropped: WsDropReason::ALL.map(|reason| {
+                self.ws_dropped.get_or_create_owned(&AppReasonLabel {
+                    app: app.to_string(),
+                    reason: reason.label(),
+                })
+            }),
         }
     }
 
     pub fn set_version(&self, app: &str, version: u32) {
-        self.version.get_or_create(&AppLabel { app: app.to_string() }).set(version as i64);
+        self.version
+            .get_or_create(&AppLabel {
+                app: app.to_string(),
+            })
+            .set(version as i64);
     }
 
     pub fn deployed(&self, app: &str, result: &str) {
-        self.deploys.get_or_create(&DeployLabel { app: app.to_string(), result: result.to_string() }).inc();
+        self.deploys
+            .get_or_create(&DeployLabel {
+                app: app.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn rolled_back(&self, app: &str) {
-        self.rollbacks.get_or_create(&AppLabel { app: app.to_string() }).inc();
+        self.rollbacks
+            .get_or_create(&AppLabel {
+                app: app.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_host_budget(&self, bytes: u64) {
@@ -466,13 +631,16 @@ impl Metrics {
     /// The Prometheus text exposition of every series.
     pub fn encode(&self) -> String {
         self.host_rss.set(resident_memory_bytes() as i64);
-        self.on_scrape.lock().unwrap_or_else(|e| e.into_inner()).retain(|source| match source.upgrade() {
-            Some(source) => {
-                source.refresh();
-                true
-            }
-            None => false,
-        });
+        self.on_scrape
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|source| match source.upgrade() {
+                Some(source) => {
+                    source.refresh();
+                    true
+                }
+                None => false,
+            });
         let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -488,7 +656,13 @@ impl Default for Metrics {
 
 /// The process's resident set size, from `/proc/self/statm` (0 elsewhere).
 pub fn resident_memory_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }

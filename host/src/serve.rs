@@ -12,7 +12,11 @@ use crate::{
     runtime::Runtime,
 };
 use anyhow::{Result, bail};
-use std::{path::PathBuf, sync::Arc, time::{Duration, Instant}};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 /// Prints a line on stdout, ignoring a closed stdout (`serve | head -1`): the
 /// host must keep serving whoever reads its output.
@@ -27,17 +31,33 @@ macro_rules! say {
 const DRAIN: Duration = Duration::from_secs(30);
 
 /// Loads every manifest's app; the first bad one stops the whole set.
-pub async fn load_apps(runtime: &Runtime, config: &HostConfig, manifests: &[PathBuf]) -> Result<Vec<Arc<App>>> {
-    let manifests = manifests.iter().map(|p| Manifest::load(p)).collect::<Result<Vec<_>>>()?;
+pub async fn load_apps(
+    runtime: &Runtime,
+    config: &HostConfig,
+    manifests: &[PathBuf],
+) -> Result<Vec<Arc<App>>> {
+    let manifests = manifests
+        .iter()
+        .map(|p| Manifest::load(p))
+        .collect::<Result<Vec<_>>>()?;
     crate::deploy::check_budget(config.memory_budget, &manifests)?;
     if let Some(postgres) = &runtime.postgres {
         postgres
-            .check_connections(manifests.iter().filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))))
+            .check_connections(
+                manifests
+                    .iter()
+                    .filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))),
+            )
             .await?;
     }
     for (i, m) in manifests.iter().enumerate() {
         if let Some(other) = manifests[..i].iter().find(|o| o.name == m.name) {
-            bail!("{}: app name {} is already used by {}", m.source.display(), m.name, other.source.display());
+            bail!(
+                "{}: app name {} is already used by {}",
+                m.source.display(),
+                m.name,
+                other.source.display()
+            );
         }
     }
     let mut apps = Vec::new();
@@ -64,30 +84,54 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     raise_open_files_limit();
     let mut runtime = Runtime::new(&config.data_dir, config.max_instances)?;
     if let Some(url) = &config.postgres_url {
-        runtime.postgres = Some(Arc::new(PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?));
+        runtime.postgres = Some(Arc::new(PostgresHost::new(
+            url,
+            &config.data_dir,
+            config.postgres_max_connections,
+        )?));
     }
     runtime.redis.url = config.redis_url.clone();
-    runtime.timers = Arc::new(crate::capabilities::timers::TimersHost::new(config.postgres_url.as_deref())?);
+    runtime.timers = Arc::new(crate::capabilities::timers::TimersHost::new(
+        config.postgres_url.as_deref(),
+    )?);
     if let Some(store) = runtime.timers.store()
         && let Err(err) = store.ready().await
     {
-        tracing::warn!(fault = "dependency", "the job store (schema alorig_jobs) is not ready yet, retrying when used: {err}");
+        tracing::warn!(
+            fault = "dependency",
+            "the job store (schema alorig_jobs) is not ready yet, retrying when used: {err}"
+        );
     }
     runtime.websocket.set_redis_url(config.redis_url.clone());
     let runtime = Arc::new(runtime);
-    runtime.metrics.set_host_budget(config.memory_budget.bytes());
+    runtime
+        .metrics
+        .set_host_budget(config.memory_budget.bytes());
     if config.header_read_timeout <= crate::caddyfile::UPSTREAM_KEEPALIVE {
         tracing::warn!(
             "header_read_timeout {:?} is not above the generated Caddyfile's upstream keepalive {:?}: behind that Caddy, a request may meet a connection the host is closing (502)",
-            config.header_read_timeout, crate::caddyfile::UPSTREAM_KEEPALIVE
+            config.header_read_timeout,
+            crate::caddyfile::UPSTREAM_KEEPALIVE
         );
     }
-    let ingress = Arc::new(Ingress::new(Router::new(Vec::new())?, config.header_read_timeout, runtime.websocket.clone()).with_write_timeout(config.write_timeout));
+    let ingress = Arc::new(
+        Ingress::new(
+            Router::new(Vec::new())?,
+            config.header_read_timeout,
+            runtime.websocket.clone(),
+        )
+        .with_write_timeout(config.write_timeout),
+    );
     ingress.set_trusted_proxies(config.trusted_proxies.clone());
     let store = manifests
         .is_none()
         .then(|| Store::new(&config.data_dir, config.keep_versions as usize));
-    let apps = Arc::new(Apps::new(runtime.clone(), ingress.clone(), store, config.memory_budget));
+    let apps = Arc::new(Apps::new(
+        runtime.clone(),
+        ingress.clone(),
+        store,
+        config.memory_budget,
+    ));
     match &manifests {
         Some(manifests) => apps.set_fixed(load_apps(&runtime, &config, manifests).await?)?,
         None => {
@@ -100,12 +144,18 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
 
     // Sockets from systemd (socket activation) survive restarts; else bind.
     let mut inherited = crate::systemd::Inherited::from_env()?;
-    let ingress_listener = inherited.take_or_bind(config.listen, config.admin_listen, "listen").await?;
-    let admin_listener = inherited.take_or_bind(config.admin_listen, config.listen, "admin_listen").await?;
+    let ingress_listener = inherited
+        .take_or_bind(config.listen, config.admin_listen, "listen")
+        .await?;
+    let admin_listener = inherited
+        .take_or_bind(config.admin_listen, config.listen, "admin_listen")
+        .await?;
     let ingress_addr = ingress_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    say!("alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}");
+    say!(
+        "alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}"
+    );
     for app in ingress.router().apps() {
         for route in &app.manifest.routes {
             say!(
@@ -119,11 +169,16 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
             );
         }
         if app.manifest.routes.is_empty() {
-            say!("  {:<16} (no [[routes]]: not reachable over HTTP)", app.name);
+            say!(
+                "  {:<16} (no [[routes]]: not reachable over HTTP)",
+                app.name
+            );
         }
     }
     if manifests.is_none() {
-        say!("  dashboard: http://{admin_addr}/   deploy: alorig-host deploy manifests/<app>.toml --admin http://{admin_addr}");
+        say!(
+            "  dashboard: http://{admin_addr}/   deploy: alorig-host deploy manifests/<app>.toml --admin http://{admin_addr}"
+        );
     }
 
     let admin = Arc::new(Admin {
@@ -135,7 +190,11 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         timers: runtime.timers.clone(),
         history: Default::default(),
         caddy: (config.caddy.apply_on_deploy && manifests.is_none()).then(|| {
-            let admin = config.caddy.admin.clone().unwrap_or_else(|| "http://127.0.0.1:2019".into());
+            let admin = config
+                .caddy
+                .admin
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:2019".into());
             let mut options = crate::caddyfile::Options::from_config(&config);
             options.upstream = ingress_addr.to_string();
             options.ask = Some(format!("http://{admin_addr}/v1/tls/allowed"));
@@ -145,14 +204,23 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     if admin.caddy.is_some() {
         // The deployed apps' routes, in case Caddy lost them (a no-op when unchanged).
         let admin = admin.clone();
-        tokio::spawn(async move { let _ = admin.apply_routes().await; });
+        tokio::spawn(async move {
+            let _ = admin.apply_routes().await;
+        });
     }
     tokio::spawn(trim_idle_instances(ingress.clone()));
-    tokio::spawn(admin.history.clone().sample_forever(apps.clone(), runtime.metrics.clone()));
+    tokio::spawn(
+        admin
+            .history
+            .clone()
+            .sample_forever(apps.clone(), runtime.metrics.clone()),
+    );
     tokio::spawn(apps.sample_forever());
     tokio::spawn(admin.serve(admin_listener));
     crate::systemd::ready(ingress.router().apps().len());
-    ingress.serve(ingress_listener, shutdown_signal(), DRAIN).await;
+    ingress
+        .serve(ingress_listener, shutdown_signal(), DRAIN)
+        .await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -163,10 +231,17 @@ fn raise_open_files_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
-        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
         match setrlimit(Resource::Nofile, raised) {
             Ok(()) => tracing::debug!("open files limit raised to {:?}", limit.maximum),
-            Err(err) => tracing::warn!(fault = "host", "cannot raise the open files limit ({:?}): {err}", limit.current),
+            Err(err) => tracing::warn!(
+                fault = "host",
+                "cannot raise the open files limit ({:?}): {err}",
+                limit.current
+            ),
         }
     }
 }

@@ -3,8 +3,12 @@
 
 use crate::{
     capabilities::{
-        AppCapabilities, outbound_http::OutboundHttp, postgres::{self, PostgresCtx}, redis::{self, RedisCtx},
-        timers::{self, TimersCtx}, websocket::{self, WebSocketCtx},
+        AppCapabilities,
+        outbound_http::OutboundHttp,
+        postgres::{self, PostgresCtx},
+        redis::{self, RedisCtx},
+        timers::{self, TimersCtx},
+        websocket::{self, WebSocketCtx},
     },
     limits::InstanceLimiter,
 };
@@ -43,7 +47,12 @@ impl Drop for LiveInstance {
 const MAX_RESOURCES: usize = 10_000;
 
 impl InstanceState {
-    pub fn new(limiter: InstanceLimiter, capabilities: &AppCapabilities, instances: &Gauge, deadline: Instant) -> Self {
+    pub fn new(
+        limiter: InstanceLimiter,
+        capabilities: &AppCapabilities,
+        instances: &Gauge,
+        deadline: Instant,
+    ) -> Self {
         instances.inc();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -82,12 +91,19 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for InstanceState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound_http }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound_http,
+        }
     }
 }

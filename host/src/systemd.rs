@@ -29,7 +29,9 @@ impl Inherited {
             // SAFETY: systemd's protocol gives this process these descriptors,
             // open, from fd 3 on; nothing else in the process owns them.
             let socket = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-            socket.set_nonblocking(true).with_context(|| format!("inherited socket {fd} ({name})"))?;
+            socket
+                .set_nonblocking(true)
+                .with_context(|| format!("inherited socket {fd} ({name})"))?;
             sockets.push(socket);
         }
         Ok(Inherited(sockets))
@@ -41,7 +43,12 @@ impl Inherited {
 
     /// The inherited socket bound to `addr` (or, if none is, the first left
     /// whose address is not `other`); else a fresh one bound to `addr`.
-    pub async fn take_or_bind(&mut self, addr: SocketAddr, other: SocketAddr, key: &str) -> Result<TcpListener> {
+    pub async fn take_or_bind(
+        &mut self,
+        addr: SocketAddr,
+        other: SocketAddr,
+        key: &str,
+    ) -> Result<TcpListener> {
         let local = |s: &std::net::TcpListener| s.local_addr().ok();
         let position = self
             .0
@@ -51,9 +58,12 @@ impl Inherited {
         match position {
             Some(i) => {
                 let socket = self.0.remove(i);
-                TcpListener::from_std(socket).with_context(|| format!("cannot use the inherited socket for {key}"))
+                TcpListener::from_std(socket)
+                    .with_context(|| format!("cannot use the inherited socket for {key}"))
             }
-            None => TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({key})")),
+            None => TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({key})")),
         }
     }
 }
@@ -62,7 +72,8 @@ impl Inherited {
 /// watchdog pings when `WatchdogSec` is set.
 pub fn ready(apps: usize) {
     let status = format!("serving {apps} app(s)");
-    if let Err(err) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]) {
+    if let Err(err) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)])
+    {
         tracing::warn!("cannot tell systemd the host is ready: {err}");
     }
     let mut usec = 0;

@@ -64,14 +64,21 @@ const RUST: Files = embed![
 pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     if name.is_empty()
         || name.len() > 63
-        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         || !name.as_bytes()[0].is_ascii_lowercase()
     {
-        bail!("new: app name {name:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter (it is also the manifest's name and a host name)");
+        bail!(
+            "new: app name {name:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter (it is also the manifest's name and a host name)"
+        );
     }
     let root = dir.join(name);
     if root.exists() {
-        bail!("new: {} already exists; choose another name or folder", root.display());
+        bail!(
+            "new: {} already exists; choose another name or folder",
+            root.display()
+        );
     }
     let krate = name.replace('-', "_");
     let files = match lang {
@@ -81,10 +88,12 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     for (path, text) in files {
         let path = root.join(path.replace("{{name}}", name));
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("new: cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("new: cannot create {}", parent.display()))?;
         }
         let text = text.replace("{{name}}", name).replace("{{crate}}", &krate);
-        std::fs::write(&path, text).with_context(|| format!("new: cannot write {}", path.display()))?;
+        std::fs::write(&path, text)
+            .with_context(|| format!("new: cannot write {}", path.display()))?;
         if path.extension().is_some_and(|e| e == "sh") {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
@@ -105,23 +114,49 @@ mod tests {
         for entry in std::fs::read_dir(root.join("sdk/python/alorig")).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".py") {
-                assert!(embedded.contains(&format!("sdk/alorig/{name}").as_str()), "sdk/python/alorig/{name} is not embedded");
+                assert!(
+                    embedded.contains(&format!("sdk/alorig/{name}").as_str()),
+                    "sdk/python/alorig/{name} is not embedded"
+                );
             }
         }
-        let wit_files = std::fs::read_dir(root.join("wit")).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count()
-            + std::fs::read_dir(root.join("wit/deps")).unwrap().map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count()).sum::<usize>();
-        assert_eq!(embedded.iter().filter(|p| p.starts_with("wit/")).count(), wit_files, "a WIT file is missing from the template");
+        let wit_files = std::fs::read_dir(root.join("wit"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count()
+            + std::fs::read_dir(root.join("wit/deps"))
+                .unwrap()
+                .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+                .sum::<usize>();
+        assert_eq!(
+            embedded.iter().filter(|p| p.starts_with("wit/")).count(),
+            wit_files,
+            "a WIT file is missing from the template"
+        );
     }
 
     #[test]
     fn bad_names_and_existing_folders_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["", "Shop", "1app", "a_b", "a/b"] {
-            assert!(create(dir.path(), bad, Lang::Rust).unwrap_err().to_string().starts_with("new: app name"));
+            assert!(
+                create(dir.path(), bad, Lang::Rust)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("new: app name")
+            );
         }
         create(dir.path(), "shop", Lang::Rust).unwrap();
-        assert!(create(dir.path(), "shop", Lang::Python).unwrap_err().to_string().contains("already exists"));
+        assert!(
+            create(dir.path(), "shop", Lang::Python)
+                .unwrap_err()
+                .to_string()
+                .contains("already exists")
+        );
         let manifest = std::fs::read_to_string(dir.path().join("shop/shop.toml")).unwrap();
-        assert!(manifest.contains("name      = \"shop\"") && !manifest.contains("{{"), "{manifest}");
+        assert!(
+            manifest.contains("name      = \"shop\"") && !manifest.contains("{{"),
+            "{manifest}"
+        );
     }
 }

@@ -58,8 +58,12 @@ impl Outcome {
             Outcome::Trapped(TrapReason::Deadline, _) => "timeout: the deadline passed".into(),
             Outcome::Trapped(TrapReason::MemoryLimit, why) => format!("memory limit: {why}"),
             Outcome::Trapped(TrapReason::Trap, why) => format!("trap: {why}"),
-            Outcome::Rejected(RejectReason::Concurrency) => "not started: the app stayed at max_concurrency".into(),
-            Outcome::Rejected(RejectReason::MemoryBudget) => "not started: the app is at its memory budget".into(),
+            Outcome::Rejected(RejectReason::Concurrency) => {
+                "not started: the app stayed at max_concurrency".into()
+            }
+            Outcome::Rejected(RejectReason::MemoryBudget) => {
+                "not started: the app is at its memory budget".into()
+            }
         }
     }
 
@@ -99,7 +103,10 @@ pub fn classify(error: &wasmtime::Error, refusal: Option<Refusal>, starting: boo
 
 /// The outcome of a call that passed its wall-clock deadline while blocked.
 pub fn deadline_passed() -> Outcome {
-    Outcome::Trapped(TrapReason::Deadline, "deadline passed while blocked in a host call".into())
+    Outcome::Trapped(
+        TrapReason::Deadline,
+        "deadline passed while blocked in a host call".into(),
+    )
 }
 
 pub fn first_line(text: &str) -> &str {
@@ -187,7 +194,9 @@ impl<T: Send + 'static> Invoker<T> {
     {
         let app = &self.0;
         let deadline = started + timeout;
-        let permit = tokio::time::timeout_at(deadline.into(), app.concurrency().clone().acquire_owned()).await;
+        let permit =
+            tokio::time::timeout_at(deadline.into(), app.concurrency().clone().acquire_owned())
+                .await;
         let Ok(Ok(_permit)) = permit else {
             let outcome = Outcome::Rejected(RejectReason::Concurrency);
             outcome.record(app.metrics());
@@ -218,15 +227,36 @@ mod tests {
     #[test]
     fn an_ended_instance_is_classified_by_its_error_and_the_limiter() {
         let interrupt = wasmtime::Error::from(Trap::Interrupt);
-        assert!(matches!(classify(&interrupt, None, false), Outcome::Trapped(TrapReason::Deadline, _)));
+        assert!(matches!(
+            classify(&interrupt, None, false),
+            Outcome::Trapped(TrapReason::Deadline, _)
+        ));
         let trap = wasmtime::Error::from(Trap::UnreachableCodeReached);
-        assert!(matches!(classify(&trap, None, true), Outcome::Trapped(TrapReason::Trap, _)));
+        assert!(matches!(
+            classify(&trap, None, true),
+            Outcome::Trapped(TrapReason::Trap, _)
+        ));
         // No room in the app's budget to start: not started, not a trap.
-        assert_eq!(classify(&trap, Some(Refusal::AppBudget), true), Outcome::Rejected(RejectReason::MemoryBudget));
-        assert!(matches!(classify(&trap, Some(Refusal::AppBudget), false), Outcome::Trapped(TrapReason::MemoryLimit, _)));
-        assert!(matches!(classify(&trap, Some(Refusal::InstanceCeiling), true), Outcome::Trapped(TrapReason::MemoryLimit, _)));
-        assert_eq!(Outcome::Rejected(RejectReason::Concurrency).label(), "rejected");
-        assert_eq!(Outcome::Rejected(RejectReason::Concurrency).fault(), Fault::Operator);
+        assert_eq!(
+            classify(&trap, Some(Refusal::AppBudget), true),
+            Outcome::Rejected(RejectReason::MemoryBudget)
+        );
+        assert!(matches!(
+            classify(&trap, Some(Refusal::AppBudget), false),
+            Outcome::Trapped(TrapReason::MemoryLimit, _)
+        ));
+        assert!(matches!(
+            classify(&trap, Some(Refusal::InstanceCeiling), true),
+            Outcome::Trapped(TrapReason::MemoryLimit, _)
+        ));
+        assert_eq!(
+            Outcome::Rejected(RejectReason::Concurrency).label(),
+            "rejected"
+        );
+        assert_eq!(
+            Outcome::Rejected(RejectReason::Concurrency).fault(),
+            Fault::Operator
+        );
         assert_eq!(Outcome::Error("no".into()).fault(), Fault::Guest);
     }
 }

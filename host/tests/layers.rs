@@ -19,7 +19,15 @@ use std::{
 };
 
 /// What a capability may import, besides other capabilities.
-const BELOW_CAPABILITIES: &[&str] = &["config/", "fault.rs", "limits.rs", "limits/", "metrics.rs", "metrics/", "trigger.rs"];
+const BELOW_CAPABILITIES: &[&str] = &[
+    "config/",
+    "fault.rs",
+    "limits.rs",
+    "limits/",
+    "metrics.rs",
+    "metrics/",
+    "trigger.rs",
+];
 
 #[test]
 fn capabilities_are_a_leaf_layer_and_no_files_import_each_other_in_a_circle() {
@@ -44,22 +52,43 @@ fn capabilities_are_a_leaf_layer_and_no_files_import_each_other_in_a_circle() {
 
     let mut upward = Vec::new();
     for (from, targets) in &graph {
-        println!("{from}: {}", targets.iter().cloned().collect::<Vec<_>>().join(" "));
+        println!(
+            "{from}: {}",
+            targets.iter().cloned().collect::<Vec<_>>().join(" ")
+        );
         if from.starts_with("capabilities/") {
             for to in targets {
-                let allowed = to.starts_with("capabilities/") || BELOW_CAPABILITIES.iter().any(|b| to.starts_with(b));
+                let allowed = to.starts_with("capabilities/")
+                    || BELOW_CAPABILITIES.iter().any(|b| to.starts_with(b));
                 if !allowed {
                     upward.push(format!("{from} -> {to}"));
                 }
             }
         }
     }
-    let circles: Vec<Vec<String>> = strongly_connected(&graph).into_iter().filter(|c| c.len() > 1).collect();
-    let folder = |file: &String| file.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string());
-    let across: Vec<&Vec<String>> = circles.iter().filter(|c| c.iter().any(|f| folder(f) != folder(&c[0]))).collect();
-    println!("files: {}, imports: {}", graph.len(), graph.values().map(|t| t.len()).sum::<usize>());
+    let circles: Vec<Vec<String>> = strongly_connected(&graph)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .collect();
+    let folder = |file: &String| {
+        file.rsplit_once('/')
+            .map_or(String::new(), |(dir, _)| dir.to_string())
+    };
+    let across: Vec<&Vec<String>> = circles
+        .iter()
+        .filter(|c| c.iter().any(|f| folder(f) != folder(&c[0])))
+        .collect();
+    println!(
+        "files: {}, imports: {}",
+        graph.len(),
+        graph.values().map(|t| t.len()).sum::<usize>()
+    );
     println!("largest file: {}", largest(&files, &src));
-    println!("import circles: {} ({} across modules)", circles.len(), across.len());
+    println!(
+        "import circles: {} ({} across modules)",
+        circles.len(),
+        across.len()
+    );
     for circle in &circles {
         println!("  circle of {} files: {}", circle.len(), circle.join(" "));
     }
@@ -67,8 +96,14 @@ fn capabilities_are_a_leaf_layer_and_no_files_import_each_other_in_a_circle() {
     for arrow in &upward {
         println!("  {arrow}");
     }
-    assert!(upward.is_empty(), "capabilities/ imports from above it: {upward:?}");
-    assert!(across.is_empty(), "import circles across modules: {across:?}");
+    assert!(
+        upward.is_empty(),
+        "capabilities/ imports from above it: {upward:?}"
+    );
+    assert!(
+        across.is_empty(),
+        "import circles across modules: {across:?}"
+    );
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -86,7 +121,10 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn rel(src: &Path, file: &Path) -> String {
-    file.strip_prefix(src).unwrap().to_string_lossy().replace('\\', "/")
+    file.strip_prefix(src)
+        .unwrap()
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 fn largest(files: &[PathBuf], src: &Path) -> String {
@@ -102,7 +140,10 @@ fn largest(files: &[PathBuf], src: &Path) -> String {
 fn module_path(file: &str) -> Vec<String> {
     let stem = file.trim_end_matches(".rs");
     let mut parts: Vec<String> = stem.split('/').map(String::from).collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts
@@ -138,7 +179,10 @@ fn import_paths(text: &str) -> Vec<String> {
             }
             let (paths, _) = tree(&code[start..]);
             // `super::` inside an inline `mod x { .. }` first leaves that block.
-            let depth = inline.iter().filter(|(a, b)| *a < start && start < *b).count();
+            let depth = inline
+                .iter()
+                .filter(|(a, b)| *a < start && start < *b)
+                .count();
             for path in paths {
                 let mut rest = path.as_str();
                 let mut skipped = 0;
@@ -219,7 +263,13 @@ fn tree(s: &str) -> (Vec<String>, usize) {
                 if used == 0 {
                     return (out, i);
                 }
-                out.extend(inner.into_iter().map(|p| if p == "self" { prefix.trim_end_matches("::").to_string() } else { format!("{prefix}{p}") }));
+                out.extend(inner.into_iter().map(|p| {
+                    if p == "self" {
+                        prefix.trim_end_matches("::").to_string()
+                    } else {
+                        format!("{prefix}{p}")
+                    }
+                }));
                 i += used;
             }
         }
@@ -228,7 +278,14 @@ fn tree(s: &str) -> (Vec<String>, usize) {
             i += 1;
         }
         if start == i {
-            return (if prefix.is_empty() { vec![] } else { vec![prefix.trim_end_matches("::").to_string()] }, i);
+            return (
+                if prefix.is_empty() {
+                    vec![]
+                } else {
+                    vec![prefix.trim_end_matches("::").to_string()]
+                },
+                i,
+            );
         }
         prefix.push_str(&s[start..i]);
         if s[i..].starts_with("::") {
@@ -240,7 +297,9 @@ fn tree(s: &str) -> (Vec<String>, usize) {
             let trimmed = rest.trim_start();
             if let Some(alias) = trimmed.strip_prefix("as ") {
                 let alias = alias.trim_start();
-                let len = alias.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(alias.len());
+                let len = alias
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(alias.len());
                 i += rest.len() - alias.len() + len;
             }
             return (vec![prefix], i);
@@ -323,7 +382,14 @@ fn strongly_connected(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<Str
             s.out.push(component);
         }
     }
-    let mut s = State { graph, index: BTreeMap::new(), low: BTreeMap::new(), stack: vec![], on_stack: BTreeSet::new(), out: vec![] };
+    let mut s = State {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: vec![],
+        on_stack: BTreeSet::new(),
+        out: vec![],
+    };
     for v in graph.keys() {
         if !s.index.contains_key(v.as_str()) {
             visit(&mut s, v);

@@ -13,7 +13,10 @@ use crate::{
 };
 use std::{
     collections::BTreeMap,
-    sync::{Arc, atomic::{AtomicU64, Ordering}},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,7 +28,14 @@ struct App {
 }
 
 fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('=')?.trim().split('"').nth(1))
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim()
+            .split('"')
+            .nth(1)
+    })
 }
 
 /// The manifests with a built component. Secrets get test values (64 hex digits
@@ -36,7 +46,11 @@ fn deployable() -> (Vec<App>, Vec<String>, BTreeMap<String, String>) {
     let mut apps = Vec::new();
     let mut skipped = Vec::new();
     let mut secrets = BTreeMap::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     paths.sort();
     for path in paths {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -56,12 +70,25 @@ fn deployable() -> (Vec<App>, Vec<String>, BTreeMap<String, String>) {
                 out.push_str(line);
                 out.push('\n');
             }
-            if let Some(env) = line.split("env = \"").nth(1).and_then(|rest| rest.split('"').next()) {
+            if let Some(env) = line
+                .split("env = \"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+            {
                 secrets.insert(env.to_string(), "a1".repeat(32));
             }
         }
-        let host = text.lines().skip_while(|l| !l.starts_with("[[routes]]")).find_map(|l| value_of(l, "host")).unwrap_or("").to_string();
-        apps.push(App { name, text: out, host });
+        let host = text
+            .lines()
+            .skip_while(|l| !l.starts_with("[[routes]]"))
+            .find_map(|l| value_of(l, "host"))
+            .unwrap_or("")
+            .to_string();
+        apps.push(App {
+            name,
+            text: out,
+            host,
+        });
     }
     (apps, skipped, secrets)
 }
@@ -71,19 +98,61 @@ fn mib(bytes: f64) -> String {
 }
 
 /// What one request of the mixed load is, per app: (method, path, headers, body, success = 2xx, else < 500).
-fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> (&'static str, String, Vec<(&'static str, String)>, Vec<u8>, bool) {
+fn main_request(
+    app: &str,
+    i: u64,
+    tokens: &BTreeMap<&str, String>,
+) -> (
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+    bool,
+) {
     let user = i % 8;
     match app {
         "hello" => ("GET", "/".into(), vec![], vec![], true),
-        "store" => ("GET", "/s/snap-audio/search?q=headphnes".into(), vec![], vec![], true),
-        "psydge" if i % 2 == 0 => ("POST", format!("/api/v1/trades/u{user}"), vec![], br#"{"symbol":"EURUSD","risk_pct":0.5}"#.to_vec(), true),
+        "store" => (
+            "GET",
+            "/s/snap-audio/search?q=headphnes".into(),
+            vec![],
+            vec![],
+            true,
+        ),
+        "psydge" if i % 2 == 0 => (
+            "POST",
+            format!("/api/v1/trades/u{user}"),
+            vec![],
+            br#"{"symbol":"EURUSD","risk_pct":0.5}"#.to_vec(),
+            true,
+        ),
         "psydge" => ("GET", format!("/api/v1/gate/u{user}"), vec![], vec![], true),
         "observer" if i % 2 == 0 => {
-            let body = format!(r#"{{"text":"Load entry {i}: the evening was long and quiet.","emotion_tag":"calm"}}"#);
-            ("POST", "/api/v1/journal/".into(), vec![("authorization", format!("Bearer {}", tokens["observer"]))], body.into_bytes(), true)
+            let body = format!(
+                r#"{{"text":"Load entry {i}: the evening was long and quiet.","emotion_tag":"calm"}}"#
+            );
+            (
+                "POST",
+                "/api/v1/journal/".into(),
+                vec![("authorization", format!("Bearer {}", tokens["observer"]))],
+                body.into_bytes(),
+                true,
+            )
         }
-        "observer" => ("GET", "/api/v1/observer/module/".into(), vec![("authorization", format!("Bearer {}", tokens["observer"]))], vec![], true),
-        "astrotiming" if i % 2 == 0 => ("GET", format!("/now?lat=51.5{user}&lon=-0.13"), vec![], vec![], true),
+        "observer" => (
+            "GET",
+            "/api/v1/observer/module/".into(),
+            vec![("authorization", format!("Bearer {}", tokens["observer"]))],
+            vec![],
+            true,
+        ),
+        "astrotiming" if i % 2 == 0 => (
+            "GET",
+            format!("/now?lat=51.5{user}&lon=-0.13"),
+            vec![],
+            vec![],
+            true,
+        ),
         "astrotiming" => (
             "GET",
             "/v1/tqs?activity=commerce&lat=31.52&lon=74.36".into(),
@@ -106,73 +175,185 @@ async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
     }
     let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
     for mine in ["psydge", "observer", "astrotiming", "hello", "store"] {
-        assert!(names.contains(&mine), "{mine} is not deployable: {skipped:?}");
+        assert!(
+            names.contains(&mine),
+            "{mine} is not deployable: {skipped:?}"
+        );
     }
     let host_toml = std::fs::read_to_string(workspace_root().join("deploy/host.toml")).unwrap();
     let budget = value_of(&host_toml, "memory_budget").unwrap();
-    let manifests: Vec<(&str, String)> = apps.iter().map(|a| (a.name.as_str(), a.text.clone())).collect();
-    let mut envs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let manifests: Vec<(&str, String)> = apps
+        .iter()
+        .map(|a| (a.name.as_str(), a.text.clone()))
+        .collect();
+    let mut envs: Vec<(&str, &str)> = secrets
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let admin = pg.admin_url();
     envs.push(("ALORIG_POSTGRES_URL", &admin));
-    let host = Host::up_full(&manifests, &format!("memory_budget = \"{budget}\"\nredis_url = \"{}\"", redis.url()), &envs);
+    let host = Host::up_full(
+        &manifests,
+        &format!(
+            "memory_budget = \"{budget}\"\nredis_url = \"{}\"",
+            redis.url()
+        ),
+        &envs,
+    );
 
     // status --json: every app, its memory against its cap.
     let (code, out, err) = host.cli(&["status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let listed: Vec<&str> = status.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
     for app in &apps {
-        assert!(listed.contains(&app.name.as_str()), "{} missing from status: {out}", app.name);
+        assert!(
+            listed.contains(&app.name.as_str()),
+            "{} missing from status: {out}",
+            app.name
+        );
     }
     for a in status.as_array().unwrap() {
-        let (used, cap) = (a["memory_bytes"].as_f64().unwrap(), a["memory_limit_bytes"].as_f64().unwrap());
+        let (used, cap) = (
+            a["memory_bytes"].as_f64().unwrap(),
+            a["memory_limit_bytes"].as_f64().unwrap(),
+        );
         assert!(cap > 0.0 && used <= cap, "{}: {used} of {cap}", a["name"]);
     }
 
     // Each app's data for its main path.
-    let site = |name: &str| apps.iter().find(|a| a.name == name).map(|a| a.host.clone()).unwrap();
-    assert_eq!(host.request("POST", &site("store"), "/setup", vec![]).await.status, 200);
+    let site = |name: &str| {
+        apps.iter()
+            .find(|a| a.name == name)
+            .map(|a| a.host.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        host.request("POST", &site("store"), "/setup", vec![])
+            .await
+            .status,
+        200
+    );
     let open = "buffer_go=1\nbuffer_whitelist=1\nbuffer_session=1\nbuffer_equity=1\nbuffer_cooldown=1\nbuffer_risk=1\n";
     for u in 0..8 {
-        assert_eq!(host.request("PUT", &site("psydge"), &format!("/api/v1/gate/u{u}"), open.into()).await.status, 204);
+        assert_eq!(
+            host.request(
+                "PUT",
+                &site("psydge"),
+                &format!("/api/v1/gate/u{u}"),
+                open.into()
+            )
+            .await
+            .status,
+            204
+        );
     }
     let mut tokens = BTreeMap::new();
-    let login = host.request("POST", &site("observer"), "/api/v1/auth/anonymous-login", vec![]).await;
-    tokens.insert("observer", serde_json::from_slice::<serde_json::Value>(&login.body).unwrap()["token"].as_str().unwrap().to_string());
+    let login = host
+        .request(
+            "POST",
+            &site("observer"),
+            "/api/v1/auth/anonymous-login",
+            vec![],
+        )
+        .await;
+    tokens.insert(
+        "observer",
+        serde_json::from_slice::<serde_json::Value>(&login.body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
     let auth = format!("Bearer {}", "a1".repeat(32));
-    let key = host.request_with("POST", &site("astrotiming"), "/v1/keys?tier=premium&rate_limit=100000000", &[("authorization", &auth)], vec![]).await;
+    let key = host
+        .request_with(
+            "POST",
+            &site("astrotiming"),
+            "/v1/keys?tier=premium&rate_limit=100000000",
+            &[("authorization", &auth)],
+            vec![],
+        )
+        .await;
     assert_eq!(key.status, 200, "{}", key.text());
-    tokens.insert("astrotiming", serde_json::from_slice::<serde_json::Value>(&key.body).unwrap()["key"].as_str().unwrap().to_string());
+    tokens.insert(
+        "astrotiming",
+        serde_json::from_slice::<serde_json::Value>(&key.body).unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
 
     let metrics = host.metrics().await;
-    let idle: BTreeMap<String, f64> = apps.iter().map(|a| (a.name.clone(), metric_value(&metrics, "alorig_app_memory_bytes", &format!("app=\"{}\"", a.name)))).collect();
+    let idle: BTreeMap<String, f64> = apps
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                metric_value(
+                    &metrics,
+                    "alorig_app_memory_bytes",
+                    &format!("app=\"{}\"", a.name),
+                ),
+            )
+        })
+        .collect();
     let idle_rss = metric_value(&metrics, "alorig_host_resident_memory_bytes", "");
 
     // The mixed load: 16 clients, each going round the apps' main paths.
-    let seconds: u64 = std::env::var("ALORIG_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seconds: u64 = std::env::var("ALORIG_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let until = Instant::now() + Duration::from_secs(seconds);
     let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sites: Vec<(String, String)> = apps.iter().map(|a| (a.name.clone(), a.host.clone())).collect();
+    let sites: Vec<(String, String)> = apps
+        .iter()
+        .map(|a| (a.name.clone(), a.host.clone()))
+        .collect();
     let host = Arc::new(host);
     let tokens = Arc::new(tokens);
     let mut clients = Vec::new();
     for client in 0..16u64 {
-        let (host, sites, tokens, done, failed, failures) = (host.clone(), sites.clone(), tokens.clone(), done.clone(), failed.clone(), failures.clone());
+        let (host, sites, tokens, done, failed, failures) = (
+            host.clone(),
+            sites.clone(),
+            tokens.clone(),
+            done.clone(),
+            failed.clone(),
+            failures.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut i = client;
             while Instant::now() < until {
                 let (name, route) = &sites[(i as usize) % sites.len()];
-                let (method, path, headers, body, strict) = main_request(name, i / sites.len() as u64, &tokens);
-                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let reply = host.request_with(method, route, &path, &headers, body).await;
-                let ok = if strict { (200..300).contains(&reply.status) } else { reply.status < 500 };
+                let (method, path, headers, body, strict) =
+                    main_request(name, i / sites.len() as u64, &tokens);
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let reply = host
+                    .request_with(method, route, &path, &headers, body)
+                    .await;
+                let ok = if strict {
+                    (200..300).contains(&reply.status)
+                } else {
+                    reply.status < 500
+                };
                 done.fetch_add(1, Ordering::Relaxed);
                 if !ok {
                     failed.fetch_add(1, Ordering::Relaxed);
                     let mut f = failures.lock().unwrap();
                     if f.len() < 10 {
-                        f.push(format!("{name} {method} {path}: {} {}", reply.status, reply.text()));
+                        f.push(format!(
+                            "{name} {method} {path}: {} {}",
+                            reply.status,
+                            reply.text()
+                        ));
                     }
                 }
                 i += 16;
@@ -185,9 +366,17 @@ async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let metrics = host.metrics().await;
-        peak_rss = peak_rss.max(metric_value(&metrics, "alorig_host_resident_memory_bytes", ""));
+        peak_rss = peak_rss.max(metric_value(
+            &metrics,
+            "alorig_host_resident_memory_bytes",
+            "",
+        ));
         for a in &apps {
-            let now = metric_value(&metrics, "alorig_app_memory_bytes", &format!("app=\"{}\"", a.name));
+            let now = metric_value(
+                &metrics,
+                "alorig_app_memory_bytes",
+                &format!("app=\"{}\"", a.name),
+            );
             let seen = loaded.entry(a.name.clone()).or_default();
             *seen = seen.max(now);
         }
@@ -202,10 +391,22 @@ async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
         let label = format!("app=\"{}\"", a.name);
         let cap = metric_value(&metrics, "alorig_app_memory_limit_bytes", &label);
         let peak = metric_value(&metrics, "alorig_app_memory_peak_bytes", &label);
-        println!("| {} | {} | {} | {} | {} |", a.name, mib(cap), mib(idle[&a.name]), mib(loaded[&a.name]), mib(peak));
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            a.name,
+            mib(cap),
+            mib(idle[&a.name]),
+            mib(loaded[&a.name]),
+            mib(peak)
+        );
         assert!(peak <= cap, "{}: peak {peak} over its cap {cap}", a.name);
     }
-    println!("\nhost RSS: idle {}, peak under load {}; {total} requests in {seconds} s ({:.0}/s), {errors} errors", mib(idle_rss), mib(peak_rss), total as f64 / seconds as f64);
+    println!(
+        "\nhost RSS: idle {}, peak under load {}; {total} requests in {seconds} s ({:.0}/s), {errors} errors",
+        mib(idle_rss),
+        mib(peak_rss),
+        total as f64 / seconds as f64
+    );
     assert!(total > 0);
     assert_eq!(errors, 0, "failures: {:?}", failures.lock().unwrap());
 }

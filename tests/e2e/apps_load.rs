@@ -8,12 +8,28 @@ use std::time::Duration;
 
 fn wrk(host: &Host, name: &str, path: &str) -> (f64, String) {
     let out = std::process::Command::new("wrk")
-        .args(["-t2", "-c32", "-d10s", "--latency", "-H", &format!("Host: {name}"), &format!("http://{}{path}", host.ingress)])
+        .args([
+            "-t2",
+            "-c32",
+            "-d10s",
+            "--latency",
+            "-H",
+            &format!("Host: {name}"),
+            &format!("http://{}{path}", host.ingress),
+        ])
         .output()
         .expect("running wrk");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
-    let p99 = text.lines().find(|l| l.trim_start().starts_with("99%")).map(|l| l.trim().trim_start_matches("99%").trim().to_string()).unwrap_or_default();
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .map(|l| l.trim().trim_start_matches("99%").trim().to_string())
+        .unwrap_or_default();
     assert!(!text.contains("Non-2xx"), "{text}");
     (rps, p99)
 }
@@ -30,7 +46,11 @@ async fn report(host: &Host, app: &str, name: &str, path: &str) {
     let rss = host.metric("alorig_host_resident_memory_bytes", "").await;
     eprintln!(
         "{app:<12} {name}{path}: idle {:.1} MiB, peak under 32 conns {:.1} MiB of cap {:.0} MiB; host RSS idle {:.1} MiB, after load {:.1} MiB; {rps:.0} req/s, p99 {p99}",
-        mib(idle), mib(peak), mib(cap), mib(rss_idle), mib(rss)
+        mib(idle),
+        mib(peak),
+        mib(cap),
+        mib(rss_idle),
+        mib(rss)
     );
     assert!(rps > 0.0);
 }
@@ -42,13 +62,29 @@ async fn apps_load_figures() {
     let stub = Stub::start(|_| (200, "{}".into()));
 
     let host = crate::snapify::snapify_host(&pg, &redis, &stub);
-    let demo = host.request_with("POST", "api.snapify.pk", "/v1/demo", &[("authorization", "Bearer snapify-test-token".into())], Vec::new()).await;
+    let demo = host
+        .request_with(
+            "POST",
+            "api.snapify.pk",
+            "/v1/demo",
+            &[("authorization", "Bearer snapify-test-token".into())],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(demo.status, 200);
     report(&host, "snapify", "snapify.pk", "/silk-house").await;
     drop(host);
 
     let host = crate::sitebuilder::sitebuilder_host(&pg, &redis);
-    let demo = host.request_with("POST", "api.alorig.com", "/builder/demo", &[("authorization", "Bearer builder-token".into())], Vec::new()).await;
+    let demo = host
+        .request_with(
+            "POST",
+            "api.alorig.com",
+            "/builder/demo",
+            &[("authorization", "Bearer builder-token".into())],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(demo.status, 200);
     tokio::time::sleep(Duration::from_secs(3)).await;
     report(&host, "sitebuilder", "acme.sites.alorig.com", "/").await;

@@ -12,10 +12,17 @@ fn one_line_error(args: &[&str]) -> String {
 fn validate_accepts_a_good_app() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hello.toml");
-    std::fs::write(&path, manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\"")).unwrap();
+    std::fs::write(
+        &path,
+        manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\""),
+    )
+    .unwrap();
     let (code, stdout, stderr) = run_cli(&["validate", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains(": ok — app hello, 1 route(s), memory cap 128MiB"), "{stdout}");
+    assert!(
+        stdout.contains(": ok — app hello, 1 route(s), memory cap 128MiB"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -27,8 +34,14 @@ fn malformed_manifests_are_refused_by_validate_and_up_with_the_line() {
             .unwrap()
             .trim()
             .replace("{file}", path.to_str().unwrap());
-        assert_eq!(one_line_error(&["validate", path.to_str().unwrap()]), format!("error: {expected}"));
-        assert_eq!(one_line_error(&["up", path.to_str().unwrap()]), format!("error: {expected}"));
+        assert_eq!(
+            one_line_error(&["validate", path.to_str().unwrap()]),
+            format!("error: {expected}")
+        );
+        assert_eq!(
+            one_line_error(&["up", path.to_str().unwrap()]),
+            format!("error: {expected}")
+        );
     }
 }
 
@@ -36,9 +49,21 @@ fn malformed_manifests_are_refused_by_validate_and_up_with_the_line() {
 fn files_that_are_not_components_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 3] = [
-        ("text.wasm", b"this is not wasm", "not a WebAssembly component (the file does not start with the \\0asm header)"),
-        ("module.wasm", b"\0asm\x01\0\0\0", "is a core WebAssembly module, not a component"),
-        ("truncated.wasm", b"\0asm\x0d\0\x01\0\x01\x05", "does not compile"),
+        (
+            "text.wasm",
+            b"this is not wasm",
+            "not a WebAssembly component (the file does not start with the \\0asm header)",
+        ),
+        (
+            "module.wasm",
+            b"\0asm\x01\0\0\0",
+            "is a core WebAssembly module, not a component",
+        ),
+        (
+            "truncated.wasm",
+            b"\0asm\x0d\0\x01\0\x01\x05",
+            "does not compile",
+        ),
     ];
     for (file, bytes, expected) in cases {
         let component = dir.path().join(file);
@@ -47,13 +72,19 @@ fn files_that_are_not_components_are_refused() {
         std::fs::write(&path, format!("name = \"app\"\ncomponent = \"{file}\"\n")).unwrap();
         for command in ["validate", "up"] {
             let line = one_line_error(&[command, path.to_str().unwrap()]);
-            assert!(line.contains(component.to_str().unwrap()) && line.contains(expected), "{command} {file}: {line}");
+            assert!(
+                line.contains(component.to_str().unwrap()) && line.contains(expected),
+                "{command} {file}: {line}"
+            );
         }
     }
     let missing = dir.path().join("missing.toml");
     std::fs::write(&missing, "name = \"app\"\ncomponent = \"nowhere.wasm\"\n").unwrap();
     let line = one_line_error(&["validate", missing.to_str().unwrap()]);
-    assert!(line.contains("component: cannot read") && line.contains("nowhere.wasm"), "{line}");
+    assert!(
+        line.contains("component: cannot read") && line.contains("nowhere.wasm"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -65,7 +96,11 @@ fn components_the_host_cannot_link_or_call_are_refused() {
             r#"(component (import "acme:nope/thing" (instance (export "f" (func)))))"#,
             "imports something alorig-host does not provide",
         ),
-        ("no-handler.wasm", "(component)", "does not export a wasi:http/incoming-handler"),
+        (
+            "no-handler.wasm",
+            "(component)",
+            "does not export a wasi:http/incoming-handler",
+        ),
     ];
     for (file, wat, expected) in cases {
         std::fs::write(dir.path().join(file), wat::parse_str(wat).unwrap()).unwrap();
@@ -73,7 +108,10 @@ fn components_the_host_cannot_link_or_call_are_refused() {
         std::fs::write(&path, format!("name = \"app\"\ncomponent = \"{file}\"\n")).unwrap();
         for command in ["validate", "up"] {
             let line = one_line_error(&[command, path.to_str().unwrap()]);
-            assert!(line.contains(file) && line.contains(expected), "{command} {file}: {line}");
+            assert!(
+                line.contains(file) && line.contains(expected),
+                "{command} {file}: {line}"
+            );
         }
     }
 }
@@ -93,19 +131,33 @@ fn serve_starts_with_no_apps_and_reports_health_and_metrics() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
     let admin = first.trim().rsplit("http://").next().unwrap().to_string();
     let get = |path: &str| {
         let mut stream = std::net::TcpStream::connect(&admin).unwrap();
-        std::io::Write::write_all(&mut stream, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
         let mut answer = String::new();
         std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
         answer
     };
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics");
-    assert!(metrics.contains(&format!("alorig_host_memory_budget_bytes {}", 3u64 << 30)), "{metrics}");
-    assert!(crate::harness::metric_value(&metrics, "alorig_host_resident_memory_bytes", "") > 1_000_000.0);
+    assert!(
+        metrics.contains(&format!("alorig_host_memory_budget_bytes {}", 3u64 << 30)),
+        "{metrics}"
+    );
+    assert!(
+        crate::harness::metric_value(&metrics, "alorig_host_resident_memory_bytes", "")
+            > 1_000_000.0
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -116,7 +168,12 @@ fn validate_checks_the_component_given_on_the_command_line() {
     let path = dir.path().join("app.toml");
     std::fs::write(&path, "name = \"app\"\ncomponent = \"nowhere.wasm\"\n").unwrap();
     let hello = guest("hello");
-    let (code, stdout, stderr) = run_cli(&["validate", path.to_str().unwrap(), "--component", hello.to_str().unwrap()]);
+    let (code, stdout, stderr) = run_cli(&[
+        "validate",
+        path.to_str().unwrap(),
+        "--component",
+        hello.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("ok"), "{stdout}");
 }
@@ -124,13 +181,25 @@ fn validate_checks_the_component_given_on_the_command_line() {
 #[test]
 fn apps_over_the_hosts_memory_budget_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let files = crate::harness::write_files(dir.path(), &[
-        ("a.toml", manifest("a", "hello", "[resources]\nmemory = \"1GiB\"")),
-        ("b.toml", manifest("b", "hello", "[resources]\nmemory = \"1536MiB\"")),
-        ("host.toml", "memory_budget = \"2GiB\"\n".to_string()),
-    ]);
+    let files = crate::harness::write_files(
+        dir.path(),
+        &[
+            (
+                "a.toml",
+                manifest("a", "hello", "[resources]\nmemory = \"1GiB\""),
+            ),
+            (
+                "b.toml",
+                manifest("b", "hello", "[resources]\nmemory = \"1536MiB\""),
+            ),
+            ("host.toml", "memory_budget = \"2GiB\"\n".to_string()),
+        ],
+    );
     let line = one_line_error(&["up", &files[0], &files[1], "--config", &files[2]]);
-    assert_eq!(line, "error: the apps' memory caps add up to 2560MiB (a 1GiB, b 1536MiB), more than the host's memory_budget of 2GiB");
+    assert_eq!(
+        line,
+        "error: the apps' memory caps add up to 2560MiB (a 1GiB, b 1536MiB), more than the host's memory_budget of 2GiB"
+    );
 }
 
 /// Found by a hostile tenant: durations this large made `validate` exit 101
@@ -140,12 +209,30 @@ fn apps_over_the_hosts_memory_budget_are_refused() {
 #[test]
 fn huge_durations_and_public_suffix_wildcards_are_one_clear_line() {
     let cases = [
-        ("[resources]\nrequest_timeout = \"2562047788015215h\"", "\"2562047788015215h\""),
-        ("[resources]\nrequest_timeout = \"18446744073709551615s\"", "\"18446744073709551615s\""),
-        ("[resources]\nrequest_timeout = \"307445734561825861m\"", "\"307445734561825861m\""),
-        ("[resources]\nmax_body = \"17179869184GiB\"", "\"17179869184GiB\""),
-        ("[[timers]]\nname = \"t\"\nevery = \"2562047788015215h\"", "\"2562047788015215h\""),
-        ("[[timers]]\nname = \"t\"\nevery = \"1s\"\ntimeout = \"18446744073709551615s\"", "\"18446744073709551615s\""),
+        (
+            "[resources]\nrequest_timeout = \"2562047788015215h\"",
+            "\"2562047788015215h\"",
+        ),
+        (
+            "[resources]\nrequest_timeout = \"18446744073709551615s\"",
+            "\"18446744073709551615s\"",
+        ),
+        (
+            "[resources]\nrequest_timeout = \"307445734561825861m\"",
+            "\"307445734561825861m\"",
+        ),
+        (
+            "[resources]\nmax_body = \"17179869184GiB\"",
+            "\"17179869184GiB\"",
+        ),
+        (
+            "[[timers]]\nname = \"t\"\nevery = \"2562047788015215h\"",
+            "\"2562047788015215h\"",
+        ),
+        (
+            "[[timers]]\nname = \"t\"\nevery = \"1s\"\ntimeout = \"18446744073709551615s\"",
+            "\"18446744073709551615s\"",
+        ),
         ("[jobs]\nmax_backoff = \"99999999h\"", "\"99999999h\""),
         ("[[routes]]\nhost = \"*.com\"", "\"*.com\""),
         ("[[routes]]\nhost = \"*.co.uk\"", "\"*.co.uk\""),
@@ -153,7 +240,15 @@ fn huge_durations_and_public_suffix_wildcards_are_one_clear_line() {
     for (extra, value) in cases {
         let (path, stderr) = crate::harness::validate_error("app", "hello", extra);
         let line = one_error_line(&stderr);
-        assert!(line.contains(&format!("{}:", path.display())) && line.contains(value), "{extra}: {line}");
-        assert!(line.contains("too long (at most 8784h") || line.contains("too large") || line.contains("public suffix"), "{extra}: {line}");
+        assert!(
+            line.contains(&format!("{}:", path.display())) && line.contains(value),
+            "{extra}: {line}"
+        );
+        assert!(
+            line.contains("too long (at most 8784h")
+                || line.contains("too large")
+                || line.contains("public suffix"),
+            "{extra}: {line}"
+        );
     }
 }

@@ -15,7 +15,10 @@ use std::{
 };
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds every guest in `components/` for wasm32-wasip2 (release), once.
@@ -24,7 +27,8 @@ pub fn guest(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let root = workspace_root();
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(&root).args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
+        cmd.current_dir(&root)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
         for entry in std::fs::read_dir(root.join("components")).unwrap() {
             let dir = entry.unwrap().path();
             let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
@@ -32,13 +36,19 @@ pub fn guest(name: &str) -> PathBuf {
                 cmd.arg("-p").arg(dir.file_name().unwrap());
             }
         }
-        let status = cmd.status().expect("running cargo to build the guest components");
+        let status = cmd
+            .status()
+            .expect("running cargo to build the guest components");
         assert!(status.success(), "building the guest components failed");
     });
     let path = workspace_root()
         .join("target/wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(path.exists(), "guest {name} was not built at {}", path.display());
+    assert!(
+        path.exists(),
+        "guest {name} was not built at {}",
+        path.display()
+    );
     path
 }
 
@@ -54,8 +64,14 @@ pub fn python_guest(name: &str) -> PathBuf {
             .expect("running sdk/python/build-guests.sh");
         assert!(status.success(), "building the Python guests failed");
     });
-    let path = workspace_root().join("target/python").join(format!("{name}.wasm"));
-    assert!(path.exists(), "Python guest {name} was not built at {}", path.display());
+    let path = workspace_root()
+        .join("target/python")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "Python guest {name} was not built at {}",
+        path.display()
+    );
     path
 }
 
@@ -88,7 +104,10 @@ pub struct Host {
     /// The host's data dir (versions, compile cache, admin token).
     pub data: PathBuf,
     log: Arc<Mutex<String>>,
-    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
 }
 
 pub struct Reply {
@@ -138,7 +157,13 @@ impl Host {
         Self::start(vec!["serve".to_string()], dir, data, host_toml, envs)
     }
 
-    fn start(mut args: Vec<String>, dir: tempfile::TempDir, data: &Path, host_toml: &str, envs: &[(&str, &str)]) -> Host {
+    fn start(
+        mut args: Vec<String>,
+        dir: tempfile::TempDir,
+        data: &Path,
+        host_toml: &str,
+        envs: &[(&str, &str)],
+    ) -> Host {
         let config = dir.path().join("host.toml");
         std::fs::write(
             &config,
@@ -175,8 +200,12 @@ impl Host {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("alorig-host: ingress on http://") {
-                    let (ingress, admin) = rest.split_once(", admin and /metrics on http://").unwrap();
-                    let _ = tx.send((ingress.parse::<SocketAddr>().unwrap(), admin.parse::<SocketAddr>().unwrap()));
+                    let (ingress, admin) =
+                        rest.split_once(", admin and /metrics on http://").unwrap();
+                    let _ = tx.send((
+                        ingress.parse::<SocketAddr>().unwrap(),
+                        admin.parse::<SocketAddr>().unwrap(),
+                    ));
                 }
                 stdout_log.lock().unwrap().push_str(&(line + "\n"));
             }
@@ -187,13 +216,25 @@ impl Host {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
-                panic!("alorig-host did not start; its output:\n{}", log.lock().unwrap());
+                panic!(
+                    "alorig-host did not start; its output:\n{}",
+                    log.lock().unwrap()
+                );
             }
         };
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .build_http();
-        Host { child, ingress, admin, dir, data: data.to_path_buf(), log, client }
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(64)
+                .build_http();
+        Host {
+            child,
+            ingress,
+            admin,
+            dir,
+            data: data.to_path_buf(),
+            log,
+            client,
+        }
     }
 
     /// The host process's id (for reading its own figures from /proc).
@@ -203,7 +244,10 @@ impl Host {
 
     /// The admin token the host created in its data dir.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data.join("admin.token")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// Runs the CLI against this host's admin API and token: (exit code, stdout, stderr).
@@ -223,15 +267,35 @@ impl Host {
     }
 
     /// A request to the admin listener.
-    pub async fn admin_request(&self, method: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
-        let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", self.admin));
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.admin));
         for (name, value) in headers {
             req = req.header(*name, value);
         }
-        let resp = self.client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.expect("admin request failed");
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .expect("admin request failed");
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     }
 
     /// Like [`Host::request`], but a failed connection is an `Err`, not a panic.
@@ -243,7 +307,11 @@ impl Host {
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Stops the host with SIGKILL, as a crash would.
@@ -262,28 +330,72 @@ impl Host {
     }
 
     /// Like [`Host::request`], with extra request headers.
-    pub async fn request_with<V: AsRef<str>>(&self, method: &str, host: &str, path: &str, headers: &[(&str, V)], body: Vec<u8>) -> Reply {
-        let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", self.ingress)).header("host", host);
+    pub async fn request_with<V: AsRef<str>>(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, V)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ingress))
+            .header("host", host);
         for (name, value) in headers {
             req = req.header(*name, value.as_ref());
         }
         let req = req.body(Full::new(Bytes::from(body))).unwrap();
-        let resp = self.client.request(req).await.expect("request to the host failed");
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .expect("request to the host failed");
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     }
 
     /// A request with extra headers.
-    pub async fn request_with(&self, method: &str, host: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Reply {
-        let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", self.ingress)).header("host", host);
+    pub async fn request_with(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ingress))
+            .header("host", host);
         for (name, value) in headers {
             req = req.header(*name, value);
         }
-        let resp = self.client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.expect("request to the host failed");
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .expect("request to the host failed");
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     }
 
     pub async fn get(&self, host: &str, path: &str) -> Reply {
@@ -295,8 +407,20 @@ impl Host {
         let req = http::Request::get(format!("http://{}/metrics", self.admin))
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = self.client.request(req).await.expect("scraping /metrics failed");
-        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .expect("scraping /metrics failed");
+        String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
     }
 
     /// The value of one series, e.g. `metric("alorig_app_memory_bytes", "app=\"a\"")`;
@@ -353,7 +477,10 @@ pub fn one_error_line(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-    assert!(!stderr.contains("panicked") && !stderr.contains("Backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Backtrace"),
+        "{stderr}"
+    );
     lines[0].to_string()
 }
 
@@ -390,8 +517,18 @@ pub fn allow_open_files(needed: u64) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let hard = limit.maximum.unwrap_or(u64::MAX);
-    assert!(hard >= needed, "this test needs {needed} open files; the hard limit is {hard} (raise `ulimit -Hn`)");
-    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum }).unwrap();
+    assert!(
+        hard >= needed,
+        "this test needs {needed} open files; the hard limit is {hard} (raise `ulimit -Hn`)"
+    );
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
 }
 
 /// Latency percentiles of a set of durations (p50, p99) in milliseconds.
@@ -405,12 +542,15 @@ pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
 /// the guest built from source, and each line starting with an edit's first
 /// part is replaced by its second (an empty second part drops the line).
 pub fn shipped_manifest(stem: &str, guest_name: &str, edits: &[(&str, String)]) -> String {
-    let text = std::fs::read_to_string(workspace_root().join(format!("manifests/{stem}.toml"))).unwrap();
+    let text =
+        std::fs::read_to_string(workspace_root().join(format!("manifests/{stem}.toml"))).unwrap();
     let mut out = String::new();
     for line in text.lines() {
         let line = match edits.iter().find(|(prefix, _)| line.starts_with(prefix)) {
             Some((_, replacement)) => replacement.clone(),
-            None if line.starts_with("component") => format!("component = \"{}\"", guest(guest_name).display()),
+            None if line.starts_with("component") => {
+                format!("component = \"{}\"", guest(guest_name).display())
+            }
             None => line.to_string(),
         };
         if !line.is_empty() {

@@ -73,12 +73,19 @@ fn pg_app(name: &str) -> String {
 async fn six_huge_postgres_rows_cost_the_host_at_most_the_apps_budget() {
     let pg = PgServer::start();
     let host = Host::up_full(
-        &[("greedy", pg_app("greedy")), ("calm", manifest("calm", "hello", "[[routes]]\nhost = \"calm.test\""))],
+        &[
+            ("greedy", pg_app("greedy")),
+            (
+                "calm",
+                manifest("calm", "hello", "[[routes]]\nhost = \"calm.test\""),
+            ),
+        ],
         "",
         &[("ALORIG_POSTGRES_URL", &pg.admin_url())],
     );
     let pid = host.pid();
-    let ask = |sql: &'static str| host.request("POST", "greedy.test", "/query", sql.as_bytes().to_vec());
+    let ask =
+        |sql: &'static str| host.request("POST", "greedy.test", "/query", sql.as_bytes().to_vec());
     // Warm both apps (pool connections, instances), then measure idle.
     assert_eq!(ask("SELECT 1").await.status, 200);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -93,7 +100,8 @@ async fn six_huge_postgres_rows_cost_the_host_at_most_the_apps_budget() {
     // Six rows of 250 MB each, at once, while the neighbour keeps serving.
     stop.store(false, std::sync::atomic::Ordering::Relaxed);
     let attack = async {
-        let answers = futures::future::join_all((0..6).map(|_| ask("SELECT repeat('x', 250000000)"))).await;
+        let answers =
+            futures::future::join_all((0..6).map(|_| ask("SELECT repeat('x', 250000000)"))).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         answers
     };
@@ -101,7 +109,11 @@ async fn six_huge_postgres_rows_cost_the_host_at_most_the_apps_budget() {
     let (_, peak) = memory(pid);
     for answer in &answers {
         assert_eq!(answer.status, 200, "{}", answer.text());
-        assert!(answer.text().starts_with("error too-large"), "{}", &answer.text()[..answer.text().len().min(300)]);
+        assert!(
+            answer.text().starts_with("error too-large"),
+            "{}",
+            &answer.text()[..answer.text().len().min(300)]
+        );
     }
     let after = settle(pid, idle + (32 << 20), Duration::from_secs(15)).await;
     let (p50a, p99a) = percentiles(alone.1);
@@ -117,14 +129,44 @@ async fn six_huge_postgres_rows_cost_the_host_at_most_the_apps_budget() {
         statuses.len()
     );
     // The app's cap plus 32 MiB of slack (relay buffers, sockets, allocator).
-    assert!(peak <= idle + (64 << 20) + (32 << 20), "peak {:.1} MiB over idle", (peak - idle) as f64 / MIB);
-    assert!(after <= idle + (32 << 20), "after: {:.1} MiB over idle", (after as f64 - idle as f64) / MIB);
-    assert!(!statuses.is_empty() && statuses.iter().all(|s| *s == 200), "the neighbour must keep serving: {statuses:?}");
-    assert_eq!(host.metric("alorig_app_host_memory_bytes", "app=\"greedy\"").await, 0.0);
-    assert!(host.metric("alorig_app_pg_errors_total", "app=\"greedy\",kind=\"too_large\"").await >= 6.0);
+    assert!(
+        peak <= idle + (64 << 20) + (32 << 20),
+        "peak {:.1} MiB over idle",
+        (peak - idle) as f64 / MIB
+    );
+    assert!(
+        after <= idle + (32 << 20),
+        "after: {:.1} MiB over idle",
+        (after as f64 - idle as f64) / MIB
+    );
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == 200),
+        "the neighbour must keep serving: {statuses:?}"
+    );
+    assert_eq!(
+        host.metric("alorig_app_host_memory_bytes", "app=\"greedy\"")
+            .await,
+        0.0
+    );
+    assert!(
+        host.metric(
+            "alorig_app_pg_errors_total",
+            "app=\"greedy\",kind=\"too_large\""
+        )
+        .await
+            >= 6.0
+    );
     // The app keeps working; a row that fits still comes through.
     let reply = ask("SELECT length(repeat('x', 1000000)), repeat('y', 200000)").await;
-    assert!(reply.text().lines().nth(1).is_some_and(|l| l.contains("1000000")), "{}", &reply.text()[..200.min(reply.text().len())]);
+    assert!(
+        reply
+            .text()
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("1000000")),
+        "{}",
+        &reply.text()[..200.min(reply.text().len())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +183,10 @@ async fn a_huge_redis_value_costs_the_host_at_most_the_apps_budget() {
                      [[routes]]\nhost = \"greedy.test\"\n[redis]\ndb = 5\nprefix = \"greedy:\"",
                 ),
             ),
-            ("calm", manifest("calm", "hello", "[[routes]]\nhost = \"calm.test\"")),
+            (
+                "calm",
+                manifest("calm", "hello", "[[routes]]\nhost = \"calm.test\""),
+            ),
         ],
         &format!("redis_url = \"{}\"", redis.url()),
     );
@@ -149,23 +194,40 @@ async fn a_huge_redis_value_costs_the_host_at_most_the_apps_budget() {
     // Another client writes a 250 MB value under the app's prefix (the test
     // guest takes keys in hex: 76 is "v", 736d616c6c "small").
     let mut conn = redis.connection(5);
-    ::redis::cmd("SET").arg("greedy:v").arg(vec![b'x'; 250_000_000]).query::<()>(&mut conn).unwrap();
-    ::redis::cmd("SET").arg("greedy:small").arg("fits").query::<()>(&mut conn).unwrap();
-    assert_eq!(host.get("greedy.test", "/get?k=736d616c6c").await.text(), "fits");
+    ::redis::cmd("SET")
+        .arg("greedy:v")
+        .arg(vec![b'x'; 250_000_000])
+        .query::<()>(&mut conn)
+        .unwrap();
+    ::redis::cmd("SET")
+        .arg("greedy:small")
+        .arg("fits")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(
+        host.get("greedy.test", "/get?k=736d616c6c").await.text(),
+        "fits"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (idle, _) = memory(pid);
     reset_peak(pid);
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let attack = async {
-        let answers = futures::future::join_all((0..6).map(|_| host.get("greedy.test", "/get?k=76"))).await;
+        let answers =
+            futures::future::join_all((0..6).map(|_| host.get("greedy.test", "/get?k=76"))).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         answers
     };
     let (answers, (statuses, _)) = tokio::join!(attack, neighbour(&host, &stop));
     let (_, peak) = memory(pid);
     for answer in &answers {
-        assert_eq!(answer.status, 400, "{}", &answer.text()[..answer.text().len().min(300)]);
+        assert_eq!(
+            answer.status,
+            400,
+            "{}",
+            &answer.text()[..answer.text().len().min(300)]
+        );
         assert!(answer.text().contains("memory budget"), "{}", answer.text());
     }
     let after = settle(pid, idle + (32 << 20), Duration::from_secs(15)).await;
@@ -178,11 +240,21 @@ async fn a_huge_redis_value_costs_the_host_at_most_the_apps_budget() {
         (after as f64 - idle as f64) / MIB,
         statuses.len()
     );
-    assert!(peak <= idle + (64 << 20) + (32 << 20), "peak {:.1} MiB over idle", (peak - idle) as f64 / MIB);
+    assert!(
+        peak <= idle + (64 << 20) + (32 << 20),
+        "peak {:.1} MiB over idle",
+        (peak - idle) as f64 / MIB
+    );
     assert!(after <= idle + (32 << 20));
-    assert!(statuses.iter().all(|s| *s == 200), "the neighbour must keep serving: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "the neighbour must keep serving: {statuses:?}"
+    );
     // The connection was cut; the next call reconnects and works.
-    assert_eq!(host.get("greedy.test", "/get?k=736d616c6c").await.text(), "fits");
+    assert_eq!(
+        host.get("greedy.test", "/get?k=736d616c6c").await.text(),
+        "fits"
+    );
 }
 
 /// The largest component at hand: `ALORIG_LARGEST_COMPONENT` (e.g. the Python
@@ -193,7 +265,15 @@ fn largest_component() -> std::path::PathBuf {
         return path.into();
     }
     let dir = guest("hello").parent().unwrap().to_path_buf();
-    let plain = ["hello", "page-bench", "test-alloc", "test-echo", "test-loop", "test-trap", "astrotiming"];
+    let plain = [
+        "hello",
+        "page-bench",
+        "test-alloc",
+        "test-echo",
+        "test-loop",
+        "test-trap",
+        "astrotiming",
+    ];
     plain
         .iter()
         .map(|name| dir.join(format!("{}.wasm", name.replace('-', "_"))))
@@ -243,7 +323,11 @@ async fn deploying_the_largest_component_leaves_the_host_no_fatter() {
         after as f64 / MIB,
         (after as f64 - before as f64) / MIB
     );
-    assert!(after <= before + (30 << 20), "the deploy left the host {:.1} MiB fatter", (after as f64 - before as f64) / MIB);
+    assert!(
+        after <= before + (30 << 20),
+        "the deploy left the host {:.1} MiB fatter",
+        (after as f64 - before as f64) / MIB
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -257,14 +341,21 @@ async fn concurrent_deploy_uploads_are_streamed_to_disk() {
     // Four uploads of 200 MiB at once: a component's header, then nothing that
     // compiles, so each is refused by the compiler after it arrived whole.
     const SIZE: usize = 200 << 20;
-    let manifest = b"name = \"big\"\ncomponent = \"big.wasm\"\n[[routes]]\nhost = \"big.test\"\n".to_vec();
+    let manifest =
+        b"name = \"big\"\ncomponent = \"big.wasm\"\n[[routes]]\nhost = \"big.test\"\n".to_vec();
     let host = &host;
     let upload = |_| {
         let mut body = manifest.clone();
         body.extend_from_slice(b"\0asm\x0d\x00\x01\x00");
         body.resize(manifest.len() + SIZE, 0);
-        let headers = [("authorization", format!("Bearer {}", host.token())), ("alorig-manifest-length", manifest.len().to_string())];
-        async move { host.admin_request("PUT", "/v1/apps/big", &headers, body).await }
+        let headers = [
+            ("authorization", format!("Bearer {}", host.token())),
+            ("alorig-manifest-length", manifest.len().to_string()),
+        ];
+        async move {
+            host.admin_request("PUT", "/v1/apps/big", &headers, body)
+                .await
+        }
     };
     let replies = futures::future::join_all((0..4).map(upload)).await;
     let (_, peak) = memory(pid);
@@ -282,7 +373,17 @@ async fn concurrent_deploy_uploads_are_streamed_to_disk() {
         (after as f64 - idle as f64) / MIB
     );
     // Uploads go to disk and the compiler reads them there: the host holds none.
-    assert!(peak <= idle + (64 << 20), "peak {:.1} MiB over idle", (peak - idle) as f64 / MIB);
+    assert!(
+        peak <= idle + (64 << 20),
+        "peak {:.1} MiB over idle",
+        (peak - idle) as f64 / MIB
+    );
     assert!(after <= idle + (32 << 20));
-    assert_eq!(std::fs::read_dir(data.path().join("uploads")).map(|d| d.count()).unwrap_or(0), 0, "uploads are deleted");
+    assert_eq!(
+        std::fs::read_dir(data.path().join("uploads"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "uploads are deleted"
+    );
 }

@@ -15,12 +15,24 @@ async fn host_with_traffic() -> (Host, tempfile::TempDir, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::serve(data.path(), "");
     let echo = dir.path().join("echo.toml");
-    std::fs::write(&echo, echo_manifest("echo", "echo.test", "1", "[resources]\nmemory = \"64MiB\"\ninstance_reuse = 100")).unwrap();
+    std::fs::write(
+        &echo,
+        echo_manifest(
+            "echo",
+            "echo.test",
+            "1",
+            "[resources]\nmemory = \"64MiB\"\ninstance_reuse = 100",
+        ),
+    )
+    .unwrap();
     deploy_ok(&host, echo.to_str().unwrap(), &[]);
     let hello = dir.path().join("hello.toml");
     std::fs::write(
         &hello,
-        format!("name = \"hello\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"hello.test\"\n", crate::harness::guest("hello").display()),
+        format!(
+            "name = \"hello\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"hello.test\"\n",
+            crate::harness::guest("hello").display()
+        ),
     )
     .unwrap();
     deploy_ok(&host, hello.to_str().unwrap(), &[]);
@@ -42,7 +54,12 @@ async fn status_apps_and_metrics_show_memory_rates_errors_and_versions() {
     let (code, out, err) = host.cli(&["status"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("APP") && lines[0].contains("MEM USAGE / LIMIT") && lines[0].contains("P99"), "{out}");
+    assert!(
+        lines[0].starts_with("APP")
+            && lines[0].contains("MEM USAGE / LIMIT")
+            && lines[0].contains("P99"),
+        "{out}"
+    );
     let echo = lines.iter().find(|l| l.starts_with("echo")).unwrap();
     assert!(echo.contains("/ 64.0MiB"), "{echo}");
 
@@ -57,13 +74,19 @@ async fn status_apps_and_metrics_show_memory_rates_errors_and_versions() {
     assert_eq!(echo["errors_total"], 1);
     assert!(echo["error_rate"].as_f64().unwrap() > 0.0, "{echo}");
     let hello = &apps[1];
-    assert!(hello["requests_per_second"].as_f64().unwrap() > 0.0, "{hello}");
+    assert!(
+        hello["requests_per_second"].as_f64().unwrap() > 0.0,
+        "{hello}"
+    );
     assert!(hello["p99_seconds"].as_f64().unwrap() > 0.0, "{hello}");
     assert_eq!(hello["version"], 1);
 
     let (code, out, err) = host.cli(&["apps"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("echo") && out.contains("echo.test/") && out.contains("hello.test/"), "{out}");
+    assert!(
+        out.contains("echo") && out.contains("echo.test/") && out.contains("hello.test/"),
+        "{out}"
+    );
 
     let metrics = host.metrics().await;
     for series in [
@@ -82,20 +105,51 @@ async fn status_apps_and_metrics_show_memory_rates_errors_and_versions() {
     ] {
         assert!(metrics.contains(series), "no {series} in /metrics");
     }
-    assert_eq!(metric_value(&metrics, "alorig_app_memory_limit_bytes", "app=\"echo\""), (64u64 << 20) as f64);
-    assert_eq!(metric_value(&metrics, "alorig_app_requests_total", "app=\"hello\",status=\"200\""), 50.0);
-    assert_eq!(metric_value(&metrics, "alorig_deploys_total", "app=\"hello\",result=\"ok\""), 1.0);
+    assert_eq!(
+        metric_value(&metrics, "alorig_app_memory_limit_bytes", "app=\"echo\""),
+        (64u64 << 20) as f64
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "alorig_app_requests_total",
+            "app=\"hello\",status=\"200\""
+        ),
+        50.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "alorig_deploys_total",
+            "app=\"hello\",result=\"ok\""
+        ),
+        1.0
+    );
 
     // The API answers only with the token.
     let reply = host.admin_request("GET", "/v1/apps", &[], Vec::new()).await;
     assert_eq!(reply.status, 401);
     let error: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(error["error"]["code"], "unauthorized");
-    let reply = host.admin_request("GET", "/v1/apps/echo", &[("authorization", format!("Bearer {}", host.token()))], Vec::new()).await;
+    let reply = host
+        .admin_request(
+            "GET",
+            "/v1/apps/echo",
+            &[("authorization", format!("Bearer {}", host.token()))],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(reply.status, 200);
     let detail: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(detail["versions"], serde_json::json!([1]));
-    assert!(detail["grants"].as_array().unwrap().iter().any(|g| g == "route echo.test/"), "{detail}");
+    assert!(
+        detail["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "route echo.test/"),
+        "{detail}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,22 +157,39 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
     let (host, _data, _dir) = host_with_traffic().await;
     let browser = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .expect("Chromium is needed for this test (deploy/quickstart.sh installs it)");
     let profile = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(["--virtual-time-budget=3000", "--dump-dom"])
         .arg(format!("http://{}/", host.admin))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && dom.contains("<tbody id=\"apps\">"), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && dom.contains("<tbody id=\"apps\">"),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Rows are built by the page's script, one per app, with a memory bar.
     let row = |app: &str| {
-        let start = dom.find(&format!("data-app=\"{app}\"")).unwrap_or_else(|| panic!("no row for {app}: {dom}"));
+        let start = dom
+            .find(&format!("data-app=\"{app}\""))
+            .unwrap_or_else(|| panic!("no row for {app}: {dom}"));
         let end = dom[start..].find("</tr>").unwrap() + start;
         dom[start..end].to_string()
     };
@@ -129,7 +200,10 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
         .and_then(|rest| rest.split('"').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no memory bar in the echo row: {echo}"));
-    assert!(percent > 9.0 && percent < 100.0, "echo holds about 7 of 64 MiB, the bar says {percent}%");
+    assert!(
+        percent > 9.0 && percent < 100.0,
+        "echo holds about 7 of 64 MiB, the bar says {percent}%"
+    );
     assert!(echo.contains("class=\"used\" style=\"width: "), "{echo}");
     assert!(echo.contains("/ 64.0 MiB"), "{echo}");
     assert!(echo.contains("v1 (kept: 1)"), "{echo}");
@@ -140,9 +214,15 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
     // Charts of the last hour, drawn inline (SVG): memory against the cap, and
     // requests/errors — at least the point sampled at start and the one of now.
     for (app, text) in [("echo", &echo), ("hello", &hello)] {
-        assert!(text.contains("<svg class=\"chart memory\""), "{app}: {text}");
+        assert!(
+            text.contains("<svg class=\"chart memory\""),
+            "{app}: {text}"
+        );
         assert!(text.contains("<line class=\"cap\""), "{app}: {text}");
-        assert!(text.contains("<svg class=\"chart traffic\""), "{app}: {text}");
+        assert!(
+            text.contains("<svg class=\"chart traffic\""),
+            "{app}: {text}"
+        );
         let points: u32 = text
             .split("class=\"mem\"")
             .nth(1)
@@ -153,7 +233,10 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
         assert!(points >= 2, "{app}: {points} point(s)");
         assert!(text.contains("class=\"rps\""), "{app}: {text}");
     }
-    assert!(!dom.contains("<script src") && !dom.contains("<link"), "no external assets");
+    assert!(
+        !dom.contains("<script src") && !dom.contains("<link"),
+        "no external assets"
+    );
 
     // A screenshot for people, in the test output.
     let out_dir = crate::harness::workspace_root().join("target/e2e-output");
@@ -161,7 +244,14 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
     let shot = out_dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let out = std::process::Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(["--virtual-time-budget=3000", "--window-size=1600,500"])
         .arg(format!("--screenshot={}", shot.display()))
@@ -169,7 +259,11 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
         .output()
         .unwrap();
     let png = std::fs::read(&shot).unwrap_or_default();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("dashboard screenshot: {}", shot.display());
 }
 
@@ -178,13 +272,20 @@ async fn under_up_the_api_shows_the_apps_and_refuses_to_change_them() {
     let host = Host::up(&[("echo", echo_manifest("echo", "echo.test", "1", ""))]);
     let (code, out, err) = host.cli(&["status"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.lines().any(|l| l.starts_with("echo") && l.contains(" up ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("echo") && l.contains(" up ")),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("echo.toml");
     std::fs::write(&path, echo_manifest("echo", "echo.test", "2", "")).unwrap();
     let (code, _, err) = host.cli(&["deploy", path.to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(err.contains("error: this host runs `alorig-host up`"), "{err}");
+    assert!(
+        err.contains("error: this host runs `alorig-host up`"),
+        "{err}"
+    );
     assert_eq!(host.get("echo.test", "/env/VERSION").await.text(), "1");
 }
 
@@ -197,7 +298,13 @@ async fn top_refreshes_the_status_table() {
     std::fs::write(&echo, echo_manifest("echo", "echo.test", "1", "")).unwrap();
     deploy_ok(&host, echo.to_str().unwrap(), &[]);
     let mut top = std::process::Command::new(crate::harness::host_binary())
-        .args(["top", "--admin", &format!("http://{}", host.admin), "--token", &host.token()])
+        .args([
+            "top",
+            "--admin",
+            &format!("http://{}", host.admin),
+            "--token",
+            &host.token(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -205,6 +312,9 @@ async fn top_refreshes_the_status_table() {
     let _ = top.kill();
     let out = top.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.matches("MEM USAGE / LIMIT").count() >= 2, "top did not refresh: {text}");
+    assert!(
+        text.matches("MEM USAGE / LIMIT").count() >= 2,
+        "top did not refresh: {text}"
+    );
     assert!(text.contains("echo "), "{text}");
 }

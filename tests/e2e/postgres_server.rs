@@ -38,18 +38,32 @@ fn pg_bin() -> PathBuf {
     if let Some((_, bin)) = found.pop() {
         return bin;
     }
-    let out = Command::new("sh").args(["-c", "command -v pg_ctl"]).output().expect("running sh");
+    let out = Command::new("sh")
+        .args(["-c", "command -v pg_ctl"])
+        .output()
+        .expect("running sh");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!path.is_empty(), "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin, no pg_ctl on PATH)");
+    assert!(
+        !path.is_empty(),
+        "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin, no pg_ctl on PATH)"
+    );
     Path::new(&path).parent().unwrap().to_path_buf()
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl PgServer {
@@ -59,19 +73,35 @@ impl PgServer {
         let password = format!("admin-{}", std::process::id());
         std::fs::write(dir.path().join("pwfile"), &password).unwrap();
         if is_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
-            assert!(status.success(), "chown of the PostgreSQL test folder to postgres failed");
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "chown of the PostgreSQL test folder to postgres failed"
+            );
         }
-        let server = PgServer { port: free_port(), bin: pg_bin(), password, running: Mutex::new(false), dir };
+        let server = PgServer {
+            port: free_port(),
+            bin: pg_bin(),
+            password,
+            running: Mutex::new(false),
+            dir,
+        };
         server.run(
             "initdb",
             &[
-                "-D", &server.data().display().to_string(),
-                "-U", "postgres",
+                "-D",
+                &server.data().display().to_string(),
+                "-U",
+                "postgres",
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",
                 &format!("--pwfile={}", server.dir.path().join("pwfile").display()),
-                "-E", "UTF8",
+                "-E",
+                "UTF8",
                 "--no-locale",
                 "--no-sync",
             ],
@@ -99,7 +129,11 @@ impl PgServer {
 
     fn run(&self, tool: &str, args: &[&str]) {
         let out = self
-            .command(tool).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(
             out.status.success(),
             "{tool} failed: {}{}\n{}",
@@ -117,13 +151,37 @@ impl PgServer {
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data().display().to_string(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
         *self.running.lock().unwrap() = true;
     }
 
     /// Stops the server (fast shutdown: connections are closed).
     pub fn stop(&self) {
-        self.run("pg_ctl", &["-D", &self.data().display().to_string(), "-m", "fast", "-w", "stop"]);
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
         *self.running.lock().unwrap() = false;
     }
 
@@ -134,12 +192,18 @@ impl PgServer {
 
     /// The superuser URL the host gets as `postgres_url`.
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/postgres", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
     }
 
     /// A URL for `database` as the superuser (for tests that look behind the host).
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
     }
 }
 
@@ -147,7 +211,12 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         if *self.running.lock().unwrap() {
             let data = self.data().display().to_string();
-            let _ = self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self
+                .command("pg_ctl")
+                .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }

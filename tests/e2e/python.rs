@@ -19,12 +19,28 @@ async fn standard_components_load_without_outbound_http_and_their_requests_are_d
     let (port, hits) = upstream(ok_response(2), Duration::ZERO);
     let apps = [
         ("py", python_guest("std-proxy"), "HttpRequestDenied"),
-        ("rs", guest("test-std-wasip2"), "ErrorCode::HttpRequestDenied"),
-        ("spin", guest("test-std-spin"), "ErrorCode::HttpRequestDenied"),
+        (
+            "rs",
+            guest("test-std-wasip2"),
+            "ErrorCode::HttpRequestDenied",
+        ),
+        (
+            "spin",
+            guest("test-std-spin"),
+            "ErrorCode::HttpRequestDenied",
+        ),
     ];
     let manifests: Vec<(&str, String)> = apps
         .iter()
-        .map(|(name, wasm, _)| (*name, format!("name = \"{name}\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"{name}.test\"\n", wasm.display())))
+        .map(|(name, wasm, _)| {
+            (
+                *name,
+                format!(
+                    "name = \"{name}\"\ncomponent = \"{}\"\n[[routes]]\nhost = \"{name}.test\"\n",
+                    wasm.display()
+                ),
+            )
+        })
         .collect();
     let host = Host::up(&manifests);
     for (name, wasm, denied) in &apps {
@@ -34,17 +50,55 @@ async fn standard_components_load_without_outbound_http_and_their_requests_are_d
             wasm.display(),
             host.dir.path().display()
         );
-        assert!(host.log().contains(&warning), "{name}: no warning in\n{}", host.log());
+        assert!(
+            host.log().contains(&warning),
+            "{name}: no warning in\n{}",
+            host.log()
+        );
         let reply = host.get(&format!("{name}.test"), "/").await;
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
-        assert!(reply.text().starts_with("hello from a plain"), "{}", reply.text());
-        let reply = host.get(&format!("{name}.test"), &format!("/fetch?url=http://127.0.0.1:{port}/")).await;
+        assert!(
+            reply.text().starts_with("hello from a plain"),
+            "{}",
+            reply.text()
+        );
+        let reply = host
+            .get(
+                &format!("{name}.test"),
+                &format!("/fetch?url=http://127.0.0.1:{port}/"),
+            )
+            .await;
         assert_eq!(reply.text(), format!("error={denied}"), "{name}");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a denied request reached the upstream");
-    assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"py\",outcome=\"denied\"").await, 1.0);
-    assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"rs\",outcome=\"denied\"").await, 1.0);
-    assert_eq!(host.metric("alorig_app_outbound_requests_total", "app=\"spin\",outcome=\"denied\"").await, 1.0);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a denied request reached the upstream"
+    );
+    assert_eq!(
+        host.metric(
+            "alorig_app_outbound_requests_total",
+            "app=\"py\",outcome=\"denied\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        host.metric(
+            "alorig_app_outbound_requests_total",
+            "app=\"rs\",outcome=\"denied\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        host.metric(
+            "alorig_app_outbound_requests_total",
+            "app=\"spin\",outcome=\"denied\""
+        )
+        .await,
+        1.0
+    );
 }
 
 /// `requests` instances of the reuse guest: (instance id, served count) per reply.
@@ -54,8 +108,14 @@ async fn instances(host: &Host, requests: usize) -> Vec<(String, u32)> {
         let reply = host.get("reuse.test", "/").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let text = reply.text();
-        let (id, served) = text.trim().split_once(" served=").expect("instance=… served=…");
-        seen.push((id.trim_start_matches("instance=").to_string(), served.parse().unwrap()));
+        let (id, served) = text
+            .trim()
+            .split_once(" served=")
+            .expect("instance=… served=…");
+        seen.push((
+            id.trim_start_matches("instance=").to_string(),
+            served.parse().unwrap(),
+        ));
     }
     seen
 }
@@ -67,20 +127,31 @@ async fn python_instances_keep_state_up_to_instance_reuse_and_are_recycled_after
     let seen = instances(&host, 12).await;
     let served: Vec<u32> = seen.iter().map(|(_, n)| *n).collect();
     assert_eq!(served, [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2], "{seen:?}");
-    assert!(seen[..5].iter().all(|(id, _)| *id == seen[0].0), "one instance for the first five: {seen:?}");
+    assert!(
+        seen[..5].iter().all(|(id, _)| *id == seen[0].0),
+        "one instance for the first five: {seen:?}"
+    );
     assert_ne!(seen[5].0, seen[0].0, "recycled after 5");
     assert_ne!(seen[10].0, seen[5].0, "recycled after 10");
     // The manifest's [env] reaches the SDK at run time (not the build machine's).
     let env = host.get("reuse.test", "/env").await.text();
     assert_eq!(env, r#"{"greeting": "salaam", "missing": "default"}"#);
     // One live Python instance, kept between requests: its memory.
-    let one = host.metric("alorig_app_memory_bytes", "app=\"reuse\"").await;
+    let one = host
+        .metric("alorig_app_memory_bytes", "app=\"reuse\"")
+        .await;
     println!("one reused Python instance: {:.1} MiB", one / 1048576.0);
     assert!(one > 4.0 * 1048576.0 && one < 64.0 * 1048576.0, "{one}");
-    assert_eq!(host.metric("alorig_app_instances", "app=\"reuse\"").await, 1.0);
+    assert_eq!(
+        host.metric("alorig_app_instances", "app=\"reuse\"").await,
+        1.0
+    );
 
     // Without reuse every request gets a fresh instance: nothing carries over.
-    let fresh = Host::up(&[("reuse", python_manifest("reuse", "py-reuse", "[[routes]]\nhost = \"reuse.test\""))]);
+    let fresh = Host::up(&[(
+        "reuse",
+        python_manifest("reuse", "py-reuse", "[[routes]]\nhost = \"reuse.test\""),
+    )]);
     let seen = instances(&fresh, 3).await;
     assert!(seen.iter().all(|(_, n)| *n == 1), "{seen:?}");
 }
@@ -106,17 +177,40 @@ fn asms_manifest() -> String {
             out.push('\n');
         }
     }
-    assert!(in_grades, "manifests/asms.toml has no grade_calculations timer");
+    assert!(
+        in_grades,
+        "manifests/asms.toml has no grade_calculations timer"
+    );
     out
 }
 
-async fn api(host: &Host, token: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value, String) {
+async fn api(
+    host: &Host,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value, String) {
     let reply = host
-        .request_with(method, "api.schools.alorig.com", path, &[("authorization", format!("Bearer {token}"))], body.as_bytes().to_vec())
+        .request_with(
+            method,
+            "api.schools.alorig.com",
+            path,
+            &[("authorization", format!("Bearer {token}"))],
+            body.as_bytes().to_vec(),
+        )
         .await;
     let text = reply.text();
     let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    (reply.status, json, reply.headers.get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default())
+    (
+        reply.status,
+        json,
+        reply
+            .headers
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,7 +220,10 @@ async fn asms_in_python_scopes_every_query_to_the_users_schools() {
     let host = Host::up_full(
         &[("asms", asms_manifest())],
         "",
-        &[("ALORIG_POSTGRES_URL", &pg.admin_url()), ("ALORIG_REDIS_URL", &redis.url())],
+        &[
+            ("ALORIG_POSTGRES_URL", &pg.admin_url()),
+            ("ALORIG_REDIS_URL", &redis.url()),
+        ],
     );
 
     // The component applied its migrations (schema + the 5 pilot schools) itself.
@@ -136,25 +233,83 @@ async fn asms_in_python_scopes_every_query_to_the_users_schools() {
     // The SDK's world has no outgoing-handler when the manifest grants no [outbound_http].
     assert!(!host.log().contains("outgoing-handler"), "{}", host.log());
 
-    let ids = |v: &serde_json::Value| -> Vec<i64> { v.as_array().unwrap().iter().map(|s| s["id"].as_i64().unwrap()).collect() };
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_i64().unwrap())
+            .collect()
+    };
     let (status, schools, _) = api(&host, "ho-admin-token", "GET", "/api/v1/schools", "").await;
     assert_eq!(status, 200);
-    assert_eq!(ids(&schools), [1, 2, 3, 4, 5], "Head Office sees all five pilot schools");
+    assert_eq!(
+        ids(&schools),
+        [1, 2, 3, 4, 5],
+        "Head Office sees all five pilot schools"
+    );
     let (_, schools, _) = api(&host, "sindh-admin-token", "GET", "/api/v1/schools", "").await;
-    assert_eq!(ids(&schools), [4, 5], "a branch admin sees the branch's schools");
-    let (_, schools, _) = api(&host, "gulberg-principal-token", "GET", "/api/v1/schools", "").await;
+    assert_eq!(
+        ids(&schools),
+        [4, 5],
+        "a branch admin sees the branch's schools"
+    );
+    let (_, schools, _) = api(
+        &host,
+        "gulberg-principal-token",
+        "GET",
+        "/api/v1/schools",
+        "",
+    )
+    .await;
     assert_eq!(ids(&schools), [1], "a principal sees their own school only");
 
     // Students: scoped lists; another school's student is 404 (its existence does not leak).
-    let (_, list, _) = api(&host, "gulberg-principal-token", "GET", "/api/v1/students", "").await;
+    let (_, list, _) = api(
+        &host,
+        "gulberg-principal-token",
+        "GET",
+        "/api/v1/students",
+        "",
+    )
+    .await;
     assert_eq!(list["count"], 20);
-    assert!(list["students"].as_array().unwrap().iter().all(|s| s["school_id"] == 1));
-    let (_, list, _) = api(&host, "ho-admin-token", "GET", "/api/v1/students?school=4", "").await;
+    assert!(
+        list["students"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["school_id"] == 1)
+    );
+    let (_, list, _) = api(
+        &host,
+        "ho-admin-token",
+        "GET",
+        "/api/v1/students?school=4",
+        "",
+    )
+    .await;
     assert_eq!(list["count"], 20);
     let clifton_student = list["students"][0]["id"].as_i64().unwrap();
-    let (status, _, _) = api(&host, "gulberg-principal-token", "GET", &format!("/api/v1/students/{clifton_student}"), "").await;
-    assert_eq!(status, 404, "a Gulberg principal may not see a Clifton student");
-    let (status, one, _) = api(&host, "clifton-principal-token", "GET", &format!("/api/v1/students/{clifton_student}"), "").await;
+    let (status, _, _) = api(
+        &host,
+        "gulberg-principal-token",
+        "GET",
+        &format!("/api/v1/students/{clifton_student}"),
+        "",
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "a Gulberg principal may not see a Clifton student"
+    );
+    let (status, one, _) = api(
+        &host,
+        "clifton-principal-token",
+        "GET",
+        &format!("/api/v1/students/{clifton_student}"),
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(one["school_id"], 4);
     let (status, _, _) = api(&host, "not-a-token", "GET", "/api/v1/schools", "").await;
@@ -162,38 +317,121 @@ async fn asms_in_python_scopes_every_query_to_the_users_schools() {
 
     // Attendance: one transaction; a student outside the school rolls all of it back.
     let register = |students: &[i64], status: &str| {
-        let records: Vec<String> = students.iter().map(|id| format!(r#"{{"student_id": {id}, "status": "{status}"}}"#)).collect();
-        format!(r#"{{"date": "2026-03-02", "records": [{}]}}"#, records.join(","))
+        let records: Vec<String> = students
+            .iter()
+            .map(|id| format!(r#"{{"student_id": {id}, "status": "{status}"}}"#))
+            .collect();
+        format!(
+            r#"{{"date": "2026-03-02", "records": [{}]}}"#,
+            records.join(",")
+        )
     };
-    let (status, _, _) = api(&host, "gulberg-teacher-token", "POST", "/api/v1/attendance", &register(&[1, 2, clifton_student], "absent")).await;
+    let (status, _, _) = api(
+        &host,
+        "gulberg-teacher-token",
+        "POST",
+        "/api/v1/attendance",
+        &register(&[1, 2, clifton_student], "absent"),
+    )
+    .await;
     assert_eq!(status, 404);
-    let (_, report, cache) = api(&host, "gulberg-teacher-token", "GET", "/api/v1/reports/attendance?date=2026-03-02", "").await;
-    assert_eq!(report["schools"][0]["absent"], 0, "nothing of the refused register was kept");
+    let (_, report, cache) = api(
+        &host,
+        "gulberg-teacher-token",
+        "GET",
+        "/api/v1/reports/attendance?date=2026-03-02",
+        "",
+    )
+    .await;
+    assert_eq!(
+        report["schools"][0]["absent"], 0,
+        "nothing of the refused register was kept"
+    );
     assert_eq!(cache, "miss");
     // A status the CHECK constraint refuses: the WIT constraint-violation reaches Python as IntegrityError.
     let reply = host
-        .request_with("POST", "api.schools.alorig.com", "/api/v1/attendance", &[("authorization", "Bearer gulberg-teacher-token".into())], register(&[1], "sick").into_bytes())
+        .request_with(
+            "POST",
+            "api.schools.alorig.com",
+            "/api/v1/attendance",
+            &[("authorization", "Bearer gulberg-teacher-token".into())],
+            register(&[1], "sick").into_bytes(),
+        )
         .await;
     assert_eq!(reply.status, 400);
-    assert!(reply.text().contains("refused by attendance_records_status_check (23514)"), "{}", reply.text());
-    let (status, done, _) = api(&host, "gulberg-teacher-token", "POST", "/api/v1/attendance", &register(&[1, 2, 3], "absent")).await;
+    assert!(
+        reply
+            .text()
+            .contains("refused by attendance_records_status_check (23514)"),
+        "{}",
+        reply.text()
+    );
+    let (status, done, _) = api(
+        &host,
+        "gulberg-teacher-token",
+        "POST",
+        "/api/v1/attendance",
+        &register(&[1, 2, 3], "absent"),
+    )
+    .await;
     assert_eq!((status, done["recorded"].as_i64()), (201, Some(3)));
-    let (status, _, _) = api(&host, "ho-admin-token", "POST", "/api/v1/attendance", &register(&[1], "present")).await;
+    let (status, _, _) = api(
+        &host,
+        "ho-admin-token",
+        "POST",
+        "/api/v1/attendance",
+        &register(&[1], "present"),
+    )
+    .await;
     assert_eq!(status, 403, "the Head Office does not take registers");
 
     // The report (Redis-cached per scope): the principal sees their school, the HO all five.
-    let (_, report, cache) = api(&host, "gulberg-principal-token", "GET", "/api/v1/reports/attendance?date=2026-03-02", "").await;
-    assert_eq!((report["schools"].as_array().unwrap().len(), report["schools"][0]["absent"].as_i64(), cache.as_str()), (1, Some(3), "miss"));
-    let (_, _, cache) = api(&host, "gulberg-principal-token", "GET", "/api/v1/reports/attendance?date=2026-03-02", "").await;
+    let (_, report, cache) = api(
+        &host,
+        "gulberg-principal-token",
+        "GET",
+        "/api/v1/reports/attendance?date=2026-03-02",
+        "",
+    )
+    .await;
+    assert_eq!(
+        (
+            report["schools"].as_array().unwrap().len(),
+            report["schools"][0]["absent"].as_i64(),
+            cache.as_str()
+        ),
+        (1, Some(3), "miss")
+    );
+    let (_, _, cache) = api(
+        &host,
+        "gulberg-principal-token",
+        "GET",
+        "/api/v1/reports/attendance?date=2026-03-02",
+        "",
+    )
+    .await;
     assert_eq!(cache, "hit");
-    let (_, report, _) = api(&host, "ho-admin-token", "GET", "/api/v1/reports/attendance?date=2026-03-02", "").await;
+    let (_, report, _) = api(
+        &host,
+        "ho-admin-token",
+        "GET",
+        "/api/v1/reports/attendance?date=2026-03-02",
+        "",
+    )
+    .await;
     assert_eq!(report["schools"].as_array().unwrap().len(), 5);
 
     // Keys and sessions live under the app's prefix in DB 7.
     let mut conn = redis.connection(7);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    assert!(!keys.is_empty() && keys.iter().all(|k| k.starts_with("asms:")), "{keys:?}");
-    assert!(keys.iter().any(|k| k.starts_with("asms:session:")), "{keys:?}");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.starts_with("asms:")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("asms:session:")),
+        "{keys:?}"
+    );
 
     // The grade_calculations timer (every second here) fills in every GPA.
     let mut gpa = serde_json::Value::Null;
@@ -205,7 +443,11 @@ async fn asms_in_python_scopes_every_query_to_the_users_schools() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let gpa: f64 = gpa.as_str().unwrap_or_else(|| panic!("no GPA after 10 s; host log:\n{}", host.log())).parse().unwrap();
+    let gpa: f64 = gpa
+        .as_str()
+        .unwrap_or_else(|| panic!("no GPA after 10 s; host log:\n{}", host.log()))
+        .parse()
+        .unwrap();
     assert!((0.0..=4.0).contains(&gpa), "{gpa}");
 }
 
@@ -227,7 +469,11 @@ async fn host_memory_returns_within_30mb_after_deploying_a_python_app() {
     let before = rss(host.pid());
     // A fresh data dir: the deploy compiles the ~18 MB Python component.
     let manifest = host.dir.path().join("pyapp.toml");
-    std::fs::write(&manifest, python_manifest("pyapp", "py-reuse", "[[routes]]\nhost = \"reuse.test\"")).unwrap();
+    std::fs::write(
+        &manifest,
+        python_manifest("pyapp", "py-reuse", "[[routes]]\nhost = \"reuse.test\""),
+    )
+    .unwrap();
     let (code, _, stderr) = host.cli(&["deploy", manifest.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     for _ in 0..20 {
@@ -236,7 +482,11 @@ async fn host_memory_returns_within_30mb_after_deploying_a_python_app() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss(host.pid());
     let mib = |b: u64| b as f64 / 1048576.0;
-    println!("host RSS before deploy {:.1} MiB, after deploy + 20 requests {:.1} MiB", mib(before), mib(after));
+    println!(
+        "host RSS before deploy {:.1} MiB, after deploy + 20 requests {:.1} MiB",
+        mib(before),
+        mib(after)
+    );
     assert!(
         after <= before + 30 * 1024 * 1024,
         "host RSS grew from {:.1} MiB to {:.1} MiB after deploying a Python app (limit: +30 MB)",
@@ -247,7 +497,11 @@ async fn host_memory_returns_within_30mb_after_deploying_a_python_app() {
 
 /// Runs a command in `dir` to completion, panicking with its output on failure.
 fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) {
-    let out = std::process::Command::new(program).args(args).current_dir(dir).output().unwrap();
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?} in {} failed:\n{}{}",
@@ -265,17 +519,35 @@ async fn new_projects_build_and_serve_as_they_are() {
         let (code, stdout, stderr) = run_cli(&["new", name, "--lang", lang, "--dir", base]);
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("new ") && stdout.contains(name), "{stdout}");
-        assert!(std::fs::read_to_string(dir.path().join(name).join("README.md")).unwrap().contains(&format!("alorig-host deploy {name}.toml")));
+        assert!(
+            std::fs::read_to_string(dir.path().join(name).join("README.md"))
+                .unwrap()
+                .contains(&format!("alorig-host deploy {name}.toml"))
+        );
     }
     let (code, _, stderr) = run_cli(&["new", "pyshop", "--lang", "python", "--dir", base]);
-    assert_eq!((code, crate::harness::one_error_line(&stderr).contains("already exists")), (1, true));
+    assert_eq!(
+        (
+            code,
+            crate::harness::one_error_line(&stderr).contains("already exists")
+        ),
+        (1, true)
+    );
 
     // Build each as its README says. The Python one reuses the test run's pinned
     // venv (build.sh would make .venv with the same componentize-py version).
     python_guest("std-proxy");
-    std::os::unix::fs::symlink(workspace_root().join("target/python-venv"), dir.path().join("pyshop/.venv")).unwrap();
+    std::os::unix::fs::symlink(
+        workspace_root().join("target/python-venv"),
+        dir.path().join("pyshop/.venv"),
+    )
+    .unwrap();
     run_in(&dir.path().join("pyshop"), "bash", &["build.sh"]);
-    run_in(&dir.path().join("rsshop"), &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()), &["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
+    run_in(
+        &dir.path().join("rsshop"),
+        &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+        &["build", "--release", "--target", "wasm32-wasip2", "--quiet"],
+    );
 
     let manifests: Vec<(&str, String)> = ["pyshop", "rsshop"]
         .iter()
@@ -285,10 +557,13 @@ async fn new_projects_build_and_serve_as_they_are() {
             assert_eq!(code, 0, "{name}: {stderr}");
             assert!(stdout.contains("ok"), "{stdout}");
             // `up` reads the manifest where it is (its component path is relative to it).
-            (*name, std::fs::read_to_string(&path).unwrap().replace(
-                "component = \"",
-                &format!("component = \"{}/", dir.path().join(name).display()),
-            ))
+            (
+                *name,
+                std::fs::read_to_string(&path).unwrap().replace(
+                    "component = \"",
+                    &format!("component = \"{}/", dir.path().join(name).display()),
+                ),
+            )
         })
         .collect();
     let host = Host::up(&manifests);
@@ -297,6 +572,8 @@ async fn new_projects_build_and_serve_as_they_are() {
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
         assert_eq!(reply.text(), format!("<h1>Hello from {name}</h1>\n"));
     }
-    let reply = host.get("pyshop.localhost", "/api/hello/amna?lang=ur").await;
+    let reply = host
+        .get("pyshop.localhost", "/api/hello/amna?lang=ur")
+        .await;
     assert_eq!(reply.text(), r#"{"hello": "amna", "lang": "ur"}"#);
 }

@@ -18,13 +18,16 @@ fn redis_app(name: &str, db: u8, prefix: &str, extra: &str) -> (String, String) 
     let text = manifest(
         name,
         "test-redis",
-        &format!("[[routes]]\nhost = \"{name}.test\"\n[redis]\ndb = {db}\nprefix = \"{prefix}\"\n{extra}"),
+        &format!(
+            "[[routes]]\nhost = \"{name}.test\"\n[redis]\ndb = {db}\nprefix = \"{prefix}\"\n{extra}"
+        ),
     );
     (name.to_string(), text)
 }
 
 fn up(redis: &RedisServer, apps: &[(String, String)]) -> Host {
-    let manifests: Vec<(&str, String)> = apps.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let manifests: Vec<(&str, String)> =
+        apps.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     Host::up_with(&manifests, &format!("redis_url = \"{}\"", redis.url()))
 }
 
@@ -44,36 +47,124 @@ async fn every_operation_works_with_values_of_any_bytes() {
     assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
     // A value with every byte, through set and get over HTTP too.
     let all: Vec<u8> = (0..=255u8).rev().collect();
-    assert_eq!(host.request("POST", "a.test", &format!("/set?k={}", hex(b"bin")), all.clone()).await.status, 200);
-    assert_eq!(host.get("a.test", &format!("/get?k={}", hex(b"bin"))).await.body.to_vec(), all);
+    assert_eq!(
+        host.request(
+            "POST",
+            "a.test",
+            &format!("/set?k={}", hex(b"bin")),
+            all.clone()
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        host.get("a.test", &format!("/get?k={}", hex(b"bin")))
+            .await
+            .body
+            .to_vec(),
+        all
+    );
     assert_eq!(redis.connection(1).get::<_, Vec<u8>>("a:bin").unwrap(), all);
 
-    assert!(host.metric("alorig_app_redis_commands_total", "app=\"a\"").await >= 50.0);
+    assert!(
+        host.metric("alorig_app_redis_commands_total", "app=\"a\"")
+            .await
+            >= 50.0
+    );
     // The self-test provokes one wrong-type alone, one in a transaction and one in
     // a pipeline, and a few invalid calls.
-    assert_eq!(host.metric("alorig_app_redis_errors_total", "app=\"a\",reason=\"wrong_type\"").await, 3.0);
-    assert!(host.metric("alorig_app_redis_errors_total", "app=\"a\",reason=\"other\"").await >= 1.0);
-    assert_eq!(host.metric("alorig_app_redis_errors_total", "app=\"a\",reason=\"unavailable\"").await, 0.0);
+    assert_eq!(
+        host.metric(
+            "alorig_app_redis_errors_total",
+            "app=\"a\",reason=\"wrong_type\""
+        )
+        .await,
+        3.0
+    );
+    assert!(
+        host.metric(
+            "alorig_app_redis_errors_total",
+            "app=\"a\",reason=\"other\""
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        host.metric(
+            "alorig_app_redis_errors_total",
+            "app=\"a\",reason=\"unavailable\""
+        )
+        .await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_with_the_same_key_names_do_not_see_each_other() {
     let redis = RedisServer::start();
     // a and c share db 1 (told apart by prefix only); b has db 2.
-    let host = up(&redis, &[redis_app("a", 1, "a:", ""), redis_app("b", 2, "b:", ""), redis_app("c", 1, "c:", "")]);
+    let host = up(
+        &redis,
+        &[
+            redis_app("a", 1, "a:", ""),
+            redis_app("b", 2, "b:", ""),
+            redis_app("c", 1, "c:", ""),
+        ],
+    );
     for app in ["a", "b", "c"] {
-        let reply = host.request("POST", &format!("{app}.test"), &format!("/set?k={}", hex(b"x")), app.into()).await;
+        let reply = host
+            .request(
+                "POST",
+                &format!("{app}.test"),
+                &format!("/set?k={}", hex(b"x")),
+                app.into(),
+            )
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let reply = host.request("POST", &format!("{app}.test"), &format!("/hset?k={}&f={}", hex(b"gate:1"), hex(b"go")), app.into()).await;
+        let reply = host
+            .request(
+                "POST",
+                &format!("{app}.test"),
+                &format!("/hset?k={}&f={}", hex(b"gate:1"), hex(b"go")),
+                app.into(),
+            )
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     for app in ["a", "b", "c"] {
-        assert_eq!(host.get(&format!("{app}.test"), &format!("/get?k={}", hex(b"x"))).await.text(), app);
-        assert_eq!(host.get(&format!("{app}.test"), &format!("/hgetall?k={}", hex(b"gate:1"))).await.text(), format!("go={app}\n"));
+        assert_eq!(
+            host.get(&format!("{app}.test"), &format!("/get?k={}", hex(b"x")))
+                .await
+                .text(),
+            app
+        );
+        assert_eq!(
+            host.get(
+                &format!("{app}.test"),
+                &format!("/hgetall?k={}", hex(b"gate:1"))
+            )
+            .await
+            .text(),
+            format!("go={app}\n")
+        );
     }
-    assert_eq!(host.get("a.test", &format!("/del?k={}", hex(b"x"))).await.text(), "1");
-    assert_eq!(host.get("c.test", &format!("/get?k={}", hex(b"x"))).await.text(), "c");
-    assert_eq!(keys(&redis, 1), vec![b"a:gate:1".to_vec(), b"c:gate:1".to_vec(), b"c:x".to_vec()]);
+    assert_eq!(
+        host.get("a.test", &format!("/del?k={}", hex(b"x")))
+            .await
+            .text(),
+        "1"
+    );
+    assert_eq!(
+        host.get("c.test", &format!("/get?k={}", hex(b"x")))
+            .await
+            .text(),
+        "c"
+    );
+    assert_eq!(
+        keys(&redis, 1),
+        vec![b"a:gate:1".to_vec(), b"c:gate:1".to_vec(), b"c:x".to_vec()]
+    );
     assert_eq!(keys(&redis, 2), vec![b"b:gate:1".to_vec(), b"b:x".to_vec()]);
     assert!(keys(&redis, 0).is_empty());
 }
@@ -88,7 +179,10 @@ async fn no_sequence_of_calls_reaches_outside_the_prefix_or_the_db() {
     let _: () = redis.connection(1).set("a", "bare").unwrap();
     let _: () = redis.connection(0).set("root", "r").unwrap();
     let _: () = redis.connection(2).set("a:x", "other db").unwrap();
-    let host = up(&redis, &[redis_app("a", 1, "a:", ""), redis_app("c", 1, "c:", "")]);
+    let host = up(
+        &redis,
+        &[redis_app("a", 1, "a:", ""), redis_app("c", 1, "c:", "")],
+    );
 
     let attacks: Vec<Vec<u8>> = vec![
         b"".to_vec(),
@@ -112,35 +206,77 @@ async fn no_sequence_of_calls_reaches_outside_the_prefix_or_the_db() {
     // Reads first: nothing outside the prefix is visible.
     for key in &attacks {
         let k = hex(key);
-        assert_eq!(host.get("a.test", &format!("/get?k={k}")).await.status, 404, "get {key:?}");
-        assert_eq!(host.get("a.test", &format!("/exists?k={k}")).await.text(), "0", "exists {key:?}");
-        assert_eq!(host.get("a.test", &format!("/del?k={k}")).await.text(), "0", "del {key:?}");
-        assert_eq!(host.get("a.test", &format!("/hgetall?k={k}")).await.text(), "", "hgetall {key:?}");
+        assert_eq!(
+            host.get("a.test", &format!("/get?k={k}")).await.status,
+            404,
+            "get {key:?}"
+        );
+        assert_eq!(
+            host.get("a.test", &format!("/exists?k={k}")).await.text(),
+            "0",
+            "exists {key:?}"
+        );
+        assert_eq!(
+            host.get("a.test", &format!("/del?k={k}")).await.text(),
+            "0",
+            "del {key:?}"
+        );
+        assert_eq!(
+            host.get("a.test", &format!("/hgetall?k={k}")).await.text(),
+            "",
+            "hgetall {key:?}"
+        );
     }
     // Then writes of every kind, each one landing under "a:".
     for key in &attacks {
         let k = hex(key);
-        for path in [format!("/set?k={k}"), format!("/pipeline?k={k}"), format!("/publish?k={k}")] {
-            let reply = host.request("POST", "a.test", &path, b"pwned".to_vec()).await;
+        for path in [
+            format!("/set?k={k}"),
+            format!("/pipeline?k={k}"),
+            format!("/publish?k={k}"),
+        ] {
+            let reply = host
+                .request("POST", "a.test", &path, b"pwned".to_vec())
+                .await;
             assert_eq!(reply.status, 200, "{path}: {}", reply.text());
         }
-        let reply = host.request("POST", "a.test", &format!("/hset?k={}&f={k}", hex(&[b"h", key.as_slice()].concat())), b"pwned".to_vec()).await;
+        let reply = host
+            .request(
+                "POST",
+                "a.test",
+                &format!("/hset?k={}&f={k}", hex(&[b"h", key.as_slice()].concat())),
+                b"pwned".to_vec(),
+            )
+            .await;
         assert_eq!(reply.status, 200, "hset {key:?}");
-        assert_eq!(host.get("a.test", &format!("/get?k={k}")).await.text(), "pwned");
+        assert_eq!(
+            host.get("a.test", &format!("/get?k={k}")).await.text(),
+            "pwned"
+        );
     }
     // Very long keys: up to 1024 bytes are placed under the prefix, longer ones refused.
     assert_eq!(host.get("a.test", "/long?len=1024").await.status, 200);
     for len in [1025, 1 << 20] {
         let reply = host.get("a.test", &format!("/long?len={len}")).await;
         assert_eq!(reply.status, 400, "{}", reply.text());
-        assert!(reply.text().contains("at most 1024 bytes"), "{}", reply.text());
+        assert!(
+            reply.text().contains("at most 1024 bytes"),
+            "{}",
+            reply.text()
+        );
     }
 
     let db1 = keys(&redis, 1);
     let foreign: Vec<&Vec<u8>> = db1.iter().filter(|k| !k.starts_with(b"a:")).collect();
-    assert_eq!(foreign, vec![&b"a".to_vec(), &b"c:secret".to_vec(), &b"victim".to_vec()]);
+    assert_eq!(
+        foreign,
+        vec![&b"a".to_vec(), &b"c:secret".to_vec(), &b"victim".to_vec()]
+    );
     assert_eq!(redis.connection(1).get::<_, String>("victim").unwrap(), "v");
-    assert_eq!(redis.connection(1).get::<_, String>("c:secret").unwrap(), "s");
+    assert_eq!(
+        redis.connection(1).get::<_, String>("c:secret").unwrap(),
+        "s"
+    );
     assert_eq!(redis.connection(1).get::<_, String>("a").unwrap(), "bare");
     assert!(db1.contains(&[b"a:".as_slice(), &[0], b"victim"].concat()));
     assert!(db1.contains(&b"a:../c:secret".to_vec()));
@@ -151,17 +287,40 @@ async fn no_sequence_of_calls_reaches_outside_the_prefix_or_the_db() {
         assert!(keys(&redis, db).is_empty(), "db {db}");
     }
     // The neighbour in the same db still sees its own, untouched.
-    assert_eq!(host.get("c.test", &format!("/get?k={}", hex(b"secret"))).await.text(), "s");
+    assert_eq!(
+        host.get("c.test", &format!("/get?k={}", hex(b"secret")))
+            .await
+            .text(),
+        "s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_app_connects_as_its_own_acl_user() {
     let redis = RedisServer::start();
     let host = up(&redis, &[redis_app("a", 1, "a:", "")]);
-    assert_eq!(host.request("POST", "a.test", &format!("/set?k={}", hex(b"x")), b"1".to_vec()).await.status, 200);
+    assert_eq!(
+        host.request(
+            "POST",
+            "a.test",
+            &format!("/set?k={}", hex(b"x")),
+            b"1".to_vec()
+        )
+        .await
+        .status,
+        200
+    );
     let mut admin = redis.connection(0);
-    let clients: String = ::redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
-    assert!(clients.lines().any(|l| l.contains("user=alorig-a") && l.contains("db=1")), "{clients}");
+    let clients: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut admin)
+        .unwrap();
+    assert!(
+        clients
+            .lines()
+            .any(|l| l.contains("user=alorig-a") && l.contains("db=1")),
+        "{clients}"
+    );
     let dry = |args: &[&str]| -> String {
         let mut cmd = ::redis::cmd("ACL");
         cmd.arg("DRYRUN").arg("alorig-a").arg(args);
@@ -187,7 +346,10 @@ async fn each_app_connects_as_its_own_acl_user() {
         &["MOVE", "a:x", "2"],
     ] {
         let answer = dry(denied);
-        assert!(answer.contains("no permissions") || answer.contains("NOPERM"), "{denied:?} was allowed: {answer}");
+        assert!(
+            answer.contains("no permissions") || answer.contains("NOPERM"),
+            "{denied:?} was allowed: {answer}"
+        );
     }
 }
 
@@ -196,7 +358,13 @@ async fn redis_down_is_a_clear_error_and_back_works_without_restart() {
     let mut redis = RedisServer::start();
     let app = redis_app("a", 1, "a:", "");
     let host = Host::up_with(
-        &[(app.0.as_str(), app.1.clone()), ("hello", manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\""))],
+        &[
+            (app.0.as_str(), app.1.clone()),
+            (
+                "hello",
+                manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\""),
+            ),
+        ],
         &format!("redis_url = \"{}\"", redis.url()),
     );
     let set_path = format!("/set?k={}", hex(b"x"));
@@ -208,27 +376,64 @@ async fn redis_down_is_a_clear_error_and_back_works_without_restart() {
         let started = Instant::now();
         let reply = set().await;
         assert_eq!((reply.status, reply.text().as_str()), (503, "unavailable"));
-        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-        assert_eq!(host.get("hello.test", "/").await.status, 200, "the host keeps serving");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            host.get("hello.test", "/").await.status,
+            200,
+            "the host keeps serving"
+        );
     }
-    assert!(host.metric("alorig_app_redis_errors_total", "app=\"a\",reason=\"unavailable\"").await >= 3.0);
+    assert!(
+        host.metric(
+            "alorig_app_redis_errors_total",
+            "app=\"a\",reason=\"unavailable\""
+        )
+        .await
+            >= 3.0
+    );
 
     redis.restart();
     // The very first call after Redis is back succeeds: no host restart, no retry by the guest.
     let reply = set().await;
-    assert_eq!(reply.status, 200, "Redis is back but the app gets {}", reply.text());
-    assert_eq!(host.get("a.test", &format!("/get?k={}", hex(b"x"))).await.text(), "1");
+    assert_eq!(
+        reply.status,
+        200,
+        "Redis is back but the app gets {}",
+        reply.text()
+    );
+    assert_eq!(
+        host.get("a.test", &format!("/get?k={}", hex(b"x")))
+            .await
+            .text(),
+        "1"
+    );
     // A restart while the app is idle, holding a connection that is now broken.
     redis.stop();
     redis.restart();
-    assert_eq!(host.get("a.test", &format!("/get?k={}", hex(b"x"))).await.status, 404, "a new, empty Redis");
+    assert_eq!(
+        host.get("a.test", &format!("/get?k={}", hex(b"x")))
+            .await
+            .status,
+        404,
+        "a new, empty Redis"
+    );
     assert!(!host.log().contains("\"1\""), "no values in the logs");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pubsub_messages_on_declared_channels_reach_the_handler() {
     let mut redis = RedisServer::start();
-    let host = up(&redis, &[redis_app("a", 1, "a:", "channels = [\"news\", \"gate\"]"), redis_app("b", 2, "b:", "")]);
+    let host = up(
+        &redis,
+        &[
+            redis_app("a", 1, "a:", "channels = [\"news\", \"gate\"]"),
+            redis_app("b", 2, "b:", ""),
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !host.log().contains("subscribed to Redis channels") {
         assert!(Instant::now() < deadline, "no subscription: {}", host.log());
@@ -238,19 +443,51 @@ async fn pubsub_messages_on_declared_channels_reach_the_handler() {
     // Published by a native client on the full channel name, by the app itself,
     // and, not to be delivered, by another app on its own "news".
     let mut native = redis.connection(0);
-    assert_eq!(native.publish::<_, _, i64>("a:news", message.clone()).unwrap(), 1);
-    assert_eq!(host.request("POST", "a.test", &format!("/publish?k={}", hex(b"gate")), b"from a".to_vec()).await.text(), "1");
-    assert_eq!(host.request("POST", "b.test", &format!("/publish?k={}", hex(b"news")), b"from b".to_vec()).await.text(), "0");
+    assert_eq!(
+        native
+            .publish::<_, _, i64>("a:news", message.clone())
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        host.request(
+            "POST",
+            "a.test",
+            &format!("/publish?k={}", hex(b"gate")),
+            b"from a".to_vec()
+        )
+        .await
+        .text(),
+        "1"
+    );
+    assert_eq!(
+        host.request(
+            "POST",
+            "b.test",
+            &format!("/publish?k={}", hex(b"news")),
+            b"from b".to_vec()
+        )
+        .await
+        .text(),
+        "0"
+    );
     assert_eq!(native.publish::<_, _, i64>("news", "bare").unwrap(), 0);
 
-    let paths = [b"news".as_slice(), b"gate"].map(|c| format!("/lrange?k={}", hex(&[b"received:".as_slice(), c].concat())));
+    let paths = [b"news".as_slice(), b"gate"]
+        .map(|c| format!("/lrange?k={}", hex(&[b"received:".as_slice(), c].concat())));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (news, gate) = (host.get("a.test", &paths[0]).await.body.to_vec(), host.get("a.test", &paths[1]).await.body.to_vec());
+        let (news, gate) = (
+            host.get("a.test", &paths[0]).await.body.to_vec(),
+            host.get("a.test", &paths[1]).await.body.to_vec(),
+        );
         if news == message && gate == b"from a" {
             break;
         }
-        assert!(Instant::now() < deadline, "delivered so far: news {news:?}, gate {gate:?}");
+        assert!(
+            Instant::now() < deadline,
+            "delivered so far: news {news:?}, gate {gate:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -263,12 +500,19 @@ async fn pubsub_messages_on_declared_channels_reach_the_handler() {
         if native.publish::<_, _, i64>("a:news", "again").unwrap() == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "no subscription after Redis came back: {}", host.log());
+        assert!(
+            Instant::now() < deadline,
+            "no subscription after Redis came back: {}",
+            host.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while host.get("a.test", &paths[0]).await.body.as_ref() != b"again" {
-        assert!(Instant::now() < deadline, "the message after the restart was not delivered");
+        assert!(
+            Instant::now() < deadline,
+            "the message after the restart was not delivered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -300,27 +544,44 @@ async fn benchmark_guest_get_through_the_host_vs_native() {
     // than on a multi-thread one, so the stricter baseline.
     let (jobs, job) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<Vec<Duration>>>();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         for reply in job {
             let _ = reply.send(runtime.block_on(native_gets(url.clone(), N)));
         }
     });
-    let _ = host.get("a.test", &format!("/bench?n=500&k={}", hex(b"bench"))).await; // warm-up
+    let _ = host
+        .get("a.test", &format!("/bench?n=500&k={}", hex(b"bench")))
+        .await; // warm-up
     let (mut guest, mut native) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let (tx, rx) = std::sync::mpsc::channel();
         jobs.send(tx).unwrap();
         let (n50, n99) = percentiles(rx.recv().unwrap());
-        let reply = host.get("a.test", &format!("/bench?n={N}&k={}", hex(b"bench"))).await;
+        let reply = host
+            .get("a.test", &format!("/bench?n={N}&k={}", hex(b"bench")))
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let text = reply.text();
         let (p50, p99) = text.split_once(' ').unwrap();
-        let (g50, g99) = (p50.parse::<f64>().unwrap() / 1e6, p99.parse::<f64>().unwrap() / 1e6);
-        eprintln!("round {round}: guest through host p50 {g50:.3} ms p99 {g99:.3} ms; native p50 {n50:.3} ms p99 {n99:.3} ms");
+        let (g50, g99) = (
+            p50.parse::<f64>().unwrap() / 1e6,
+            p99.parse::<f64>().unwrap() / 1e6,
+        );
+        eprintln!(
+            "round {round}: guest through host p50 {g50:.3} ms p99 {g99:.3} ms; native p50 {n50:.3} ms p99 {n99:.3} ms"
+        );
         guest.push((g50, g99));
         native.push((n50, n99));
     }
-    let best = |rounds: &[(f64, f64)]| rounds.iter().copied().fold((f64::MAX, f64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)));
+    let best = |rounds: &[(f64, f64)]| {
+        rounds
+            .iter()
+            .copied()
+            .fold((f64::MAX, f64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)))
+    };
     let ((g50, g99), (n50, n99)) = (best(&guest), best(&native));
     let ratio = g50 / n50;
     eprintln!(
@@ -340,7 +601,11 @@ async fn native_gets(url: String, n: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 500 {
         let started = Instant::now();
-        let got: Vec<u8> = ::redis::cmd("GET").arg("a:bench").query_async(&mut conn).await.unwrap();
+        let got: Vec<u8> = ::redis::cmd("GET")
+            .arg("a:bench")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if i >= 500 {
             times.push(started.elapsed());
         }
@@ -348,4 +613,3 @@ async fn native_gets(url: String, n: usize) -> Vec<Duration> {
     }
     times
 }
-

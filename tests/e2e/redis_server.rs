@@ -16,8 +16,16 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = RedisServer { child: None, port, dir: tempfile::tempdir().unwrap() };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
         server.restart();
         server
     }
@@ -31,7 +39,16 @@ impl RedisServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -47,7 +64,11 @@ impl RedisServer {
             if ping.is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -61,7 +82,10 @@ impl RedisServer {
 
     /// A plain (admin) connection to database `db`.
     pub fn connection(&self, db: u8) -> redis::Connection {
-        let mut conn = redis::Client::open(format!("{}/{db}", self.url())).unwrap().get_connection().unwrap();
+        let mut conn = redis::Client::open(format!("{}/{db}", self.url()))
+            .unwrap()
+            .get_connection()
+            .unwrap();
         redis::cmd("PING").query::<String>(&mut conn).unwrap();
         conn
     }

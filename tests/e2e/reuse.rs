@@ -18,20 +18,34 @@ async fn counts(host: &Host, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn by_default_every_request_gets_a_fresh_instance() {
-    let host = Host::up(&[("echo", manifest("echo", "test-echo", "[[routes]]\nhost = \"echo.test\""))]);
+    let host = Host::up(&[(
+        "echo",
+        manifest("echo", "test-echo", "[[routes]]\nhost = \"echo.test\""),
+    )]);
     assert_eq!(counts(&host, 4).await, ["1", "1", "1", "1"]);
-    assert_eq!(host.wait_metric("alorig_app_instances", "app=\"echo\"", 0.0).await, 0.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_instances", "app=\"echo\"", 0.0)
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reused_instance_serves_n_requests_then_is_recycled() {
     let host = Host::up(&[(
         "echo",
-        manifest("echo", "test-echo", "[resources]\nmemory = \"64MiB\"\ninstance_reuse = 3\n[[routes]]\nhost = \"echo.test\""),
+        manifest(
+            "echo",
+            "test-echo",
+            "[resources]\nmemory = \"64MiB\"\ninstance_reuse = 3\n[[routes]]\nhost = \"echo.test\"",
+        ),
     )]);
     assert_eq!(counts(&host, 7).await, ["1", "2", "3", "1", "2", "3", "1"]);
     // An idle instance is live: it holds memory against the budget until trimmed.
-    assert_eq!(host.metric("alorig_app_instances", "app=\"echo\"").await, 1.0);
+    assert_eq!(
+        host.metric("alorig_app_instances", "app=\"echo\"").await,
+        1.0
+    );
     assert!(host.metric("alorig_app_memory_bytes", "app=\"echo\"").await > 0.0);
 
     // A trap discards the instance: the next request starts afresh.
@@ -48,15 +62,28 @@ async fn a_reused_instance_serves_n_requests_then_is_recycled() {
 async fn idle_instances_give_their_memory_back_after_the_idle_timeout() {
     let host = Host::up(&[(
         "echo",
-        manifest("echo", "test-echo", "[resources]\ninstance_reuse = 100\n[[routes]]\nhost = \"echo.test\""),
+        manifest(
+            "echo",
+            "test-echo",
+            "[resources]\ninstance_reuse = 100\n[[routes]]\nhost = \"echo.test\"",
+        ),
     )]);
     assert_eq!(counts(&host, 2).await, ["1", "2"]);
-    assert_eq!(host.metric("alorig_app_instances", "app=\"echo\"").await, 1.0);
+    assert_eq!(
+        host.metric("alorig_app_instances", "app=\"echo\"").await,
+        1.0
+    );
     // IDLE_TIMEOUT is 10 s; the sweeper runs every second.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while host.metric("alorig_app_instances", "app=\"echo\"").await != 0.0 {
-        assert!(std::time::Instant::now() < deadline, "idle instance never dropped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle instance never dropped"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    assert_eq!(host.metric("alorig_app_memory_bytes", "app=\"echo\"").await, 0.0);
+    assert_eq!(
+        host.metric("alorig_app_memory_bytes", "app=\"echo\"").await,
+        0.0
+    );
 }

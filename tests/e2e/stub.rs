@@ -18,7 +18,10 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -40,14 +43,19 @@ impl Stub {
                 let Ok(mut stream) = stream else { continue };
                 let (record, answer) = (record.clone(), answer.clone());
                 std::thread::spawn(move || {
-                    let Ok(clone) = stream.try_clone() else { return };
+                    let Ok(clone) = stream.try_clone() else {
+                        return;
+                    };
                     let mut reader = BufReader::new(clone);
                     let mut line = String::new();
                     if reader.read_line(&mut line).is_err() {
                         return;
                     }
                     let mut parts = line.split_whitespace();
-                    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                    let (method, path) = (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    );
                     let mut headers = Vec::new();
                     loop {
                         let mut h = String::new();
@@ -58,15 +66,26 @@ impl Stub {
                             headers.push((n.trim().to_string(), v.trim().to_string()));
                         }
                     }
-                    let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+                    let header = |name: &str| {
+                        headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.clone())
+                    };
                     let mut body = Vec::new();
-                    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                    if header("transfer-encoding")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+                    {
                         loop {
                             let mut size = String::new();
                             if reader.read_line(&mut size).unwrap_or(0) == 0 {
                                 break;
                             }
-                            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                            let size = usize::from_str_radix(
+                                size.trim().split(';').next().unwrap_or("0"),
+                                16,
+                            )
+                            .unwrap_or(0);
                             let mut chunk = vec![0; size + 2];
                             if reader.read_exact(&mut chunk).is_err() {
                                 break;
@@ -77,11 +96,18 @@ impl Stub {
                             body.extend_from_slice(&chunk[..size]);
                         }
                     } else {
-                        let len = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                        let len = header("content-length")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
                         body = vec![0; len];
                         let _ = reader.read_exact(&mut body);
                     }
-                    let seen = Seen { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
+                    let seen = Seen {
+                        method,
+                        path,
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
                     let (status, reply) = answer(&seen);
                     record.lock().unwrap().push(seen);
                     let _ = write!(

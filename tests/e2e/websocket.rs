@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
-    tungstenite::{self, Message, client::IntoClientRequest as _, protocol::frame::coding::CloseCode},
+    tungstenite::{
+        self, Message, client::IntoClientRequest as _, protocol::frame::coding::CloseCode,
+    },
 };
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -22,25 +24,34 @@ pub fn ws_app(name: &str, websocket: &str) -> (String, String) {
     let text = manifest(
         name,
         "test-websocket",
-        &format!("[[routes]]\nhost = \"ws.test\"\nwebsocket = true\n[[routes]]\nhost = \"api.test\"\n[websocket]\n{websocket}"),
+        &format!(
+            "[[routes]]\nhost = \"ws.test\"\nwebsocket = true\n[[routes]]\nhost = \"api.test\"\n[websocket]\n{websocket}"
+        ),
     );
     (name.to_string(), text)
 }
 
 fn up(apps: &[(String, String)], host_toml: &str) -> Host {
-    let manifests: Vec<(&str, String)> = apps.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let manifests: Vec<(&str, String)> =
+        apps.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     Host::up_with(&manifests, host_toml)
 }
 
 /// Opens a WebSocket to `ws.test` on `addr`'s ingress with `path` (and query).
 pub async fn try_connect(addr: std::net::SocketAddr, path: &str) -> Result<Ws, tungstenite::Error> {
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    request.headers_mut().insert("host", "ws.test".parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+    request
+        .headers_mut()
+        .insert("host", "ws.test".parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 async fn connect(host: &Host, path: &str) -> Ws {
-    try_connect(host.ingress, path).await.expect("WebSocket upgrade")
+    try_connect(host.ingress, path)
+        .await
+        .expect("WebSocket upgrade")
 }
 
 /// The status an upgrade was refused with.
@@ -55,7 +66,10 @@ async fn refused(host: &Host, path: &str) -> u16 {
 /// The next data or close message (pings are answered by the client library).
 pub async fn next(ws: &mut Ws) -> Message {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message within 10 s") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+        {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(message)) => return message,
             other => panic!("the connection ended: {other:?}"),
@@ -77,13 +91,20 @@ async fn say(ws: &mut Ws, text: &str) {
 /// Echoes a fresh token through `ws`: proves nothing else was waiting before it.
 async fn nothing_else_arrived(ws: &mut Ws) {
     say(ws, "sentinel").await;
-    assert_eq!(text(ws).await, "sentinel", "a message arrived that was not meant for this connection");
+    assert_eq!(
+        text(ws).await,
+        "sentinel",
+        "a message arrived that was not meant for this connection"
+    );
 }
 
 /// The close code a connection ended with.
 async fn close_code(ws: &mut Ws) -> Option<u16> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("the end within 10 s") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the end within 10 s")
+        {
             Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -98,16 +119,41 @@ async fn echo_close_and_plain_http_on_a_websocket_route() {
     say(&mut ws, "hello").await;
     assert_eq!(text(&mut ws).await, "hello");
     let bytes: Vec<u8> = (0..=255u8).collect();
-    ws.send(Message::Binary(bytes.clone().into())).await.unwrap();
+    ws.send(Message::Binary(bytes.clone().into()))
+        .await
+        .unwrap();
     assert_eq!(next(&mut ws).await, Message::Binary(bytes.into()));
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0).await, 1.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0)
+            .await,
+        1.0
+    );
     // The app closes it.
     say(&mut ws, "close").await;
     assert_eq!(close_code(&mut ws).await, Some(4000));
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0).await, 0.0);
-    assert_eq!(host.metric("alorig_app_ws_messages_total", "app=\"w\",direction=\"in\"").await, 3.0);
-    assert_eq!(host.metric("alorig_app_ws_messages_total", "app=\"w\",direction=\"out\"").await, 2.0);
-    assert_eq!(host.metric("alorig_app_requests_total", "app=\"w\",status=\"101\"").await, 1.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0)
+            .await,
+        0.0
+    );
+    assert_eq!(
+        host.metric("alorig_app_ws_messages_total", "app=\"w\",direction=\"in\"")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        host.metric(
+            "alorig_app_ws_messages_total",
+            "app=\"w\",direction=\"out\""
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        host.metric("alorig_app_requests_total", "app=\"w\",status=\"101\"")
+            .await,
+        1.0
+    );
 
     // A plain request to the route is told what it takes.
     let plain = host.get("ws.test", "/chat").await;
@@ -116,24 +162,38 @@ async fn echo_close_and_plain_http_on_a_websocket_route() {
     // The client closing is seen too.
     let mut ws = connect(&host, "/").await;
     ws.close(None).await.unwrap();
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0).await, 0.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0)
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_message_reaches_exactly_its_members() {
-    let other = manifest("other", "test-websocket", "[[routes]]\nhost = \"ws-other.test\"\nwebsocket = true");
+    let other = manifest(
+        "other",
+        "test-websocket",
+        "[[routes]]\nhost = \"ws-other.test\"\nwebsocket = true",
+    );
     let host = up(&[ws_app("w", ""), ("other".to_string(), other)], "");
     let mut a = connect(&host, "/?group=g1").await;
     let mut b = connect(&host, "/?group=g1&group=g2").await;
     let mut c = connect(&host, "/").await;
     // Another app's group of the same name is another group.
     let mut other = {
-        let mut request = format!("ws://{}/?group=g1", host.ingress).into_client_request().unwrap();
-        request.headers_mut().insert("host", "ws-other.test".parse().unwrap());
+        let mut request = format!("ws://{}/?group=g1", host.ingress)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("host", "ws-other.test".parse().unwrap());
         tokio_tungstenite::connect_async(request).await.unwrap().0
     };
 
-    let sent = host.request("POST", "api.test", "/broadcast?group=g1", b"to g1".to_vec()).await;
+    let sent = host
+        .request("POST", "api.test", "/broadcast?group=g1", b"to g1".to_vec())
+        .await;
     assert_eq!((sent.status, sent.text().as_str()), (200, "sent 1"));
     assert_eq!(text(&mut a).await, "to g1");
     assert_eq!(text(&mut b).await, "to g1");
@@ -153,7 +213,8 @@ async fn a_group_message_reaches_exactly_its_members() {
     assert_eq!(text(&mut b).await, "left:g1");
     say(&mut c, "join:g1").await;
     assert_eq!(text(&mut c).await, "joined:g1");
-    host.request("POST", "api.test", "/broadcast?group=g1", b"again".to_vec()).await;
+    host.request("POST", "api.test", "/broadcast?group=g1", b"again".to_vec())
+        .await;
     assert_eq!(text(&mut a).await, "again");
     assert_eq!(text(&mut c).await, "again");
     for ws in [&mut a, &mut b, &mut c, &mut other] {
@@ -167,10 +228,14 @@ async fn a_group_message_reaches_exactly_its_members() {
     drop(a);
     let deadline = Instant::now() + Duration::from_secs(5);
     while host.metric("alorig_app_ws_connections", "app=\"w\"").await != 2.0 {
-        assert!(Instant::now() < deadline, "the dropped connection was not noticed");
+        assert!(
+            Instant::now() < deadline,
+            "the dropped connection was not noticed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    host.request("POST", "api.test", "/broadcast?group=g1", b"last".to_vec()).await;
+    host.request("POST", "api.test", "/broadcast?group=g1", b"last".to_vec())
+        .await;
     assert_eq!(text(&mut c).await, "last");
 }
 
@@ -181,15 +246,34 @@ async fn two_hosts_sharing_redis_deliver_group_messages_and_sends_across() {
     let one = up(&[ws_app("w", "")], &host_toml);
     let two = up(&[ws_app("w", "")], &host_toml);
     let mut on_one = connect(&one, "/?group=room&hello=1").await;
-    let id_one = text(&mut on_one).await.strip_prefix("id:").unwrap().to_string();
+    let id_one = text(&mut on_one)
+        .await
+        .strip_prefix("id:")
+        .unwrap()
+        .to_string();
     let mut on_two = connect(&two, "/?group=room&hello=1").await;
-    let id_two = text(&mut on_two).await.strip_prefix("id:").unwrap().to_string();
+    let id_two = text(&mut on_two)
+        .await
+        .strip_prefix("id:")
+        .unwrap()
+        .to_string();
     let mut bystander = connect(&two, "/").await;
-    assert_ne!(id_one.split('-').next(), id_two.split('-').next(), "ids name their host");
+    assert_ne!(
+        id_one.split('-').next(),
+        id_two.split('-').next(),
+        "ids name their host"
+    );
 
     // From either host, every member gets it exactly once.
     for (from, body) in [(&one, "from one"), (&two, "from two")] {
-        let sent = from.request("POST", "api.test", "/broadcast?group=room", body.as_bytes().to_vec()).await;
+        let sent = from
+            .request(
+                "POST",
+                "api.test",
+                "/broadcast?group=room",
+                body.as_bytes().to_vec(),
+            )
+            .await;
         assert_eq!(sent.status, 200, "{}", sent.text());
         assert_eq!(text(&mut on_one).await, body);
         assert_eq!(text(&mut on_two).await, body);
@@ -205,23 +289,59 @@ async fn two_hosts_sharing_redis_deliver_group_messages_and_sends_across() {
     say(&mut on_two, &format!("to:{id_one}:x")).await;
     assert_eq!(text(&mut on_two).await, "sent");
     assert_eq!(text(&mut on_one).await, "x");
-    let sent = two.request("POST", "api.test", &format!("/send?to={id_one}"), b"direct".to_vec()).await;
+    let sent = two
+        .request(
+            "POST",
+            "api.test",
+            &format!("/send?to={id_one}"),
+            b"direct".to_vec(),
+        )
+        .await;
     assert_eq!(sent.status, 200);
     assert_eq!(text(&mut on_one).await, "direct");
 
     // Once the last member on host one leaves, host one stops listening, and
     // the group still works between the members left.
     on_one.close(None).await.unwrap();
-    assert_eq!(one.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0).await, 0.0);
-    let sent = one.request("POST", "api.test", &format!("/send?to={id_one}"), b"gone".to_vec()).await;
+    assert_eq!(
+        one.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0)
+            .await,
+        0.0
+    );
+    let sent = one
+        .request(
+            "POST",
+            "api.test",
+            &format!("/send?to={id_one}"),
+            b"gone".to_vec(),
+        )
+        .await;
     assert_eq!(sent.status, 410, "a closed connection is `closed`");
-    one.request("POST", "api.test", "/broadcast?group=room", b"still".to_vec()).await;
+    one.request(
+        "POST",
+        "api.test",
+        "/broadcast?group=room",
+        b"still".to_vec(),
+    )
+    .await;
     assert_eq!(text(&mut on_two).await, "still");
     let mut conn = redis.connection(0);
-    let channels: Vec<String> = ::redis::cmd("PUBSUB").arg("CHANNELS").arg("alorig:ws:w:*").query(&mut conn).unwrap();
-    let numsub: Vec<(String, u32)> = ::redis::cmd("PUBSUB").arg("NUMSUB").arg("alorig:ws:w:room").query(&mut conn).unwrap();
+    let channels: Vec<String> = ::redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("alorig:ws:w:*")
+        .query(&mut conn)
+        .unwrap();
+    let numsub: Vec<(String, u32)> = ::redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("alorig:ws:w:room")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(channels, vec!["alorig:ws:w:room".to_string()]);
-    assert_eq!(numsub, vec![("alorig:ws:w:room".to_string(), 1)], "only host two still holds a member");
+    assert_eq!(
+        numsub,
+        vec![("alorig:ws:w:room".to_string(), 1)],
+        "only host two still holds a member"
+    );
 }
 
 /// Host RSS (from its own gauge).
@@ -259,26 +379,52 @@ async fn ten_thousand_idle_connections_cost_a_few_kib_each() {
         clients.push(task.await.unwrap().expect("upgrade"));
     }
     let opened = started.elapsed();
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", (N + 1) as f64).await, (N + 1) as f64);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", (N + 1) as f64)
+            .await,
+        (N + 1) as f64
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss(&host).await;
     let per = (after - before) / N as f64;
     println!(
         "{N} idle WebSocket connections: host RSS {:.1} MiB -> {:.1} MiB, {:.2} KiB per connection (opened in {:.1?})",
-        before / 1048576.0, after / 1048576.0, per / 1024.0, opened
+        before / 1048576.0,
+        after / 1048576.0,
+        per / 1024.0,
+        opened
     );
-    assert!(per < 32.0 * 1024.0, "{per} bytes per idle connection is not 'a few KiB'");
-    assert_eq!(host.metric("alorig_app_instances", "app=\"w\"").await, 0.0, "idle connections hold no instance");
+    assert!(
+        per < 32.0 * 1024.0,
+        "{per} bytes per idle connection is not 'a few KiB'"
+    );
+    assert_eq!(
+        host.metric("alorig_app_instances", "app=\"w\"").await,
+        0.0,
+        "idle connections hold no instance"
+    );
     // They are all alive: a group message reaches the 1,001 members.
-    host.request("POST", "api.test", "/broadcast?group=all", b"all".to_vec()).await;
+    host.request("POST", "api.test", "/broadcast?group=all", b"all".to_vec())
+        .await;
     assert_eq!(text(&mut first).await, "all");
     for client in clients.iter_mut().step_by(10) {
         assert_eq!(text(client).await, "all");
     }
     // "warm", then "all" to every member.
-    assert_eq!(host.metric("alorig_app_ws_messages_total", "app=\"w\",direction=\"out\"").await, 1.0 + (N / 10 + 1) as f64);
+    assert_eq!(
+        host.metric(
+            "alorig_app_ws_messages_total",
+            "app=\"w\",direction=\"out\""
+        )
+        .await,
+        1.0 + (N / 10 + 1) as f64
+    );
     drop(clients);
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0).await, 1.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0)
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,7 +441,14 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
     let mut peak = before;
     let mut received = 0usize;
     for _ in 0..60 {
-        let sent = host.request("POST", "api.test", "/broadcast?group=flood&n=32", body.clone()).await;
+        let sent = host
+            .request(
+                "POST",
+                "api.test",
+                "/broadcast?group=flood&n=32",
+                body.clone(),
+            )
+            .await;
         assert_eq!(sent.status, 200, "{}", sent.text());
         for _ in 0..32 {
             assert_eq!(text(&mut reader).await.len(), body.len());
@@ -303,13 +456,37 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
         }
         peak = peak.max(rss(&host).await);
     }
-    let dropped = host.metric("alorig_app_ws_dropped_total", "app=\"w\",reason=\"slow_consumer\"").await
-        + host.metric("alorig_app_ws_dropped_total", "app=\"w\",reason=\"send_timeout\"").await;
-    assert_eq!(dropped, 1.0, "the client that never reads is dropped, the reader is not");
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0).await, 1.0);
+    let dropped = host
+        .metric(
+            "alorig_app_ws_dropped_total",
+            "app=\"w\",reason=\"slow_consumer\"",
+        )
+        .await
+        + host
+            .metric(
+                "alorig_app_ws_dropped_total",
+                "app=\"w\",reason=\"send_timeout\"",
+            )
+            .await;
+    assert_eq!(
+        dropped, 1.0,
+        "the client that never reads is dropped, the reader is not"
+    );
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0)
+            .await,
+        1.0
+    );
     let grew = (peak - before) / 1048576.0;
-    println!("sent {received} × 32 KiB = {} MiB to each client; host RSS grew at most {grew:.1} MiB", received * 32 / 1024);
-    assert!(grew < 48.0, "host RSS grew {grew:.1} MiB while a client did not read ({} MiB were sent)", received * 32 / 1024);
+    println!(
+        "sent {received} × 32 KiB = {} MiB to each client; host RSS grew at most {grew:.1} MiB",
+        received * 32 / 1024
+    );
+    assert!(
+        grew < 48.0,
+        "host RSS grew {grew:.1} MiB while a client did not read ({} MiB were sent)",
+        received * 32 / 1024
+    );
     nothing_else_arrived(&mut reader).await;
     drop(stalled);
 }
@@ -320,31 +497,62 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
     let mut alive = connect(&host, "/").await;
     let _silent = connect(&host, "/").await; // never polled: never answers a ping
     let deadline = Instant::now() + Duration::from_secs(5);
-    while host.metric("alorig_app_ws_dropped_total", "app=\"w\",reason=\"ping_timeout\"").await < 1.0 {
+    while host
+        .metric(
+            "alorig_app_ws_dropped_total",
+            "app=\"w\",reason=\"ping_timeout\"",
+        )
+        .await
+        < 1.0
+    {
         // The live client reads (and so answers pings).
         say(&mut alive, "still here").await;
         assert_eq!(text(&mut alive).await, "still here");
-        assert!(Instant::now() < deadline, "the silent client was not dropped");
+        assert!(
+            Instant::now() < deadline,
+            "the silent client was not dropped"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0).await, 1.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 1.0)
+            .await,
+        1.0
+    );
     // A client that keeps reading (so answers pings) outlives many intervals.
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         nothing_else_arrived(&mut alive).await;
     }
-    assert_eq!(host.metric("alorig_app_ws_dropped_total", "app=\"w\",reason=\"ping_timeout\"").await, 1.0);
+    assert_eq!(
+        host.metric(
+            "alorig_app_ws_dropped_total",
+            "app=\"w\",reason=\"ping_timeout\""
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_answer_503_1009_and_invalid_and_a_refusal_403() {
-    let host = up(&[ws_app("w", "max_connections = 2\nmax_message = \"1KiB\"")], "");
+    let host = up(
+        &[ws_app("w", "max_connections = 2\nmax_message = \"1KiB\"")],
+        "",
+    );
     // on-open refuses.
     assert_eq!(refused(&host, "/?refuse=1").await, 403);
     let mut one = connect(&host, "/").await;
     let two = connect(&host, "/").await;
     assert_eq!(refused(&host, "/").await, 503);
-    assert_eq!(host.metric("alorig_app_ws_dropped_total", "app=\"w\",reason=\"max_connections\"").await, 1.0);
+    assert_eq!(
+        host.metric(
+            "alorig_app_ws_dropped_total",
+            "app=\"w\",reason=\"max_connections\""
+        )
+        .await,
+        1.0
+    );
     drop(two);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut again = loop {
@@ -356,13 +564,33 @@ async fn limits_answer_503_1009_and_invalid_and_a_refusal_403() {
     };
     // An outgoing message past max_message is refused to the guest.
     say(&mut one, "big:2000").await;
-    assert!(text(&mut one).await.starts_with("invalid: a message of 2000 bytes is more than [websocket] max_message"));
+    assert!(
+        text(&mut one)
+            .await
+            .starts_with("invalid: a message of 2000 bytes is more than [websocket] max_message")
+    );
     say(&mut one, "big:1000").await;
-    assert_eq!(next(&mut one).await, Message::Binary(vec![b'x'; 1000].into()));
+    assert_eq!(
+        next(&mut one).await,
+        Message::Binary(vec![b'x'; 1000].into())
+    );
     // An incoming one closes the connection with 1009.
-    again.send(Message::Text("y".repeat(2000).into())).await.unwrap();
-    assert_eq!(close_code(&mut again).await, Some(u16::from(CloseCode::Size)));
-    assert_eq!(host.metric("alorig_app_ws_dropped_total", "app=\"w\",reason=\"message_too_large\"").await, 1.0);
+    again
+        .send(Message::Text("y".repeat(2000).into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut again).await,
+        Some(u16::from(CloseCode::Size))
+    );
+    assert_eq!(
+        host.metric(
+            "alorig_app_ws_dropped_total",
+            "app=\"w\",reason=\"message_too_large\""
+        )
+        .await,
+        1.0
+    );
     nothing_else_arrived(&mut one).await;
 }
 
@@ -381,17 +609,35 @@ async fn a_guest_that_traps_in_on_message_does_not_disturb_other_connections() {
             assert_eq!(text(other).await, format!("hi {i}"));
         }
     }
-    assert_eq!(host.wait_metric("alorig_app_traps_total", "app=\"w\",reason=\"trap\"", 5.0).await, 5.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_traps_total", "app=\"w\",reason=\"trap\"", 5.0)
+            .await,
+        5.0
+    );
     // The trapping one is still served.
     nothing_else_arrived(&mut trapper).await;
-    assert_eq!(host.metric("alorig_app_ws_connections", "app=\"w\"").await, 4.0);
-    assert!(host.log().contains("on-message instance ended"), "{}", host.log());
+    assert_eq!(
+        host.metric("alorig_app_ws_connections", "app=\"w\"").await,
+        4.0
+    );
+    assert!(
+        host.log().contains("on-message instance ended"),
+        "{}",
+        host.log()
+    );
 }
 
 #[test]
 fn a_websocket_route_needs_the_handler_export() {
-    let (path, error) = validate_error("ws", "hello", "[[routes]]\nhost = \"ws.test\"\nwebsocket = true");
-    assert!(error.starts_with("error: ") && error.lines().count() == 1, "{error}");
+    let (path, error) = validate_error(
+        "ws",
+        "hello",
+        "[[routes]]\nhost = \"ws.test\"\nwebsocket = true",
+    );
+    assert!(
+        error.starts_with("error: ") && error.lines().count() == 1,
+        "{error}"
+    );
     assert!(
         error.contains("does not export alorig:host/websocket-handler (on-open, on-message, on-close), which the websocket = true route in")
             && error.contains(&path.display().to_string()),
@@ -399,8 +645,17 @@ fn a_websocket_route_needs_the_handler_export() {
     );
     // And importing alorig:host/websocket needs such a route.
     let (_, error) = validate_error("ws", "test-websocket", "[[routes]]\nhost = \"ws.test\"");
-    assert!(error.contains("imports alorig:host/websocket, which needs a [[routes]] entry with websocket = true"), "{error}");
-    let (_, error) = validate_error("ws", "test-websocket", "[[routes]]\nhost = \"ws.test\"\nwebsocket = true\n[websocket]\nmax_mesage = \"1KiB\"");
+    assert!(
+        error.contains(
+            "imports alorig:host/websocket, which needs a [[routes]] entry with websocket = true"
+        ),
+        "{error}"
+    );
+    let (_, error) = validate_error(
+        "ws",
+        "test-websocket",
+        "[[routes]]\nhost = \"ws.test\"\nwebsocket = true\n[websocket]\nmax_mesage = \"1KiB\"",
+    );
     assert!(error.contains("unknown field `max_mesage`"), "{error}");
 }
 
@@ -419,7 +674,11 @@ async fn removing_an_app_closes_its_websockets() {
     let (code, _, stderr) = host.cli(&["remove", "w"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(close_code(&mut ws).await, Some(1001));
-    assert_eq!(host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0).await, 0.0);
+    assert_eq!(
+        host.wait_metric("alorig_app_ws_connections", "app=\"w\"", 0.0)
+            .await,
+        0.0
+    );
     assert_eq!(refused(&host, "/").await, 404);
 }
 
@@ -433,20 +692,48 @@ async fn groups_outlive_a_redis_outage() {
     let two = up(&[ws_app("w", "")], &host_toml);
     let mut a = connect(&one, "/?group=room").await;
     let mut b = connect(&two, "/?group=room").await;
-    one.request("POST", "api.test", "/broadcast?group=room", b"before".to_vec()).await;
-    assert_eq!((text(&mut a).await, text(&mut b).await), ("before".to_string(), "before".to_string()));
+    one.request(
+        "POST",
+        "api.test",
+        "/broadcast?group=room",
+        b"before".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (text(&mut a).await, text(&mut b).await),
+        ("before".to_string(), "before".to_string())
+    );
 
     redis.stop();
-    let sent = one.request("POST", "api.test", "/broadcast?group=room", b"during".to_vec()).await;
+    let sent = one
+        .request(
+            "POST",
+            "api.test",
+            "/broadcast?group=room",
+            b"during".to_vec(),
+        )
+        .await;
     assert_eq!((sent.status, sent.text().as_str()), (503, "unavailable"));
-    assert_eq!(text(&mut a).await, "during", "local members are served without Redis");
+    assert_eq!(
+        text(&mut a).await,
+        "during",
+        "local members are served without Redis"
+    );
     // New connections and their joins still work on each host.
     let mut c = connect(&one, "/?hello=1").await;
     assert!(text(&mut c).await.starts_with("id:"));
     say(&mut c, "join:new-room").await;
-    assert_eq!(text(&mut c).await, "unavailable", "a join that needs Redis is local only, and says so");
+    assert_eq!(
+        text(&mut c).await,
+        "unavailable",
+        "a join that needs Redis is local only, and says so"
+    );
     say(&mut c, "join:room").await;
-    assert_eq!(text(&mut c).await, "joined:room", "this host already listens to room");
+    assert_eq!(
+        text(&mut c).await,
+        "joined:room",
+        "this host already listens to room"
+    );
     for ws in [&mut a, &mut b] {
         nothing_else_arrived(ws).await;
     }
@@ -458,16 +745,27 @@ async fn groups_outlive_a_redis_outage() {
     loop {
         attempt += 1;
         let body = format!("after {attempt}");
-        let sent = one.request("POST", "api.test", "/broadcast?group=room", body.clone().into_bytes()).await;
+        let sent = one
+            .request(
+                "POST",
+                "api.test",
+                "/broadcast?group=room",
+                body.clone().into_bytes(),
+            )
+            .await;
         assert_eq!(text(&mut a).await, body);
         assert_eq!(text(&mut c).await, body);
         if sent.status == 200
-            && let Ok(Some(Ok(Message::Text(got)))) = tokio::time::timeout(Duration::from_millis(300), b.next()).await
+            && let Ok(Some(Ok(Message::Text(got)))) =
+                tokio::time::timeout(Duration::from_millis(300), b.next()).await
         {
             assert!(got.starts_with("after "), "{got}");
             break;
         }
-        assert!(Instant::now() < deadline, "the fan-out did not come back after Redis did");
+        assert!(
+            Instant::now() < deadline,
+            "the fan-out did not come back after Redis did"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

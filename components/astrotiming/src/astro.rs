@@ -7,9 +7,13 @@
 //! of its weekday.
 
 /// Chaldean order, slowest to fastest.
-pub const CHALDEAN: [&str; 7] = ["Saturn", "Jupiter", "Mars", "Sun", "Venus", "Mercury", "Moon"];
+pub const CHALDEAN: [&str; 7] = [
+    "Saturn", "Jupiter", "Mars", "Sun", "Venus", "Mercury", "Moon",
+];
 /// The ruler of each weekday, Sunday first.
-pub const DAY_RULERS: [&str; 7] = ["Sun", "Moon", "Mars", "Mercury", "Jupiter", "Venus", "Saturn"];
+pub const DAY_RULERS: [&str; 7] = [
+    "Sun", "Moon", "Mars", "Mercury", "Jupiter", "Venus", "Saturn",
+];
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -34,7 +38,15 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// "YYYY-MM-DD" of a day number.
@@ -47,8 +59,16 @@ pub fn date_text(days: i64) -> String {
 pub fn parse_date(text: &str) -> Option<i64> {
     let mut parts = text.splitn(3, '-');
     let y = parts.next()?.parse().ok()?;
-    let m = parts.next()?.parse().ok().filter(|m| (1..=12).contains(m))?;
-    let d = parts.next()?.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let m = parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|m| (1..=12).contains(m))?;
+    let d = parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|d| (1..=31).contains(d))?;
     Some(days_from_civil(y, m, d))
 }
 
@@ -70,7 +90,8 @@ fn sun_at(jd: f64) -> (f64, f64) {
         + (3.0 * mr).sin() * 0.000289;
     let omega = (125.04 - 1934.136 * t).to_radians();
     let apparent = (l0 + center - 0.00569 - 0.00478 * omega.sin()).to_radians();
-    let mean_obliquity = 23.0 + (26.0 + (21.448 - t * (46.815 + t * (0.00059 - t * 0.001813))) / 60.0) / 60.0;
+    let mean_obliquity =
+        23.0 + (26.0 + (21.448 - t * (46.815 + t * (0.00059 - t * 0.001813))) / 60.0) / 60.0;
     let obliquity = (mean_obliquity + 0.00256 * omega.cos()).to_radians();
     let declination = (obliquity.sin() * apparent.sin()).asin();
     let y = (obliquity / 2.0).tan().powi(2);
@@ -194,20 +215,39 @@ pub fn planetary_day(days: i64, lat: f64, lon: f64) -> Option<PlanetaryDay> {
         return None;
     }
     let ruler = DAY_RULERS[weekday(days)];
-    let first = CHALDEAN.iter().position(|p| *p == ruler).expect("every day ruler is a Chaldean planet");
+    let first = CHALDEAN
+        .iter()
+        .position(|p| *p == ruler)
+        .expect("every day ruler is a Chaldean planet");
     let hours = (0..24)
         .map(|k| {
-            let (from, to, i) = if k < 12 { (sunrise, sunset, k) } else { (sunset, next_sunrise, k - 12) };
+            let (from, to, i) = if k < 12 {
+                (sunrise, sunset, k)
+            } else {
+                (sunset, next_sunrise, k - 12)
+            };
             let length = (to - from) as f64 / 12.0;
             Hour {
                 number: k as u32 + 1,
                 planet: CHALDEAN[(first + k) % 7],
                 start_ms: from + (length * i as f64).round() as i64,
-                end_ms: if i == 11 { to } else { from + (length * (i + 1) as f64).round() as i64 },
+                end_ms: if i == 11 {
+                    to
+                } else {
+                    from + (length * (i + 1) as f64).round() as i64
+                },
             }
         })
         .collect();
-    Some(PlanetaryDay { days, sunrise_ms: sunrise, sunset_ms: sunset, next_sunrise_ms: next_sunrise, ruler, hours, polar })
+    Some(PlanetaryDay {
+        days,
+        sunrise_ms: sunrise,
+        sunset_ms: sunset,
+        next_sunrise_ms: next_sunrise,
+        ruler,
+        hours,
+        polar,
+    })
 }
 
 /// The planetary day holding instant `t` at a place (it began at the last sunrise).
@@ -247,12 +287,31 @@ mod tests {
     #[test]
     fn sunrise_and_sunset_match_published_times_within_two_minutes() {
         let (rise, set) = sun_times(days_from_civil(2024, 6, 21), 51.5074, -0.1278).unwrap();
-        assert!((utc_minutes(rise) - (3 * 60 + 43)).abs() <= 2, "{}", utc_minutes(rise));
-        assert!((utc_minutes(set) - (20 * 60 + 21)).abs() <= 2, "{}", utc_minutes(set));
+        assert!(
+            (utc_minutes(rise) - (3 * 60 + 43)).abs() <= 2,
+            "{}",
+            utc_minutes(rise)
+        );
+        assert!(
+            (utc_minutes(set) - (20 * 60 + 21)).abs() <= 2,
+            "{}",
+            utc_minutes(set)
+        );
         let (rise, set) = sun_times(days_from_civil(2024, 12, 21), 40.7128, -74.0060).unwrap();
-        assert!((utc_minutes(rise) - (12 * 60 + 16)).abs() <= 2, "{}", utc_minutes(rise));
-        assert!((utc_minutes(set) - (21 * 60 + 32)).abs() <= 2, "{}", utc_minutes(set));
-        assert!(sun_times(days_from_civil(2024, 6, 21), 80.0, 0.0).is_none(), "midnight sun");
+        assert!(
+            (utc_minutes(rise) - (12 * 60 + 16)).abs() <= 2,
+            "{}",
+            utc_minutes(rise)
+        );
+        assert!(
+            (utc_minutes(set) - (21 * 60 + 32)).abs() <= 2,
+            "{}",
+            utc_minutes(set)
+        );
+        assert!(
+            sun_times(days_from_civil(2024, 6, 21), 80.0, 0.0).is_none(),
+            "midnight sun"
+        );
     }
 
     #[test]
@@ -261,7 +320,12 @@ mod tests {
         let day = planetary_day(days_from_civil(2024, 6, 23), 51.5074, -0.1278).unwrap();
         assert_eq!(day.ruler, "Sun");
         let planets: Vec<&str> = day.hours.iter().map(|h| h.planet).take(8).collect();
-        assert_eq!(planets, ["Sun", "Venus", "Mercury", "Moon", "Saturn", "Jupiter", "Mars", "Sun"]);
+        assert_eq!(
+            planets,
+            [
+                "Sun", "Venus", "Mercury", "Moon", "Saturn", "Jupiter", "Mars", "Sun"
+            ]
+        );
         // The 25th hour would be Monday's first: the Moon.
         assert_eq!(CHALDEAN[(3 + 24) % 7], "Moon");
         assert_eq!(day.hours[0].start_ms, day.sunrise_ms);
@@ -269,11 +333,18 @@ mod tests {
         assert_eq!(day.hours[12].start_ms, day.sunset_ms);
         assert_eq!(day.hours[23].end_ms, day.next_sunrise_ms);
         // London's midsummer day hours are long, its night hours short.
-        assert!(day.hours[0].end_ms - day.hours[0].start_ms > day.hours[12].end_ms - day.hours[12].start_ms);
+        assert!(
+            day.hours[0].end_ms - day.hours[0].start_ms
+                > day.hours[12].end_ms - day.hours[12].start_ms
+        );
         let noon = days_from_civil(2024, 6, 23) * MS_PER_DAY + 12 * 3_600_000;
         assert_eq!(day_at(noon, 51.5074, -0.1278).unwrap().days, day.days);
         let before_dawn = days_from_civil(2024, 6, 24) * MS_PER_DAY + 2 * 3_600_000;
-        assert_eq!(day_at(before_dawn, 51.5074, -0.1278).unwrap().days, day.days, "still Sunday's night");
+        assert_eq!(
+            day_at(before_dawn, 51.5074, -0.1278).unwrap().days,
+            day.days,
+            "still Sunday's night"
+        );
     }
 
     /// Sunrise and sunset against an almanac (PyEphem 4.2: USNO's convention,
@@ -282,37 +353,175 @@ mod tests {
     #[test]
     fn sunrise_and_sunset_agree_with_an_almanac_within_thirty_seconds() {
         let places = [
-        ("London", 51.5074, -0.1278, (2024, 3, 20), "2024-03-20T06:02:18Z", "2024-03-20T18:14:21Z"),
-        ("London", 51.5074, -0.1278, (2024, 6, 21), "2024-06-21T03:43:14Z", "2024-06-21T20:21:36Z"),
-        ("London", 51.5074, -0.1278, (2024, 12, 21), "2024-12-21T08:03:57Z", "2024-12-21T15:53:39Z"),
-        ("New_York", 40.7128, -74.0060, (2024, 6, 21), "2024-06-21T09:25:10Z", "2024-06-22T00:30:48Z"),
-        ("New_York", 40.7128, -74.0060, (2024, 12, 21), "2024-12-21T12:16:47Z", "2024-12-21T21:32:03Z"),
-        ("Lahore", 31.5204, 74.3587, (2024, 6, 21), "2024-06-20T23:58:18Z", "2024-06-21T14:10:34Z"),
-        ("Sydney", -33.8688, 151.2093, (2024, 6, 21), "2024-06-20T21:00:06Z", "2024-06-21T06:53:54Z"),
-        ("Sydney", -33.8688, 151.2093, (2024, 12, 21), "2024-12-20T18:40:50Z", "2024-12-21T09:05:40Z"),
-        ("Reykjavik", 64.1466, -21.9426, (2024, 6, 21), "2024-06-21T02:55:25Z", "2024-06-22T00:03:53Z"),
-        ("Reykjavik", 64.1466, -21.9426, (2024, 12, 21), "2024-12-21T11:22:32Z", "2024-12-21T15:29:39Z"),
-        ("Tromso", 69.6492, 18.9553, (2024, 5, 15), "2024-05-14T23:38:08Z", "2024-05-15T21:54:38Z"),
-        ("Tromso", 69.6492, 18.9553, (2024, 1, 20), "2024-01-20T09:39:52Z", "2024-01-20T12:11:03Z"),
-        ("Anchorage", 61.2181, -149.9003, (2024, 6, 21), "2024-06-21T12:20:28Z", "2024-06-22T07:42:40Z"),
-        ("Anchorage", 61.2181, -149.9003, (2024, 12, 21), "2024-12-21T19:14:33Z", "2024-12-22T00:41:39Z"),
-        ("Quito", -0.1807, -78.4678, (2024, 3, 20), "2024-03-20T11:17:52Z", "2024-03-20T23:24:22Z"),
-        ("Ushuaia", -54.8019, -68.3030, (2024, 6, 21), "2024-06-21T12:59:00Z", "2024-06-21T20:11:22Z"),
-        ("Ushuaia", -54.8019, -68.3030, (2024, 12, 21), "2024-12-21T07:51:36Z", "2024-12-22T01:11:35Z"),
-        ("Honolulu", 21.3069, -157.8583, (2024, 12, 21), "2024-12-21T17:04:49Z", "2024-12-22T03:55:05Z"),
+            (
+                "London",
+                51.5074,
+                -0.1278,
+                (2024, 3, 20),
+                "2024-03-20T06:02:18Z",
+                "2024-03-20T18:14:21Z",
+            ),
+            (
+                "London",
+                51.5074,
+                -0.1278,
+                (2024, 6, 21),
+                "2024-06-21T03:43:14Z",
+                "2024-06-21T20:21:36Z",
+            ),
+            (
+                "London",
+                51.5074,
+                -0.1278,
+                (2024, 12, 21),
+                "2024-12-21T08:03:57Z",
+                "2024-12-21T15:53:39Z",
+            ),
+            (
+                "New_York",
+                40.7128,
+                -74.0060,
+                (2024, 6, 21),
+                "2024-06-21T09:25:10Z",
+                "2024-06-22T00:30:48Z",
+            ),
+            (
+                "New_York",
+                40.7128,
+                -74.0060,
+                (2024, 12, 21),
+                "2024-12-21T12:16:47Z",
+                "2024-12-21T21:32:03Z",
+            ),
+            (
+                "Lahore",
+                31.5204,
+                74.3587,
+                (2024, 6, 21),
+                "2024-06-20T23:58:18Z",
+                "2024-06-21T14:10:34Z",
+            ),
+            (
+                "Sydney",
+                -33.8688,
+                151.2093,
+                (2024, 6, 21),
+                "2024-06-20T21:00:06Z",
+                "2024-06-21T06:53:54Z",
+            ),
+            (
+                "Sydney",
+                -33.8688,
+                151.2093,
+                (2024, 12, 21),
+                "2024-12-20T18:40:50Z",
+                "2024-12-21T09:05:40Z",
+            ),
+            (
+                "Reykjavik",
+                64.1466,
+                -21.9426,
+                (2024, 6, 21),
+                "2024-06-21T02:55:25Z",
+                "2024-06-22T00:03:53Z",
+            ),
+            (
+                "Reykjavik",
+                64.1466,
+                -21.9426,
+                (2024, 12, 21),
+                "2024-12-21T11:22:32Z",
+                "2024-12-21T15:29:39Z",
+            ),
+            (
+                "Tromso",
+                69.6492,
+                18.9553,
+                (2024, 5, 15),
+                "2024-05-14T23:38:08Z",
+                "2024-05-15T21:54:38Z",
+            ),
+            (
+                "Tromso",
+                69.6492,
+                18.9553,
+                (2024, 1, 20),
+                "2024-01-20T09:39:52Z",
+                "2024-01-20T12:11:03Z",
+            ),
+            (
+                "Anchorage",
+                61.2181,
+                -149.9003,
+                (2024, 6, 21),
+                "2024-06-21T12:20:28Z",
+                "2024-06-22T07:42:40Z",
+            ),
+            (
+                "Anchorage",
+                61.2181,
+                -149.9003,
+                (2024, 12, 21),
+                "2024-12-21T19:14:33Z",
+                "2024-12-22T00:41:39Z",
+            ),
+            (
+                "Quito",
+                -0.1807,
+                -78.4678,
+                (2024, 3, 20),
+                "2024-03-20T11:17:52Z",
+                "2024-03-20T23:24:22Z",
+            ),
+            (
+                "Ushuaia",
+                -54.8019,
+                -68.3030,
+                (2024, 6, 21),
+                "2024-06-21T12:59:00Z",
+                "2024-06-21T20:11:22Z",
+            ),
+            (
+                "Ushuaia",
+                -54.8019,
+                -68.3030,
+                (2024, 12, 21),
+                "2024-12-21T07:51:36Z",
+                "2024-12-22T01:11:35Z",
+            ),
+            (
+                "Honolulu",
+                21.3069,
+                -157.8583,
+                (2024, 12, 21),
+                "2024-12-21T17:04:49Z",
+                "2024-12-22T03:55:05Z",
+            ),
         ];
         let ms = |text: &str| {
             let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
             let day = parse_date(date).unwrap();
             let mut hms = time.split(':').map(|p| p.parse::<i64>().unwrap());
-            let (h, m, s) = (hms.next().unwrap(), hms.next().unwrap(), hms.next().unwrap());
+            let (h, m, s) = (
+                hms.next().unwrap(),
+                hms.next().unwrap(),
+                hms.next().unwrap(),
+            );
             day * MS_PER_DAY + (h * 3600 + m * 60 + s) * 1000
         };
         let mut worst = 0;
         for (place, lat, lon, (y, m, d), rise, set) in places {
-            let (got_rise, got_set) = sun_times(days_from_civil(y, m, d), lat, lon).unwrap_or_else(|| panic!("{place} {y}-{m}-{d}"));
-            for (what, got, want) in [("sunrise", got_rise, ms(rise)), ("sunset", got_set, ms(set))] {
-                assert!((got - want).abs() <= 30_000, "{place} {y}-{m}-{d} {what}: off by {} s", (got - want) / 1000);
+            let (got_rise, got_set) = sun_times(days_from_civil(y, m, d), lat, lon)
+                .unwrap_or_else(|| panic!("{place} {y}-{m}-{d}"));
+            for (what, got, want) in [
+                ("sunrise", got_rise, ms(rise)),
+                ("sunset", got_set, ms(set)),
+            ] {
+                assert!(
+                    (got - want).abs() <= 30_000,
+                    "{place} {y}-{m}-{d} {what}: off by {} s",
+                    (got - want) / 1000
+                );
                 worst = worst.max((got - want).abs());
             }
         }
@@ -326,14 +535,20 @@ mod tests {
     fn polar_days_and_nights_have_equal_hours_around_solar_noon() {
         let june = days_from_civil(2024, 6, 21);
         assert!(matches!(sun(june, 69.6492, 18.9553), Sun::PolarDay(_)));
-        assert!(matches!(sun(days_from_civil(2024, 12, 21), 69.6492, 18.9553), Sun::PolarNight(_)));
+        assert!(matches!(
+            sun(days_from_civil(2024, 12, 21), 69.6492, 18.9553),
+            Sun::PolarNight(_)
+        ));
         let day = planetary_day(june, 69.6492, 18.9553).unwrap();
         assert_eq!(day.polar, Some("polar day"));
         let hour = day.hours[0].end_ms - day.hours[0].start_ms;
         assert!((hour - 3_600_000).abs() < 1000, "{hour}");
         // Solar noon at 18.96° E: about 12:00 − 76 min − the equation of time (−1.8 min).
         let noon = day.sunrise_ms + 6 * 3_600_000 - june * MS_PER_DAY;
-        assert!((noon - (10 * 3_600_000 + 46 * 60_000)).abs() < 90_000, "{noon}");
+        assert!(
+            (noon - (10 * 3_600_000 + 46 * 60_000)).abs() < 90_000,
+            "{noon}"
+        );
         assert!(day_at(june * MS_PER_DAY + 11 * 3_600_000, 69.6492, 18.9553).is_some());
         // Svalbard too, and the Antarctic in its polar night.
         assert!(planetary_day(june, 78.22, 15.65).is_some());

@@ -16,11 +16,10 @@
 //!   behind API keys with daily limits ([`keys`]).
 
 pub mod astro;
+mod keys;
 pub mod planets;
 pub mod tqs;
-mod keys;
 mod v1;
-
 
 use guest_kit::timers::{self, Job, When};
 use guest_kit::{postgres as pg, wasip2};
@@ -63,9 +62,12 @@ const MS_PER_DAY: i64 = 86_400_000;
 
 pub type Failure = (u16, String);
 
-
 pub fn db(e: pg::Error) -> Failure {
-    let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 };
+    let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) {
+        503
+    } else {
+        500
+    };
     (status, e.describe())
 }
 
@@ -73,12 +75,20 @@ pub fn db(e: pg::Error) -> Failure {
 /// in a fresh instance), then the DDL under an advisory lock, because
 /// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
 pub fn schema() -> Result<(), Failure> {
-    let done = pg::query("SELECT to_regclass('timing_queries_asked') IS NOT NULL", &[]).map_err(db)?;
-    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+    let done = pg::query(
+        "SELECT to_regclass('timing_queries_asked') IS NOT NULL",
+        &[],
+    )
+    .map_err(db)?;
+    if matches!(
+        done.rows.first().and_then(|r| r.first()),
+        Some(Value::Boolean(true))
+    ) {
         return Ok(());
     }
     let tx = pg::begin().map_err(db)?;
-    tx.execute("SELECT pg_advisory_xact_lock(727003)", &[]).map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727003)", &[])
+        .map_err(db)?;
     for statement in SCHEMA {
         tx.execute(statement, &[]).map_err(db)?;
     }
@@ -96,7 +106,9 @@ fn hours_json(day: &astro::PlanetaryDay) -> Json {
 
 /// Computes and stores one location's planetary day for UTC date `days`.
 fn cache_day(location: i32, lat: f64, lon: f64, days: i64) -> Result<bool, Failure> {
-    let Some(day) = astro::planetary_day(days, lat, lon) else { return Ok(false) };
+    let Some(day) = astro::planetary_day(days, lat, lon) else {
+        return Ok(false);
+    };
     pg::execute(
         "INSERT INTO planetary_cache (location_id, day, sunrise_ms, sunset_ms, next_sunrise_ms, ruler, hours, computed_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -121,7 +133,10 @@ fn cache_day(location: i32, lat: f64, lon: f64, days: i64) -> Result<bool, Failu
 /// (id, lat, lon) of the saved locations, or of one.
 fn locations(only: Option<i32>) -> Result<Vec<(i32, f64, f64)>, Failure> {
     let rows = match only {
-        Some(id) => pg::query("SELECT id, lat, lon FROM locations WHERE id = $1", &[Value::Int32(id)]),
+        Some(id) => pg::query(
+            "SELECT id, lat, lon FROM locations WHERE id = $1",
+            &[Value::Int32(id)],
+        ),
         None => pg::query("SELECT id, lat, lon FROM locations ORDER BY id", &[]),
     }
     .map_err(db)?;
@@ -143,7 +158,9 @@ fn precompute(t: i64, only: Option<i32>) -> Result<usize, Failure> {
     schema()?;
     let mut cached = 0;
     for (id, lat, lon) in locations(only)? {
-        let Some(day) = astro::day_at(t, lat, lon) else { continue };
+        let Some(day) = astro::day_at(t, lat, lon) else {
+            continue;
+        };
         for days in [day.days, day.days + 1] {
             cached += usize::from(cache_day(id, lat, lon, days)?);
         }
@@ -154,12 +171,21 @@ fn precompute(t: i64, only: Option<i32>) -> Result<usize, Failure> {
 impl timers::TimerHandler for AstroTiming {
     fn on_timer(name: String, scheduled_at_ms: u64) -> Result<(), String> {
         let result = match name.as_str() {
-            "precompute_daily_planetary_data" => precompute(scheduled_at_ms as i64, None).map(|_| ()),
+            "precompute_daily_planetary_data" => {
+                precompute(scheduled_at_ms as i64, None).map(|_| ())
+            }
             "cleanup_old_queries" => schema().and_then(|()| {
                 let cutoff_days = scheduled_at_ms as i64 / MS_PER_DAY - 30;
-                pg::execute("DELETE FROM planetary_cache WHERE day < $1", &[Value::Date(cutoff_days as i32)]).map_err(db)?;
-                pg::execute("DELETE FROM timing_queries WHERE asked_ms < $1", &[Value::Int64(scheduled_at_ms as i64 - 90 * MS_PER_DAY)])
-                    .map_err(db)?;
+                pg::execute(
+                    "DELETE FROM planetary_cache WHERE day < $1",
+                    &[Value::Date(cutoff_days as i32)],
+                )
+                .map_err(db)?;
+                pg::execute(
+                    "DELETE FROM timing_queries WHERE asked_ms < $1",
+                    &[Value::Int64(scheduled_at_ms as i64 - 90 * MS_PER_DAY)],
+                )
+                .map_err(db)?;
                 Ok(())
             }),
             other => return Err(format!("no timer named {other}")),
@@ -172,8 +198,12 @@ impl timers::JobHandler for AstroTiming {
     fn on_job(_id: u64, name: String, payload: Vec<u8>, _attempt: u32) -> Result<(), String> {
         match name.as_str() {
             "compute-location" => {
-                let id: i32 = String::from_utf8_lossy(&payload).parse().map_err(|_| "the payload is not a location id".to_string())?;
-                precompute(guest_kit::now_ms(), Some(id)).map(|_| ()).map_err(|(_, why)| why)
+                let id: i32 = String::from_utf8_lossy(&payload)
+                    .parse()
+                    .map_err(|_| "the payload is not a location id".to_string())?;
+                precompute(guest_kit::now_ms(), Some(id))
+                    .map(|_| ())
+                    .map_err(|(_, why)| why)
             }
             other => Err(format!("no job named {other}")),
         }
@@ -181,10 +211,21 @@ impl timers::JobHandler for AstroTiming {
 }
 
 pub fn coordinates(req: &IncomingRequest) -> Result<(f64, f64), Failure> {
-    let get = |name: &str| guest_kit::query_param(req, name).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+    let get = |name: &str| {
+        guest_kit::query_param(req, name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+    };
     match (get("lat"), get("lon")) {
-        (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => Ok((lat, lon)),
-        _ => Err((400, "give lat (-90..90) and lon (-180..180) in degrees, east positive".into())),
+        (Some(lat), Some(lon))
+            if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+        {
+            Ok((lat, lon))
+        }
+        _ => Err((
+            400,
+            "give lat (-90..90) and lon (-180..180) in degrees, east positive".into(),
+        )),
     }
 }
 
@@ -195,7 +236,12 @@ fn saved_at(lat: f64, lon: f64) -> Result<Option<i32>, Failure> {
         &[Value::Float64(lat), Value::Float64(lon)],
     )
     .map_err(db)?;
-    Ok(rows.rows.first().and_then(|r| r.first()).and_then(Value::as_i64).map(|id| id as i32))
+    Ok(rows
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::as_i64)
+        .map(|id| id as i32))
 }
 
 /// The cached day of a location holding instant `t`, if the timer or the job stored it.
@@ -206,7 +252,9 @@ fn cached_day(location: i32, t: i64) -> Result<Option<Json>, Failure> {
         &[Value::Int32(location), Value::Int64(t)],
     )
     .map_err(db)?;
-    let Some(row) = rows.rows.first() else { return Ok(None) };
+    let Some(row) = rows.rows.first() else {
+        return Ok(None);
+    };
     let day = match row[0] {
         Value::Date(d) => i64::from(d),
         _ => return Ok(None),
@@ -225,33 +273,50 @@ fn cached_day(location: i32, t: i64) -> Result<Option<Json>, Failure> {
 
 fn current_hour(req: &IncomingRequest) -> Result<Json, Failure> {
     let (lat, lon) = coordinates(req)?;
-    let t = guest_kit::query_param(req, "at_ms").and_then(|v| v.parse().ok()).unwrap_or_else(guest_kit::now_ms);
+    let t = guest_kit::query_param(req, "at_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(guest_kit::now_ms);
     schema()?;
     let location = saved_at(lat, lon)?;
     let (day, cached) = match location.map(|id| cached_day(id, t)).transpose()?.flatten() {
         Some(day) => (day, true),
         None => {
-            let day = astro::day_at(t, lat, lon).ok_or((422, "the sun does not rise or set here around this date".to_string()))?;
-            (json!({
-                "date": astro::date_text(day.days),
-                "sunrise_ms": day.sunrise_ms,
-                "sunset_ms": day.sunset_ms,
-                "next_sunrise_ms": day.next_sunrise_ms,
-                "day_ruler": day.ruler,
-                "hours": hours_json(&day),
-                "polar": day.polar,
-            }), false)
+            let day = astro::day_at(t, lat, lon).ok_or((
+                422,
+                "the sun does not rise or set here around this date".to_string(),
+            ))?;
+            (
+                json!({
+                    "date": astro::date_text(day.days),
+                    "sunrise_ms": day.sunrise_ms,
+                    "sunset_ms": day.sunset_ms,
+                    "next_sunrise_ms": day.next_sunrise_ms,
+                    "day_ruler": day.ruler,
+                    "hours": hours_json(&day),
+                    "polar": day.polar,
+                }),
+                false,
+            )
         }
     };
     let hour = day["hours"]
         .as_array()
-        .and_then(|hours| hours.iter().find(|h| h["start_ms"].as_i64() <= Some(t) && Some(t) < h["end_ms"].as_i64()))
+        .and_then(|hours| {
+            hours
+                .iter()
+                .find(|h| h["start_ms"].as_i64() <= Some(t) && Some(t) < h["end_ms"].as_i64())
+        })
         .cloned()
         .ok_or((500, "no planetary hour holds this instant".to_string()))?;
     let planet = hour["planet"].as_str().unwrap_or("").to_string();
     pg::execute(
         "INSERT INTO timing_queries (lat, lon, asked_ms, planet) VALUES ($1, $2, $3, $4)",
-        &[Value::Float64(lat), Value::Float64(lon), Value::Int64(guest_kit::now_ms()), Value::Text(planet.clone())],
+        &[
+            Value::Float64(lat),
+            Value::Float64(lon),
+            Value::Int64(guest_kit::now_ms()),
+            Value::Text(planet.clone()),
+        ],
     )
     .map_err(db)?;
     Ok(json!({
@@ -280,14 +345,20 @@ fn add_location(req: &IncomingRequest) -> Result<Json, Failure> {
         &[Value::Text(name), Value::Float64(lat), Value::Float64(lon)],
     )
     .map_err(db)?;
-    let id = rows.rows.first().and_then(|r| r.first()).and_then(Value::as_i64).ok_or((500, "no id".to_string()))?;
+    let id = rows
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::as_i64)
+        .ok_or((500, "no id".to_string()))?;
     let job = Job {
         name: "compute-location".into(),
         payload: id.to_string().into_bytes(),
         when: When::AfterMs(0),
         idempotency_key: Some(format!("location-{id}")),
     };
-    let job = timers::schedule(&job).map_err(|e| (503, format!("cannot schedule the computation: {e:?}")))?;
+    let job = timers::schedule(&job)
+        .map_err(|e| (503, format!("cannot schedule the computation: {e:?}")))?;
     Ok(json!({"id": id, "job": job}))
 }
 
@@ -303,15 +374,25 @@ fn handle(req: &IncomingRequest) -> Result<Json, Failure> {
                 .transpose()?
                 .unwrap_or_else(|| guest_kit::now_ms() / MS_PER_DAY);
             Ok(match astro::sun(days, lat, lon) {
-                astro::Sun::RiseSet(rise, set) => json!({"date": astro::date_text(days), "sunrise_ms": rise, "sunset_ms": set}),
-                astro::Sun::PolarDay(noon) => json!({"date": astro::date_text(days), "sunrise_ms": null, "sunset_ms": null, "polar": "polar day", "solar_noon_ms": noon}),
-                astro::Sun::PolarNight(noon) => json!({"date": astro::date_text(days), "sunrise_ms": null, "sunset_ms": null, "polar": "polar night", "solar_noon_ms": noon}),
+                astro::Sun::RiseSet(rise, set) => {
+                    json!({"date": astro::date_text(days), "sunrise_ms": rise, "sunset_ms": set})
+                }
+                astro::Sun::PolarDay(noon) => {
+                    json!({"date": astro::date_text(days), "sunrise_ms": null, "sunset_ms": null, "polar": "polar day", "solar_noon_ms": noon})
+                }
+                astro::Sun::PolarNight(noon) => {
+                    json!({"date": astro::date_text(days), "sunrise_ms": null, "sunset_ms": null, "polar": "polar night", "solar_noon_ms": noon})
+                }
             })
         }
-        (Method::Get, ["v1", route @ ..]) | (Method::Post, ["v1", route @ ..]) => v1::handle(req, route),
+        (Method::Get, ["v1", route @ ..]) | (Method::Post, ["v1", route @ ..]) => {
+            v1::handle(req, route)
+        }
         (Method::Post, ["locations"]) => add_location(req),
         (Method::Get, ["locations", id, "today"]) => {
-            let id: i32 = id.parse().map_err(|_| (404, "no such location".to_string()))?;
+            let id: i32 = id
+                .parse()
+                .map_err(|_| (404, "no such location".to_string()))?;
             schema()?;
             cached_day(id, guest_kit::now_ms())?.ok_or((404, "not cached yet".to_string()))
         }
@@ -322,10 +403,15 @@ fn handle(req: &IncomingRequest) -> Result<Json, Failure> {
 impl wasip2::exports::http::incoming_handler::Guest for AstroTiming {
     fn handle(req: IncomingRequest, out: ResponseOutparam) {
         match handle(&req) {
-            Ok(body) => guest_kit::respond(out, 200, "application/json", body.to_string().as_bytes()),
-            Err((status, why)) => {
-                guest_kit::respond(out, status, "application/json", json!({"error": why}).to_string().as_bytes())
+            Ok(body) => {
+                guest_kit::respond(out, 200, "application/json", body.to_string().as_bytes())
             }
+            Err((status, why)) => guest_kit::respond(
+                out,
+                status,
+                "application/json",
+                json!({"error": why}).to_string().as_bytes(),
+            ),
         }
     }
 }

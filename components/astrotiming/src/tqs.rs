@@ -33,22 +33,81 @@ pub const WEIGHTS: [(&str, f64); 6] = [
 
 /// The activity words of the seed's Planet-Activity Mapping, to their planet.
 const ACTIVITIES: [(&str, &[&str]); 7] = [
-    ("Sun", &["leadership", "health", "government", "recognition", "authority", "success"]),
-    ("Moon", &["travel", "public", "social_media", "domestic", "emotional"]),
-    ("Mars", &["action", "competition", "courage", "sport", "bold_ventures"]),
-    ("Mercury", &["writing", "commerce", "learning", "technology", "communication"]),
-    ("Jupiter", &["expansion", "business_expansion", "wealth", "education", "spiritual"]),
-    ("Venus", &["arts", "relationships", "love", "beauty", "social_gatherings"]),
-    ("Saturn", &["organization", "discipline", "long_term_projects", "boundaries", "endings"]),
+    (
+        "Sun",
+        &[
+            "leadership",
+            "health",
+            "government",
+            "recognition",
+            "authority",
+            "success",
+        ],
+    ),
+    (
+        "Moon",
+        &["travel", "public", "social_media", "domestic", "emotional"],
+    ),
+    (
+        "Mars",
+        &["action", "competition", "courage", "sport", "bold_ventures"],
+    ),
+    (
+        "Mercury",
+        &[
+            "writing",
+            "commerce",
+            "learning",
+            "technology",
+            "communication",
+        ],
+    ),
+    (
+        "Jupiter",
+        &[
+            "expansion",
+            "business_expansion",
+            "wealth",
+            "education",
+            "spiritual",
+        ],
+    ),
+    (
+        "Venus",
+        &[
+            "arts",
+            "relationships",
+            "love",
+            "beauty",
+            "social_gatherings",
+        ],
+    ),
+    (
+        "Saturn",
+        &[
+            "organization",
+            "discipline",
+            "long_term_projects",
+            "boundaries",
+            "endings",
+        ],
+    ),
 ];
 
 pub fn activity_planet(activity: &str) -> Option<&'static str> {
     let activity = activity.to_ascii_lowercase();
-    ACTIVITIES.iter().find(|(_, words)| words.contains(&activity.as_str())).map(|(planet, _)| *planet)
+    ACTIVITIES
+        .iter()
+        .find(|(_, words)| words.contains(&activity.as_str()))
+        .map(|(planet, _)| *planet)
 }
 
 pub fn activities() -> Json {
-    ACTIVITIES.iter().map(|(planet, words)| (planet.to_string(), json!(words))).collect::<serde_json::Map<_, _>>().into()
+    ACTIVITIES
+        .iter()
+        .map(|(planet, words)| (planet.to_string(), json!(words)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 #[derive(PartialEq, Clone, Copy)]
@@ -141,7 +200,11 @@ pub fn score(t_ms: i64, hour_ruler: &str, day_ruler: &str, key: &str) -> (f64, &
     } else {
         0.5
     };
-    let moon_aspect = if hour_ruler == "Moon" { None } else { aspect(moon, ruler_lon, 6.0) };
+    let moon_aspect = if hour_ruler == "Moon" {
+        None
+    } else {
+        aspect(moon, ruler_lon, 6.0)
+    };
     let moon_part = match moon_aspect {
         Some("trine" | "sextile" | "conjunction") => 1.0,
         Some(_) => 0.0,
@@ -154,7 +217,9 @@ pub fn score(t_ms: i64, hour_ruler: &str, day_ruler: &str, key: &str) -> (f64, &
         if other == hour_ruler {
             continue;
         }
-        let Some(kind) = aspect(ruler_lon, longitude(other, t_ms), 6.0) else { continue };
+        let Some(kind) = aspect(ruler_lon, longitude(other, t_ms), 6.0) else {
+            continue;
+        };
         let benefic = matches!(other, "Venus" | "Jupiter");
         let delta = match (benefic, kind) {
             (true, "trine" | "sextile" | "conjunction") => 0.25,
@@ -169,13 +234,23 @@ pub fn score(t_ms: i64, hour_ruler: &str, day_ruler: &str, key: &str) -> (f64, &
     let key_retro = retrograde(key, t_ms);
     let retro = if ruler_retro || key_retro { 0.0 } else { 1.0 };
 
-    let parts = [hour_match, harmony, dignity_part, lunar, aspects_part, retro];
+    let parts = [
+        hour_match,
+        harmony,
+        dignity_part,
+        lunar,
+        aspects_part,
+        retro,
+    ];
     let mut breakdown = serde_json::Map::new();
     let mut total = 0.0;
     for ((name, weight), part) in WEIGHTS.iter().zip(parts) {
         let points = (part * weight * 100.0).round() / 100.0;
         total += points;
-        breakdown.insert(name.to_string(), json!({"weight": weight, "points": points}));
+        breakdown.insert(
+            name.to_string(),
+            json!({"weight": weight, "points": points}),
+        );
     }
     let total = (total * 100.0).round() / 100.0;
     breakdown.insert(
@@ -211,7 +286,10 @@ mod tests {
         assert_eq!(WEIGHTS.iter().map(|(_, w)| w).sum::<f64>(), 100.0);
         assert_eq!(activity_planet("commerce"), Some("Mercury"));
         assert_eq!(activity_planet("Travel"), Some("Moon"));
-        assert_eq!((band(80.0), band(79.99), band(40.0), band(19.0)), ("Excellent", "Good", "Neutral", "Avoid"));
+        assert_eq!(
+            (band(80.0), band(79.99), band(40.0), band(19.0)),
+            ("Excellent", "Good", "Neutral", "Avoid")
+        );
     }
 
     /// Lahore, Wednesday 20 March 2024: the first hour after sunrise is

@@ -10,7 +10,7 @@
 //!
 //! Each TQS answer is logged in `timing_queries` with its score and breakdown.
 
-use crate::{astro, keys, tqs, Failure};
+use crate::{Failure, astro, keys, tqs};
 use guest_kit::postgres::{self as pg, Value};
 use guest_kit::wasip2::http::types::IncomingRequest;
 use serde_json::{Value as Json, json};
@@ -20,12 +20,25 @@ fn number<T: std::str::FromStr>(req: &IncomingRequest, name: &str) -> Option<T> 
 }
 
 fn activity(req: &IncomingRequest) -> Result<(String, &'static str), Failure> {
-    let activity = guest_kit::query_param(req, "activity").ok_or((400, "give an activity (GET /v1/activities lists them)".to_string()))?;
-    let planet = tqs::activity_planet(&activity).ok_or((400, format!("unknown activity {activity:?} (GET /v1/activities lists them)")))?;
+    let activity = guest_kit::query_param(req, "activity").ok_or((
+        400,
+        "give an activity (GET /v1/activities lists them)".to_string(),
+    ))?;
+    let planet = tqs::activity_planet(&activity).ok_or((
+        400,
+        format!("unknown activity {activity:?} (GET /v1/activities lists them)"),
+    ))?;
     Ok((activity, planet))
 }
 
-fn log(lat: f64, lon: f64, planet: &str, activity: &str, score: f64, breakdown: &Json) -> Result<(), Failure> {
+fn log(
+    lat: f64,
+    lon: f64,
+    planet: &str,
+    activity: &str,
+    score: f64,
+    breakdown: &Json,
+) -> Result<(), Failure> {
     pg::execute(
         "INSERT INTO timing_queries (lat, lon, asked_ms, planet, activity, tqs_score, breakdown) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
@@ -51,13 +64,20 @@ fn score_moment(req: &IncomingRequest) -> Result<Json, Failure> {
     let (activity, key) = activity(req)?;
     let (lat, lon) = crate::coordinates(req)?;
     let t = number(req, "at_ms").unwrap_or_else(guest_kit::now_ms);
-    let day = astro::day_at(t, lat, lon).ok_or((422, "no planetary day holds this instant here".to_string()))?;
-    let hour = day.hours.iter().find(|h| h.start_ms <= t && t < h.end_ms).ok_or((500, "no planetary hour holds this instant".to_string()))?;
+    let day = astro::day_at(t, lat, lon)
+        .ok_or((422, "no planetary day holds this instant here".to_string()))?;
+    let hour = day
+        .hours
+        .iter()
+        .find(|h| h.start_ms <= t && t < h.end_ms)
+        .ok_or((500, "no planetary hour holds this instant".to_string()))?;
     let (score, band, breakdown) = tqs::score(t, hour.planet, day.ruler, key);
     crate::schema()?;
     log(lat, lon, hour.planet, &activity, score, &breakdown)?;
-    Ok(json!({"at_ms": t, "activity": activity, "activity_planet": key, "score": score, "band": band,
-              "breakdown": breakdown, "planetary_hour": hour_json(&day, hour)}))
+    Ok(
+        json!({"at_ms": t, "activity": activity, "activity_planet": key, "score": score, "band": band,
+              "breakdown": breakdown, "planetary_hour": hour_json(&day, hour)}),
+    )
 }
 
 fn search(req: &IncomingRequest) -> Result<Json, Failure> {
@@ -69,19 +89,26 @@ fn search(req: &IncomingRequest) -> Result<Json, Failure> {
     if !(1..=14).contains(&days) || !(1..=20).contains(&top) {
         return Err((400, "days must be 1..14 and top 1..20".into()));
     }
-    let first = astro::day_at(from, lat, lon).ok_or((422, "no planetary day holds this instant here".to_string()))?;
+    let first = astro::day_at(from, lat, lon)
+        .ok_or((422, "no planetary day holds this instant here".to_string()))?;
     let until = from + days * 86_400_000;
     let mut windows = Vec::new();
     for d in first.days..=first.days + days {
-        let Some(day) = astro::planetary_day(d, lat, lon) else { continue };
+        let Some(day) = astro::planetary_day(d, lat, lon) else {
+            continue;
+        };
         for hour in &day.hours {
             let middle = (hour.start_ms + hour.end_ms) / 2;
             if middle < from || middle >= until {
                 continue;
             }
             let (score, band, breakdown) = tqs::score(middle, hour.planet, day.ruler, key);
-            windows.push((score, middle, json!({"score": score, "band": band, "scored_at_ms": middle,
-                "planetary_hour": hour_json(&day, hour), "breakdown": breakdown})));
+            windows.push((
+                score,
+                middle,
+                json!({"score": score, "band": band, "scored_at_ms": middle,
+                "planetary_hour": hour_json(&day, hour), "breakdown": breakdown}),
+            ));
         }
     }
     let scanned = windows.len();
@@ -89,10 +116,19 @@ fn search(req: &IncomingRequest) -> Result<Json, Failure> {
     windows.truncate(top);
     if let Some((score, _, best)) = windows.first() {
         crate::schema()?;
-        log(lat, lon, best["planetary_hour"]["planet"].as_str().unwrap_or(""), &activity, *score, &best["breakdown"])?;
+        log(
+            lat,
+            lon,
+            best["planetary_hour"]["planet"].as_str().unwrap_or(""),
+            &activity,
+            *score,
+            &best["breakdown"],
+        )?;
     }
-    Ok(json!({"activity": activity, "activity_planet": key, "from_ms": from, "days": days, "hours_scanned": scanned,
-              "best": windows.into_iter().map(|(_, _, w)| w).collect::<Vec<_>>()}))
+    Ok(
+        json!({"activity": activity, "activity_planet": key, "from_ms": from, "days": days, "hours_scanned": scanned,
+              "best": windows.into_iter().map(|(_, _, w)| w).collect::<Vec<_>>()}),
+    )
 }
 
 /// The `/v1/…` routes: the key is checked (and counted) first.

@@ -5,13 +5,13 @@
 pub use wasip2;
 
 pub mod outbound;
+pub mod outbound;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(feature = "timers")]
-pub mod timers;
 #[cfg(feature = "redis")]
 pub mod redis;
-pub mod outbound;
+#[cfg(feature = "timers")]
+pub mod timers;
 
 use std::io::{Read as _, Write as _};
 use wasip2::http::types::{
@@ -82,7 +82,10 @@ pub fn now_ms() -> i64 {
 /// The request's host, lowercase and without a port: `wasi:http` gives the
 /// `Host` header as the request's authority, not as a header.
 pub fn host(req: &IncomingRequest) -> String {
-    let authority = req.authority().or_else(|| header(req, "host")).unwrap_or_default();
+    let authority = req
+        .authority()
+        .or_else(|| header(req, "host"))
+        .unwrap_or_default();
     let name = match authority.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => authority.split(':').next().unwrap_or(""),
@@ -92,7 +95,10 @@ pub fn host(req: &IncomingRequest) -> String {
 
 /// The value of request header `name` (the first, as text), if present.
 pub fn header(req: &IncomingRequest, name: &str) -> Option<String> {
-    req.headers().get(name).first().map(|v| String::from_utf8_lossy(v).into_owned())
+    req.headers()
+        .get(name)
+        .first()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Decodes `%XX` and `+` of a query string value.
@@ -104,7 +110,10 @@ pub fn url_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;

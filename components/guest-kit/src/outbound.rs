@@ -15,15 +15,24 @@ pub struct Response {
 }
 
 /// Sends `method url` with `headers` and `body`; answers the status and body.
-pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url}: needs a scheme"))?;
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url}: needs a scheme"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
     let fields = Fields::new();
     for (name, value) in headers {
-        fields.append(name, value.as_bytes()).map_err(|e| format!("header {name}: {e:?}"))?;
+        fields
+            .append(name, value.as_bytes())
+            .map_err(|e| format!("header {name}: {e:?}"))?;
     }
     let request = OutgoingRequest::new(fields);
     let method = match method {
@@ -40,13 +49,21 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> R
         other => return Err(format!("{url}: scheme {other} is not http or https")),
     };
     request.set_scheme(Some(&scheme)).map_err(|_| "scheme")?;
-    request.set_authority(Some(authority)).map_err(|_| format!("{url}: bad authority"))?;
-    request.set_path_with_query(Some(path)).map_err(|_| format!("{url}: bad path"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|_| format!("{url}: bad authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|_| format!("{url}: bad path"))?;
     let outgoing = request.body().map_err(|_| "request body taken twice")?;
     if !body.is_empty() {
         let mut stream = outgoing.write().map_err(|_| "request stream taken twice")?;
-        stream.write_all(body).map_err(|e| format!("writing the request body: {e}"))?;
-        stream.flush().map_err(|e| format!("writing the request body: {e}"))?;
+        stream
+            .write_all(body)
+            .map_err(|e| format!("writing the request body: {e}"))?;
+        stream
+            .flush()
+            .map_err(|e| format!("writing the request body: {e}"))?;
     }
     let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
@@ -64,10 +81,18 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> R
         .map_err(|_| "stream taken twice")?
         .read_to_end(&mut bytes)
         .map_err(|e| format!("reading the response body: {e}"))?;
-    Ok(Response { status, body: bytes })
+    Ok(Response {
+        status,
+        body: bytes,
+    })
 }
 
 /// [`send`], answering `(status, body)` for callers that destructure.
-pub fn send_pair(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+pub fn send_pair(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), String> {
     send(method, url, headers, body).map(|r| (r.status, r.body))
 }

@@ -15,9 +15,11 @@ impl Error {
     pub fn parts(&self) -> (&str, &str) {
         match self {
             Error::ConstraintViolation(c) => (&c.sqlstate, &c.message),
-            Error::Unavailable(i) | Error::Timeout(i) | Error::BadParameter(i) | Error::TooLarge(i) | Error::Other(i) => {
-                (&i.sqlstate, &i.message)
-            }
+            Error::Unavailable(i)
+            | Error::Timeout(i)
+            | Error::BadParameter(i)
+            | Error::TooLarge(i)
+            | Error::Other(i) => (&i.sqlstate, &i.message),
         }
     }
 
@@ -39,7 +41,9 @@ impl Error {
     pub fn describe(&self) -> String {
         let (sqlstate, message) = self.parts();
         match self {
-            Error::ConstraintViolation(c) => format!("constraint {} [{sqlstate}]: {message}", c.constraint),
+            Error::ConstraintViolation(c) => {
+                format!("constraint {} [{sqlstate}]: {message}", c.constraint)
+            }
             _ => format!("{} [{sqlstate}]: {message}", self.kind()),
         }
     }
@@ -48,7 +52,11 @@ impl Error {
 impl Value {
     pub fn as_text(&self) -> Option<&str> {
         match self {
-            Value::Text(s) | Value::Numeric(s) | Value::Json(s) | Value::Jsonb(s) | Value::Uuid(s) => Some(s),
+            Value::Text(s)
+            | Value::Numeric(s)
+            | Value::Json(s)
+            | Value::Jsonb(s)
+            | Value::Uuid(s) => Some(s),
             _ => None,
         }
     }
@@ -69,7 +77,10 @@ impl Value {
 /// each one once. The versions applied are kept in `table`. Cheap when nothing
 /// is missing (one query), so a component calls it at the start of each request.
 pub fn migrate(table: &str, migrations: &[&str]) -> Result<(), Error> {
-    let current = query(&format!("SELECT coalesce(max(version), 0) FROM {table}"), &[]);
+    let current = query(
+        &format!("SELECT coalesce(max(version), 0) FROM {table}"),
+        &[],
+    );
     let done = match current {
         Ok(rows) => rows.rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0),
         Err(e) if e.parts().0 == "42P01" => -1,
@@ -79,9 +90,15 @@ pub fn migrate(table: &str, migrations: &[&str]) -> Result<(), Error> {
         return Ok(());
     }
     let tx = begin()?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[Value::Text(table.to_string())])?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[Value::Text(table.to_string())],
+    )?;
     tx.execute(&format!("CREATE TABLE IF NOT EXISTS {table} (version integer PRIMARY KEY, applied_ms bigint NOT NULL)"), &[])?;
-    let rows = tx.query(&format!("SELECT coalesce(max(version), 0) FROM {table}"), &[])?;
+    let rows = tx.query(
+        &format!("SELECT coalesce(max(version), 0) FROM {table}"),
+        &[],
+    )?;
     let done = rows.rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) as usize;
     for (i, migration) in migrations.iter().enumerate().skip(done) {
         for statement in migration.split(";\n").filter(|s| !s.trim().is_empty()) {

@@ -12,5 +12,8 @@ pub use alorig::host::redis::*;
 
 /// `set` options: no expiry, or this TTL, unconditionally.
 pub fn ttl(ms: Option<u64>) -> SetOptions {
-    SetOptions { ttl_ms: ms, condition: SetCondition::Always }
+    SetOptions {
+        ttl_ms: ms,
+        condition: SetCondition::Always,
+    }
 }

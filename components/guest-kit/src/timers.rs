@@ -16,4 +16,6 @@ wit_bindgen::generate!({
 });
 
 pub use alorig::host::timers::*;
-pub use exports::alorig::host::{job_handler::Guest as JobHandler, timer_handler::Guest as TimerHandler};
+pub use exports::alorig::host::{
+    job_handler::Guest as JobHandler, timer_handler::Guest as TimerHandler,
+};

@@ -34,9 +34,16 @@ pub fn actions(list: &Json) -> Vec<(String, i64, Json)> {
         .map(|a| {
             a.iter()
                 .map(|action| {
-                    let kind = action.get("type").and_then(Json::as_str).unwrap_or("").to_string();
+                    let kind = action
+                        .get("type")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     let params = action.get("params").cloned().unwrap_or(Json::Null);
-                    let words = params.get("word_count").and_then(Json::as_i64).unwrap_or(1000);
+                    let words = params
+                        .get("word_count")
+                        .and_then(Json::as_i64)
+                        .unwrap_or(1000);
                     (kind, words, params)
                 })
                 .collect()
@@ -60,7 +67,11 @@ mod tests {
     #[test]
     fn the_seeds_costs() {
         assert_eq!(cost("generate_content", 1500), Some(15));
-        assert_eq!(cost("generate_content", 1550), Some(16), "1 credit per 100 words, rounded up");
+        assert_eq!(
+            cost("generate_content", 1550),
+            Some(16),
+            "1 credit per 100 words, rounded up"
+        );
         assert_eq!(cost("optimize_content", 1000), Some(5));
         assert_eq!(cost("auto_cluster", 0), Some(10));
         assert_eq!(cost("generate_site_structure", 0), Some(50));

@@ -42,33 +42,46 @@ fn fail(status: u16, message: impl Into<String>) -> Answer {
 }
 
 fn db(e: pg::Error) -> Answer {
-    let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 };
+    let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) {
+        503
+    } else {
+        500
+    };
     eprintln!("igny8: database: {}", e.describe());
     fail(status, format!("database {}", e.kind()))
 }
 
 fn authorized(req: &IncomingRequest) -> bool {
     match std::env::var("API_TOKEN") {
-        Ok(token) if !token.is_empty() => guest_kit::header(req, "authorization").is_some_and(|h| h == format!("Bearer {token}")),
+        Ok(token) if !token.is_empty() => {
+            guest_kit::header(req, "authorization").is_some_and(|h| h == format!("Bearer {token}"))
+        }
         _ => true,
     }
 }
 
 fn body_json(req: &IncomingRequest) -> Result<Json, Answer> {
-    serde_json::from_slice(&guest_kit::read_body(req)).map_err(|e| fail(400, format!("the body is not JSON: {e}")))
+    serde_json::from_slice(&guest_kit::read_body(req))
+        .map_err(|e| fail(400, format!("the body is not JSON: {e}")))
 }
 
 fn field_i64(body: &Json, name: &str) -> Result<i64, Answer> {
-    body.get(name).and_then(Json::as_i64).ok_or_else(|| fail(400, format!("field {name:?} must be an integer")))
+    body.get(name)
+        .and_then(Json::as_i64)
+        .ok_or_else(|| fail(400, format!("field {name:?} must be an integer")))
 }
 
 fn field_str<'a>(body: &'a Json, name: &str) -> Result<&'a str, Answer> {
-    body.get(name).and_then(Json::as_str).ok_or_else(|| fail(400, format!("field {name:?} must be a string")))
+    body.get(name)
+        .and_then(Json::as_str)
+        .ok_or_else(|| fail(400, format!("field {name:?} must be a string")))
 }
 
 fn returning_id(rows: Result<pg::RowSet, pg::Error>) -> Result<Answer, Answer> {
     let rows = rows.map_err(|e| match e {
-        pg::Error::ConstraintViolation(c) => fail(400, format!("refused by {}: {}", c.constraint, c.message)),
+        pg::Error::ConstraintViolation(c) => {
+            fail(400, format!("refused by {}: {}", c.constraint, c.message))
+        }
         other => db(other),
     })?;
     let id = rows.rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0);
@@ -99,45 +112,85 @@ fn route(req: &IncomingRequest) -> Result<Answer, Answer> {
             let credits = field_i64(&body, "credits")?;
             returning_id(pg::query(
                 "INSERT INTO accounts (name, credits, monthly_credits) VALUES ($1, $2, $3) RETURNING id",
-                &[Value::Text(field_str(&body, "name")?.into()), Value::Int32(credits as i32),
-                  Value::Int32(body.get("monthly_credits").and_then(Json::as_i64).unwrap_or(credits) as i32)],
+                &[
+                    Value::Text(field_str(&body, "name")?.into()),
+                    Value::Int32(credits as i32),
+                    Value::Int32(
+                        body.get("monthly_credits")
+                            .and_then(Json::as_i64)
+                            .unwrap_or(credits) as i32,
+                    ),
+                ],
             ))
         }
-        (Method::Get, ["accounts", id]) => account(id.parse().map_err(|_| fail(404, "no such account"))?),
+        (Method::Get, ["accounts", id]) => {
+            account(id.parse().map_err(|_| fail(404, "no such account"))?)
+        }
         (Method::Post, ["sites"]) => {
             let body = body_json(req)?;
             returning_id(pg::query(
                 "INSERT INTO sites (account_id, name, wp_url, wp_username, wp_app_password) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[Value::Int32(field_i64(&body, "account_id")? as i32), Value::Text(field_str(&body, "name")?.into()),
-                  Value::Text(field_str(&body, "wp_url")?.into()),
-                  Value::Text(body.get("wp_username").and_then(Json::as_str).unwrap_or("").into()),
-                  Value::Text(body.get("wp_app_password").and_then(Json::as_str).unwrap_or("").into())],
+                &[
+                    Value::Int32(field_i64(&body, "account_id")? as i32),
+                    Value::Text(field_str(&body, "name")?.into()),
+                    Value::Text(field_str(&body, "wp_url")?.into()),
+                    Value::Text(
+                        body.get("wp_username")
+                            .and_then(Json::as_str)
+                            .unwrap_or("")
+                            .into(),
+                    ),
+                    Value::Text(
+                        body.get("wp_app_password")
+                            .and_then(Json::as_str)
+                            .unwrap_or("")
+                            .into(),
+                    ),
+                ],
             ))
         }
         (Method::Post, ["automation", "rules"]) => create_rule(&body_json(req)?),
-        (Method::Post, ["automation", "rules", id, "run"]) => run_now(id.parse().map_err(|_| fail(404, "no such rule"))?),
-        (Method::Get, ["automation", "rules", id, "runs"]) => runs(id.parse().map_err(|_| fail(404, "no such rule"))?),
-        (Method::Get, ["tasks", id, "progress"]) => task_progress(id.parse().map_err(|_| fail(404, "no such task"))?),
+        (Method::Post, ["automation", "rules", id, "run"]) => {
+            run_now(id.parse().map_err(|_| fail(404, "no such rule"))?)
+        }
+        (Method::Get, ["automation", "rules", id, "runs"]) => {
+            runs(id.parse().map_err(|_| fail(404, "no such rule"))?)
+        }
+        (Method::Get, ["tasks", id, "progress"]) => {
+            task_progress(id.parse().map_err(|_| fail(404, "no such task"))?)
+        }
         (Method::Post, ["demo"]) => demo(),
         _ => Err(fail(404, "not found")),
     }
 }
 
 fn status() -> Result<Answer, Answer> {
-    let database = pg::query("SELECT count(*) FROM automation_rules WHERE is_active", &[]).map_err(db)?;
-    let active = database.rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0);
+    let database =
+        pg::query("SELECT count(*) FROM automation_rules WHERE is_active", &[]).map_err(db)?;
+    let active = database
+        .rows
+        .first()
+        .and_then(|r| r[0].as_i64())
+        .unwrap_or(0);
     let redis_ok = redis::exists(&["status-probe".to_string()]).is_ok();
     let status = if redis_ok { 200 } else { 503 };
-    Ok((status, json!({"status": if redis_ok { "ok" } else { "degraded" }, "database": "ok", "redis": if redis_ok { "ok" } else { "unavailable" }, "active_rules": active})))
+    Ok((
+        status,
+        json!({"status": if redis_ok { "ok" } else { "degraded" }, "database": "ok", "redis": if redis_ok { "ok" } else { "unavailable" }, "active_rules": active}),
+    ))
 }
 
 fn create_rule(body: &Json) -> Result<Answer, Answer> {
-    let trigger = body.get("trigger").and_then(Json::as_str).unwrap_or("schedule");
+    let trigger = body
+        .get("trigger")
+        .and_then(Json::as_str)
+        .unwrap_or("schedule");
     let actions = body.get("actions").cloned().unwrap_or(Json::Null);
     credits::total(&actions).map_err(|why| fail(400, format!("actions: {why}")))?;
     let schedule = body.get("schedule").cloned().unwrap_or(json!({}));
     if trigger == "schedule" {
-        slots::RuleSchedule::parse(&schedule).map_err(|why| fail(400, format!("schedule: {why}")))?;
+        slots::RuleSchedule::parse(&schedule)
+            .map_err(|why| fail(400, format!("schedule: {why}")))?;
     }
     returning_id(pg::query(
         "INSERT INTO automation_rules (site_id, name, trigger, conditions, actions, schedule, is_active,
@@ -160,10 +213,23 @@ fn create_rule(body: &Json) -> Result<Answer, Answer> {
 
 /// A manual run: a slot at "now" in the rule's zone, through the same job as the tick's.
 fn run_now(rule: i64) -> Result<Answer, Answer> {
-    let rows = pg::query("SELECT schedule FROM automation_rules WHERE id = $1", &[Value::Int32(rule as i32)]).map_err(db)?;
-    let Some(row) = rows.rows.first() else { return Err(fail(404, "no such rule")) };
-    let schedule = row[0].as_text().and_then(|t| serde_json::from_str::<Json>(t).ok()).unwrap_or_default();
-    let zone = schedule.get("timezone").and_then(Json::as_str).and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::Tz::UTC);
+    let rows = pg::query(
+        "SELECT schedule FROM automation_rules WHERE id = $1",
+        &[Value::Int32(rule as i32)],
+    )
+    .map_err(db)?;
+    let Some(row) = rows.rows.first() else {
+        return Err(fail(404, "no such rule"));
+    };
+    let schedule = row[0]
+        .as_text()
+        .and_then(|t| serde_json::from_str::<Json>(t).ok())
+        .unwrap_or_default();
+    let zone = schedule
+        .get("timezone")
+        .and_then(Json::as_str)
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(chrono_tz::Tz::UTC);
     let now = guest_kit::now_ms();
     match runner::enqueue(rule, now, slots::day_in(zone, now), "manual") {
         Ok(Some(task)) => Ok((202, json!({"task_id": task}))),
@@ -188,30 +254,62 @@ fn runs(rule: i64) -> Result<Answer, Answer> {
 }
 
 fn account(id: i64) -> Result<Answer, Answer> {
-    let rows = pg::query("SELECT name, credits, monthly_credits FROM accounts WHERE id = $1", &[Value::Int32(id as i32)]).map_err(db)?;
-    let Some(row) = rows.rows.first() else { return Err(fail(404, "no such account")) };
+    let rows = pg::query(
+        "SELECT name, credits, monthly_credits FROM accounts WHERE id = $1",
+        &[Value::Int32(id as i32)],
+    )
+    .map_err(db)?;
+    let Some(row) = rows.rows.first() else {
+        return Err(fail(404, "no such account"));
+    };
     let usage = pg::query(
         "SELECT operation_type, sum(credits_used)::bigint FROM credit_usage_log WHERE account_id = $1 GROUP BY 1 ORDER BY 1",
         &[Value::Int32(id as i32)],
     )
     .map_err(db)?;
-    let by_type: serde_json::Map<String, Json> =
-        usage.rows.iter().map(|r| (r[0].as_text().unwrap_or_default().to_string(), json!(r[1].as_i64()))).collect();
-    Ok((200, json!({"id": id, "name": row[0].as_text(), "credits": row[1].as_i64(), "monthly_credits": row[2].as_i64(), "usage": by_type})))
+    let by_type: serde_json::Map<String, Json> = usage
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_text().unwrap_or_default().to_string(),
+                json!(r[1].as_i64()),
+            )
+        })
+        .collect();
+    Ok((
+        200,
+        json!({"id": id, "name": row[0].as_text(), "credits": row[1].as_i64(), "monthly_credits": row[2].as_i64(), "usage": by_type}),
+    ))
 }
 
 fn task_progress(task: u64) -> Result<Answer, Answer> {
-    let fields = redis::hgetall(&format!("task:{task}")).map_err(|e| fail(503, format!("redis: {e:?}")))?;
+    let fields =
+        redis::hgetall(&format!("task:{task}")).map_err(|e| fail(503, format!("redis: {e:?}")))?;
     if fields.is_empty() {
-        return Ok((200, json!({"task_id": task, "state": "PENDING", "progress": 0, "message": ""})));
+        return Ok((
+            200,
+            json!({"task_id": task, "state": "PENDING", "progress": 0, "message": ""}),
+        ));
     }
-    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-    Ok((200, json!({"task_id": task, "state": get("state"), "progress": get("progress").parse::<i64>().unwrap_or(0), "message": get("message")})))
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    Ok((
+        200,
+        json!({"task_id": task, "state": get("state"), "progress": get("progress").parse::<i64>().unwrap_or(0), "message": get("message")}),
+    ))
 }
 
 fn demo() -> Result<Answer, Answer> {
     let tx = pg::begin().map_err(db)?;
-    let existing = tx.query("SELECT id FROM accounts WHERE name = 'Demo Agency'", &[]).map_err(db)?;
+    let existing = tx
+        .query("SELECT id FROM accounts WHERE name = 'Demo Agency'", &[])
+        .map_err(db)?;
     if existing.rows.is_empty() {
         let now = Value::Int64(guest_kit::now_ms());
         for sql in [
@@ -237,7 +335,12 @@ fn demo() -> Result<Answer, Answer> {
 impl wasip2::exports::http::incoming_handler::Guest for Igny8 {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let (status, body) = route(&request).unwrap_or_else(|e| e);
-        guest_kit::respond(out, status, "application/json", format!("{body}\n").as_bytes());
+        guest_kit::respond(
+            out,
+            status,
+            "application/json",
+            format!("{body}\n").as_bytes(),
+        );
     }
 }
 
@@ -247,7 +350,10 @@ impl timers::TimerHandler for Igny8 {
         let at = scheduled_at_ms as i64;
         match name.as_str() {
             "automation_tick" => runner::tick(at),
-            "auto_cluster_keywords" | "auto_create_tasks" | "auto_generate_content" | "auto_publish" => runner::workflow(&name, at),
+            "auto_cluster_keywords"
+            | "auto_create_tasks"
+            | "auto_generate_content"
+            | "auto_publish" => runner::workflow(&name, at),
             "monthly_credit_replenishment" => runner::replenish(),
             "sag_health_check" => runner::health_check(),
             other => Err(format!("no timer named {other:?}")),
@@ -258,7 +364,9 @@ impl timers::TimerHandler for Igny8 {
 impl timers::JobHandler for Igny8 {
     fn on_job(id: u64, name: String, payload: Vec<u8>, _attempt: u32) -> Result<(), String> {
         schema::migrate().map_err(|e| e.describe())?;
-        let arg: i64 = String::from_utf8_lossy(&payload).parse().map_err(|_| format!("job {name}: payload is not an id"))?;
+        let arg: i64 = String::from_utf8_lossy(&payload)
+            .parse()
+            .map_err(|_| format!("job {name}: payload is not an id"))?;
         let result = match name.as_str() {
             "run_rule" => runner::run_rule(id, arg),
             "publish" => runner::publish(id, arg),

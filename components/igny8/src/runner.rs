@@ -42,7 +42,9 @@ fn text(v: &Value) -> String {
 }
 
 fn json_of(v: &Value) -> Json {
-    v.as_text().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Json::Null)
+    v.as_text()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Json::Null)
 }
 
 /// Writes a task's state for the progress endpoint (best effort: Redis down
@@ -55,7 +57,10 @@ pub fn progress(task: u64, state: &str, percent: i64, message: &str) {
         ("message".to_string(), message.as_bytes().to_vec()),
     ];
     let _ = redis::pipeline(
-        &[redis::Command::Hset((key.clone(), fields)), redis::Command::Expire((key, 86_400_000))],
+        &[
+            redis::Command::Hset((key.clone(), fields)),
+            redis::Command::Expire((key, 86_400_000)),
+        ],
         true,
     );
 }
@@ -97,10 +102,18 @@ pub fn tick(now_ms: i64) -> Result<(), String> {
 /// name: `auto_cluster_keywords`, `auto_create_tasks`, `auto_generate_content`,
 /// `auto_publish`), one per rule and firing.
 pub fn workflow(name: &str, at_ms: i64) -> Result<(), String> {
-    let rules = pg::query("SELECT id FROM automation_rules WHERE is_active AND trigger = $1", &[Value::Text(name.into())])
-        .map_err(db)?;
+    let rules = pg::query(
+        "SELECT id FROM automation_rules WHERE is_active AND trigger = $1",
+        &[Value::Text(name.into())],
+    )
+    .map_err(db)?;
     for row in &rules.rows {
-        enqueue(int(&row[0]), at_ms, crate::slots::day_in(chrono_tz::Tz::UTC, at_ms), name)?;
+        enqueue(
+            int(&row[0]),
+            at_ms,
+            crate::slots::day_in(chrono_tz::Tz::UTC, at_ms),
+            name,
+        )?;
     }
     Ok(())
 }
@@ -128,7 +141,11 @@ fn schedule_run(run: i64, rule: i64, slot: i64) -> Result<u64, String> {
         idempotency_key: Some(format!("rule:{rule}:{slot}")),
     })
     .map_err(|e| format!("scheduling run {run}: {e:?}"))?;
-    pg::execute("UPDATE rule_runs SET task_id = $1 WHERE id = $2", &[Value::Int64(job as i64), Value::Int64(run)]).map_err(db)?;
+    pg::execute(
+        "UPDATE rule_runs SET task_id = $1 WHERE id = $2",
+        &[Value::Int64(job as i64), Value::Int64(run)],
+    )
+    .map_err(db)?;
     Ok(job)
 }
 
@@ -149,19 +166,30 @@ fn charge(run: i64) -> Result<Charge, String> {
             &[Value::Int64(run)],
         )
         .map_err(db)?;
-    let Some(row) = rows.rows.first() else { return Err(format!("run {run} does not exist")) };
+    let Some(row) = rows.rows.first() else {
+        return Err(format!("run {run} does not exist"));
+    };
     if text(&row[6]) != "queued" {
         return Ok(Charge::Charged);
     }
-    let (rule, per_day, per_execution, account) = (int(&row[0]), int(&row[1]), int(&row[2]), int(&row[4]));
+    let (rule, per_day, per_execution, account) =
+        (int(&row[0]), int(&row[1]), int(&row[2]), int(&row[4]));
     let actions = json_of(&row[3]);
     let day = row[5].clone();
-    let refuse = |tx: pg::Transaction, status: &'static str, why: String| -> Result<Charge, String> {
-        tx.execute("UPDATE rule_runs SET status = $1, error = $2 WHERE id = $3", &[Value::Text(status.into()), Value::Text(why.clone()), Value::Int64(run)])
+    let refuse =
+        |tx: pg::Transaction, status: &'static str, why: String| -> Result<Charge, String> {
+            tx.execute(
+                "UPDATE rule_runs SET status = $1, error = $2 WHERE id = $3",
+                &[
+                    Value::Text(status.into()),
+                    Value::Text(why.clone()),
+                    Value::Int64(run),
+                ],
+            )
             .map_err(db)?;
-        pg::Transaction::commit(tx).map_err(db)?;
-        Ok(Charge::Refused(status, why))
-    };
+            pg::Transaction::commit(tx).map_err(db)?;
+            Ok(Charge::Refused(status, why))
+        };
     let today = tx
         .query(
             "SELECT count(*) FROM rule_runs WHERE rule_id = $1 AND run_day = $2 AND status IN ('charged', 'done')",
@@ -170,25 +198,48 @@ fn charge(run: i64) -> Result<Charge, String> {
         .map_err(db)?;
     let ran = today.rows.first().map(|r| int(&r[0])).unwrap_or(0);
     if ran >= per_day {
-        return refuse(tx, "refused_daily_limit", format!("rule {rule} already ran {ran} times today (max_executions_per_day {per_day})"));
+        return refuse(
+            tx,
+            "refused_daily_limit",
+            format!("rule {rule} already ran {ran} times today (max_executions_per_day {per_day})"),
+        );
     }
     let cost = match credits::total(&actions) {
         Ok(cost) => cost,
         Err(why) => return refuse(tx, "failed", why),
     };
     if cost > per_execution {
-        return refuse(tx, "refused_execution_limit", format!("costs {cost} credits, over credit_limit_per_execution {per_execution}"));
+        return refuse(
+            tx,
+            "refused_execution_limit",
+            format!("costs {cost} credits, over credit_limit_per_execution {per_execution}"),
+        );
     }
     let balance = tx
-        .query("SELECT credits, monthly_credits FROM accounts WHERE id = $1 FOR UPDATE", &[Value::Int32(account as i32)])
+        .query(
+            "SELECT credits, monthly_credits FROM accounts WHERE id = $1 FOR UPDATE",
+            &[Value::Int32(account as i32)],
+        )
         .map_err(db)?;
-    let (have, monthly) = balance.rows.first().map(|r| (int(&r[0]), int(&r[1]))).unwrap_or((0, 0));
+    let (have, monthly) = balance
+        .rows
+        .first()
+        .map(|r| (int(&r[0]), int(&r[1])))
+        .unwrap_or((0, 0));
     if have < cost {
-        return refuse(tx, "insufficient_credits", format!("needs {cost} credits, the account has {have}"));
+        return refuse(
+            tx,
+            "insufficient_credits",
+            format!("needs {cost} credits, the account has {have}"),
+        );
     }
     let now = Value::Int64(guest_kit::now_ms());
     let acc = Value::Int32(account as i32);
-    tx.execute("UPDATE accounts SET credits = credits - $1 WHERE id = $2", &[Value::Int32(cost as i32), acc.clone()]).map_err(db)?;
+    tx.execute(
+        "UPDATE accounts SET credits = credits - $1 WHERE id = $2",
+        &[Value::Int32(cost as i32), acc.clone()],
+    )
+    .map_err(db)?;
     for (kind, words, _) in credits::actions(&actions) {
         let used = credits::cost(&kind, words).unwrap_or(0);
         if used == 0 {
@@ -206,14 +257,21 @@ fn charge(run: i64) -> Result<Charge, String> {
         &[acc.clone(), Value::Int32(-(cost as i32)), Value::Text(format!("rule {rule} run {run}")), now.clone()],
     )
     .map_err(db)?;
-    tx.execute("UPDATE rule_runs SET status = 'charged', credits_used = $1 WHERE id = $2", &[Value::Int32(cost as i32), Value::Int64(run)])
-        .map_err(db)?;
+    tx.execute(
+        "UPDATE rule_runs SET status = 'charged', credits_used = $1 WHERE id = $2",
+        &[Value::Int32(cost as i32), Value::Int64(run)],
+    )
+    .map_err(db)?;
     // "Low Credit Warning: when < 10% remaining" (002 §10.7), once a month.
     if monthly > 0 && (have - cost) * 10 < monthly {
         tx.execute(
             "INSERT INTO notifications (account_id, kind, period, message, created_ms)
              VALUES ($1, 'low_credit', to_char(now(), 'YYYY-MM'), $2, $3) ON CONFLICT DO NOTHING",
-            &[acc, Value::Text(format!("{} of {monthly} credits left", have - cost)), now],
+            &[
+                acc,
+                Value::Text(format!("{} of {monthly} credits left", have - cost)),
+                now,
+            ],
         )
         .map_err(db)?;
     }
@@ -236,19 +294,39 @@ pub fn run_rule(task: u64, run: i64) -> Result<(), String> {
         &[Value::Int64(run)],
     )
     .map_err(db)?;
-    let Some(row) = rows.rows.first() else { return Err(format!("run {run} vanished")) };
+    let Some(row) = rows.rows.first() else {
+        return Err(format!("run {run} vanished"));
+    };
     if text(&row[0]) != "charged" {
         return Ok(()); // done, or refused: nothing left to do
     }
-    let (actions, site, rule_name) = (credits::actions(&json_of(&row[1])), int(&row[2]), text(&row[3]));
+    let (actions, site, rule_name) = (
+        credits::actions(&json_of(&row[1])),
+        int(&row[2]),
+        text(&row[3]),
+    );
     for (index, (kind, words, params)) in actions.iter().enumerate() {
         if !credits::calls_ai(kind) || content_of(run, index as i32)?.is_some() {
             continue;
         }
-        progress(task, "PROGRESS", 30 + 50 * index as i64 / actions.len().max(1) as i64, &format!("{kind}: calling the AI"));
-        let topic = params.get("topic").and_then(Json::as_str).unwrap_or(&rule_name);
+        progress(
+            task,
+            "PROGRESS",
+            30 + 50 * index as i64 / actions.len().max(1) as i64,
+            &format!("{kind}: calling the AI"),
+        );
+        let topic = params
+            .get("topic")
+            .and_then(Json::as_str)
+            .unwrap_or(&rule_name);
         let body = crate::ai::complete(kind, topic, *words)?;
-        let title = body.lines().next().unwrap_or(topic).trim_start_matches('#').trim().to_string();
+        let title = body
+            .lines()
+            .next()
+            .unwrap_or(topic)
+            .trim_start_matches('#')
+            .trim()
+            .to_string();
         let count = body.split_whitespace().count() as i32;
         pg::execute(
             "INSERT INTO contents (site_id, run_id, action_index, kind, title, body, word_count, created_ms)
@@ -258,7 +336,11 @@ pub fn run_rule(task: u64, run: i64) -> Result<(), String> {
         )
         .map_err(db)?;
     }
-    pg::execute("UPDATE rule_runs SET status = 'done' WHERE id = $1", &[Value::Int64(run)]).map_err(db)?;
+    pg::execute(
+        "UPDATE rule_runs SET status = 'done' WHERE id = $1",
+        &[Value::Int64(run)],
+    )
+    .map_err(db)?;
     if actions.iter().any(|a| a.0 == "publish") {
         let made = pg::query(
             "SELECT id FROM contents WHERE run_id = $1 AND kind = 'generate_content' ORDER BY action_index LIMIT 1",
@@ -275,8 +357,11 @@ pub fn run_rule(task: u64, run: i64) -> Result<(), String> {
 
 /// The content a run made for action `index`.
 fn content_of(run: i64, index: i32) -> Result<Option<i64>, String> {
-    let rows = pg::query("SELECT id FROM contents WHERE run_id = $1 AND action_index = $2", &[Value::Int64(run), Value::Int32(index)])
-        .map_err(db)?;
+    let rows = pg::query(
+        "SELECT id FROM contents WHERE run_id = $1 AND action_index = $2",
+        &[Value::Int64(run), Value::Int32(index)],
+    )
+    .map_err(db)?;
     Ok(rows.rows.first().map(|r| int(&r[0])))
 }
 
@@ -299,23 +384,52 @@ pub fn publish(task: u64, content: i64) -> Result<(), String> {
         &[Value::Int64(content)],
     )
     .map_err(db)?;
-    let Some(row) = rows.rows.first() else { return Err(format!("content {content} does not exist")) };
+    let Some(row) = rows.rows.first() else {
+        return Err(format!("content {content} does not exist"));
+    };
     if text(&row[2]) == "published" {
         return Ok(());
     }
     progress(task, "PROGRESS", 50, "posting to WordPress");
-    let html: String = text(&row[1]).split("\n\n").skip(1).map(|p| format!("<p>{}</p>", escape(p.trim()))).collect();
+    let html: String = text(&row[1])
+        .split("\n\n")
+        .skip(1)
+        .map(|p| format!("<p>{}</p>", escape(p.trim())))
+        .collect();
     let post = json!({"title": text(&row[0]), "content": html, "status": "publish"}).to_string();
-    let url = format!("{}/wp-json/wp/v2/posts", text(&row[3]).trim_end_matches('/'));
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", text(&row[4]), text(&row[5]))));
-    let response = outbound::send("POST", &url, &[("content-type", "application/json"), ("authorization", &auth)], post.as_bytes())?;
+    let url = format!(
+        "{}/wp-json/wp/v2/posts",
+        text(&row[3]).trim_end_matches('/')
+    );
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            text(&row[4]),
+            text(&row[5])
+        ))
+    );
+    let response = outbound::send(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        post.as_bytes(),
+    )?;
     if !(200..300).contains(&response.status) {
         return Err(format!("WordPress answered {} for {url}", response.status));
     }
-    let id = serde_json::from_slice::<Json>(&response.body).ok().and_then(|j| j.get("id").and_then(Json::as_i64));
+    let id = serde_json::from_slice::<Json>(&response.body)
+        .ok()
+        .and_then(|j| j.get("id").and_then(Json::as_i64));
     pg::execute(
         "UPDATE contents SET status = 'published', wp_post_id = $1 WHERE id = $2",
-        &[id.map(Value::Int64).unwrap_or(Value::Null), Value::Int64(content)],
+        &[
+            id.map(Value::Int64).unwrap_or(Value::Null),
+            Value::Int64(content),
+        ],
     )
     .map_err(db)?;
     progress(task, "SUCCESS", 100, "published");
@@ -323,7 +437,9 @@ pub fn publish(task: u64, content: i64) -> Result<(), String> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `monthly_credit_replenishment` (002 §10.7): every account back to its

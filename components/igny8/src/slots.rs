@@ -16,9 +16,14 @@ pub struct RuleSchedule {
 impl RuleSchedule {
     /// The schedule of a rule, or why it has none that can run.
     pub fn parse(schedule: &Json) -> Result<RuleSchedule, String> {
-        let text = schedule.get("cron").and_then(Json::as_str).ok_or("schedule has no \"cron\"")?;
+        let text = schedule
+            .get("cron")
+            .and_then(Json::as_str)
+            .ok_or("schedule has no \"cron\"")?;
         if text.split_whitespace().count() != 5 {
-            return Err(format!("cron {text:?} must have 5 fields (minute hour day month weekday)"));
+            return Err(format!(
+                "cron {text:?} must have 5 fields (minute hour day month weekday)"
+            ));
         }
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Disallowed)
@@ -26,8 +31,13 @@ impl RuleSchedule {
             .build()
             .parse(text)
             .map_err(|e| format!("cron {text:?}: {e}"))?;
-        let zone_name = schedule.get("timezone").and_then(Json::as_str).unwrap_or("UTC");
-        let zone: Tz = zone_name.parse().map_err(|_| format!("timezone {zone_name:?} is not an IANA zone"))?;
+        let zone_name = schedule
+            .get("timezone")
+            .and_then(Json::as_str)
+            .unwrap_or("UTC");
+        let zone: Tz = zone_name
+            .parse()
+            .map_err(|_| format!("timezone {zone_name:?} is not an IANA zone"))?;
         Ok(RuleSchedule { cron, zone })
     }
 
@@ -37,10 +47,17 @@ impl RuleSchedule {
     pub fn slots(&self, after_ms: i64, until_ms: i64, limit: usize) -> Vec<i64> {
         let mut out = Vec::new();
         // croner keeps the start's sub-second part; a whole second gives whole minutes.
-        let Some(mut at) = Utc.timestamp_millis_opt(after_ms.div_euclid(1000) * 1000).single() else { return out };
+        let Some(mut at) = Utc
+            .timestamp_millis_opt(after_ms.div_euclid(1000) * 1000)
+            .single()
+        else {
+            return out;
+        };
         while out.len() < limit {
             let local = at.with_timezone(&self.zone);
-            let Ok(next) = self.cron.find_next_occurrence(&local, false) else { break };
+            let Ok(next) = self.cron.find_next_occurrence(&local, false) else {
+                break;
+            };
             let next_ms = next.timestamp_millis().div_euclid(60_000) * 60_000;
             if next_ms <= after_ms {
                 at = next.with_timezone(&Utc);
@@ -74,19 +91,40 @@ mod tests {
 
     #[test]
     fn a_daily_rule_in_karachi_has_one_slot_a_day_at_local_nine() {
-        let s = RuleSchedule::parse(&serde_json::json!({"cron": "0 9 * * *", "timezone": "Asia/Karachi"})).unwrap();
+        let s = RuleSchedule::parse(
+            &serde_json::json!({"cron": "0 9 * * *", "timezone": "Asia/Karachi"}),
+        )
+        .unwrap();
         // 2026-03-01 00:00 UTC .. 2026-03-03 00:00 UTC: 09:00 PKT is 04:00 UTC.
-        let from = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap().timestamp_millis();
+        let from = Utc
+            .with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp_millis();
         let slots = s.slots(from, from + 2 * 86_400_000, 10);
         assert_eq!(slots, vec![from + 4 * 3_600_000, from + 28 * 3_600_000]);
-        assert_eq!(s.slots(slots[0], slots[0], 10), Vec::<i64>::new(), "the window's start is excluded");
-        assert_eq!(s.slots(slots[0] - 1, slots[0], 10), vec![slots[0]], "its end included");
-        assert_eq!(s.slots(from + 497, from + 86_400_000, 10), vec![slots[0]], "whole minutes from any start");
+        assert_eq!(
+            s.slots(slots[0], slots[0], 10),
+            Vec::<i64>::new(),
+            "the window's start is excluded"
+        );
+        assert_eq!(
+            s.slots(slots[0] - 1, slots[0], 10),
+            vec![slots[0]],
+            "its end included"
+        );
+        assert_eq!(
+            s.slots(from + 497, from + 86_400_000, 10),
+            vec![slots[0]],
+            "whole minutes from any start"
+        );
     }
 
     #[test]
     fn bad_schedules_say_why() {
         assert!(RuleSchedule::parse(&serde_json::json!({"cron": "0 9 * *"})).is_err());
-        assert!(RuleSchedule::parse(&serde_json::json!({"cron": "0 9 * * *", "timezone": "Mars/Base"})).is_err());
+        assert!(
+            RuleSchedule::parse(&serde_json::json!({"cron": "0 9 * * *", "timezone": "Mars/Base"}))
+                .is_err()
+        );
     }
 }

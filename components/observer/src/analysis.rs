@@ -23,14 +23,22 @@ use serde_json::{Value as Json, json};
 const WEEK_MS: i64 = 7 * 86_400_000;
 
 fn active_users(now_ms: i64) -> Result<Vec<i64>, String> {
-    let rows = pg::query("SELECT DISTINCT user_id FROM journal_entries WHERE created_ms > $1 ORDER BY user_id", &[Value::Int64(now_ms - WEEK_MS)])
-        .map_err(|e| db(e).1)?;
-    Ok(rows.rows.iter().filter_map(|r| r.first().and_then(Value::as_i64)).collect())
+    let rows = pg::query(
+        "SELECT DISTINCT user_id FROM journal_entries WHERE created_ms > $1 ORDER BY user_id",
+        &[Value::Int64(now_ms - WEEK_MS)],
+    )
+    .map_err(|e| db(e).1)?;
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| r.first().and_then(Value::as_i64))
+        .collect())
 }
 
 /// Asks the AI (OpenAI, the seed's primary) about anonymized snippets.
 pub fn ask_ai(instruction: &str, snippets: &[String]) -> Result<String, String> {
-    let key = std::env::var("OPENAI_API_KEY").map_err(|_| "no OPENAI_API_KEY secret".to_string())?;
+    let key =
+        std::env::var("OPENAI_API_KEY").map_err(|_| "no OPENAI_API_KEY secret".to_string())?;
     let base = std::env::var("OPENAI_URL").unwrap_or_else(|_| "https://api.openai.com".into());
     let body = json!({
         "model": std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
@@ -44,14 +52,21 @@ pub fn ask_ai(instruction: &str, snippets: &[String]) -> Result<String, String> 
     let (status, answer) = guest_kit::outbound::send_pair(
         "POST",
         &url,
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )?;
     if status != 200 {
         return Err(format!("OpenAI answered {status}"));
     }
-    let answer: Json = serde_json::from_slice(&answer).map_err(|e| format!("OpenAI's answer: {e}"))?;
-    answer["choices"][0]["message"]["content"].as_str().map(str::to_string).ok_or_else(|| "OpenAI's answer has no content".into())
+    let answer: Json =
+        serde_json::from_slice(&answer).map_err(|e| format!("OpenAI's answer: {e}"))?;
+    answer["choices"][0]["message"]["content"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "OpenAI's answer has no content".into())
 }
 
 /// One user's pattern analysis over their entries of the last 7 days.
@@ -59,7 +74,12 @@ fn analyse(user: i64, now_ms: i64) -> Result<(), String> {
     let entries = entries_of(user, Some(now_ms - WEEK_MS), 50)?;
     let snippets: Vec<String> = entries
         .iter()
-        .filter_map(|e| e.text.as_ref().ok().map(|t| format!("[{}] {}", e.emotion_tag, privacy::strip(t))))
+        .filter_map(|e| {
+            e.text
+                .as_ref()
+                .ok()
+                .map(|t| format!("[{}] {}", e.emotion_tag, privacy::strip(t)))
+        })
         .collect();
     if snippets.is_empty() {
         return Ok(());
@@ -96,7 +116,9 @@ pub fn pattern_analysis(now_ms: i64) -> Result<(), String> {
 
 /// The job `journal_nlp`, 5 minutes after a user's entry (one pending per user).
 pub fn journal_nlp(payload: &[u8]) -> Result<(), String> {
-    let user: i64 = String::from_utf8_lossy(payload).parse().map_err(|_| "the payload is not a user id".to_string())?;
+    let user: i64 = String::from_utf8_lossy(payload)
+        .parse()
+        .map_err(|_| "the payload is not a user id".to_string())?;
     crate::schema().map_err(|e| e.1)?;
     analyse(user, guest_kit::now_ms())
 }
@@ -104,21 +126,33 @@ pub fn journal_nlp(payload: &[u8]) -> Result<(), String> {
 fn ego_ratio(texts: &[String]) -> f64 {
     let (mut ego, mut all) = (0usize, 0usize);
     for word in texts.iter().flat_map(|t| t.split_whitespace()) {
-        let w = word.trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase();
+        let w = word
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_ascii_lowercase();
         if w.is_empty() {
             continue;
         }
         all += 1;
-        ego += usize::from(matches!(w.as_str(), "i" | "me" | "my" | "mine" | "myself" | "i'm"));
+        ego += usize::from(matches!(
+            w.as_str(),
+            "i" | "me" | "my" | "mine" | "myself" | "i'm"
+        ));
     }
-    if all == 0 { 0.0 } else { ego as f64 / all as f64 }
+    if all == 0 {
+        0.0
+    } else {
+        ego as f64 / all as f64
+    }
 }
 
 /// The next module for these entries' texts, if it moves.
 pub fn next_module(module: &str, texts: &[String]) -> Option<&'static str> {
     let ego = ego_ratio(texts);
     let joined = texts.join(" ").to_ascii_lowercase();
-    let paradox = ["paradox", "contradiction", "and yet", "both"].iter().map(|m| joined.matches(m).count()).sum::<usize>();
+    let paradox = ["paradox", "contradiction", "and yet", "both"]
+        .iter()
+        .map(|m| joined.matches(m).count())
+        .sum::<usize>();
     match module {
         "0" if ego >= 0.08 => Some("i"),
         "i" if paradox >= 2 => Some("G"),
@@ -132,11 +166,28 @@ pub fn next_module(module: &str, texts: &[String]) -> Option<&'static str> {
 pub fn module_transition_check(now_ms: i64) -> Result<(), String> {
     crate::schema().map_err(|e| e.1)?;
     for user in active_users(now_ms)? {
-        let texts: Vec<String> = entries_of(user, None, 10)?.into_iter().filter_map(|e| e.text.ok()).collect();
-        let rows = pg::query("SELECT module FROM users WHERE id = $1", &[Value::Int64(user)]).map_err(|e| db(e).1)?;
-        let module = rows.rows.first().and_then(|r| r.first()).and_then(Value::as_text).unwrap_or("0").to_string();
+        let texts: Vec<String> = entries_of(user, None, 10)?
+            .into_iter()
+            .filter_map(|e| e.text.ok())
+            .collect();
+        let rows = pg::query(
+            "SELECT module FROM users WHERE id = $1",
+            &[Value::Int64(user)],
+        )
+        .map_err(|e| db(e).1)?;
+        let module = rows
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_text)
+            .unwrap_or("0")
+            .to_string();
         if let Some(next) = next_module(&module, &texts) {
-            pg::execute("UPDATE users SET module = $2 WHERE id = $1", &[Value::Int64(user), Value::Text(next.into())]).map_err(|e| db(e).1)?;
+            pg::execute(
+                "UPDATE users SET module = $2 WHERE id = $1",
+                &[Value::Int64(user), Value::Text(next.into())],
+            )
+            .map_err(|e| db(e).1)?;
             pg::execute(
                 "INSERT INTO module_transitions (user_id, from_module, to_module, at_ms) VALUES ($1, $2, $3, $4)",
                 &[Value::Int64(user), Value::Text(module), Value::Text(next.into()), Value::Int64(now_ms)],
@@ -169,8 +220,16 @@ pub fn ambient_refresh() -> Result<(), String> {
     )
     .map_err(|e| db(e).1)?;
     for row in &rows.rows {
-        let (Some(id), Some(module), Some(tag)) = (row[0].as_i64(), row[1].as_text(), row[2].as_text()) else { continue };
-        pg::execute("UPDATE users SET palette = $2 WHERE id = $1", &[Value::Int64(id), Value::Text(palette(module, tag).into())]).map_err(|e| db(e).1)?;
+        let (Some(id), Some(module), Some(tag)) =
+            (row[0].as_i64(), row[1].as_text(), row[2].as_text())
+        else {
+            continue;
+        };
+        pg::execute(
+            "UPDATE users SET palette = $2 WHERE id = $1",
+            &[Value::Int64(id), Value::Text(palette(module, tag).into())],
+        )
+        .map_err(|e| db(e).1)?;
     }
     Ok(())
 }
@@ -179,7 +238,9 @@ pub fn ambient_refresh() -> Result<(), String> {
 /// Moon's phase (mean synodic month from the new moon of 6 January 2000).
 pub fn planetary_update(now_ms: i64) -> Result<(), String> {
     crate::schema().map_err(|e| e.1)?;
-    const RULERS: [&str; 7] = ["Sun", "Moon", "Mars", "Mercury", "Jupiter", "Venus", "Saturn"];
+    const RULERS: [&str; 7] = [
+        "Sun", "Moon", "Mars", "Mercury", "Jupiter", "Venus", "Saturn",
+    ];
     let days = now_ms.div_euclid(86_400_000);
     let ruler = RULERS[(days + 4).rem_euclid(7) as usize];
     let age = ((now_ms as f64 / 86_400_000.0 - 10_962.7597) % 29.530_588).rem_euclid(29.530_588);
@@ -196,8 +257,16 @@ pub fn planetary_update(now_ms: i64) -> Result<(), String> {
 /// Weekly: ephemeral AI data goes after 30 days, transitions after a year.
 pub fn data_cleanup(now_ms: i64) -> Result<(), String> {
     crate::schema().map_err(|e| e.1)?;
-    pg::execute("DELETE FROM patterns WHERE computed_ms < $1", &[Value::Int64(now_ms - 30 * 86_400_000)]).map_err(|e| db(e).1)?;
-    pg::execute("DELETE FROM module_transitions WHERE at_ms < $1", &[Value::Int64(now_ms - 365 * 86_400_000)]).map_err(|e| db(e).1)?;
+    pg::execute(
+        "DELETE FROM patterns WHERE computed_ms < $1",
+        &[Value::Int64(now_ms - 30 * 86_400_000)],
+    )
+    .map_err(|e| db(e).1)?;
+    pg::execute(
+        "DELETE FROM module_transitions WHERE at_ms < $1",
+        &[Value::Int64(now_ms - 365 * 86_400_000)],
+    )
+    .map_err(|e| db(e).1)?;
     Ok(())
 }
 
@@ -209,12 +278,16 @@ mod tests {
     fn the_module_machine_moves_on_language() {
         let ego = vec!["I think my plan is mine and I want it for me".to_string()];
         assert_eq!(next_module("0", &ego), Some("i"));
-        let paradox = vec!["the paradox: I want both stillness and motion, and yet I move".to_string()];
+        let paradox =
+            vec!["the paradox: I want both stillness and motion, and yet I move".to_string()];
         assert_eq!(next_module("i", &paradox), Some("G"));
         let ambient = vec!["rain on the window, the kettle, the long afternoon light".to_string()];
         assert_eq!(next_module("G", &ambient), Some("8"));
         assert_eq!(next_module("0", &ambient), None);
         assert_eq!(palette("i", "calm"), "amber, warm gold, burnt orange");
-        assert_eq!(palette("8", "anxious"), "desaturated tones, slight red warmth");
+        assert_eq!(
+            palette("8", "anxious"),
+            "desaturated tones, slight red warmth"
+        );
     }
 }

@@ -76,19 +76,31 @@ const SCHEMA: &[&str] = &[
 ];
 
 pub fn db(e: pg::Error) -> Failure {
-    (if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 }, e.describe())
+    (
+        if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) {
+            503
+        } else {
+            500
+        },
+        e.describe(),
+    )
 }
 
 /// Creates the tables on first use: a cheap check first (every request runs
 /// in a fresh instance), then the DDL under an advisory lock, because
 /// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
 pub fn schema() -> Result<(), Failure> {
-    let done = pg::query("SELECT to_regclass('planetary_snapshots') IS NOT NULL", &[]).map_err(db)?;
-    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+    let done =
+        pg::query("SELECT to_regclass('planetary_snapshots') IS NOT NULL", &[]).map_err(db)?;
+    if matches!(
+        done.rows.first().and_then(|r| r.first()),
+        Some(Value::Boolean(true))
+    ) {
         return Ok(());
     }
     let tx = pg::begin().map_err(db)?;
-    tx.execute("SELECT pg_advisory_xact_lock(727002)", &[]).map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727002)", &[])
+        .map_err(db)?;
     for statement in SCHEMA {
         tx.execute(statement, &[]).map_err(db)?;
     }
@@ -106,9 +118,21 @@ fn user_of(req: &IncomingRequest) -> Result<i64, Failure> {
         .first()
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or((401, "Authorization: Bearer <token> is needed (POST /api/v1/auth/anonymous-login)".to_string()))?;
-    let rows = pg::query("SELECT id FROM users WHERE token_hash = $1", &[Value::Text(hex(&Sha256::digest(token.trim().as_bytes())))]).map_err(db)?;
-    rows.rows.first().and_then(|r| r.first()).and_then(Value::as_i64).ok_or((401, "unknown token".to_string()))
+        .ok_or((
+            401,
+            "Authorization: Bearer <token> is needed (POST /api/v1/auth/anonymous-login)"
+                .to_string(),
+        ))?;
+    let rows = pg::query(
+        "SELECT id FROM users WHERE token_hash = $1",
+        &[Value::Text(hex(&Sha256::digest(token.trim().as_bytes())))],
+    )
+    .map_err(db)?;
+    rows.rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::as_i64)
+        .ok_or((401, "unknown token".to_string()))
 }
 
 /// An entry as read back: its text, or why it cannot be opened.
@@ -131,7 +155,11 @@ pub fn entries_of(user: i64, since_ms: Option<i64>, limit: i64) -> Result<Vec<En
     let rows = pg::query(
         "SELECT id, emotion_tag, created_ms, key_id, nonce, ciphertext FROM journal_entries
          WHERE user_id = $1 AND created_ms >= $2 ORDER BY id DESC LIMIT $3",
-        &[Value::Int64(user), Value::Int64(since_ms.unwrap_or(0)), Value::Int64(limit)],
+        &[
+            Value::Int64(user),
+            Value::Int64(since_ms.unwrap_or(0)),
+            Value::Int64(limit),
+        ],
     )
     .map_err(|e| db(e).1)?;
     Ok(rows
@@ -147,31 +175,59 @@ pub fn entries_of(user: i64, since_ms: Option<i64>, limit: i64) -> Result<Vec<En
                 nonce: bytes(r.get(4)),
                 ciphertext: bytes(r.get(5)),
             };
-            let text = seal::open(&sealed, &format!("journal:{user}:{id}"))
-                .and_then(|b| String::from_utf8(b).map_err(|_| "cannot be decrypted: not text".to_string()));
-            Entry { id, emotion_tag: r[1].as_text().unwrap_or("").to_string(), created_ms: r[2].as_i64().unwrap_or(0), text }
+            let text = seal::open(&sealed, &format!("journal:{user}:{id}")).and_then(|b| {
+                String::from_utf8(b).map_err(|_| "cannot be decrypted: not text".to_string())
+            });
+            Entry {
+                id,
+                emotion_tag: r[1].as_text().unwrap_or("").to_string(),
+                created_ms: r[2].as_i64().unwrap_or(0),
+                text,
+            }
         })
         .collect())
 }
 
 fn create_entry(req: &IncomingRequest, user: i64) -> Result<(u16, Json), Failure> {
-    let body: Json = serde_json::from_slice(&guest_kit::read_body(req)).map_err(|e| (400, format!("the body is not JSON: {e}")))?;
-    let text = body["text"].as_str().filter(|t| !t.is_empty()).ok_or((400, "text is required".to_string()))?;
+    let body: Json = serde_json::from_slice(&guest_kit::read_body(req))
+        .map_err(|e| (400, format!("the body is not JSON: {e}")))?;
+    let text = body["text"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or((400, "text is required".to_string()))?;
     let tag = body["emotion_tag"].as_str().unwrap_or("none");
     if text.len() > 100_000 || tag.len() > 32 {
-        return Err((400, "text is at most 100000 bytes and emotion_tag 32".into()));
+        return Err((
+            400,
+            "text is at most 100000 bytes and emotion_tag 32".into(),
+        ));
     }
     // The id first: it is part of what the seal binds.
-    let rows = pg::query("SELECT nextval(pg_get_serial_sequence('journal_entries', 'id'))", &[]).map_err(db)?;
-    let id = rows.rows.first().and_then(|r| r.first()).and_then(Value::as_i64).ok_or((500, "no id".to_string()))?;
-    let sealed = seal::seal(text.as_bytes(), &format!("journal:{user}:{id}")).map_err(|e| (500, e))?;
+    let rows = pg::query(
+        "SELECT nextval(pg_get_serial_sequence('journal_entries', 'id'))",
+        &[],
+    )
+    .map_err(db)?;
+    let id = rows
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::as_i64)
+        .ok_or((500, "no id".to_string()))?;
+    let sealed =
+        seal::seal(text.as_bytes(), &format!("journal:{user}:{id}")).map_err(|e| (500, e))?;
     pg::execute(
         "INSERT INTO journal_entries (id, user_id, emotion_tag, created_ms, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[Value::Int64(id), Value::Int64(user), Value::Text(tag.into()), Value::Int64(guest_kit::now_ms()), Value::Int16(sealed.key_id), Value::Bytea(sealed.nonce), Value::Bytea(sealed.ciphertext)],
     )
     .map_err(db)?;
     // The seed's Journal NLP: debounced 5 min, one pending per user.
-    let job = Job { name: "journal_nlp".into(), payload: user.to_string().into_bytes(), when: When::AfterMs(300_000), idempotency_key: Some(format!("nlp:{user}")) };
+    let job = Job {
+        name: "journal_nlp".into(),
+        payload: user.to_string().into_bytes(),
+        when: When::AfterMs(300_000),
+        idempotency_key: Some(format!("nlp:{user}")),
+    };
     if let Err(e) = timers::schedule(&job) {
         eprintln!("journal_nlp for user {user} not scheduled: {e:?}");
     }
@@ -188,7 +244,10 @@ fn handle(req: &IncomingRequest) -> Result<(u16, Json), Failure> {
             let token = hex(&wasip2::random::random::get_random_bytes(24));
             pg::execute(
                 "INSERT INTO users (token_hash, created_ms) VALUES ($1, $2)",
-                &[Value::Text(hex(&Sha256::digest(token.as_bytes()))), Value::Int64(guest_kit::now_ms())],
+                &[
+                    Value::Text(hex(&Sha256::digest(token.as_bytes()))),
+                    Value::Int64(guest_kit::now_ms()),
+                ],
             )
             .map_err(db)?;
             Ok((201, json!({"token": token})))
@@ -208,7 +267,11 @@ fn handle(req: &IncomingRequest) -> Result<(u16, Json), Failure> {
         }
         (Method::Delete, ["api", "v1", "journal", "delete-all"]) => {
             let user = user_of(req)?;
-            let deleted = pg::execute("DELETE FROM journal_entries WHERE user_id = $1", &[Value::Int64(user)]).map_err(db)?;
+            let deleted = pg::execute(
+                "DELETE FROM journal_entries WHERE user_id = $1",
+                &[Value::Int64(user)],
+            )
+            .map_err(db)?;
             Ok((200, json!({"deleted": deleted})))
         }
         (Method::Get, ["api", "v1", "patterns"]) => {
@@ -231,9 +294,16 @@ fn handle(req: &IncomingRequest) -> Result<(u16, Json), Failure> {
         }
         (Method::Get, ["api", "v1", "observer", "module"]) => {
             let user = user_of(req)?;
-            let rows = pg::query("SELECT module, palette FROM users WHERE id = $1", &[Value::Int64(user)]).map_err(db)?;
+            let rows = pg::query(
+                "SELECT module, palette FROM users WHERE id = $1",
+                &[Value::Int64(user)],
+            )
+            .map_err(db)?;
             let row = rows.rows.first().ok_or((404, "no such user".to_string()))?;
-            Ok((200, json!({"module": row[0].as_text(), "palette": row[1].as_text()})))
+            Ok((
+                200,
+                json!({"module": row[0].as_text(), "palette": row[1].as_text()}),
+            ))
         }
         _ => Err((404, "not found".into())),
     }
@@ -242,8 +312,15 @@ fn handle(req: &IncomingRequest) -> Result<(u16, Json), Failure> {
 impl wasip2::exports::http::incoming_handler::Guest for Observer {
     fn handle(req: IncomingRequest, out: ResponseOutparam) {
         match handle(&req) {
-            Ok((status, body)) => guest_kit::respond(out, status, "application/json", body.to_string().as_bytes()),
-            Err((status, why)) => guest_kit::respond(out, status, "application/json", json!({"error": why}).to_string().as_bytes()),
+            Ok((status, body)) => {
+                guest_kit::respond(out, status, "application/json", body.to_string().as_bytes())
+            }
+            Err((status, why)) => guest_kit::respond(
+                out,
+                status,
+                "application/json",
+                json!({"error": why}).to_string().as_bytes(),
+            ),
         }
     }
 }

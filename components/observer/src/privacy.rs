@@ -5,7 +5,9 @@
 //! user: no ids, no token, no dates.
 
 fn is_email(word: &str) -> bool {
-    let Some((user, domain)) = word.split_once('@') else { return false };
+    let Some((user, domain)) = word.split_once('@') else {
+        return false;
+    };
     !user.is_empty() && domain.contains('.') && !domain.starts_with('.')
 }
 
@@ -40,8 +42,16 @@ pub fn strip(text: &str) -> String {
     let mut out = Vec::new();
     let mut sentence_start = true;
     for word in joined.split_whitespace() {
-        let core = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '@' && c != '[' && c != ']');
-        let tail: String = word.chars().rev().take_while(|c| ".,;:!?)\"'".contains(*c)).collect::<Vec<_>>().into_iter().rev().collect();
+        let core =
+            word.trim_matches(|c: char| !c.is_alphanumeric() && c != '@' && c != '[' && c != ']');
+        let tail: String = word
+            .chars()
+            .rev()
+            .take_while(|c| ".,;:!?)\"'".contains(*c))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         let replaced = if is_email(core) {
             Some("[email]")
         } else if core.starts_with("http") || core.starts_with("www.") {
@@ -50,7 +60,11 @@ pub fn strip(text: &str) -> String {
             Some("[handle]")
         } else if core.chars().filter(char::is_ascii_digit).count() >= 4 && !core.starts_with('[') {
             Some("[number]")
-        } else if !sentence_start && core != "I" && core.chars().next().is_some_and(char::is_uppercase) && !core.starts_with('[') {
+        } else if !sentence_start
+            && core != "I"
+            && core.chars().next().is_some_and(char::is_uppercase)
+            && !core.starts_with('[')
+        {
             Some("[name]")
         } else {
             None
@@ -75,7 +89,10 @@ mod tests {
             strip(text),
             "Met [name] [name] at 10 [name] [name]. Mail me at [email] or call [phone]! See [link], [handle], card [phone]."
         );
-        assert_eq!(strip("I feel calm. Today I sat still."), "I feel calm. Today I sat still.");
+        assert_eq!(
+            strip("I feel calm. Today I sat still."),
+            "I feel calm. Today I sat still."
+        );
         assert_eq!(strip("my pin is 4821"), "my pin is [number]");
     }
 }

@@ -18,15 +18,26 @@ pub struct Sealed {
 }
 
 fn current_id() -> i16 {
-    std::env::var("JOURNAL_KEY_ID").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+    std::env::var("JOURNAL_KEY_ID")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 fn key(id: i16) -> Result<Aes256Gcm, String> {
-    let name = if id == current_id() { "JOURNAL_KEY".to_string() } else { format!("JOURNAL_KEY_{id}") };
+    let name = if id == current_id() {
+        "JOURNAL_KEY".to_string()
+    } else {
+        format!("JOURNAL_KEY_{id}")
+    };
     let text = std::env::var(&name).map_err(|_| format!("no secret {name} for key {id}"))?;
-    let bytes: Option<Vec<u8>> = (0..text.len() / 2).map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    let bytes: Option<Vec<u8>> = (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
     match bytes {
-        Some(bytes) if bytes.len() == 32 && text.len() == 64 => Aes256Gcm::new_from_slice(&bytes).map_err(|_| format!("{name}: bad key")),
+        Some(bytes) if bytes.len() == 32 && text.len() == 64 => {
+            Aes256Gcm::new_from_slice(&bytes).map_err(|_| format!("{name}: bad key"))
+        }
         _ => Err(format!("{name} must be 64 hex digits (32 bytes)")),
     }
 }
@@ -36,9 +47,19 @@ pub fn seal(plaintext: &[u8], aad: &str) -> Result<Sealed, String> {
     let cipher = key(id)?;
     let nonce = guest_kit::wasip2::random::random::get_random_bytes(12);
     let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: aad.as_bytes(),
+            },
+        )
         .map_err(|_| "encryption failed".to_string())?;
-    Ok(Sealed { key_id: id, nonce, ciphertext })
+    Ok(Sealed {
+        key_id: id,
+        nonce,
+        ciphertext,
+    })
 }
 
 pub fn open(sealed: &Sealed, aad: &str) -> Result<Vec<u8>, String> {
@@ -47,6 +68,12 @@ pub fn open(sealed: &Sealed, aad: &str) -> Result<Vec<u8>, String> {
         return Err("cannot be decrypted: bad nonce".into());
     }
     cipher
-        .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: aad.as_bytes() })
+        .decrypt(
+            Nonce::from_slice(&sealed.nonce),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: aad.as_bytes(),
+            },
+        )
         .map_err(|_| "cannot be decrypted: altered, or sealed under another key".to_string())
 }

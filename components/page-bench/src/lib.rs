@@ -34,7 +34,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Page {
                 Err(_) => (400, "bad product id\n".to_string()),
             },
             (Method::Get, Some(("h", id))) => {
-                let page = id.parse::<i32>().map_err(|_| (400, "bad product id\n".to_string())).and_then(html);
+                let page = id
+                    .parse::<i32>()
+                    .map_err(|_| (400, "bad product id\n".to_string()))
+                    .and_then(html);
                 let (status, body) = page.map_or_else(|e| e, |body| (200, body));
                 guest_kit::respond(out, status, "text/html; charset=utf-8", body.as_bytes());
                 return;
@@ -56,7 +59,14 @@ fn setup() -> (u16, String) {
         }
     }
     for id in 1..=1000 {
-        if let Err(e) = redis::set(&format!("stock:{id}"), (id % 17).to_string().as_bytes(), redis::SetOptions { ttl_ms: None, condition: redis::SetCondition::Always }) {
+        if let Err(e) = redis::set(
+            &format!("stock:{id}"),
+            (id % 17).to_string().as_bytes(),
+            redis::SetOptions {
+                ttl_ms: None,
+                condition: redis::SetCondition::Always,
+            },
+        ) {
             return (500, format!("setup failed: {e:?}\n"));
         }
     }
@@ -72,20 +82,28 @@ fn product(id: i32) -> (u16, String) {
         return (404, "no such product\n".to_string());
     };
     let stock = match redis::get(&format!("stock:{id}")) {
-        Ok(stock) => stock.map(|s| String::from_utf8_lossy(&s).into_owned()).unwrap_or_else(|| "0".into()),
+        Ok(stock) => stock
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .unwrap_or_else(|| "0".into()),
         Err(e) => return (503, format!("redis: {e:?}\n")),
     };
-    (200, format!("{{\"id\":{id},\"name\":\"{name}\",\"price\":\"{price}\",\"stock\":{stock}}}\n"))
+    (
+        200,
+        format!("{{\"id\":{id},\"name\":\"{name}\",\"price\":\"{price}\",\"stock\":{stock}}}\n"),
+    )
 }
 
 /// The HTML page: the same template as the Python and Django rows.
 fn html(id: i32) -> Result<String, (u16, String)> {
-    let rows = pg::query(QUERY, &[Value::Int32(id)]).map_err(|e| (503, format!("database: {}\n", e.kind())))?;
+    let rows = pg::query(QUERY, &[Value::Int32(id)])
+        .map_err(|e| (503, format!("database: {}\n", e.kind())))?;
     let Some([Value::Text(name), Value::Text(price)]) = rows.rows.first().map(Vec::as_slice) else {
         return Err((404, "no such product\n".to_string()));
     };
     let stock = redis::get(&format!("stock:{id}")).map_err(|e| (503, format!("redis: {e:?}\n")))?;
-    let stock: i64 = stock.and_then(|s| String::from_utf8_lossy(&s).parse().ok()).unwrap_or(0);
+    let stock: i64 = stock
+        .and_then(|s| String::from_utf8_lossy(&s).parse().ok())
+        .unwrap_or(0);
     let (name, price) = (escape(name), escape(price));
     Ok(format!(
         "<!doctype html>\n<html><head><title>{name}</title></head>\n\
@@ -94,7 +112,11 @@ fn html(id: i32) -> Result<String, (u16, String)> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#x27;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
 }
 
 wasip2::http::proxy::export!(Page with_types_in wasip2);

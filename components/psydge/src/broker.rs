@@ -21,22 +21,45 @@ fn var(name: &str, default: &str) -> String {
 
 /// One user's positions from MetaApi, into Redis and their browsers.
 fn sync_user(user: &str, account: &str) -> Result<usize, String> {
-    let base = var("METAAPI_URL", "https://mt-client-api-v1.london.agiliumtrade.ai");
-    let token = std::env::var("METAAPI_TOKEN").map_err(|_| "no METAAPI_TOKEN secret".to_string())?;
-    let url = format!("{}/users/current/accounts/{account}/positions", base.trim_end_matches('/'));
-    let (status, body) = guest_kit::outbound::send_pair("GET", &url, &[("auth-token", &token), ("accept", "application/json")], &[])?;
+    let base = var(
+        "METAAPI_URL",
+        "https://mt-client-api-v1.london.agiliumtrade.ai",
+    );
+    let token =
+        std::env::var("METAAPI_TOKEN").map_err(|_| "no METAAPI_TOKEN secret".to_string())?;
+    let url = format!(
+        "{}/users/current/accounts/{account}/positions",
+        base.trim_end_matches('/')
+    );
+    let (status, body) = guest_kit::outbound::send_pair(
+        "GET",
+        &url,
+        &[("auth-token", &token), ("accept", "application/json")],
+        &[],
+    )?;
     if status != 200 {
         return Err(format!("MetaApi answered {status} for user {user}"));
     }
-    let positions: Vec<Json> = serde_json::from_slice(&body).map_err(|e| format!("MetaApi positions: {e}"))?;
+    let positions: Vec<Json> =
+        serde_json::from_slice(&body).map_err(|e| format!("MetaApi positions: {e}"))?;
     let mut fields = Vec::new();
     let mut commands = Vec::new();
     for p in &positions {
-        let id = p["id"].as_str().map(str::to_string).unwrap_or_else(|| p["id"].to_string());
+        let id = p["id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| p["id"].to_string());
         fields.push((id, p.to_string().into_bytes()));
         if let (Some(symbol), Some(price)) = (p["symbol"].as_str(), p["currentPrice"].as_f64()) {
-            let ttl = redis::SetOptions { ttl_ms: Some(5_000), condition: redis::SetCondition::Always };
-            commands.push(redis::Command::Set((format!("prices:{symbol}"), price.to_string().into_bytes(), ttl)));
+            let ttl = redis::SetOptions {
+                ttl_ms: Some(5_000),
+                condition: redis::SetCondition::Always,
+            };
+            commands.push(redis::Command::Set((
+                format!("prices:{symbol}"),
+                price.to_string().into_bytes(),
+                ttl,
+            )));
         }
     }
     let key = format!("positions:{user}");
@@ -46,7 +69,11 @@ fn sync_user(user: &str, account: &str) -> Result<usize, String> {
     }
     redis::pipeline(&commands, true).map_err(|e| format!("redis: {e:?}"))?;
     let message = json!({"type": "positions", "user": user, "positions": positions});
-    ws::send_group(&format!("user:{user}"), &ws::Message::Text(message.to_string())).map_err(|e| format!("push: {e:?}"))?;
+    ws::send_group(
+        &format!("user:{user}"),
+        &ws::Message::Text(message.to_string()),
+    )
+    .map_err(|e| format!("push: {e:?}"))?;
     Ok(positions.len())
 }
 
@@ -59,8 +86,13 @@ pub fn sync_positions() -> Result<(), String> {
     }
     store::schema()?;
     let (mut failed, mut tried) = (Vec::new(), 0);
-    for user in online.iter().filter_map(|u| String::from_utf8(u.clone()).ok()) {
-        let Some(account) = store::account(&user)? else { continue };
+    for user in online
+        .iter()
+        .filter_map(|u| String::from_utf8(u.clone()).ok())
+    {
+        let Some(account) = store::account(&user)? else {
+            continue;
+        };
         tried += 1;
         if let Err(why) = sync_user(&user, &account) {
             eprintln!("position sync: {why}");
@@ -77,19 +109,30 @@ pub fn sync_positions() -> Result<(), String> {
 /// of the session's score, logged as an AI interaction.
 pub fn debrief(payload: &[u8], now_ms: i64) -> Result<(), String> {
     let text = String::from_utf8_lossy(payload);
-    let (user, day) = text.split_once('\n').ok_or("the payload is not `user\\ndate`")?;
+    let (user, day) = text
+        .split_once('\n')
+        .ok_or("the payload is not `user\\ndate`")?;
     store::schema()?;
     let scores = store::json_rows(
         "SELECT metric_breakdown || jsonb_build_object('score', score) FROM discipline_scores WHERE user_id = $1 AND session_date = $2::text::date",
-        &[crate::alorig::host::postgres::Value::Text(user.into()), crate::alorig::host::postgres::Value::Text(day.into())],
+        &[
+            crate::alorig::host::postgres::Value::Text(user.into()),
+            crate::alorig::host::postgres::Value::Text(day.into()),
+        ],
     )?;
-    let score = scores.first().ok_or_else(|| format!("no score for user {user} on {day}"))?;
+    let score = scores
+        .first()
+        .ok_or_else(|| format!("no score for user {user} on {day}"))?;
     let prompt = format!(
         "You are a trading discipline coach. Debrief this trading session in three short sentences. \
          Discipline score breakdown (weights, ratios, points): {score}"
     );
-    let key = std::env::var("ANTHROPIC_API_KEY").map_err(|_| "no ANTHROPIC_API_KEY secret".to_string())?;
-    let url = format!("{}/v1/messages", var("ANTHROPIC_URL", "https://api.anthropic.com").trim_end_matches('/'));
+    let key = std::env::var("ANTHROPIC_API_KEY")
+        .map_err(|_| "no ANTHROPIC_API_KEY secret".to_string())?;
+    let url = format!(
+        "{}/v1/messages",
+        var("ANTHROPIC_URL", "https://api.anthropic.com").trim_end_matches('/')
+    );
     let body = json!({
         "model": var("CLAUDE_MODEL", "claude-sonnet-4-5"),
         "max_tokens": 300,
@@ -98,16 +141,33 @@ pub fn debrief(payload: &[u8], now_ms: i64) -> Result<(), String> {
     let (status, answer) = guest_kit::outbound::send_pair(
         "POST",
         &url,
-        &[("x-api-key", &key), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")],
+        &[
+            ("x-api-key", &key),
+            ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )?;
     if status != 200 {
-        return Err(format!("Claude answered {status}: {}", String::from_utf8_lossy(&answer).chars().take(200).collect::<String>()));
+        return Err(format!(
+            "Claude answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ));
     }
-    let answer: Json = serde_json::from_slice(&answer).map_err(|e| format!("Claude's answer: {e}"))?;
-    let summary = answer["content"][0]["text"].as_str().ok_or("Claude's answer has no content[0].text")?;
+    let answer: Json =
+        serde_json::from_slice(&answer).map_err(|e| format!("Claude's answer: {e}"))?;
+    let summary = answer["content"][0]["text"]
+        .as_str()
+        .ok_or("Claude's answer has no content[0].text")?;
     store::save_interaction(user, "session_debrief", Some(day), &prompt, summary, now_ms)?;
-    let message = json!({"type": "ai_message", "role": "session_debrief", "date": day, "text": summary});
-    let _ = ws::send_group(&format!("user:{user}"), &ws::Message::Text(message.to_string()));
+    let message =
+        json!({"type": "ai_message", "role": "session_debrief", "date": day, "text": summary});
+    let _ = ws::send_group(
+        &format!("user:{user}"),
+        &ws::Message::Text(message.to_string()),
+    );
     Ok(())
 }

@@ -16,13 +16,23 @@
 use crate::alorig::host::redis::{self, Command, Error, KeyTtl, Reply, SetCondition, SetOptions};
 use crate::clock;
 
-pub const BUFFERS: [&str; 6] = ["buffer_go", "buffer_whitelist", "buffer_session", "buffer_equity", "buffer_cooldown", "buffer_risk"];
+pub const BUFFERS: [&str; 6] = [
+    "buffer_go",
+    "buffer_whitelist",
+    "buffer_session",
+    "buffer_equity",
+    "buffer_cooldown",
+    "buffer_risk",
+];
 
 /// The seed's violation response levels, 1 to 4.
 pub const LEVELS: [&str; 4] = ["Alert", "Overlay", "Blackout", "Session Lock"];
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 pub struct Rules {
@@ -38,8 +48,12 @@ pub struct Rules {
 impl Rules {
     /// The rules from `[env]`; a bad `SESSIONS`/`DAY_END` is an error naming it.
     pub fn from_env() -> Result<Rules, String> {
-        let windows = clock::parse_windows(&std::env::var("SESSIONS").unwrap_or_else(|_| clock::DEFAULT_SESSIONS.into()))?;
-        let day_end = clock::parse_day_end(&std::env::var("DAY_END").unwrap_or_else(|_| clock::DEFAULT_DAY_END.into()))?;
+        let windows = clock::parse_windows(
+            &std::env::var("SESSIONS").unwrap_or_else(|_| clock::DEFAULT_SESSIONS.into()),
+        )?;
+        let day_end = clock::parse_day_end(
+            &std::env::var("DAY_END").unwrap_or_else(|_| clock::DEFAULT_DAY_END.into()),
+        )?;
         let symbols = std::env::var("SYMBOLS")
             .unwrap_or_default()
             .split(',')
@@ -71,7 +85,10 @@ pub struct Reason {
 }
 
 fn reason(code: &'static str, text: impl Into<String>) -> Reason {
-    Reason { code, text: text.into() }
+    Reason {
+        code,
+        text: text.into(),
+    }
 }
 
 /// The gate's state as read in one round trip, kept as the violation's snapshot.
@@ -84,8 +101,11 @@ pub struct State {
 
 impl State {
     pub fn json(&self) -> serde_json::Value {
-        let buffers: serde_json::Map<String, serde_json::Value> =
-            self.buffers.iter().map(|(n, open)| (n.clone(), serde_json::Value::Bool(*open))).collect();
+        let buffers: serde_json::Map<String, serde_json::Value> = self
+            .buffers
+            .iter()
+            .map(|(n, open)| (n.clone(), serde_json::Value::Bool(*open)))
+            .collect();
         serde_json::json!({
             "buffers": buffers,
             "locked": self.locked,
@@ -111,24 +131,40 @@ pub fn read_state(user: &str) -> Result<State, Error> {
     let buffers = BUFFERS
         .iter()
         .map(|name| {
-            let open = flat.chunks(2).any(|pair| pair[0] == name.as_bytes() && pair.get(1).is_some_and(|v| v == b"1"));
+            let open = flat
+                .chunks(2)
+                .any(|pair| pair[0] == name.as_bytes() && pair.get(1).is_some_and(|v| v == b"1"));
             (name.to_string(), open)
         })
         .collect();
     let locked = matches!(replies.get(1), Some(Reply::Integer(n)) if *n > 0);
     let session_r = match replies.get(2) {
-        Some(Reply::Data(v)) => std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0),
+        Some(Reply::Data(v)) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0),
         _ => 0,
     };
     let cooldown_left_ms = match redis::ttl(&format!("cooldown:{user}"))? {
         KeyTtl::ExpiresInMs(ms) => Some(ms),
         _ => None,
     };
-    Ok(State { buffers, locked, session_r, cooldown_left_ms })
+    Ok(State {
+        buffers,
+        locked,
+        session_r,
+        cooldown_left_ms,
+    })
 }
 
 /// Every reason the gate is closed for this attempt (empty: open).
-pub fn closed_because(state: &State, symbol: Option<&str>, risk_pct: f64, rules: &Rules, now_ms: i64) -> Vec<Reason> {
+pub fn closed_because(
+    state: &State,
+    symbol: Option<&str>,
+    risk_pct: f64,
+    rules: &Rules,
+    now_ms: i64,
+) -> Vec<Reason> {
     let mut reasons = Vec::new();
     for (name, open) in &state.buffers {
         if !open {
@@ -145,19 +181,34 @@ pub fn closed_because(state: &State, symbol: Option<&str>, risk_pct: f64, rules:
         reasons.push(reason("PROFIT_LOCK", "profit lock reached"));
     }
     if let Some(ms) = state.cooldown_left_ms {
-        reasons.push(reason("COOLDOWN_ACTIVE", format!("cooldown: {} s left", ms.div_ceil(1000))));
+        reasons.push(reason(
+            "COOLDOWN_ACTIVE",
+            format!("cooldown: {} s left", ms.div_ceil(1000)),
+        ));
     }
     if clock::open_window(&rules.windows, now_ms).is_none() {
-        reasons.push(reason("OUTSIDE_SESSION", "outside the London and New York sessions"));
+        reasons.push(reason(
+            "OUTSIDE_SESSION",
+            "outside the London and New York sessions",
+        ));
     }
     if let Some(symbol) = symbol
         && !rules.symbols.is_empty()
         && !rules.symbols.iter().any(|s| s.eq_ignore_ascii_case(symbol))
     {
-        reasons.push(reason("SYMBOL_NOT_ALLOWED", format!("{symbol} is not on the whitelist")));
+        reasons.push(reason(
+            "SYMBOL_NOT_ALLOWED",
+            format!("{symbol} is not on the whitelist"),
+        ));
     }
     if !(risk_pct > 0.0 && risk_pct <= rules.max_risk_pct) {
-        reasons.push(reason("RISK_EXCEEDED", format!("risk {risk_pct}% is not within (0, {}]%", rules.max_risk_pct)));
+        reasons.push(reason(
+            "RISK_EXCEEDED",
+            format!(
+                "risk {risk_pct}% is not within (0, {}]%",
+                rules.max_risk_pct
+            ),
+        ));
     }
     reasons
 }
@@ -172,8 +223,15 @@ pub fn record_result(user: &str, r: f64, rules: &Rules, now_ms: i64) -> Result<i
         Command::Expire((format!("session_r:{user}"), to_day_end)),
     ];
     if centi < 0 {
-        let ttl = SetOptions { ttl_ms: Some(rules.cooldown_ms), condition: SetCondition::Always };
-        commands.push(Command::Set((format!("cooldown:{user}"), b"1".to_vec(), ttl)));
+        let ttl = SetOptions {
+            ttl_ms: Some(rules.cooldown_ms),
+            condition: SetCondition::Always,
+        };
+        commands.push(Command::Set((
+            format!("cooldown:{user}"),
+            b"1".to_vec(),
+            ttl,
+        )));
     }
     let replies = redis::pipeline(&commands, true)?;
     let total = match replies.first() {
@@ -187,7 +245,14 @@ pub fn record_result(user: &str, r: f64, rules: &Rules, now_ms: i64) -> Result<i
 }
 
 pub fn lock(user: &str, ttl_ms: u64) -> Result<(), Error> {
-    redis::set(&format!("lock:{user}"), b"1", SetOptions { ttl_ms: Some(ttl_ms), condition: SetCondition::Always })?;
+    redis::set(
+        &format!("lock:{user}"),
+        b"1",
+        SetOptions {
+            ttl_ms: Some(ttl_ms),
+            condition: SetCondition::Always,
+        },
+    )?;
     Ok(())
 }
 
@@ -195,7 +260,13 @@ pub fn lock(user: &str, ttl_ms: u64) -> Result<(), Error> {
 pub fn count_violation(user: &str, rules: &Rules, now_ms: i64) -> Result<usize, Error> {
     let to_day_end = rules.ms_to_day_end(now_ms);
     let key = format!("violations:{user}");
-    let replies = redis::pipeline(&[Command::IncrBy((key.clone(), 1)), Command::Expire((key, to_day_end))], true)?;
+    let replies = redis::pipeline(
+        &[
+            Command::IncrBy((key.clone(), 1)),
+            Command::Expire((key, to_day_end)),
+        ],
+        true,
+    )?;
     let count = match replies.first() {
         Some(Reply::Integer(n)) => *n,
         _ => 1,

@@ -62,7 +62,11 @@ pub fn json_str(text: &str) -> String {
 
 /// A user id as the routes and groups take it.
 pub fn valid_user(user: &str) -> bool {
-    !user.is_empty() && user.len() <= 64 && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 type Answer = Result<(u16, Json), (u16, String)>;
@@ -78,43 +82,82 @@ fn redis_err(e: alorig::host::redis::Error) -> (u16, String) {
 }
 
 fn pg_err(e: String) -> (u16, String) {
-    (if e.contains("[08") || e.contains("unavailable") { 503 } else { 500 }, e)
+    (
+        if e.contains("[08") || e.contains("unavailable") {
+            503
+        } else {
+            500
+        },
+        e,
+    )
 }
 
 fn schedule(name: &str, payload: String, key: Option<String>) -> Result<(), String> {
-    let job = timers::Job { name: name.into(), payload: payload.into_bytes(), when: timers::When::AfterMs(0), idempotency_key: key };
-    timers::schedule(&job).map(|_| ()).map_err(|e| format!("cannot schedule {name}: {e:?}"))
+    let job = timers::Job {
+        name: name.into(),
+        payload: payload.into_bytes(),
+        when: timers::When::AfterMs(0),
+        idempotency_key: key,
+    };
+    timers::schedule(&job)
+        .map(|_| ())
+        .map_err(|e| format!("cannot schedule {name}: {e:?}"))
 }
 
 /// A trade attempt: the gate's checks; a refusal is a violation (unless the
 /// session is already locked, which only refuses).
 fn attempt(user: &str, req: &IncomingRequest, rules: &Rules) -> Answer {
-    let body: Json = serde_json::from_slice(&guest_kit::read_body(req)).map_err(|e| (400, format!("the body is not JSON: {e}")))?;
-    let symbol = body["symbol"].as_str().ok_or((400, "symbol is required (e.g. \"EURUSD\")".to_string()))?.to_string();
-    let risk_pct = body["risk_pct"].as_f64().ok_or((400, "risk_pct is required (a number)".to_string()))?;
+    let body: Json = serde_json::from_slice(&guest_kit::read_body(req))
+        .map_err(|e| (400, format!("the body is not JSON: {e}")))?;
+    let symbol = body["symbol"]
+        .as_str()
+        .ok_or((400, "symbol is required (e.g. \"EURUSD\")".to_string()))?
+        .to_string();
+    let risk_pct = body["risk_pct"]
+        .as_f64()
+        .ok_or((400, "risk_pct is required (a number)".to_string()))?;
     let now = guest_kit::now_ms();
     let state = gate::read_state(user).map_err(redis_err)?;
     let reasons = gate::closed_because(&state, Some(&symbol), risk_pct, rules, now);
     let codes: Vec<&str> = reasons.iter().map(|r| r.code).collect();
     store::schema().map_err(pg_err)?;
-    store::record_attempt(user, now, Some(&symbol), risk_pct, reasons.is_empty(), &codes).map_err(pg_err)?;
+    store::record_attempt(
+        user,
+        now,
+        Some(&symbol),
+        risk_pct,
+        reasons.is_empty(),
+        &codes,
+    )
+    .map_err(pg_err)?;
     if reasons.is_empty() {
         return Ok((200, json!({"allowed": true})));
     }
     let texts: Vec<&str> = reasons.iter().map(|r| r.text.as_str()).collect();
     if state.locked {
-        return Ok((403, json!({"allowed": false, "level": 4, "response": gate::LEVELS[3], "reasons": texts})));
+        return Ok((
+            403,
+            json!({"allowed": false, "level": 4, "response": gate::LEVELS[3], "reasons": texts}),
+        ));
     }
     let level = gate::count_violation(user, rules, now).map_err(redis_err)?;
     let action = json!({"type": "open_trade", "symbol": symbol, "risk_pct": risk_pct});
-    let id = store::record_violation(user, now, codes[0], level, &action, &state.json()).map_err(pg_err)?;
-    if let Err(why) = schedule("detect_behavioral_patterns", user.to_string(), Some(format!("patterns:{id}"))) {
+    let id = store::record_violation(user, now, codes[0], level, &action, &state.json())
+        .map_err(pg_err)?;
+    if let Err(why) = schedule(
+        "detect_behavioral_patterns",
+        user.to_string(),
+        Some(format!("patterns:{id}")),
+    ) {
         eprintln!("{why}");
     }
     let response = gate::LEVELS[level - 1];
     live::push(user, json!({"type": "violation", "user": user, "level": level, "response": response, "codes": codes, "reasons": texts}).to_string());
     live::push_gate(user);
-    Ok((403, json!({"allowed": false, "level": level, "response": response, "violation_id": id, "reasons": texts})))
+    Ok((
+        403,
+        json!({"allowed": false, "level": level, "response": response, "violation_id": id, "reasons": texts}),
+    ))
 }
 
 fn handle(req: &IncomingRequest) -> Answer {
@@ -130,22 +173,42 @@ fn handle(req: &IncomingRequest) -> Answer {
     match (req.method(), route) {
         (Method::Post, "trades") => attempt(user, req, &rules),
         (Method::Get, "may-trade") => {
-            let risk_pct = guest_kit::query_param(req, "risk_pct").and_then(|r| r.parse::<f64>().ok()).unwrap_or(f64::NAN);
+            let risk_pct = guest_kit::query_param(req, "risk_pct")
+                .and_then(|r| r.parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
             let symbol = guest_kit::query_param(req, "symbol");
             let state = gate::read_state(user).map_err(redis_err)?;
-            let reasons = gate::closed_because(&state, symbol.as_deref(), risk_pct, &rules, guest_kit::now_ms());
+            let reasons = gate::closed_because(
+                &state,
+                symbol.as_deref(),
+                risk_pct,
+                &rules,
+                guest_kit::now_ms(),
+            );
             let texts: Vec<&str> = reasons.iter().map(|r| r.text.as_str()).collect();
-            Ok(if reasons.is_empty() { (200, json!({"allowed": true})) } else { (403, json!({"allowed": false, "reasons": texts})) })
+            Ok(if reasons.is_empty() {
+                (200, json!({"allowed": true}))
+            } else {
+                (403, json!({"allowed": false, "reasons": texts}))
+            })
         }
         (Method::Put, "gate") => {
             let body = String::from_utf8(guest_kit::read_body(req)).unwrap_or_default();
             let mut fields = Vec::new();
             for line in body.lines().filter(|l| !l.trim().is_empty()) {
                 match line.split_once('=') {
-                    Some((name, value)) if gate::BUFFERS.contains(&name.trim()) && ["0", "1"].contains(&value.trim()) => {
+                    Some((name, value))
+                        if gate::BUFFERS.contains(&name.trim())
+                            && ["0", "1"].contains(&value.trim()) =>
+                    {
                         fields.push((name.trim().to_string(), value.trim().as_bytes().to_vec()));
                     }
-                    _ => return Err((400, format!("bad buffer line {line:?} (want e.g. buffer_go=1)"))),
+                    _ => {
+                        return Err((
+                            400,
+                            format!("bad buffer line {line:?} (want e.g. buffer_go=1)"),
+                        ));
+                    }
                 }
             }
             if fields.is_empty() {
@@ -160,10 +223,14 @@ fn handle(req: &IncomingRequest) -> Answer {
             Ok((200, state.json()))
         }
         (Method::Post, "result") => {
-            let Some(r) = guest_kit::query_param(req, "r").and_then(|r| r.parse::<f64>().ok()).filter(|r| r.is_finite()) else {
+            let Some(r) = guest_kit::query_param(req, "r")
+                .and_then(|r| r.parse::<f64>().ok())
+                .filter(|r| r.is_finite())
+            else {
                 return Err((400, "r must be a number".into()));
             };
-            let total = gate::record_result(user, r, &rules, guest_kit::now_ms()).map_err(redis_err)?;
+            let total =
+                gate::record_result(user, r, &rules, guest_kit::now_ms()).map_err(redis_err)?;
             live::push_gate(user);
             Ok((200, json!({"session_r": total as f64 / 100.0})))
         }
@@ -185,7 +252,12 @@ fn handle(req: &IncomingRequest) -> Answer {
         (Method::Put, "accounts") => {
             let account = String::from_utf8(guest_kit::read_body(req)).unwrap_or_default();
             let account = account.trim();
-            if account.is_empty() || account.len() > 64 || !account.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if account.is_empty()
+                || account.len() > 64
+                || !account
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
                 return Err((400, "the body must be a MetaApi account id".into()));
             }
             store::schema().map_err(pg_err)?;
@@ -200,8 +272,15 @@ impl wasip2::exports::http::incoming_handler::Guest for Psydge {
     fn handle(req: IncomingRequest, out: ResponseOutparam) {
         match handle(&req) {
             Ok((204, _)) => guest_kit::respond(out, 204, "application/json", b""),
-            Ok((status, body)) => guest_kit::respond(out, status, "application/json", body.to_string().as_bytes()),
-            Err((status, why)) => guest_kit::respond(out, status, "application/json", json!({"error": why}).to_string().as_bytes()),
+            Ok((status, body)) => {
+                guest_kit::respond(out, status, "application/json", body.to_string().as_bytes())
+            }
+            Err((status, why)) => guest_kit::respond(
+                out,
+                status,
+                "application/json",
+                json!({"error": why}).to_string().as_bytes(),
+            ),
         }
     }
 }
@@ -216,8 +295,15 @@ fn session_end(end_ms: i64) -> Result<(), String> {
     for user in store::active_users(from, end_ms)? {
         let (score, breakdown) = store::discipline_score(&user, from, end_ms)?;
         store::save_score(&user, &day, score, &breakdown, guest_kit::now_ms())?;
-        schedule("ai_session_debrief", format!("{user}\n{day}"), Some(format!("debrief:{user}:{day}")))?;
-        live::push(&user, json!({"type": "discipline_score", "date": day, "score": score}).to_string());
+        schedule(
+            "ai_session_debrief",
+            format!("{user}\n{day}"),
+            Some(format!("debrief:{user}:{day}")),
+        )?;
+        live::push(
+            &user,
+            json!({"type": "discipline_score", "date": day, "score": score}).to_string(),
+        );
     }
     Ok(())
 }
@@ -237,7 +323,8 @@ impl exports::alorig::host::job_handler::Guest for Psydge {
     fn on_job(_id: u64, name: String, payload: Vec<u8>, _attempt: u32) -> Result<(), String> {
         match name.as_str() {
             "detect_behavioral_patterns" => {
-                let user = String::from_utf8(payload).map_err(|_| "the payload is not a user id".to_string())?;
+                let user = String::from_utf8(payload)
+                    .map_err(|_| "the payload is not a user id".to_string())?;
                 store::detect_patterns(&user, guest_kit::now_ms()).map(|_| ())
             }
             "ai_session_debrief" => broker::debrief(&payload, guest_kit::now_ms()),

@@ -87,9 +87,11 @@ const SCHEMA: &[&str] = &[
 pub fn err(e: pg::Error) -> String {
     let (sqlstate, message) = match &e {
         pg::Error::ConstraintViolation(c) => (&c.sqlstate, &c.message),
-        pg::Error::Unavailable(i) | pg::Error::Timeout(i) | pg::Error::BadParameter(i) | pg::Error::TooLarge(i) | pg::Error::Other(i) => {
-            (&i.sqlstate, &i.message)
-        }
+        pg::Error::Unavailable(i)
+        | pg::Error::Timeout(i)
+        | pg::Error::BadParameter(i)
+        | pg::Error::TooLarge(i)
+        | pg::Error::Other(i) => (&i.sqlstate, &i.message),
     };
     format!("postgres [{sqlstate}]: {message}")
 }
@@ -99,11 +101,15 @@ pub fn err(e: pg::Error) -> String {
 /// concurrent `CREATE TABLE IF NOT EXISTS` race in PostgreSQL's catalogs.
 pub fn schema() -> Result<(), String> {
     let done = pg::query("SELECT to_regclass('weekly_reports') IS NOT NULL", &[]).map_err(err)?;
-    if matches!(done.rows.first().and_then(|r| r.first()), Some(Value::Boolean(true))) {
+    if matches!(
+        done.rows.first().and_then(|r| r.first()),
+        Some(Value::Boolean(true))
+    ) {
         return Ok(());
     }
     let tx = pg::begin().map_err(err)?;
-    tx.execute("SELECT pg_advisory_xact_lock(727001)", &[]).map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727001)", &[])
+        .map_err(err)?;
     for statement in SCHEMA {
         tx.execute(statement, &[]).map_err(err)?;
     }
@@ -114,7 +120,14 @@ fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
-pub fn record_attempt(user: &str, at_ms: i64, symbol: Option<&str>, risk_pct: f64, allowed: bool, codes: &[&str]) -> Result<(), String> {
+pub fn record_attempt(
+    user: &str,
+    at_ms: i64,
+    symbol: Option<&str>,
+    risk_pct: f64,
+    allowed: bool,
+    codes: &[&str],
+) -> Result<(), String> {
     pg::execute(
         "INSERT INTO trade_attempts (user_id, at_ms, symbol, risk_pct, allowed, codes) VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -131,7 +144,14 @@ pub fn record_attempt(user: &str, at_ms: i64, symbol: Option<&str>, risk_pct: f6
 }
 
 /// Logs a violation; answers its id.
-pub fn record_violation(user: &str, at_ms: i64, code: &str, level: usize, action: &serde_json::Value, snapshot: &serde_json::Value) -> Result<i64, String> {
+pub fn record_violation(
+    user: &str,
+    at_ms: i64,
+    code: &str,
+    level: usize,
+    action: &serde_json::Value,
+    snapshot: &serde_json::Value,
+) -> Result<i64, String> {
     let rows = pg::query(
         "INSERT INTO violations (user_id, at_ms, violation_code, level, attempted_action, gate_state_snapshot)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -171,14 +191,24 @@ pub fn active_users(from_ms: i64, to_ms: i64) -> Result<Vec<String>, String> {
         &[Value::Int64(from_ms), Value::Int64(to_ms)],
     )
     .map_err(err)?;
-    Ok(rows.rows.iter().filter_map(|r| r.first().and_then(|v| match v {
-        Value::Text(t) => Some(t.clone()),
-        _ => None,
-    })).collect())
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| {
+            r.first().and_then(|v| match v {
+                Value::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+        })
+        .collect())
 }
 
 /// The discipline score of one user's session `[from_ms, to_ms)`: (score, breakdown).
-pub fn discipline_score(user: &str, from_ms: i64, to_ms: i64) -> Result<(f64, serde_json::Value), String> {
+pub fn discipline_score(
+    user: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(f64, serde_json::Value), String> {
     let rows = pg::query(
         "WITH a AS (
            SELECT allowed, codes, at_ms,
@@ -197,12 +227,30 @@ pub fn discipline_score(user: &str, from_ms: i64, to_ms: i64) -> Result<(f64, se
         &[text(user), Value::Int64(from_ms), Value::Int64(to_ms)],
     )
     .map_err(err)?;
-    let counts: Vec<i64> = rows.rows.first().map(|r| r.iter().map(|v| if let Value::Int64(n) = v { *n } else { 0 }).collect()).unwrap_or_default();
+    let counts: Vec<i64> = rows
+        .rows
+        .first()
+        .map(|r| {
+            r.iter()
+                .map(|v| if let Value::Int64(n) = v { *n } else { 0 })
+                .collect()
+        })
+        .unwrap_or_default();
     let n = |i: usize| counts.get(i).copied().unwrap_or(0) as f64;
     let attempts = n(0);
-    let ratio = |bad: f64| if attempts == 0.0 { 1.0 } else { (1.0 - bad / attempts).clamp(0.0, 1.0) };
+    let ratio = |bad: f64| {
+        if attempts == 0.0 {
+            1.0
+        } else {
+            (1.0 - bad / attempts).clamp(0.0, 1.0)
+        }
+    };
     let ratios = [
-        if attempts == 0.0 { 1.0 } else { n(1) / attempts },
+        if attempts == 0.0 {
+            1.0
+        } else {
+            n(1) / attempts
+        },
         ratio(n(2)),
         ratio(n(3)),
         ratio(n(4)),
@@ -215,13 +263,25 @@ pub fn discipline_score(user: &str, from_ms: i64, to_ms: i64) -> Result<(f64, se
     for ((name, weight), ratio) in WEIGHTS.iter().zip(ratios) {
         let points = (ratio * f64::from(*weight) * 100.0).round() / 100.0;
         score += points;
-        breakdown.insert(name.to_string(), json!({"weight": weight, "ratio": (ratio * 1000.0).round() / 1000.0, "points": points}));
+        breakdown.insert(
+            name.to_string(),
+            json!({"weight": weight, "ratio": (ratio * 1000.0).round() / 1000.0, "points": points}),
+        );
     }
     breakdown.insert("attempts".into(), json!(attempts as i64));
-    Ok(((score * 100.0).round() / 100.0, serde_json::Value::Object(breakdown)))
+    Ok((
+        (score * 100.0).round() / 100.0,
+        serde_json::Value::Object(breakdown),
+    ))
 }
 
-pub fn save_score(user: &str, day: &str, score: f64, breakdown: &serde_json::Value, now_ms: i64) -> Result<(), String> {
+pub fn save_score(
+    user: &str,
+    day: &str,
+    score: f64,
+    breakdown: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(), String> {
     pg::execute(
         "INSERT INTO discipline_scores (user_id, session_date, score, metric_breakdown, computed_ms)
          VALUES ($1, $2::text::date, $3, $4, $5)
@@ -233,7 +293,14 @@ pub fn save_score(user: &str, day: &str, score: f64, breakdown: &serde_json::Val
     Ok(())
 }
 
-pub fn save_interaction(user: &str, role: &str, day: Option<&str>, prompt: &str, response: &str, now_ms: i64) -> Result<(), String> {
+pub fn save_interaction(
+    user: &str,
+    role: &str,
+    day: Option<&str>,
+    prompt: &str,
+    response: &str,
+    now_ms: i64,
+) -> Result<(), String> {
     pg::execute(
         "INSERT INTO ai_interactions (user_id, role, session_date, prompt, response, at_ms) VALUES ($1, $2, $3::text::date, $4, $5, $6)",
         &[text(user), text(role), day.map(text).unwrap_or(Value::Null), text(prompt), text(response), Value::Int64(now_ms)],
@@ -256,7 +323,11 @@ pub fn json_rows(sql: &str, params: &[Value]) -> Result<Vec<serde_json::Value>, 
 }
 
 pub fn account(user: &str) -> Result<Option<String>, String> {
-    let rows = pg::query("SELECT account_id FROM metaapi_accounts WHERE user_id = $1", &[text(user)]).map_err(err)?;
+    let rows = pg::query(
+        "SELECT account_id FROM metaapi_accounts WHERE user_id = $1",
+        &[text(user)],
+    )
+    .map_err(err)?;
     Ok(rows.rows.first().and_then(|r| match r.first() {
         Some(Value::Text(t)) => Some(t.clone()),
         _ => None,

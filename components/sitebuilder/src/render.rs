@@ -5,11 +5,17 @@ use serde_json::Value as Json;
 use std::fmt::Write as _;
 
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn attr_url(s: &str) -> String {
-    let safe = s.starts_with("https://") || s.starts_with("http://") || s.starts_with('/') || s.starts_with('#');
+    let safe = s.starts_with("https://")
+        || s.starts_with("http://")
+        || s.starts_with('/')
+        || s.starts_with('#');
     if safe { escape(s) } else { "#".into() }
 }
 
@@ -28,10 +34,25 @@ pub fn page(site_title: &str, nav: &[String], blocks: &Json) -> String {
     for block in blocks.as_array().into_iter().flatten() {
         let s = |k: &str| block.get(k).and_then(Json::as_str).unwrap_or("");
         let _ = match s("type") {
-            "hero" => write!(html, "<section class=hero><h1>{}</h1><p>{}</p></section>", escape(s("title")), escape(s("subtitle"))),
+            "hero" => write!(
+                html,
+                "<section class=hero><h1>{}</h1><p>{}</p></section>",
+                escape(s("title")),
+                escape(s("subtitle"))
+            ),
             "text" => write!(html, "<p>{}</p>", escape(s("body"))),
-            "image" => write!(html, "<img src=\"{}\" alt=\"{}\" loading=lazy>", attr_url(s("src")), escape(s("alt"))),
-            "cta" => write!(html, "<a class=cta href=\"{}\">{}</a>", attr_url(s("href")), escape(s("label"))),
+            "image" => write!(
+                html,
+                "<img src=\"{}\" alt=\"{}\" loading=lazy>",
+                attr_url(s("src")),
+                escape(s("alt"))
+            ),
+            "cta" => write!(
+                html,
+                "<a class=cta href=\"{}\">{}</a>",
+                attr_url(s("href")),
+                escape(s("label"))
+            ),
             _ => Ok(()),
         };
     }
@@ -41,14 +62,20 @@ pub fn page(site_title: &str, nav: &[String], blocks: &Json) -> String {
 
 /// Why a draft cannot be published, if it cannot.
 pub fn check(pages: &Json) -> Result<(), String> {
-    let map = pages.as_object().ok_or("pages must be an object of path → blocks")?;
+    let map = pages
+        .as_object()
+        .ok_or("pages must be an object of path → blocks")?;
     if !map.contains_key("/") {
         return Err("pages must include \"/\"".into());
     }
     for (path, blocks) in map {
-        let valid = path.starts_with('/') && path.len() <= 200 && !path.contains(['?', '#', ' ', '"', '<', '>']);
+        let valid = path.starts_with('/')
+            && path.len() <= 200
+            && !path.contains(['?', '#', ' ', '"', '<', '>']);
         if !valid {
-            return Err(format!("page path {path:?} must start with / and hold no ?, #, spaces or quotes"));
+            return Err(format!(
+                "page path {path:?} must start with / and hold no ?, #, spaces or quotes"
+            ));
         }
         if !blocks.is_array() {
             return Err(format!("page {path:?} must be a list of blocks"));

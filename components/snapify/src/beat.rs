@@ -11,7 +11,15 @@ fn db(e: pg::Error) -> String {
 }
 
 /// Cities a Pro store gets a delivery page for.
-const CITIES: &[&str] = &["Lahore", "Karachi", "Islamabad", "Rawalpindi", "Faisalabad", "Multan", "Peshawar"];
+const CITIES: &[&str] = &[
+    "Lahore",
+    "Karachi",
+    "Islamabad",
+    "Rawalpindi",
+    "Faisalabad",
+    "Multan",
+    "Peshawar",
+];
 
 pub fn sitemaps() -> Result<(), String> {
     pg::execute(
@@ -50,7 +58,10 @@ pub fn city_pages() -> Result<(), String> {
         "INSERT INTO city_pages (store_id, city, generated_ms)
          SELECT s.id, c, $2 FROM stores s, unnest($1::text[]) c WHERE s.subscription_tier = 'pro'
          ON CONFLICT (store_id, city) DO UPDATE SET generated_ms = EXCLUDED.generated_ms",
-        &[Value::TextArray(CITIES.iter().map(|c| Some(c.to_string())).collect()), Value::Int64(guest_kit::now_ms())],
+        &[
+            Value::TextArray(CITIES.iter().map(|c| Some(c.to_string())).collect()),
+            Value::Int64(guest_kit::now_ms()),
+        ],
     )
     .map(|_| ())
     .map_err(db)
@@ -63,7 +74,14 @@ pub fn analytics() -> Result<(), String> {
         let Value::Int32(id) = row[0] else { continue };
         let key = format!("views:{id}");
         // Read and reset in one step: views counted meanwhile go to the next run.
-        let replies = redis::pipeline(&[redis::Command::Get(key.clone()), redis::Command::Del(vec![key])], true).map_err(|e| format!("redis: {e:?}"))?;
+        let replies = redis::pipeline(
+            &[
+                redis::Command::Get(key.clone()),
+                redis::Command::Del(vec![key]),
+            ],
+            true,
+        )
+        .map_err(|e| format!("redis: {e:?}"))?;
         let views = match replies.first() {
             Some(redis::Reply::Data(v)) => String::from_utf8_lossy(v).parse::<i64>().unwrap_or(0),
             _ => 0,

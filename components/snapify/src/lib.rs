@@ -35,7 +35,12 @@ struct Answer {
 }
 
 fn answer(status: u16, content_type: &'static str, body: String) -> Answer {
-    Answer { status, content_type, body, cache: None }
+    Answer {
+        status,
+        content_type,
+        body,
+        cache: None,
+    }
 }
 
 fn json_answer(status: u16, value: Json) -> Answer {
@@ -47,25 +52,43 @@ fn not_found() -> Answer {
 }
 
 fn db(e: pg::Error) -> Answer {
-    let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 };
+    let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) {
+        503
+    } else {
+        500
+    };
     eprintln!("snapify: database: {}", e.describe());
-    answer(status, "text/plain; charset=utf-8", format!("the store is unavailable right now ({})\n", e.kind()))
+    answer(
+        status,
+        "text/plain; charset=utf-8",
+        format!("the store is unavailable right now ({})\n", e.kind()),
+    )
 }
 
 fn setting(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn authorized(req: &IncomingRequest) -> bool {
     match std::env::var("API_TOKEN") {
-        Ok(token) if !token.is_empty() => guest_kit::header(req, "authorization").is_some_and(|h| h == format!("Bearer {token}")),
+        Ok(token) if !token.is_empty() => {
+            guest_kit::header(req, "authorization").is_some_and(|h| h == format!("Bearer {token}"))
+        }
         _ => true,
     }
 }
 
 fn page(result: Result<(Option<String>, bool), pg::Error>) -> Answer {
     match result {
-        Ok((Some(html), hit)) => Answer { status: 200, content_type: "text/html; charset=utf-8", body: html, cache: Some(hit) },
+        Ok((Some(html), hit)) => Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: html,
+            cache: Some(hit),
+        },
         Ok((None, _)) => not_found(),
         Err(e) => db(e),
     }
@@ -77,8 +100,15 @@ fn store_pages(req: &IncomingRequest, store: &pages::Store, base: &str, rest: &[
     let path = format!("{base}/{}", rest.join("/"));
     match rest {
         [] | [""] => {
-            let n: i64 = guest_kit::query_param(req, "page").and_then(|p| p.parse().ok()).unwrap_or(0).clamp(0, 1000);
-            page(pages::cached(store.id, &format!("{base}/?page={n}"), || pages::home(store, base, n)))
+            let n: i64 = guest_kit::query_param(req, "page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+                .clamp(0, 1000);
+            page(pages::cached(
+                store.id,
+                &format!("{base}/?page={n}"),
+                || pages::home(store, base, n),
+            ))
         }
         ["about"] => page(pages::cached(store.id, &path, || pages::about(store, base))),
         ["search"] => {
@@ -92,9 +122,13 @@ fn store_pages(req: &IncomingRequest, store: &pages::Store, base: &str, rest: &[
         },
         [slug] if slug.starts_with("delivery-to-") && store.tier == "pro" => {
             let city = slug.trim_start_matches("delivery-to-").to_string();
-            page(pages::cached(store.id, &path, || pages::city_page(store, base, &city)))
+            page(pages::cached(store.id, &path, || {
+                pages::city_page(store, base, &city)
+            }))
         }
-        [slug] => page(pages::cached(store.id, &path, || pages::item(store, base, slug))),
+        [slug] => page(pages::cached(store.id, &path, || {
+            pages::item(store, base, slug)
+        })),
         _ => not_found(),
     }
 }
@@ -107,7 +141,8 @@ fn api(req: &IncomingRequest, segments: &[&str]) -> Answer {
     match (req.method(), segments) {
         (Method::Get, ["webhooks", "whatsapp"]) => {
             let q = |n: &str| guest_kit::query_param(req, n).map(|v| guest_kit::url_decode(&v));
-            let (status, body) = whatsapp::verify(q("hub.mode"), q("hub.verify_token"), q("hub.challenge"));
+            let (status, body) =
+                whatsapp::verify(q("hub.mode"), q("hub.verify_token"), q("hub.challenge"));
             answer(status, "text/plain", body)
         }
         (Method::Post, ["webhooks", "whatsapp"]) => {
@@ -132,20 +167,32 @@ fn api(req: &IncomingRequest, segments: &[&str]) -> Answer {
                 Json::Number(n) => n.to_string(),
                 _ => String::new(),
             };
-            match catalog::add_product(slug, body["title"].as_str().unwrap_or(""), &price, body["category"].as_str().unwrap_or("")) {
+            match catalog::add_product(
+                slug,
+                body["title"].as_str().unwrap_or(""),
+                &price,
+                body["category"].as_str().unwrap_or(""),
+            ) {
                 Ok(id) => json_answer(201, json!({"id": id})),
                 Err((status, why)) => json_answer(status, json!({"error": why})),
             }
         }
         (Method::Patch, ["v1", "products", id]) => {
-            let Ok(id) = id.parse::<i32>() else { return not_found() };
+            let Ok(id) = id.parse::<i32>() else {
+                return not_found();
+            };
             let body: Json = serde_json::from_slice(&guest_kit::read_body(req)).unwrap_or_default();
             let price = match &body["price"] {
                 Json::String(s) => Some(s.clone()),
                 Json::Number(n) => Some(n.to_string()),
                 _ => None,
             };
-            match catalog::update_product(id, price.as_deref(), body["title"].as_str(), body["is_active"].as_bool()) {
+            match catalog::update_product(
+                id,
+                price.as_deref(),
+                body["title"].as_str(),
+                body["is_active"].as_bool(),
+            ) {
                 Ok(()) => json_answer(200, json!({"id": id})),
                 Err((status, why)) => json_answer(status, json!({"error": why})),
             }
@@ -164,7 +211,11 @@ fn route(req: &IncomingRequest) -> Answer {
     }
     let host = guest_kit::host(req);
     let path = guest_kit::path(req);
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     if path == "/.well-known/alorig/custom-domain" {
         return match pages::store(&host, true) {
             Ok(Some(_)) => answer(200, "text/plain", "mine\n".into()),
@@ -180,7 +231,11 @@ fn route(req: &IncomingRequest) -> Answer {
     }
     if host == setting("PLATFORM_HOST", "snapify.pk") {
         let Some((first, rest)) = segments.split_first() else {
-            return answer(200, "text/html; charset=utf-8", "<!doctype html><title>Snapify</title><h1>Snapify.pk</h1>".into());
+            return answer(
+                200,
+                "text/html; charset=utf-8",
+                "<!doctype html><title>Snapify</title><h1>Snapify.pk</h1>".into(),
+            );
         };
         return match pages::store(first, false) {
             Ok(Some(store)) => store_pages(req, &store, &format!("/{}", store.slug), rest),

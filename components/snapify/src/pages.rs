@@ -47,7 +47,10 @@ pub fn store(by: &str, domain: bool) -> Result<Option<Store>, pg::Error> {
     };
     let rows = pg::query(sql, &[Value::Text(by.to_string())])?;
     Ok(rows.rows.first().map(|r| Store {
-        id: match r[0] { Value::Int32(i) => i, _ => 0 },
+        id: match r[0] {
+            Value::Int32(i) => i,
+            _ => 0,
+        },
         slug: text(&r[1]),
         name: text(&r[2]),
         city: text(&r[3]),
@@ -59,8 +62,16 @@ pub fn store(by: &str, domain: bool) -> Result<Option<Store>, pg::Error> {
 }
 
 /// The cached page, and whether it was a hit. `render` runs on a miss.
-pub fn cached(store: i32, path: &str, render: impl FnOnce() -> Result<Option<String>, pg::Error>) -> Result<(Option<String>, bool), pg::Error> {
-    let version = redis::get(&format!("ver:{store}")).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_else(|| "0".into());
+pub fn cached(
+    store: i32,
+    path: &str,
+    render: impl FnOnce() -> Result<Option<String>, pg::Error>,
+) -> Result<(Option<String>, bool), pg::Error> {
+    let version = redis::get(&format!("ver:{store}"))
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_else(|| "0".into());
     let key = format!("html:{store}:{version}:{path}");
     if let Ok(Some(html)) = redis::get(&key) {
         let _ = redis::incr(&format!("views:{store}"));
@@ -81,7 +92,9 @@ pub fn cached(store: i32, path: &str, render: impl FnOnce() -> Result<Option<Str
 
 /// After a committed change: every cached page of the store is out of date.
 pub fn invalidate(store: i32) -> Result<(), String> {
-    redis::incr(&format!("ver:{store}")).map(|_| ()).map_err(|e| format!("redis: {e:?}"))
+    redis::incr(&format!("ver:{store}"))
+        .map(|_| ())
+        .map_err(|e| format!("redis: {e:?}"))
 }
 
 /// `2500.00` → `Rs. 2,500`; `99.50` → `Rs. 99.50`.
@@ -94,11 +107,18 @@ pub fn rupees(price: &str) -> String {
         }
         grouped.push(c);
     }
-    if cents.trim_end_matches('0').is_empty() { format!("Rs. {grouped}") } else { format!("Rs. {grouped}.{cents}") }
+    if cents.trim_end_matches('0').is_empty() {
+        format!("Rs. {grouped}")
+    } else {
+        format!("Rs. {grouped}.{cents}")
+    }
 }
 
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 const STYLE: &str = "body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:0 1rem;color:#222}\
@@ -115,8 +135,16 @@ fn layout(store: &Store, base: &str, title: &str, head: &str, body: &str) -> Str
          <title>{}</title><style>{STYLE}</style>{head}<header><h1><a href=\"{base}/\">{}</a></h1>{}</header>{body}<footer>{}</footer></html>",
         escape(title),
         escape(&store.name),
-        if store.verified { "<span>✔ verified</span>" } else { "" },
-        if store.tier == "free" { "Made with Snapify" } else { "" },
+        if store.verified {
+            "<span>✔ verified</span>"
+        } else {
+            ""
+        },
+        if store.tier == "free" {
+            "Made with Snapify"
+        } else {
+            ""
+        },
     );
     html
 }
@@ -124,12 +152,19 @@ fn layout(store: &Store, base: &str, title: &str, head: &str, body: &str) -> Str
 fn grid(base: &str, rows: &[Vec<Value>]) -> String {
     let mut html = String::from("<ul class=grid>");
     for r in rows {
-        let image = r[4].as_text().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-            .and_then(|j| j.get(0).and_then(|i| i.as_str()).map(str::to_string)).unwrap_or_default();
+        let image = r[4]
+            .as_text()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|j| j.get(0).and_then(|i| i.as_str()).map(str::to_string))
+            .unwrap_or_default();
         let _ = write!(
             html,
             "<li><a href=\"{base}/{}\"><img src=\"{}\" alt=\"{}\" width=240 height=240 loading=lazy><br>{}</a><br><span class=price>{}</span></li>",
-            escape(&text(&r[1])), escape(&image), escape(&text(&r[0])), escape(&text(&r[0])), rupees(&text(&r[2])),
+            escape(&text(&r[1])),
+            escape(&image),
+            escape(&text(&r[0])),
+            escape(&text(&r[0])),
+            rupees(&text(&r[2])),
         );
     }
     html.push_str("</ul>");
@@ -141,20 +176,44 @@ const PRODUCT_COLUMNS: &str = "p.title, p.slug, p.price::text, p.description, p.
 pub fn home(store: &Store, base: &str, page: i64) -> Result<Option<String>, pg::Error> {
     let id = Value::Int32(store.id);
     let products = pg::query(
-        &format!("SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.store_id = $1 AND p.is_active ORDER BY p.price, p.title LIMIT $2 OFFSET $3"),
-        &[id.clone(), Value::Int64(PER_PAGE), Value::Int64(PER_PAGE * page)],
+        &format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.store_id = $1 AND p.is_active ORDER BY p.price, p.title LIMIT $2 OFFSET $3"
+        ),
+        &[
+            id.clone(),
+            Value::Int64(PER_PAGE),
+            Value::Int64(PER_PAGE * page),
+        ],
     )?;
-    let categories = pg::query("SELECT name, slug, product_count FROM categories WHERE store_id = $1 ORDER BY name", &[id])?;
+    let categories = pg::query(
+        "SELECT name, slug, product_count FROM categories WHERE store_id = $1 ORDER BY name",
+        &[id],
+    )?;
     let mut body = String::from("<nav>");
     for c in &categories.rows {
-        let _ = write!(body, "<a href=\"{base}/{}\">{} ({})</a>", escape(&text(&c[1])), escape(&text(&c[0])), c[2].as_i64().unwrap_or(0));
+        let _ = write!(
+            body,
+            "<a href=\"{base}/{}\">{} ({})</a>",
+            escape(&text(&c[1])),
+            escape(&text(&c[0])),
+            c[2].as_i64().unwrap_or(0)
+        );
     }
-    let _ = write!(body, "</nav><form action=\"{base}/search\"><input name=q placeholder=Search></form>");
+    let _ = write!(
+        body,
+        "</nav><form action=\"{base}/search\"><input name=q placeholder=Search></form>"
+    );
     body.push_str(&grid(base, &products.rows));
     if products.rows.len() as i64 == PER_PAGE {
         let _ = write!(body, "<a href=\"{base}/?page={}\">More</a>", page + 1);
     }
-    Ok(Some(layout(store, base, &format!("{} — {}", store.name, store.city), "", &body)))
+    Ok(Some(layout(
+        store,
+        base,
+        &format!("{} — {}", store.name, store.city),
+        "",
+        &body,
+    )))
 }
 
 /// A product page, a category page, or `None`.
@@ -169,7 +228,10 @@ pub fn item(store: &Store, base: &str, slug: &str) -> Result<Option<String>, pg:
             Some(d) if base.is_empty() => format!("https://{d}/{slug}"),
             _ => format!("https://snapify.pk/{}/{slug}", store.slug),
         };
-        let images: serde_json::Value = p[4].as_text().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+        let images: serde_json::Value = p[4]
+            .as_text()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
         let ld = json!({
             "@context": "https://schema.org",
             "@type": "Product",
@@ -180,28 +242,70 @@ pub fn item(store: &Store, base: &str, slug: &str) -> Result<Option<String>, pg:
             "brand": {"@type": "Brand", "name": store.name},
             "offers": {"@type": "Offer", "price": text(&p[2]), "priceCurrency": "PKR", "availability": "https://schema.org/InStock", "url": url},
         });
-        let head = format!("<script type=\"application/ld+json\">{}</script>", ld.to_string().replace("</", "<\\/"));
+        let head = format!(
+            "<script type=\"application/ld+json\">{}</script>",
+            ld.to_string().replace("</", "<\\/")
+        );
         let image = images.get(0).and_then(|i| i.as_str()).unwrap_or_default();
         let body = format!(
             "<article><img src=\"{}\" alt=\"{}\" width=480 height=480><h2>{}</h2><p class=price>{}</p><p>{}</p>\
              <a href=\"https://wa.me/?text={}\">Order on WhatsApp</a></article>",
-            escape(image), escape(&text(&p[0])), escape(&text(&p[0])), rupees(&text(&p[2])), escape(&text(&p[3])), escape(&text(&p[1])),
+            escape(image),
+            escape(&text(&p[0])),
+            escape(&text(&p[0])),
+            rupees(&text(&p[2])),
+            escape(&text(&p[3])),
+            escape(&text(&p[1])),
         );
-        return Ok(Some(layout(store, base, &format!("{} — {}", text(&p[0]), store.name), &head, &body)));
+        return Ok(Some(layout(
+            store,
+            base,
+            &format!("{} — {}", text(&p[0]), store.name),
+            &head,
+            &body,
+        )));
     }
-    let category = pg::query("SELECT id, name FROM categories WHERE store_id = $1 AND slug = $2", &[Value::Int32(store.id), Value::Text(slug.to_string())])?;
-    let Some(c) = category.rows.first() else { return Ok(None) };
+    let category = pg::query(
+        "SELECT id, name FROM categories WHERE store_id = $1 AND slug = $2",
+        &[Value::Int32(store.id), Value::Text(slug.to_string())],
+    )?;
+    let Some(c) = category.rows.first() else {
+        return Ok(None);
+    };
     let products = pg::query(
-        &format!("SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.category_id = $1 AND p.is_active ORDER BY p.price, p.title LIMIT $2"),
+        &format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.category_id = $1 AND p.is_active ORDER BY p.price, p.title LIMIT $2"
+        ),
         &[c[0].clone(), Value::Int64(PER_PAGE)],
     )?;
-    let body = format!("<h2>{}</h2>{}", escape(&text(&c[1])), grid(base, &products.rows));
-    Ok(Some(layout(store, base, &format!("{} — {}", text(&c[1]), store.name), "", &body)))
+    let body = format!(
+        "<h2>{}</h2>{}",
+        escape(&text(&c[1])),
+        grid(base, &products.rows)
+    );
+    Ok(Some(layout(
+        store,
+        base,
+        &format!("{} — {}", text(&c[1]), store.name),
+        "",
+        &body,
+    )))
 }
 
 pub fn about(store: &Store, base: &str) -> Result<Option<String>, pg::Error> {
-    let body = format!("<h2>About {}</h2><p>{}</p><p>{}</p>", escape(&store.name), escape(&store.about), escape(&store.city));
-    Ok(Some(layout(store, base, &format!("About {}", store.name), "", &body)))
+    let body = format!(
+        "<h2>About {}</h2><p>{}</p><p>{}</p>",
+        escape(&store.name),
+        escape(&store.about),
+        escape(&store.city)
+    );
+    Ok(Some(layout(
+        store,
+        base,
+        &format!("About {}", store.name),
+        "",
+        &body,
+    )))
 }
 
 pub fn search(store: &Store, base: &str, q: &str) -> Result<Option<String>, pg::Error> {
@@ -211,26 +315,59 @@ pub fn search(store: &Store, base: &str, q: &str) -> Result<Option<String>, pg::
                   ORDER BY word_similarity($2, p.title) DESC, p.title LIMIT 20"),
         &[Value::Int32(store.id), Value::Text(q.to_string())],
     )?;
-    let body = format!("<p>Results for “{}”: {}</p>{}", escape(q), rows.rows.len(), grid(base, &rows.rows));
-    Ok(Some(layout(store, base, &format!("Search {}", store.name), "", &body)))
+    let body = format!(
+        "<p>Results for “{}”: {}</p>{}",
+        escape(q),
+        rows.rows.len(),
+        grid(base, &rows.rows)
+    );
+    Ok(Some(layout(
+        store,
+        base,
+        &format!("Search {}", store.name),
+        "",
+        &body,
+    )))
 }
 
 pub fn sitemap(store: &Store) -> Result<Option<String>, pg::Error> {
-    let rows = pg::query("SELECT xml FROM sitemaps WHERE store_id = $1", &[Value::Int32(store.id)])?;
+    let rows = pg::query(
+        "SELECT xml FROM sitemaps WHERE store_id = $1",
+        &[Value::Int32(store.id)],
+    )?;
     Ok(rows.rows.first().map(|r| text(&r[0])))
 }
 
 pub fn city_page(store: &Store, base: &str, city: &str) -> Result<Option<String>, pg::Error> {
-    let rows = pg::query("SELECT city FROM city_pages WHERE store_id = $1 AND lower(city) = $2", &[Value::Int32(store.id), Value::Text(city.to_string())])?;
-    let Some(r) = rows.rows.first() else { return Ok(None) };
+    let rows = pg::query(
+        "SELECT city FROM city_pages WHERE store_id = $1 AND lower(city) = $2",
+        &[Value::Int32(store.id), Value::Text(city.to_string())],
+    )?;
+    let Some(r) = rows.rows.first() else {
+        return Ok(None);
+    };
     let city = text(&r[0]);
     let products = pg::query(
-        &format!("SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.store_id = $1 AND p.is_active ORDER BY p.price LIMIT 12"),
+        &format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.store_id = $1 AND p.is_active ORDER BY p.price LIMIT 12"
+        ),
         &[Value::Int32(store.id)],
     )?;
-    let body = format!("<h2>{} — delivery to {}</h2><p>Order from {} and get it delivered in {}.</p>{}",
-        escape(&store.name), escape(&city), escape(&store.city), escape(&city), grid(base, &products.rows));
-    Ok(Some(layout(store, base, &format!("{} delivery to {}", store.name, city), "", &body)))
+    let body = format!(
+        "<h2>{} — delivery to {}</h2><p>Order from {} and get it delivered in {}.</p>{}",
+        escape(&store.name),
+        escape(&city),
+        escape(&store.city),
+        escape(&city),
+        grid(base, &products.rows)
+    );
+    Ok(Some(layout(
+        store,
+        base,
+        &format!("{} delivery to {}", store.name, city),
+        "",
+        &body,
+    )))
 }
 
 pub fn hub(slug: &str) -> Result<Option<String>, pg::Error> {
@@ -238,10 +375,21 @@ pub fn hub(slug: &str) -> Result<Option<String>, pg::Error> {
         "SELECT h.title, s.name, s.slug, s.city FROM hub_pages h JOIN stores s ON s.id = ANY(h.store_ids) WHERE h.slug = $1 ORDER BY s.name",
         &[Value::Text(slug.to_string())],
     )?;
-    let Some(first) = rows.rows.first() else { return Ok(None) };
-    let mut html = format!("<!doctype html><html lang=en><meta charset=utf-8><title>{0}</title><style>{STYLE}</style><h1>{0}</h1><ul>", escape(&text(&first[0])));
+    let Some(first) = rows.rows.first() else {
+        return Ok(None);
+    };
+    let mut html = format!(
+        "<!doctype html><html lang=en><meta charset=utf-8><title>{0}</title><style>{STYLE}</style><h1>{0}</h1><ul>",
+        escape(&text(&first[0]))
+    );
     for r in &rows.rows {
-        let _ = write!(html, "<li><a href=\"/{}\">{}</a> — {}</li>", escape(&text(&r[2])), escape(&text(&r[1])), escape(&text(&r[3])));
+        let _ = write!(
+            html,
+            "<li><a href=\"/{}\">{}</a> — {}</li>",
+            escape(&text(&r[2])),
+            escape(&text(&r[1])),
+            escape(&text(&r[3]))
+        );
     }
     html.push_str("</ul></html>");
     Ok(Some(html))

@@ -88,21 +88,48 @@ pub fn migrate() -> Result<(), pg::Error> {
 }
 
 /// (slug, name, city, category, tier, custom domain, about, products (title, price, category))
-type DemoStore = (&'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>, &'static str, &'static [(&'static str, &'static str, &'static str)]);
+type DemoStore = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static [(&'static str, &'static str, &'static str)],
+);
 
 const DEMO: &[DemoStore] = &[
-    ("silk-house", "Silk House", "Lahore", "clothing", "pro", Some("silkhouse.pk"), "Hand-finished silk from Lahore since 1998.", &[
-        ("Embroidered Lawn Suit", "4500.00", "Lawn"),
-        ("Silk Dupatta", "2500.00", "Dupattas"),
-        ("Chiffon Dupatta", "1800.00", "Dupattas"),
-        ("Bridal Lehenga", "85000.00", "Bridal"),
-        ("Cotton Kurta", "3200.00", "Lawn"),
-    ]),
-    ("karachi-kicks", "Karachi Kicks", "Karachi", "shoes", "free", None, "Sneakers, delivered across Sindh.", &[
-        ("Running Sneakers", "6500.00", "Sneakers"),
-        ("Leather Chappal", "2200.00", "Chappals"),
-        ("Kids Sneakers", "3900.00", "Sneakers"),
-    ]),
+    (
+        "silk-house",
+        "Silk House",
+        "Lahore",
+        "clothing",
+        "pro",
+        Some("silkhouse.pk"),
+        "Hand-finished silk from Lahore since 1998.",
+        &[
+            ("Embroidered Lawn Suit", "4500.00", "Lawn"),
+            ("Silk Dupatta", "2500.00", "Dupattas"),
+            ("Chiffon Dupatta", "1800.00", "Dupattas"),
+            ("Bridal Lehenga", "85000.00", "Bridal"),
+            ("Cotton Kurta", "3200.00", "Lawn"),
+        ],
+    ),
+    (
+        "karachi-kicks",
+        "Karachi Kicks",
+        "Karachi",
+        "shoes",
+        "free",
+        None,
+        "Sneakers, delivered across Sindh.",
+        &[
+            ("Running Sneakers", "6500.00", "Sneakers"),
+            ("Leather Chappal", "2200.00", "Chappals"),
+            ("Kids Sneakers", "3900.00", "Sneakers"),
+        ],
+    ),
 ];
 
 pub fn slugify(text: &str) -> String {

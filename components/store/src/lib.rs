@@ -33,16 +33,28 @@ const SCHEMA: &[&str] = &[
 ];
 
 const DEMO: &[(&str, &str, &[(&str, &str, &str)])] = &[
-    ("snap-audio", "Snap Audio", &[
-        ("Wireless Headphones", "Over-ear, 30 h battery", "89.90"),
-        ("Bluetooth Speaker", "Waterproof, pocket size", "39.00"),
-        ("USB-C Cable", "1 m, braided", "7.50"),
-        ("Studio Monitor Headphones", "Closed back, flat response", "129.00"),
-    ]),
-    ("snap-home", "Snap Home", &[
-        ("Ceramic Mug", "350 ml, dishwasher safe", "12.00"),
-        ("Linen Napkins", "Set of four", "18.50"),
-    ]),
+    (
+        "snap-audio",
+        "Snap Audio",
+        &[
+            ("Wireless Headphones", "Over-ear, 30 h battery", "89.90"),
+            ("Bluetooth Speaker", "Waterproof, pocket size", "39.00"),
+            ("USB-C Cable", "1 m, braided", "7.50"),
+            (
+                "Studio Monitor Headphones",
+                "Closed back, flat response",
+                "129.00",
+            ),
+        ],
+    ),
+    (
+        "snap-home",
+        "Snap Home",
+        &[
+            ("Ceramic Mug", "350 ml, dishwasher safe", "12.00"),
+            ("Linen Napkins", "Set of four", "18.50"),
+        ],
+    ),
 ];
 
 impl wasip2::exports::http::incoming_handler::Guest for Store {
@@ -50,18 +62,30 @@ impl wasip2::exports::http::incoming_handler::Guest for Store {
         let path = guest_kit::path(&request);
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let result = match (request.method(), segments.as_slice()) {
-            (Method::Post, ["setup"]) => setup().map(|()| (200, "text/plain", "ready\n".to_string())),
+            (Method::Post, ["setup"]) => {
+                setup().map(|()| (200, "text/plain", "ready\n".to_string()))
+            }
             (Method::Get, ["s", slug]) => store_page(slug).map(page_or_404),
             (Method::Get, ["s", slug, "search"]) => {
-                let q = guest_kit::query_param(&request, "q").map(|q| url_decode(&q)).unwrap_or_default();
+                let q = guest_kit::query_param(&request, "q")
+                    .map(|q| url_decode(&q))
+                    .unwrap_or_default();
                 search_page(slug, &q).map(page_or_404)
             }
             _ => Ok((404, "text/plain", "not found\n".to_string())),
         };
         let (status, content_type, body) = result.unwrap_or_else(|e| {
-            let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) { 503 } else { 500 };
+            let status = if matches!(e, pg::Error::Unavailable(_) | pg::Error::Timeout(_)) {
+                503
+            } else {
+                500
+            };
             eprintln!("store: database error: {}", e.describe());
-            (status, "text/plain", format!("the store is unavailable right now ({})\n", e.kind()))
+            (
+                status,
+                "text/plain",
+                format!("the store is unavailable right now ({})\n", e.kind()),
+            )
         });
         guest_kit::respond(out, status, content_type, body.as_bytes());
     }
@@ -105,12 +129,21 @@ fn setup() -> Result<(), pg::Error> {
 
 /// The store's name, or `None` when there is no such store.
 fn store_name(slug: &str) -> Result<Option<String>, pg::Error> {
-    let rows = pg::query("SELECT name FROM stores WHERE slug = $1", &[Value::Text(slug.to_string())])?;
-    Ok(rows.rows.first().and_then(|r| r[0].as_text()).map(str::to_string))
+    let rows = pg::query(
+        "SELECT name FROM stores WHERE slug = $1",
+        &[Value::Text(slug.to_string())],
+    )?;
+    Ok(rows
+        .rows
+        .first()
+        .and_then(|r| r[0].as_text())
+        .map(str::to_string))
 }
 
 fn store_page(slug: &str) -> Result<Option<String>, pg::Error> {
-    let Some(name) = store_name(slug)? else { return Ok(None) };
+    let Some(name) = store_name(slug)? else {
+        return Ok(None);
+    };
     let rows = pg::query(
         "SELECT p.name, p.description, p.price FROM products p JOIN stores s ON s.id = p.store_id
          WHERE s.slug = $1 ORDER BY p.price, p.name",
@@ -120,7 +153,9 @@ fn store_page(slug: &str) -> Result<Option<String>, pg::Error> {
 }
 
 fn search_page(slug: &str, q: &str) -> Result<Option<String>, pg::Error> {
-    let Some(name) = store_name(slug)? else { return Ok(None) };
+    let Some(name) = store_name(slug)? else {
+        return Ok(None);
+    };
     let rows = pg::query(
         "SELECT p.name, p.description, p.price FROM products p JOIN stores s ON s.id = p.store_id
          WHERE s.slug = $1 AND (p.name % $2 OR word_similarity($2, p.name) > 0.4 OR p.name ILIKE '%' || $2 || '%')
@@ -132,21 +167,39 @@ fn search_page(slug: &str, q: &str) -> Result<Option<String>, pg::Error> {
 
 fn render(store: &str, query: Option<&str>, rows: &pg::RowSet) -> String {
     let mut html = String::new();
-    let _ = write!(html, "<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1>", escape(store));
+    let _ = write!(
+        html,
+        "<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1>",
+        escape(store)
+    );
     if let Some(q) = query {
-        let _ = write!(html, "<p>Results for “{}”: {}</p>", escape(q), rows.rows.len());
+        let _ = write!(
+            html,
+            "<p>Results for “{}”: {}</p>",
+            escape(q),
+            rows.rows.len()
+        );
     }
     html.push_str("<ul>\n");
     for row in &rows.rows {
         let text = |i: usize| row[i].as_text().unwrap_or_default();
-        let _ = writeln!(html, "<li><b>{}</b> — {} — €{}</li>", escape(text(0)), escape(text(1)), escape(text(2)));
+        let _ = writeln!(
+            html,
+            "<li><b>{}</b> — {} — €{}</li>",
+            escape(text(0)),
+            escape(text(1)),
+            escape(text(2))
+        );
     }
     html.push_str("</ul>\n");
     html
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn url_decode(s: &str) -> String {
@@ -157,7 +210,10 @@ fn url_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;

@@ -25,13 +25,17 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
         } else if path == "/panic" {
             panic!("test-echo: trapping on purpose");
         } else if path == "/hoard" {
-            let mib: usize = guest_kit::query_param(&request, "mib").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let mib: usize = guest_kit::query_param(&request, "mib")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
             let mut block = vec![1u8; mib << 20];
             block[0] = 2;
             HOARD.lock().unwrap().push(block);
             guest_kit::respond(out, 200, "text/plain", served.to_string().as_bytes());
         } else if path == "/big" {
-            let mib: usize = guest_kit::query_param(&request, "mib").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let mib: usize = guest_kit::query_param(&request, "mib")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
             guest_kit::respond(out, 200, "application/octet-stream", &vec![b'x'; mib << 20]);
         } else if let Some(name) = path.strip_prefix("/env/") {
             match std::env::var(name) {
@@ -40,8 +44,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
             }
         } else if let Some(name) = path.strip_prefix("/header/") {
             // The request header as the guest sees it (comma-joined), 404 when absent.
-            let values: Vec<String> =
-                request.headers().get(name).iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+            let values: Vec<String> = request
+                .headers()
+                .get(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
             match values.is_empty() {
                 true => guest_kit::respond(out, 404, "text/plain", b"absent"),
                 false => guest_kit::respond(out, 200, "text/plain", values.join(",").as_bytes()),
@@ -50,7 +58,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
             let count = std::env::vars().count().to_string();
             guest_kit::respond(out, 200, "text/plain", count.as_bytes());
         } else if path == "/files" {
-            let count = wasip2::filesystem::preopens::get_directories().len().to_string();
+            let count = wasip2::filesystem::preopens::get_directories()
+                .len()
+                .to_string();
             guest_kit::respond(out, 200, "text/plain", count.as_bytes());
         } else if path == "/connect" {
             let addr = guest_kit::query_param(&request, "addr").unwrap_or_default();

@@ -25,8 +25,12 @@ fn fetch(url: &str) -> Result<(u16, Option<String>, usize), String> {
         other => Scheme::Other(other.to_string()),
     };
     request.set_scheme(Some(&scheme)).map_err(|_| "scheme")?;
-    request.set_authority(Some(authority)).map_err(|_| "authority")?;
-    request.set_path_with_query(Some(path)).map_err(|_| "path")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|_| "authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|_| "path")?;
     let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     pending.subscribe().block();
     let response = pending
@@ -42,7 +46,10 @@ fn fetch(url: &str) -> Result<(u16, Option<String>, usize), String> {
         .map(|v| String::from_utf8_lossy(v).into_owned());
     let body = response.consume().map_err(|_| "body taken twice")?;
     let mut bytes = Vec::new();
-    let read = body.stream().map_err(|_| "stream taken twice")?.read_to_end(&mut bytes);
+    let read = body
+        .stream()
+        .map_err(|_| "stream taken twice")?
+        .read_to_end(&mut bytes);
     if let Err(err) = read {
         return Err(format!("body: {err}"));
     }

@@ -22,7 +22,9 @@ struct TestPostgres;
 impl wasip2::exports::http::incoming_handler::Guest for TestPostgres {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = guest_kit::path(&request);
-        let n: usize = guest_kit::query_param(&request, "n").and_then(|n| n.parse().ok()).unwrap_or(100);
+        let n: usize = guest_kit::query_param(&request, "n")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100);
         let body = String::from_utf8(guest_kit::read_body(&request)).unwrap_or_default();
         let answer = match path.as_str() {
             "/query" | "/execute" => {
@@ -64,10 +66,20 @@ fn script(body: &str) -> String {
                 tx = Some(t);
                 "begun".to_string()
             }),
-            "tx-query" => tx.as_ref().expect("begin first").query(sql, &[]).map(|r| render_rows(&r).replace('\n', " / ")),
-            "tx-exec" => tx.as_ref().expect("begin first").execute(sql, &[]).map(|n| format!("affected {n}")),
-            "commit" => pg::Transaction::commit(tx.take().expect("begin first")).map(|()| "committed".to_string()),
-            "rollback" => pg::Transaction::rollback(tx.take().expect("begin first")).map(|()| "rolled back".to_string()),
+            "tx-query" => tx
+                .as_ref()
+                .expect("begin first")
+                .query(sql, &[])
+                .map(|r| render_rows(&r).replace('\n', " / ")),
+            "tx-exec" => tx
+                .as_ref()
+                .expect("begin first")
+                .execute(sql, &[])
+                .map(|n| format!("affected {n}")),
+            "commit" => pg::Transaction::commit(tx.take().expect("begin first"))
+                .map(|()| "committed".to_string()),
+            "rollback" => pg::Transaction::rollback(tx.take().expect("begin first"))
+                .map(|()| "rolled back".to_string()),
             "drop-tx" => {
                 drop(tx.take());
                 Ok("dropped".to_string())
@@ -97,13 +109,20 @@ fn bench(sql: &str, n: usize) -> String {
 fn render_error(e: &pg::Error) -> String {
     let (sqlstate, message) = e.parts();
     match e {
-        pg::Error::ConstraintViolation(c) => format!("error constraint {sqlstate} {}: {message}", c.constraint),
+        pg::Error::ConstraintViolation(c) => {
+            format!("error constraint {sqlstate} {}: {message}", c.constraint)
+        }
         _ => format!("error {} {sqlstate}: {message}", e.kind()),
     }
 }
 
 fn render_rows(rows: &pg::RowSet) -> String {
-    let mut out = rows.columns.iter().map(|c| format!("{}:{}", c.name, c.type_name)).collect::<Vec<_>>().join(",");
+    let mut out = rows
+        .columns
+        .iter()
+        .map(|c| format!("{}:{}", c.name, c.type_name))
+        .collect::<Vec<_>>()
+        .join(",");
     for row in &rows.rows {
         out.push('\n');
         out.push_str(&row.iter().map(render_value).collect::<Vec<_>>().join(" | "));
@@ -112,7 +131,10 @@ fn render_rows(rows: &pg::RowSet) -> String {
 }
 
 fn list<T>(kind: &str, items: &[Option<T>], f: impl Fn(&T) -> String) -> String {
-    let items: Vec<String> = items.iter().map(|i| i.as_ref().map_or("null".to_string(), &f)).collect();
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| i.as_ref().map_or("null".to_string(), &f))
+        .collect();
     format!("{kind}[]:{}", items.join(","))
 }
 
@@ -127,7 +149,10 @@ fn render_value(v: &Value) -> String {
         Value::Float64(f) => format!("float64:{f}"),
         Value::Numeric(s) => format!("numeric:{s}"),
         Value::Text(s) => format!("text:{}", s.replace('\n', "\\n")),
-        Value::Bytea(b) => format!("bytea:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Value::Bytea(b) => format!(
+            "bytea:{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
         Value::Json(s) => format!("json:{s}"),
         Value::Jsonb(s) => format!("jsonb:{s}"),
         Value::Uuid(s) => format!("uuid:{s}"),
@@ -145,11 +170,23 @@ fn render_value(v: &Value) -> String {
     }
 }
 
-fn parse_list<T>(payload: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<Option<T>>, String> {
+fn parse_list<T>(
+    payload: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<Option<T>>, String> {
     if payload.is_empty() {
         return Ok(Vec::new());
     }
-    payload.split(',').map(|item| if item == "null" { Ok(None) } else { f(item).map(Some) }).collect()
+    payload
+        .split(',')
+        .map(|item| {
+            if item == "null" {
+                Ok(None)
+            } else {
+                f(item).map(Some)
+            }
+        })
+        .collect()
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
@@ -160,7 +197,9 @@ fn parse_value(line: &str) -> Result<Value, String> {
     if line == "null" {
         return Ok(Value::Null);
     }
-    let (kind, payload) = line.split_once(':').ok_or_else(|| format!("{line:?} is not kind:value"))?;
+    let (kind, payload) = line
+        .split_once(':')
+        .ok_or_else(|| format!("{line:?} is not kind:value"))?;
     let text = || payload.replace("\\n", "\n");
     Ok(match kind {
         "bool" => Value::Boolean(payload == "true"),
@@ -173,7 +212,10 @@ fn parse_value(line: &str) -> Result<Value, String> {
         "text" => Value::Text(text()),
         "bytea" => Value::Bytea(
             (0..payload.len() / 2)
-                .map(|i| u8::from_str_radix(&payload[2 * i..2 * i + 2], 16).map_err(|_| "bad hex".to_string()))
+                .map(|i| {
+                    u8::from_str_radix(&payload[2 * i..2 * i + 2], 16)
+                        .map_err(|_| "bad hex".to_string())
+                })
                 .collect::<Result<_, _>>()?,
         ),
         "json" => Value::Json(payload.into()),

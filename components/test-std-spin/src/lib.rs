@@ -10,7 +10,11 @@ use spin_sdk::{
 
 #[http_component]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    let (path, query) = req.path_and_query().unwrap_or("/").split_once('?').unwrap_or((req.path(), ""));
+    let (path, query) = req
+        .path_and_query()
+        .unwrap_or("/")
+        .split_once('?')
+        .unwrap_or((req.path(), ""));
     let text = if path == "/fetch" {
         let url = query.strip_prefix("url=").unwrap_or("http://127.0.0.1:9/");
         let outgoing = Request::builder().method(Method::Get).uri(url).build();
@@ -22,5 +26,9 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     } else {
         "hello from a plain Spin SDK component\n".to_string()
     };
-    Ok(Response::builder().status(200).header("content-type", "text/plain").body(text).build())
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/plain")
+        .body(text)
+        .build())
 }

@@ -5,7 +5,10 @@
 
 use wasip2::http::{
     outgoing_handler,
-    types::{Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme},
+    types::{
+        Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
+        Scheme,
+    },
 };
 
 struct Std;
@@ -14,7 +17,11 @@ fn fetch(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
     let request = OutgoingRequest::new(Fields::new());
-    let _ = request.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }));
+    let _ = request.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(path));
     let pending = match outgoing_handler::handle(request, None) {

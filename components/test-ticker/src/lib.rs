@@ -11,7 +11,9 @@ struct Ticker;
 impl timers::TimerHandler for Ticker {
     fn on_timer(name: String, scheduled_at_ms: u64) -> Result<(), String> {
         let started = guest_kit::now_ms();
-        let sleep: Option<u64> = name.strip_prefix("sleep-").and_then(|rest| rest.split('-').next()?.parse().ok());
+        let sleep: Option<u64> = name
+            .strip_prefix("sleep-")
+            .and_then(|rest| rest.split('-').next()?.parse().ok());
         if let Some(ms) = sleep {
             wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
         }

@@ -15,14 +15,12 @@
 //! an error, `trap` panics, `sleep:MS` sleeps that long first (timers: a name
 //! starting `sleep-MS-`), `noop` returns at once without recording (benchmark).
 
-
 use guest_kit::timers::{self, Job, When};
 use guest_kit::{postgres as pg, wasip2};
 use pg::Value;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 struct Guest;
-
 
 fn sleep_ms(ms: u64) {
     wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
@@ -33,9 +31,23 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS runs (id bigserial PRIMARY KEY,
 
 /// Records a run that has started; answers its row id. Creates `runs` when
 /// it is missing (a timer may fire before the test's `/setup`).
-fn started(kind: &str, name: &str, job: Option<(u64, u32)>, scheduled_ms: i64) -> Result<i64, String> {
-    let (id, attempt) = job.map(|(id, a)| (Value::Int64(id as i64), Value::Int32(a as i32))).unwrap_or((Value::Null, Value::Null));
-    let params = [Value::Text(kind.into()), Value::Text(name.into()), id, attempt, Value::Int64(scheduled_ms), Value::Int64(guest_kit::now_ms())];
+fn started(
+    kind: &str,
+    name: &str,
+    job: Option<(u64, u32)>,
+    scheduled_ms: i64,
+) -> Result<i64, String> {
+    let (id, attempt) = job
+        .map(|(id, a)| (Value::Int64(id as i64), Value::Int32(a as i32)))
+        .unwrap_or((Value::Null, Value::Null));
+    let params = [
+        Value::Text(kind.into()),
+        Value::Text(name.into()),
+        id,
+        attempt,
+        Value::Int64(scheduled_ms),
+        Value::Int64(guest_kit::now_ms()),
+    ];
     let insert = "INSERT INTO runs (kind, name, job_id, attempt, scheduled_ms, started_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
     let rows = match pg::query(insert, &params) {
         Err(e) if e.parts().0 == "42P01" => {
@@ -45,13 +57,20 @@ fn started(kind: &str, name: &str, job: Option<(u64, u32)>, scheduled_ms: i64) -
         other => other,
     }
     .map_err(|e| e.describe())?;
-    rows.rows.first().and_then(|r| r.first()).and_then(Value::as_i64).ok_or_else(|| "no id".to_string())
+    rows.rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::as_i64)
+        .ok_or_else(|| "no id".to_string())
 }
 
 fn finished(row: i64) -> Result<(), String> {
-    pg::execute("UPDATE runs SET finished_ms = $1 WHERE id = $2", &[Value::Int64(guest_kit::now_ms()), Value::Int64(row)])
-        .map(|_| ())
-        .map_err(|e| e.describe())
+    pg::execute(
+        "UPDATE runs SET finished_ms = $1 WHERE id = $2",
+        &[Value::Int64(guest_kit::now_ms()), Value::Int64(row)],
+    )
+    .map(|_| ())
+    .map_err(|e| e.describe())
 }
 
 /// Does what `behaviour` asks: fail, trap, sleep, or nothing.
@@ -62,7 +81,10 @@ fn behave(behaviour: &str, attempt: u32) -> Result<(), String> {
     if behaviour == "trap" {
         panic!("trapped on purpose");
     }
-    if let Some(ms) = behaviour.strip_prefix("sleep:").and_then(|ms| ms.parse().ok()) {
+    if let Some(ms) = behaviour
+        .strip_prefix("sleep:")
+        .and_then(|ms| ms.parse().ok())
+    {
         sleep_ms(ms);
     }
     Ok(())
@@ -108,8 +130,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
         let path = guest_kit::path(&req);
         let reply = match path.as_str() {
             "/setup" => pg::execute(SCHEMA, &[])
-            .map(|_| "ready".to_string())
-            .map_err(|e| e.describe()),
+                .map(|_| "ready".to_string())
+                .map_err(|e| e.describe()),
             "/enqueue" | "/enqueue-at" => {
                 let payload = guest_kit::read_body(&req);
                 let name: String = param(&req, "name").unwrap_or_else(|| "job".into());
@@ -121,7 +143,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 let mut ids = String::new();
                 let mut result = Ok(());
                 for _ in 0..param::<u32>(&req, "n").unwrap_or(1) {
-                    let job = Job { name: name.clone(), payload: payload.clone(), when, idempotency_key: key.clone() };
+                    let job = Job {
+                        name: name.clone(),
+                        payload: payload.clone(),
+                        when,
+                        idempotency_key: key.clone(),
+                    };
                     match timers::schedule(&job) {
                         Ok(id) => ids.push_str(&format!("{id}\n")),
                         Err(err) => {
@@ -132,7 +159,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 }
                 result.map(|()| ids)
             }
-            "/cancel" => timers::cancel(param(&req, "id").unwrap_or(0)).map(|b| b.to_string()).map_err(error_text),
+            "/cancel" => timers::cancel(param(&req, "id").unwrap_or(0))
+                .map(|b| b.to_string())
+                .map_err(error_text),
             _ => Err("no such route".into()),
         };
         match reply {

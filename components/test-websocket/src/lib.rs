@@ -48,7 +48,9 @@ fn reply(connection: &str, text: String) -> Result<(), String> {
 }
 
 fn params<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    query.split('&').filter_map(move |pair| pair.strip_prefix(name)?.strip_prefix('='))
+    query
+        .split('&')
+        .filter_map(move |pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 impl Handler for Guest {
@@ -67,7 +69,9 @@ impl Handler for Guest {
 
     fn on_message(connection: String, message: Message) -> Result<(), String> {
         let text = match message {
-            Message::Binary(bytes) => return ws::send(&connection, &Message::Binary(bytes)).map_err(describe),
+            Message::Binary(bytes) => {
+                return ws::send(&connection, &Message::Binary(bytes)).map_err(describe);
+            }
             Message::Text(text) => text,
         };
         if text == "close" {
@@ -84,14 +88,26 @@ impl Handler for Guest {
             let answer = ws::leave(&connection, group).map(|()| format!("left:{group}"));
             return reply(&connection, answer.unwrap_or_else(describe));
         }
-        if let Some((group, body)) = text.strip_prefix("group:").and_then(|rest| rest.split_once(':')) {
+        if let Some((group, body)) = text
+            .strip_prefix("group:")
+            .and_then(|rest| rest.split_once(':'))
+        {
             return ws::send_group(group, &Message::Text(body.to_string())).map_err(describe);
         }
-        if let Some((to, body)) = text.strip_prefix("to:").and_then(|rest| rest.split_once(':')) {
+        if let Some((to, body)) = text
+            .strip_prefix("to:")
+            .and_then(|rest| rest.split_once(':'))
+        {
             let answer = ws::send(to, &Message::Text(body.to_string()));
-            return reply(&connection, answer.map(|()| "sent".to_string()).unwrap_or_else(describe));
+            return reply(
+                &connection,
+                answer.map(|()| "sent".to_string()).unwrap_or_else(describe),
+            );
         }
-        if let Some(n) = text.strip_prefix("big:").and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = text
+            .strip_prefix("big:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             return match ws::send(&connection, &Message::Binary(vec![b'x'; n])) {
                 Ok(()) => Ok(()),
                 Err(err) => reply(&connection, describe(err)),
@@ -114,8 +130,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
         let result = match path.as_str() {
             "/broadcast" => {
                 let group = guest_kit::query_param(&req, "group").unwrap_or_default();
-                let n: u32 = guest_kit::query_param(&req, "n").and_then(|n| n.parse().ok()).unwrap_or(1);
-                (0..n).try_for_each(|_| ws::send_group(&group, &message())).map(|()| format!("sent {n}"))
+                let n: u32 = guest_kit::query_param(&req, "n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                (0..n)
+                    .try_for_each(|_| ws::send_group(&group, &message()))
+                    .map(|()| format!("sent {n}"))
             }
             "/send" => {
                 let to = guest_kit::query_param(&req, "to").unwrap_or_default();

@@ -23,33 +23,71 @@ pub async fn jobs_per_second(n: usize) {
         "test-timers",
         "[postgres]\ndatabase = \"bench_db\"\nmax_connections = 16\n[resources]\nmax_concurrency = 64\n[[routes]]\nhost = \"bench.test\"",
     );
-    let host = Host::up_full(&[("bench", text)], "", &[("ALORIG_POSTGRES_URL", &pg.admin_url())]);
-    let mut store = sqlx::PgConnection::connect(&pg.url_for("postgres")).await.unwrap();
-    assert_eq!(host.request("POST", "bench.test", "/setup", vec![]).await.status, 200);
+    let host = Host::up_full(
+        &[("bench", text)],
+        "",
+        &[("ALORIG_POSTGRES_URL", &pg.admin_url())],
+    );
+    let mut store = sqlx::PgConnection::connect(&pg.url_for("postgres"))
+        .await
+        .unwrap();
+    assert_eq!(
+        host.request("POST", "bench.test", "/setup", vec![])
+            .await
+            .status,
+        200
+    );
     println!("| handler | jobs | seconds | jobs/s | enqueue only |");
     println!("|---|---:|---:|---:|---:|");
     let mut done_before = 0i64;
-    let runs = [("warm-up (noop)", "noop", n / 10, false), ("returns at once", "noop", n, false), ("writes one row", "", n, false), ("returns at once, drain only", "noop", n, true)];
+    let runs = [
+        ("warm-up (noop)", "noop", n / 10, false),
+        ("returns at once", "noop", n, false),
+        ("writes one row", "", n, false),
+        ("returns at once, drain only", "noop", n, true),
+    ];
     for (label, payload, count, drain) in runs {
         let mut started = Instant::now();
-        let due = (std::time::SystemTime::now() + Duration::from_secs(5)).duration_since(std::time::UNIX_EPOCH).unwrap();
-        let at = if drain { format!("&at_ms={}", due.as_millis()) } else { String::new() };
-        let reply = host.request("POST", "bench.test", &format!("/enqueue?n={count}&name=bench{at}"), payload.as_bytes().to_vec()).await;
+        let due = (std::time::SystemTime::now() + Duration::from_secs(5))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let at = if drain {
+            format!("&at_ms={}", due.as_millis())
+        } else {
+            String::new()
+        };
+        let reply = host
+            .request(
+                "POST",
+                "bench.test",
+                &format!("/enqueue?n={count}&name=bench{at}"),
+                payload.as_bytes().to_vec(),
+            )
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let enqueued = started.elapsed();
         if drain {
-            let wait = due.saturating_sub(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap());
-            assert!(!wait.is_zero(), "enqueueing took longer than the 5 s head start");
+            let wait = due.saturating_sub(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap(),
+            );
+            assert!(
+                !wait.is_zero(),
+                "enqueueing took longer than the 5 s head start"
+            );
             tokio::time::sleep(wait).await;
             started = Instant::now();
         }
         let want = done_before + count as i64;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let (done,): (i64,) = sqlx::query_as("SELECT count(*) FROM alorig_jobs.jobs WHERE app = 'bench' AND state = 'done'")
-                .fetch_one(&mut store)
-                .await
-                .unwrap();
+            let (done,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM alorig_jobs.jobs WHERE app = 'bench' AND state = 'done'",
+            )
+            .fetch_one(&mut store)
+            .await
+            .unwrap();
             if done >= want {
                 break;
             }

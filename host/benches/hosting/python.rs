@@ -18,15 +18,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-const PINNED: [&str; 4] = ["Django==5.2.8", "gunicorn==27.0.1", "psycopg[binary]==3.3.9", "redis==8.1.0"];
+const PINNED: [&str; 4] = [
+    "Django==5.2.8",
+    "gunicorn==27.0.1",
+    "psycopg[binary]==3.3.9",
+    "redis==8.1.0",
+];
 /// gunicorn's documented starting point: 2 × cores + 1 sync workers.
 fn gunicorn_workers() -> usize {
-    2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) + 1
+    2 * std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        + 1
 }
 const PRODUCT: i32 = 42;
 
 pub fn python_page(seconds: u32) {
-    println!("\n## 8. the same HTML page in Rust and Python on alorig-host, and Django under gunicorn (wrk, {seconds} s per row)\n");
+    println!(
+        "\n## 8. the same HTML page in Rust and Python on alorig-host, and Django under gunicorn (wrk, {seconds} s per row)\n"
+    );
     let venv = bench_venv();
     let pg = PgServer::start();
     let redis = RedisServer::start();
@@ -51,16 +61,31 @@ pub fn python_page(seconds: u32) {
             ),
         ),
     ];
-    let host = Host::up_full(&apps, "", &[("ALORIG_POSTGRES_URL", &pg.admin_url()), ("ALORIG_REDIS_URL", &redis.url())]);
+    let host = Host::up_full(
+        &apps,
+        "",
+        &[
+            ("ALORIG_POSTGRES_URL", &pg.admin_url()),
+            ("ALORIG_REDIS_URL", &redis.url()),
+        ],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for app in ["page", "pagepy"] {
-        let setup = runtime.block_on(host.request("POST", &format!("{app}.localhost"), "/setup", Vec::new()));
+        let setup = runtime.block_on(host.request(
+            "POST",
+            &format!("{app}.localhost"),
+            "/setup",
+            Vec::new(),
+        ));
         assert_eq!(setup.status, 200, "{app} setup: {}", setup.text());
     }
     let path = format!("/h/{PRODUCT}");
     let rust_body = runtime.block_on(host.get("page.localhost", &path)).text();
     let python_body = runtime.block_on(host.get("pagepy.localhost", &path)).text();
-    assert_eq!(rust_body, python_body, "the Rust and Python components must render the same bytes");
+    assert_eq!(
+        rust_body, python_body,
+        "the Rust and Python components must render the same bytes"
+    );
 
     let (mut gunicorn, django) = start_django(&venv, &pg, &redis.url());
     let django_body = runtime.block_on(get_body(django, &path));
@@ -73,21 +98,66 @@ pub fn python_page(seconds: u32) {
         gunicorn_workers(),
         PINNED.join(", ")
     );
-    println!("| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs Django | memory of the app |");
+    println!(
+        "| conns | server | req/s | p50 ms | p99 ms | errors | req/s vs Django | memory of the app |"
+    );
     println!("|---:|---|---:|---:|---:|---:|---:|---|");
     for connections in [1, 32] {
         let base = wrk(django, "django.localhost", &path, connections, seconds);
         let django_mem = tree_rss(gunicorn.id());
         let rust = wrk(host.ingress, "page.localhost", &path, connections, seconds);
-        let python = wrk(host.ingress, "pagepy.localhost", &path, connections, seconds);
-        let peak = |app: &str| runtime.block_on(host.metric("alorig_app_memory_peak_bytes", &format!("app=\"{app}\"")));
-        let instances = |app: &str| runtime.block_on(host.metric("alorig_app_instances", &format!("app=\"{app}\"")));
-        row(connections, "Django 5.2 + gunicorn + psycopg + redis-py", &base, &base, &format!("{:.1} MiB RSS (master + {} workers)", mib(django_mem), gunicorn_workers()));
-        row(connections, "alorig-host, Rust page-bench", &rust, &base, &format!("{:.1} MiB peak linear memory ({} live instances)", mib(peak("page") as u64), instances("page")));
-        row(connections, "alorig-host, Python page-bench (alorig SDK)", &python, &base, &format!("{:.1} MiB peak linear memory ({} live instances)", mib(peak("pagepy") as u64), instances("pagepy")));
+        let python = wrk(
+            host.ingress,
+            "pagepy.localhost",
+            &path,
+            connections,
+            seconds,
+        );
+        let peak = |app: &str| {
+            runtime.block_on(host.metric("alorig_app_memory_peak_bytes", &format!("app=\"{app}\"")))
+        };
+        let instances = |app: &str| {
+            runtime.block_on(host.metric("alorig_app_instances", &format!("app=\"{app}\"")))
+        };
+        row(
+            connections,
+            "Django 5.2 + gunicorn + psycopg + redis-py",
+            &base,
+            &base,
+            &format!(
+                "{:.1} MiB RSS (master + {} workers)",
+                mib(django_mem),
+                gunicorn_workers()
+            ),
+        );
+        row(
+            connections,
+            "alorig-host, Rust page-bench",
+            &rust,
+            &base,
+            &format!(
+                "{:.1} MiB peak linear memory ({} live instances)",
+                mib(peak("page") as u64),
+                instances("page")
+            ),
+        );
+        row(
+            connections,
+            "alorig-host, Python page-bench (alorig SDK)",
+            &python,
+            &base,
+            &format!(
+                "{:.1} MiB peak linear memory ({} live instances)",
+                mib(peak("pagepy") as u64),
+                instances("pagepy")
+            ),
+        );
     }
     let host_rss = runtime.block_on(host.metric("alorig_host_resident_memory_bytes", ""));
-    println!("\nThe host process (both apps, their instances, pools and the compiled code) was at {:.1} MiB RSS after the runs.", host_rss / 1048576.0);
+    println!(
+        "\nThe host process (both apps, their instances, pools and the compiled code) was at {:.1} MiB RSS after the runs.",
+        host_rss / 1048576.0
+    );
     let _ = gunicorn.kill();
     let _ = gunicorn.wait();
 }
@@ -95,7 +165,11 @@ pub fn python_page(seconds: u32) {
 fn row(connections: u32, name: &str, load: &Load, base: &Load, memory: &str) {
     println!(
         "| {connections} | {name} | {:.0} | {:.3} | {:.3} | {} | {:.2}× | {memory} |",
-        load.rps, load.p50_ms, load.p99_ms, load.errors, load.rps / base.rps
+        load.rps,
+        load.p50_ms,
+        load.p99_ms,
+        load.errors,
+        load.rps / base.rps
     );
 }
 
@@ -108,8 +182,16 @@ fn bench_venv() -> PathBuf {
     let venv = workspace_root().join("target/bench-venv");
     let stamp = venv.join("pinned.txt");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(&PINNED.join("\n")) {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
-        assert!(ok, "python3 -m venv {} failed (apt-get install python3-venv)", venv.display());
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "python3 -m venv {} failed (apt-get install python3-venv)",
+            venv.display()
+        );
         let ok = Command::new(venv.join("bin/pip"))
             .args(["install", "-q", "--disable-pip-version-check"])
             .args(PINNED)
@@ -141,14 +223,27 @@ fn start_django(venv: &Path, pg: &PgServer, redis_url: &str) -> (Child, SocketAd
     let (user, rest) = rest.split_once('@').unwrap();
     let (hostport, db) = rest.split_once('/').unwrap();
     let (dbhost, dbport) = hostport.split_once(':').unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(venv.join("bin/gunicorn"))
-        .args(["--workers", &gunicorn_workers().to_string(), "--bind", &format!("127.0.0.1:{port}"), "--chdir"])
+        .args([
+            "--workers",
+            &gunicorn_workers().to_string(),
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--chdir",
+        ])
         .arg(&project)
         .args(["--log-level", "warning", "pagesite.wsgi"])
         .env("PAGE_DB_NAME", db.split('?').next().unwrap())
         .env("PAGE_DB_USER", user.split(':').next().unwrap())
-        .env("PAGE_DB_PASSWORD", user.split_once(':').map_or("", |(_, p)| p))
+        .env(
+            "PAGE_DB_PASSWORD",
+            user.split_once(':').map_or("", |(_, p)| p),
+        )
         .env("PAGE_DB_HOST", dbhost)
         .env("PAGE_DB_PORT", dbport)
         .env("PAGE_REDIS_URL", format!("{redis_url}/3"))
@@ -158,7 +253,10 @@ fn start_django(venv: &Path, pg: &PgServer, redis_url: &str) -> (Child, SocketAd
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "gunicorn did not listen on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "gunicorn did not listen on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (child, addr)
@@ -168,11 +266,20 @@ fn start_django(venv: &Path, pg: &PgServer, redis_url: &str) -> (Child, SocketAd
 fn tree_rss(pid: u32) -> u64 {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024;
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    rss + children.split_whitespace().filter_map(|c| c.parse().ok()).map(tree_rss).sum::<u64>()
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    rss + children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(tree_rss)
+        .sum::<u64>()
 }
 
 async fn get_body(addr: SocketAddr, path: &str) -> String {

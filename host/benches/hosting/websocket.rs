@@ -10,7 +10,8 @@ use std::{
 };
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const IDLE: usize = 10_000;
 const MEMBERS: usize = 1_000;
@@ -19,15 +20,22 @@ const MESSAGES: usize = 200;
 
 async fn connect(addr: SocketAddr, path: &str) -> Ws {
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    request.headers_mut().insert("host", "ws.bench".parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.expect("WebSocket upgrade").0
+    request
+        .headers_mut()
+        .insert("host", "ws.bench".parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket upgrade")
+        .0
 }
 
 /// Opens `n` connections, 50 at a time (below the app's max_concurrency for on-open).
 async fn open(addr: SocketAddr, path: &'static str, n: usize) -> Vec<Ws> {
     let mut all = Vec::with_capacity(n);
     while all.len() < n {
-        let batch: Vec<_> = (0..50.min(n - all.len())).map(|_| tokio::spawn(connect(addr, path))).collect();
+        let batch: Vec<_> = (0..50.min(n - all.len()))
+            .map(|_| tokio::spawn(connect(addr, path)))
+            .collect();
         for task in batch {
             all.push(task.await.unwrap());
         }

@@ -20,24 +20,39 @@ impl Client {
     pub fn new(admin: &str, token: Option<String>) -> Result<Self> {
         let base = admin.trim_end_matches('/').to_string();
         if !base.starts_with("http://") {
-            bail!("--admin {admin}: must be an http:// URL (the admin listener is plain HTTP, loopback by default)");
+            bail!(
+                "--admin {admin}: must be an http:// URL (the admin listener is plain HTTP, loopback by default)"
+            );
         }
-        base.parse::<http::Uri>().map_err(|e| anyhow!("--admin {admin}: not a URL: {e}"))?;
+        base.parse::<http::Uri>()
+            .map_err(|e| anyhow!("--admin {admin}: not a URL: {e}"))?;
         let http = HyperClient::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Ok(Self { base, token, http })
     }
 
     pub fn empty() -> Body {
-        Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync()
     }
 
     pub fn json_body(value: &Value) -> Body {
-        Full::new(Bytes::from(value.to_string())).map_err(|never| match never {}).boxed_unsync()
+        Full::new(Bytes::from(value.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync()
     }
 
     /// Sends one request; a 4xx/5xx becomes an error with the API's message.
-    pub async fn send(&self, method: http::Method, path: &str, headers: &[(&str, String)], body: Body) -> Result<Value> {
-        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Result<Value> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -53,19 +68,32 @@ impl Client {
             )
         })?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.context("reading the admin API's answer")?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the admin API's answer")?
+            .to_bytes();
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(value);
         }
         match value.pointer("/error/message").and_then(Value::as_str) {
             Some(message) => Err(ApiFailure {
-                code: value.pointer("/error/code").and_then(Value::as_str).unwrap_or("").to_string(),
+                code: value
+                    .pointer("/error/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 message: message.to_string(),
                 grants: value
                     .pointer("/error/grants")
                     .and_then(Value::as_array)
-                    .map(|g| g.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|g| {
+                        g.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             }
             .into()),

@@ -33,7 +33,10 @@ pub struct History {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl History {
@@ -70,7 +73,10 @@ impl History {
         for (name, point) in points {
             let ring = history.entry(name).or_default();
             // A new version's counters start again from zero: its history too.
-            if ring.back().is_some_and(|last| point.requests < last.requests) {
+            if ring
+                .back()
+                .is_some_and(|last| point.requests < last.requests)
+            {
                 ring.clear();
             }
             ring.push_back(point);
@@ -94,8 +100,14 @@ impl History {
         let history = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         now.into_iter()
             .map(|(name, latest)| {
-                let mut points: Vec<Point> = history.get(&name).map(|r| r.iter().copied().collect()).unwrap_or_default();
-                if points.last().is_some_and(|last| latest.requests < last.requests) {
+                let mut points: Vec<Point> = history
+                    .get(&name)
+                    .map(|r| r.iter().copied().collect())
+                    .unwrap_or_default();
+                if points
+                    .last()
+                    .is_some_and(|last| latest.requests < last.requests)
+                {
                     points.clear();
                 }
                 points.push(latest);
@@ -109,13 +121,20 @@ impl History {
 /// between points, WebSocket connections.
 fn render(points: &[Point]) -> Value {
     let last = points.last().map(|p| p.unix_ms).unwrap_or(0);
-    let ago: Vec<f64> = points.iter().map(|p| (last.saturating_sub(p.unix_ms)) as f64 / 1000.0).collect();
+    let ago: Vec<f64> = points
+        .iter()
+        .map(|p| (last.saturating_sub(p.unix_ms)) as f64 / 1000.0)
+        .collect();
     let rate = |f: fn(&Point) -> u64| -> Vec<f64> {
         points
             .windows(2)
             .map(|w| {
                 let secs = (w[1].unix_ms.saturating_sub(w[0].unix_ms)) as f64 / 1000.0;
-                if secs <= 0.0 { 0.0 } else { f(&w[1]).saturating_sub(f(&w[0])) as f64 / secs }
+                if secs <= 0.0 {
+                    0.0
+                } else {
+                    f(&w[1]).saturating_sub(f(&w[0])) as f64 / secs
+                }
             })
             .collect()
     };
@@ -135,7 +154,14 @@ mod tests {
 
     #[test]
     fn rates_come_from_neighbouring_points() {
-        let p = |s: u64, requests: u64, errors: u64| Point { unix_ms: s * 1000, memory: s, limit: 100, requests, errors, ws_connections: 2 };
+        let p = |s: u64, requests: u64, errors: u64| Point {
+            unix_ms: s * 1000,
+            memory: s,
+            limit: 100,
+            requests,
+            errors,
+            ws_connections: 2,
+        };
         let v = render(&[p(0, 0, 0), p(10, 100, 10), p(20, 100, 10)]);
         assert_eq!(v["ago_seconds"], json!([20.0, 10.0, 0.0]));
         assert_eq!(v["requests_per_second"], json!([10.0, 0.0]));

@@ -55,7 +55,11 @@ fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response 
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::CACHE_CONTROL, "no-store")
-        .body(Full::new(body.into()).map_err(|never| match never {}).boxed_unsync())
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("static response parts are valid")
 }
 
@@ -71,7 +75,12 @@ fn error(err: &ApiError) -> Response {
 
 /// Same length and same bytes, in time that depends only on the length.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 impl Admin {
@@ -80,16 +89,34 @@ impl Admin {
         match (req.method(), path.as_str()) {
             (&http::Method::GET, "/healthz") => return plain(200, "ok\n"),
             (&http::Method::GET, "/metrics") => {
-                return respond(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", self.metrics.encode());
+                return respond(
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.metrics.encode(),
+                );
             }
-            (&http::Method::GET, "/") => return respond(200, "text/html; charset=utf-8", self.dashboard_page()),
-            (&http::Method::GET, "/dashboard.json") => return json_response(200, &self.dashboard_figures()),
+            (&http::Method::GET, "/") => {
+                return respond(200, "text/html; charset=utf-8", self.dashboard_page());
+            }
+            (&http::Method::GET, "/dashboard.json") => {
+                return json_response(200, &self.dashboard_figures());
+            }
             // Caddy's on-demand TLS `ask`: it cannot send a token, and the answer
             // only says whether a name is served (loopback listener).
             (&http::Method::GET, "/v1/tls/allowed") => {
-                let domain = req.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("domain=")).unwrap_or("");
+                let domain = req
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("domain="))
+                    .unwrap_or("");
                 let ingress = self.apps.ingress();
-                return if ingress.custom_domains.allowed(&ingress.router(), domain).await {
+                return if ingress
+                    .custom_domains
+                    .allowed(&ingress.router(), domain)
+                    .await
+                {
                     plain(200, "allowed\n")
                 } else {
                     plain(404, "no app serves this domain\n")
@@ -97,9 +124,15 @@ impl Admin {
             }
             _ => {}
         }
-        let Some(rest) = path.strip_prefix("/v1/") else { return plain(404, "not found\n") };
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            return plain(404, "not found\n");
+        };
         if !self.authorized(&req) {
-            return error(&ApiError::new(401, "unauthorized", "missing or wrong admin token (Authorization: Bearer …; see <data_dir>/admin.token)"));
+            return error(&ApiError::new(
+                401,
+                "unauthorized",
+                "missing or wrong admin token (Authorization: Bearer …; see <data_dir>/admin.token)",
+            ));
         }
         let segments: Vec<&str> = rest.split('/').collect();
         let method = req.method().clone();
@@ -119,12 +152,10 @@ impl Admin {
             (http::Method::POST, ["apps", app, "rollback"]) => {
                 let app = app.to_string();
                 match read_small_json(req).await {
-                    Ok(body) => {
-                        match rollback_target(&body) {
-                            Ok(to) => self.apps.rollback(&app, to).await.map(|v| (200, v)),
-                            Err(err) => Err(err),
-                        }
-                    }
+                    Ok(body) => match rollback_target(&body) {
+                        Ok(to) => self.apps.rollback(&app, to).await.map(|v| (200, v)),
+                        Err(err) => Err(err),
+                    },
                     Err(err) => Err(err),
                 }
             }
@@ -135,12 +166,25 @@ impl Admin {
             (http::Method::GET, ["apps", app, "logs"]) => {
                 let logs = crate::logs::global();
                 if self.apps.get(app).is_err() && !logs.knows(app) {
-                    Err(ApiError::new(404, "not_found", format!("no app {app} and no log lines for it")))
+                    Err(ApiError::new(
+                        404,
+                        "not_found",
+                        format!("no app {app} and no log lines for it"),
+                    ))
                 } else {
                     let number = |key: &str| {
-                        req.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok())
+                        req.uri().query().unwrap_or("").split('&').find_map(|kv| {
+                            kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok()
+                        })
                     };
-                    Ok((200, logs.read(app, number("since_ms").unwrap_or(0), number("after").unwrap_or(0))))
+                    Ok((
+                        200,
+                        logs.read(
+                            app,
+                            number("since_ms").unwrap_or(0),
+                            number("after").unwrap_or(0),
+                        ),
+                    ))
                 }
             }
             (http::Method::DELETE, ["apps", app]) => {
@@ -148,13 +192,23 @@ impl Admin {
                 self.apps.remove(&app).await.map(|v| (200, v))
             }
             (_, ["apps"] | ["apps", _] | ["apps", _, "rollback" | "jobs" | "logs"]) => {
-                Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /v1/{rest}", req.method())))
+                Err(ApiError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("{} is not allowed on /v1/{rest}", req.method()),
+                ))
             }
-            _ => Err(ApiError::new(404, "not_found", format!("no admin API route /v1/{rest}"))),
+            _ => Err(ApiError::new(
+                404,
+                "not_found",
+                format!("no admin API route /v1/{rest}"),
+            )),
         };
         let changes_routes = matches!(
             (method, segments.as_slice()),
-            (http::Method::PUT, ["apps", _]) | (http::Method::POST, ["apps", _, "rollback"]) | (http::Method::DELETE, ["apps", _])
+            (http::Method::PUT, ["apps", _])
+                | (http::Method::POST, ["apps", _, "rollback"])
+                | (http::Method::DELETE, ["apps", _])
         );
         match result {
             Ok((status, mut value)) => {
@@ -173,9 +227,15 @@ impl Admin {
 
     /// Loads the routes of the apps now in force into Caddy, when configured to.
     pub async fn apply_routes(&self) -> anyhow::Result<()> {
-        let Some(caddy) = &self.caddy else { return Ok(()) };
-        let manifests: Vec<crate::config::Manifest> =
-            self.apps.snapshot().values().map(|d| d.app.manifest.clone()).collect();
+        let Some(caddy) = &self.caddy else {
+            return Ok(());
+        };
+        let manifests: Vec<crate::config::Manifest> = self
+            .apps
+            .snapshot()
+            .values()
+            .map(|d| d.app.manifest.clone())
+            .collect();
         caddy.routes_changed(&manifests).await.map(|_| ())
     }
 
@@ -190,23 +250,37 @@ impl Admin {
         !self.token.is_empty() && same_secret(given.as_bytes(), self.token.as_bytes())
     }
 
-    async fn read_upload(&self, app: String, req: hyper::Request<Incoming>) -> Result<Upload, ApiError> {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    async fn read_upload(
+        &self,
+        app: String,
+        req: hyper::Request<Incoming>,
+    ) -> Result<Upload, ApiError> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let manifest_len: usize = header("alorig-manifest-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ApiError::new(400, "bad_request", "the upload needs an Alorig-Manifest-Length header: the manifest's bytes come first in the body, then the component's"))?;
         let manifest_name = header("alorig-manifest-name").unwrap_or_else(|| format!("{app}.toml"));
-        let component_name = header("alorig-component-name").unwrap_or_else(|| format!("{app}.wasm"));
-        let approve_grants = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "approve_grants=true" || kv == "approve_grants=1"));
+        let component_name =
+            header("alorig-component-name").unwrap_or_else(|| format!("{app}.wasm"));
+        let approve_grants = req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv == "approve_grants=true" || kv == "approve_grants=1")
+        });
         let limit = self.max_upload;
         let too_large = || {
-            ApiError::new(413, "too_large", format!(
-                "the upload is larger than the host's max_upload of {}",
-                crate::config::ByteSize(limit)
-            ))
+            ApiError::new(
+                413,
+                "too_large",
+                format!(
+                    "the upload is larger than the host's max_upload of {}",
+                    crate::config::ByteSize(limit)
+                ),
+            )
         };
         let declared = header("content-length").and_then(|v| v.parse::<u64>().ok());
         let mut body = req.into_body();
@@ -214,7 +288,11 @@ impl Admin {
             drain(&mut body, limit + DRAIN_PAST_LIMIT).await;
             return Err(too_large());
         }
-        let (bytes, component) = match self.spool.receive(&mut body, manifest_len, limit, too_large).await {
+        let (bytes, component) = match self
+            .spool
+            .receive(&mut body, manifest_len, limit, too_large)
+            .await
+        {
             Ok(received) => received,
             Err(err) => {
                 if err.status == 413 {
@@ -223,9 +301,21 @@ impl Admin {
                 return Err(err);
             }
         };
-        let manifest_text = String::from_utf8(bytes)
-            .map_err(|_| ApiError::new(400, "bad_manifest", format!("{manifest_name}: is not UTF-8 text")))?;
-        Ok(Upload { app, manifest_name, manifest_text, component_name, component, approve_grants })
+        let manifest_text = String::from_utf8(bytes).map_err(|_| {
+            ApiError::new(
+                400,
+                "bad_manifest",
+                format!("{manifest_name}: is not UTF-8 text"),
+            )
+        })?;
+        Ok(Upload {
+            app,
+            manifest_name,
+            manifest_text,
+            component_name,
+            component,
+            approve_grants,
+        })
     }
 
     fn dashboard_figures(&self) -> Value {
@@ -252,7 +342,10 @@ impl Admin {
             .map(|mut a| {
                 let name = a["name"].as_str().unwrap_or("").to_string();
                 if let Some(history) = series.remove(&name) {
-                    a["ws_connections"] = history["ws_connections"].as_array().and_then(|w| w.last().cloned()).unwrap_or(json!(0));
+                    a["ws_connections"] = history["ws_connections"]
+                        .as_array()
+                        .and_then(|w| w.last().cloned())
+                        .unwrap_or(json!(0));
                     a["history"] = history;
                 }
                 a
@@ -268,7 +361,8 @@ impl Admin {
     /// The page, with the first figures embedded so it shows them before its
     /// first refresh (and without JavaScript fetches at all, in a DOM dump).
     fn dashboard_page(&self) -> String {
-        let figures = serde_json::to_string(&self.dashboard_figures()).unwrap_or_else(|_| "{}".into());
+        let figures =
+            serde_json::to_string(&self.dashboard_figures()).unwrap_or_else(|_| "{}".into());
         // `</` cannot appear inside the script element.
         DASHBOARD.replace("/*FIGURES*/null", &figures.replace("</", "<\\/"))
     }
@@ -308,8 +402,16 @@ async fn drain(body: &mut Incoming, mut budget: u64) {
 /// The body of `POST /v1/apps/{app}/rollback`: `{}` (the version before) or
 /// `{"to": N}` with N a version number; anything else is a 400, never a guess.
 fn rollback_target(body: &Value) -> Result<Option<u32>, ApiError> {
-    let bad = |why: &str| ApiError::new(400, "bad_request", format!("rollback body: {why}; expected {{}} or {{\"to\": <version>}}"));
-    let Some(object) = body.as_object() else { return Err(bad("not a JSON object")) };
+    let bad = |why: &str| {
+        ApiError::new(
+            400,
+            "bad_request",
+            format!("rollback body: {why}; expected {{}} or {{\"to\": <version>}}"),
+        )
+    };
+    let Some(object) = body.as_object() else {
+        return Err(bad("not a JSON object"));
+    };
     if let Some(key) = object.keys().find(|k| k.as_str() != "to") {
         return Err(bad(&format!("unknown field {key:?}")));
     }
@@ -317,7 +419,10 @@ fn rollback_target(body: &Value) -> Result<Option<u32>, ApiError> {
         None => Ok(None),
         Some(to) => match to.as_u64().and_then(|v| u32::try_from(v).ok()) {
             Some(version) => Ok(Some(version)),
-            None => Err(bad(&format!("\"to\" is {to}, not a version number (0 to {})", u32::MAX))),
+            None => Err(bad(&format!(
+                "\"to\" is {to}, not a version number (0 to {})",
+                u32::MAX
+            ))),
         },
     }
 }
@@ -327,7 +432,9 @@ fn jobs_json(app: &str, report: Result<JobsReport, JobsError>) -> Result<Value, 
     match report {
         Ok(JobsReport { counts, jobs }) => Ok(json!({"app": app, "counts": counts, "jobs": jobs})),
         Err(err @ JobsError::NoStore) => Err(ApiError::new(409, "no_job_store", err.to_string())),
-        Err(err @ JobsError::Unavailable(_)) => Err(ApiError::new(503, "job_store_unavailable", err.to_string())),
+        Err(err @ JobsError::Unavailable(_)) => {
+            Err(ApiError::new(503, "job_store_unavailable", err.to_string()))
+        }
     }
 }
 
@@ -335,12 +442,19 @@ async fn read_small_json(req: hyper::Request<Incoming>) -> Result<Value, ApiErro
     let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
         .await
-        .map_err(|_| ApiError::new(400, "bad_request", "the request body is larger than 64KiB or was cut off"))?
+        .map_err(|_| {
+            ApiError::new(
+                400,
+                "bad_request",
+                "the request body is larger than 64KiB or was cut off",
+            )
+        })?
         .to_bytes();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", format!("the body is not JSON: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(400, "bad_request", format!("the body is not JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -350,9 +464,25 @@ mod tests {
         use serde_json::json;
         assert_eq!(super::rollback_target(&json!({})).unwrap(), None);
         assert_eq!(super::rollback_target(&json!({"to": 3})).unwrap(), Some(3));
-        assert_eq!(super::rollback_target(&json!({"to": 4294967295u64})).unwrap(), Some(u32::MAX));
-        for bad in [json!({"to": 4294967297u64}), json!({"to": -1}), json!({"to": "1"}), json!({"to": 1.5}), json!([1, 2]), json!({"too": 3}), json!(null), json!({"to": null})] {
-            assert_eq!(super::rollback_target(&bad).unwrap_err().status, 400, "{bad}");
+        assert_eq!(
+            super::rollback_target(&json!({"to": 4294967295u64})).unwrap(),
+            Some(u32::MAX)
+        );
+        for bad in [
+            json!({"to": 4294967297u64}),
+            json!({"to": -1}),
+            json!({"to": "1"}),
+            json!({"to": 1.5}),
+            json!([1, 2]),
+            json!({"too": 3}),
+            json!(null),
+            json!({"to": null}),
+        ] {
+            assert_eq!(
+                super::rollback_target(&bad).unwrap_err().status,
+                400,
+                "{bad}"
+            );
         }
     }
 

@@ -22,9 +22,14 @@ pub fn ensure(configured: Option<&str>, data_dir: &Path) -> Result<String> {
     if let Some(token) = read(&path)? {
         return Ok(token);
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let token = random_token()?;
-    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
     match created {
         Ok(mut file) => {
             file.write_all(format!("{token}\n").as_bytes())
@@ -47,7 +52,9 @@ pub fn read(path: &Path) -> Result<Option<String>> {
         Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_string())),
         Ok(_) => Ok(None),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err).with_context(|| format!("cannot read the admin token {}", path.display())),
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot read the admin token {}", path.display()))
+        }
     }
 }
 
@@ -70,9 +77,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token = ensure(None, dir.path()).unwrap();
         assert_eq!(token.len(), 64);
-        let mode = std::fs::metadata(token_path(dir.path())).unwrap().permissions().mode();
+        let mode = std::fs::metadata(token_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(ensure(None, dir.path()).unwrap(), token, "kept across starts");
-        assert_eq!(ensure(Some("configured"), dir.path()).unwrap(), "configured");
+        assert_eq!(
+            ensure(None, dir.path()).unwrap(),
+            token,
+            "kept across starts"
+        );
+        assert_eq!(
+            ensure(Some("configured"), dir.path()).unwrap(),
+            "configured"
+        );
     }
 }

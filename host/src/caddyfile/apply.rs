@@ -31,14 +31,22 @@ pub async fn load(admin: &str, caddyfile: &str) -> Result<()> {
         .map_err(|_| anyhow!("Caddy's admin API at {base} did not answer within 60s"))?
         .with_context(|| format!("cannot reach Caddy's admin API at {base} (is Caddy running with its admin endpoint there?)"))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_else(|| text.trim().to_string());
-        bail!("Caddy refused the new config ({status}), its previous config stays in force: {}", message.replace('\n', " "));
+        bail!(
+            "Caddy refused the new config ({status}), its previous config stays in force: {}",
+            message.replace('\n', " ")
+        );
     }
     Ok(())
 }
@@ -52,7 +60,11 @@ pub struct Applier {
 
 impl Applier {
     pub fn new(admin: String, options: Options) -> Self {
-        Self { admin, options, last: tokio::sync::Mutex::new(None) }
+        Self {
+            admin,
+            options,
+            last: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Renders the Caddyfile for `manifests` and loads it if it changed. A

@@ -25,19 +25,35 @@ pub struct LoadError {
 
 impl LoadError {
     pub fn guest(message: impl Into<String>) -> Self {
-        Self { fault: Fault::Guest, dependency: None, message: message.into() }
+        Self {
+            fault: Fault::Guest,
+            dependency: None,
+            message: message.into(),
+        }
     }
 
     pub fn operator(message: impl Into<String>) -> Self {
-        Self { fault: Fault::Operator, dependency: None, message: message.into() }
+        Self {
+            fault: Fault::Operator,
+            dependency: None,
+            message: message.into(),
+        }
     }
 
     pub fn dependency(service: &'static str, message: impl Into<String>) -> Self {
-        Self { fault: Fault::Dependency, dependency: Some(service), message: message.into() }
+        Self {
+            fault: Fault::Dependency,
+            dependency: Some(service),
+            message: message.into(),
+        }
     }
 
     pub fn host(message: impl Into<String>) -> Self {
-        Self { fault: Fault::Host, dependency: None, message: message.into() }
+        Self {
+            fault: Fault::Host,
+            dependency: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -75,13 +91,21 @@ impl LoadContext<'_> {
 }
 
 fn imports(imports: &[String], interface: &str) -> bool {
-    imports.iter().any(|i| i.split('@').next() == Some(interface))
+    imports
+        .iter()
+        .any(|i| i.split('@').next() == Some(interface))
 }
 
 /// Interfaces that work only with a manifest section: (interface, the section).
 const SECTIONS: &[(&str, &str, fn(&Manifest) -> bool)] = &[
-    ("alorig:host/postgres", "[postgres] section", |m| m.postgres.is_some()),
-    ("alorig:host/redis", "[redis] section (db and prefix)", |m| m.redis.is_some()),
+    ("alorig:host/postgres", "[postgres] section", |m| {
+        m.postgres.is_some()
+    }),
+    (
+        "alorig:host/redis",
+        "[redis] section (db and prefix)",
+        |m| m.redis.is_some(),
+    ),
 ];
 
 /// A component that imports a capability its manifest does not configure is

@@ -14,7 +14,10 @@
 //! again. Per app: a timeout for connect plus response head, a concurrency limit,
 //! and a cap on response body bytes.
 
-use crate::{config::manifest::{AllowedOrigin, OutboundHttp as OutboundConfig}, metrics::AppMetrics};
+use crate::{
+    config::manifest::{AllowedOrigin, OutboundHttp as OutboundConfig},
+    metrics::AppMetrics,
+};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
@@ -29,8 +32,16 @@ use wasmtime_wasi_http::{Error, WasiBody, WasiHttpHooks};
 
 /// What `[outbound_http]` grants: each allowed origin.
 pub fn grants(manifest: &crate::config::Manifest) -> Vec<super::Grant> {
-    let origin = |text: &str| super::Grant { key: format!("outbound {text}"), text: format!("outbound HTTP to {text}") };
-    manifest.outbound_http.allowed.iter().map(|h| origin(&h.text)).collect()
+    let origin = |text: &str| super::Grant {
+        key: format!("outbound {text}"),
+        text: format!("outbound HTTP to {text}"),
+    };
+    manifest
+        .outbound_http
+        .allowed
+        .iter()
+        .map(|h| origin(&h.text))
+        .collect()
 }
 
 /// Per-app outbound state, built once when the app is loaded.
@@ -44,12 +55,16 @@ pub struct OutboundApp {
 
 impl OutboundApp {
     pub fn new(app: Arc<str>, config: OutboundConfig, metrics: AppMetrics) -> Self {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         Self {
             app,
             in_flight: Arc::new(Semaphore::new(config.max_concurrency.get() as usize)),
@@ -60,7 +75,11 @@ impl OutboundApp {
     }
 
     pub fn load(ctx: &super::LoadContext<'_>) -> Self {
-        Self::new(ctx.name.clone(), ctx.manifest.outbound_http.clone(), ctx.app_metrics.clone())
+        Self::new(
+            ctx.name.clone(),
+            ctx.manifest.outbound_http.clone(),
+            ctx.app_metrics.clone(),
+        )
     }
 
     /// The allow-list entry covering this request, or why there is none.
@@ -70,14 +89,23 @@ impl OutboundApp {
             Some("http") => false,
             other => return Err(format!("scheme {other:?} is not http or https")),
         };
-        let host = uri.host().ok_or("no host")?.trim_start_matches('[').trim_end_matches(']');
+        let host = uri
+            .host()
+            .ok_or("no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         self.config
             .allowed
             .iter()
             .find(|origin| origin.covers(https, &normalize_ip(&host), port))
-            .ok_or_else(|| format!("{}://{host}:{port} is not in [outbound_http] allowed_hosts", if https { "https" } else { "http" }))
+            .ok_or_else(|| {
+                format!(
+                    "{}://{host}:{port} is not in [outbound_http] allowed_hosts",
+                    if https { "https" } else { "http" }
+                )
+            })
     }
 
     async fn send(
@@ -92,15 +120,29 @@ impl OutboundApp {
             self.metrics.outbound(&origin.text, "error");
             return Err(Error::ConnectionLimitReached);
         };
-        let host = request.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = request
+            .uri()
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = request.uri().port_u16().unwrap_or(origin.port);
         let timeout = self.config.timeout;
         let result = tokio::time::timeout(timeout, async {
             let address = self.vet_address(&origin, &host, port).await?;
-            let stream = tokio::net::TcpStream::connect(address).await.map_err(Error::Connect)?;
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .map_err(Error::Connect)?;
             let _ = stream.set_nodelay(true);
             *request.uri_mut() = http::Uri::builder()
-                .path_and_query(request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                .path_and_query(
+                    request
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/"),
+                )
                 .build()
                 .map_err(|_| Error::HttpRequestUriInvalid)?;
             let response = if origin.https {
@@ -119,7 +161,14 @@ impl OutboundApp {
             Ok(response) => {
                 self.metrics.outbound(&origin.text, "ok");
                 let limit = self.config.max_response.bytes();
-                Ok(response.map(|body| CappedBody { inner: body, remaining: limit, _permit: permit }.boxed_unsync()))
+                Ok(response.map(|body| {
+                    CappedBody {
+                        inner: body,
+                        remaining: limit,
+                        _permit: permit,
+                    }
+                    .boxed_unsync()
+                }))
             }
             Err(err) => {
                 self.metrics.outbound(&origin.text, "error");
@@ -130,18 +179,31 @@ impl OutboundApp {
 
     /// Resolves `host` and returns the address to connect to, refusing
     /// non-public addresses unless the allow-list entry is itself local.
-    async fn vet_address(&self, origin: &AllowedOrigin, host: &str, port: u16) -> Result<SocketAddr, Error> {
+    async fn vet_address(
+        &self,
+        origin: &AllowedOrigin,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, Error> {
         let explicitly_local = match &origin.host {
-            crate::config::manifest::HostPattern::Exact(name) => name == "localhost" || name.parse::<IpAddr>().is_ok(),
+            crate::config::manifest::HostPattern::Exact(name) => {
+                name == "localhost" || name.parse::<IpAddr>().is_ok()
+            }
             crate::config::manifest::HostPattern::Wildcard(_) => false,
         };
         let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|_| Error::DnsError { rcode: Some("lookup failed".into()), info_code: None })?
+            .map_err(|_| Error::DnsError {
+                rcode: Some("lookup failed".into()),
+                info_code: None,
+            })?
             .collect();
         let first = *addresses.first().ok_or(Error::DestinationNotFound)?;
         if !explicitly_local && let Some(bad) = addresses.iter().find(|a| !is_public(a.ip())) {
-            return Err(self.deny(&format!("{host} resolves to the non-public address {}", bad.ip())));
+            return Err(self.deny(&format!(
+                "{host} resolves to the non-public address {}",
+                bad.ip()
+            )));
         }
         Ok(first)
     }
@@ -154,11 +216,15 @@ impl OutboundApp {
 }
 
 /// One HTTP/1.1 request over an established connection.
-async fn exchange<S>(stream: S, request: http::Request<WasiBody>) -> Result<http::Response<WasiBody>, Error>
+async fn exchange<S>(
+    stream: S,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<WasiBody>, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -169,7 +235,10 @@ where
 /// `::ffff:1.2.3.4` and `1.2.3.4` are the same destination.
 fn normalize_ip(host: &str) -> String {
     match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+        Ok(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_else(|| v6.to_string()),
         Ok(ip) => ip.to_string(),
         Err(_) => host.to_string(),
     }
@@ -219,7 +288,10 @@ impl Body for CappedBody {
     type Data = Bytes;
     type Error = Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
@@ -269,7 +341,10 @@ impl WasiHttpHooks for OutboundHttp {
         let app = self.app.clone();
         Box::new(async move {
             let response = app.send(request).await?;
-            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
@@ -281,12 +356,30 @@ mod tests {
     #[test]
     fn only_public_addresses_are_public() {
         for private in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "224.0.0.1", "255.255.255.255", "::1", "::", "fc00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1"] {
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

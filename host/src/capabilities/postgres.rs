@@ -48,8 +48,10 @@ mod generated {
     });
 }
 
-pub use generated::alorig::host::postgres::{Column, ConstraintInfo, Error, ErrorInfo, RowSet, Value};
 use generated::alorig::host::postgres as bindings;
+pub use generated::alorig::host::postgres::{
+    Column, ConstraintInfo, Error, ErrorInfo, RowSet, Value,
+};
 
 use anyhow::Result;
 use std::{sync::Arc, time::Duration};
@@ -85,7 +87,11 @@ impl PostgresCtx {
     /// The view the guest's calls run on: this context, the instance's
     /// resource table, and how much more memory the instance may take.
     pub fn view<'a>(&'a self, table: &'a mut ResourceTable, headroom: u64) -> PostgresView<'a> {
-        PostgresView { ctx: self, table, headroom }
+        PostgresView {
+            ctx: self,
+            table,
+            headroom,
+        }
     }
 }
 
@@ -109,21 +115,35 @@ impl<'a> PostgresView<'a> {
 }
 
 impl bindings::Host for PostgresView<'_> {
-    async fn query(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<RowSet, Error>> {
+    async fn query(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
         let headroom = self.headroom;
         let app = match self.app() {
             Ok(app) => app,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(app.pooled(&sql, params, Mode::Query { headroom }).await.map(Outcome::rows))
+        Ok(app
+            .pooled(&sql, params, Mode::Query { headroom })
+            .await
+            .map(Outcome::rows))
     }
 
-    async fn execute(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
+    async fn execute(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         let app = match self.app() {
             Ok(app) => app,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(app.pooled(&sql, params, Mode::Execute).await.map(Outcome::affected))
+        Ok(app
+            .pooled(&sql, params, Mode::Execute)
+            .await
+            .map(Outcome::affected))
     }
 
     async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, Error>> {
@@ -140,23 +160,39 @@ impl bindings::Host for PostgresView<'_> {
 }
 
 impl bindings::HostTransaction for PostgresView<'_> {
-    async fn query(&mut self, this: Resource<Transaction>, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<RowSet, Error>> {
+    async fn query(
+        &mut self,
+        this: Resource<Transaction>,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
         let headroom = self.headroom;
         let app = match self.app() {
             Ok(app) => app.clone(),
             Err(e) => return Ok(Err(e)),
         };
         let tx = self.table.get_mut(&this)?;
-        Ok(app.guarded(app.run(&mut tx.tx, &sql, params, Mode::Query { headroom })).await.map(Outcome::rows))
+        Ok(app
+            .guarded(app.run(&mut tx.tx, &sql, params, Mode::Query { headroom }))
+            .await
+            .map(Outcome::rows))
     }
 
-    async fn execute(&mut self, this: Resource<Transaction>, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
+    async fn execute(
+        &mut self,
+        this: Resource<Transaction>,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         let app = match self.app() {
             Ok(app) => app.clone(),
             Err(e) => return Ok(Err(e)),
         };
         let tx = self.table.get_mut(&this)?;
-        Ok(app.guarded(app.run(&mut tx.tx, &sql, params, Mode::Execute)).await.map(Outcome::affected))
+        Ok(app
+            .guarded(app.run(&mut tx.tx, &sql, params, Mode::Execute))
+            .await
+            .map(Outcome::affected))
     }
 
     async fn commit(&mut self, this: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
@@ -165,16 +201,23 @@ impl bindings::HostTransaction for PostgresView<'_> {
             Ok(app) => app.clone(),
             Err(e) => return Ok(Err(e)),
         };
-        Ok(app.guarded(async { tx.commit().await.map_err(|e| app.fail(e)) }).await)
+        Ok(app
+            .guarded(async { tx.commit().await.map_err(|e| app.fail(e)) })
+            .await)
     }
 
-    async fn rollback(&mut self, this: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+    async fn rollback(
+        &mut self,
+        this: Resource<Transaction>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let Transaction { tx } = self.table.delete(this)?;
         let app = match self.app() {
             Ok(app) => app.clone(),
             Err(e) => return Ok(Err(e)),
         };
-        Ok(app.guarded(async { tx.rollback().await.map_err(|e| app.fail(e)) }).await)
+        Ok(app
+            .guarded(async { tx.rollback().await.map_err(|e| app.fail(e)) })
+            .await)
     }
 
     async fn drop(&mut self, this: Resource<Transaction>) -> wasmtime::Result<()> {
@@ -192,15 +235,25 @@ impl HasData for HasPostgres {
 
 /// Links `alorig:host/postgres` for any store whose state projects to a
 /// [`PostgresView`]; every instance reaches only its own app's pool.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> PostgresView<'_>) -> Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> PostgresView<'_>,
+) -> Result<()> {
     bindings::add_to_linker::<T, HasPostgres>(linker, view)?;
     Ok(())
 }
 
 /// What `[postgres]` grants: the app's database.
 pub fn grants(manifest: &crate::config::Manifest) -> Vec<super::Grant> {
-    let database = |db: &str| super::Grant { key: format!("postgres {db}"), text: format!("PostgreSQL database {db}") };
-    manifest.postgres.iter().map(|pg| database(&pg.database)).collect()
+    let database = |db: &str| super::Grant {
+        key: format!("postgres {db}"),
+        text: format!("PostgreSQL database {db}"),
+    };
+    manifest
+        .postgres
+        .iter()
+        .map(|pg| database(&pg.database))
+        .collect()
 }
 
 impl PostgresApp {
@@ -208,7 +261,9 @@ impl PostgresApp {
     /// database provisioned on the host's cluster, its pool built (not when
     /// `offline`: `validate` reaches no service).
     pub async fn load(ctx: &super::LoadContext<'_>) -> Result<Option<Arc<Self>>, super::LoadError> {
-        let Some(pg) = &ctx.manifest.postgres else { return Ok(None) };
+        let Some(pg) = &ctx.manifest.postgres else {
+            return Ok(None);
+        };
         if ctx.offline {
             return Ok(None);
         }
@@ -219,10 +274,20 @@ impl PostgresApp {
             )));
         };
         let metrics = ctx.metrics.postgres(ctx.name);
-        let app = Self::open(host.clone(), ctx.name, pg, &ctx.manifest.source, metrics, ctx.budget.clone()).await.map_err(|err| {
+        let app = Self::open(
+            host.clone(),
+            ctx.name,
+            pg,
+            &ctx.manifest.source,
+            metrics,
+            ctx.budget.clone(),
+        )
+        .await
+        .map_err(|err| {
             // Provisioning marks an unreachable server as a dependency outage;
             // the rest (rights, a database owned by another app) is the operator's.
-            err.downcast::<super::LoadError>().unwrap_or_else(|other| super::LoadError::operator(format!("{other:#}")))
+            err.downcast::<super::LoadError>()
+                .unwrap_or_else(|other| super::LoadError::operator(format!("{other:#}")))
         })?;
         let app = Arc::new(app);
         let weak: std::sync::Weak<dyn crate::metrics::Refresh> = Arc::downgrade(&app) as _;
@@ -272,8 +337,17 @@ mod tests {
         let ctx = PostgresCtx::new(None);
         let mut table = ResourceTable::new();
         let mut view = ctx.view(&mut table, 1 << 20);
-        assert!(matches!(view.query("SELECT 1".into(), vec![]).await.unwrap(), Err(Error::Unavailable(_))));
-        assert!(matches!(view.execute("SELECT 1".into(), vec![]).await.unwrap(), Err(Error::Unavailable(_))));
-        assert!(matches!(view.begin().await.unwrap(), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            view.query("SELECT 1".into(), vec![]).await.unwrap(),
+            Err(Error::Unavailable(_))
+        ));
+        assert!(matches!(
+            view.execute("SELECT 1".into(), vec![]).await.unwrap(),
+            Err(Error::Unavailable(_))
+        ));
+        assert!(matches!(
+            view.begin().await.unwrap(),
+            Err(Error::Unavailable(_))
+        ));
     }
 }

@@ -35,7 +35,10 @@
 //!
 //! Redis as a trigger: see [`subscribe`] (`redis/subscriber.rs`). Logs name the app, never keys or values.
 
-use crate::{config::manifest, metrics::{RedisErrorReason, RedisMetrics}};
+use crate::{
+    config::manifest,
+    metrics::{RedisErrorReason, RedisMetrics},
+};
 use arc_swap::ArcSwapOption;
 use redis::{FromRedisValue, Value, aio::MultiplexedConnection};
 use std::{sync::Arc, time::Duration};
@@ -65,7 +68,9 @@ pub mod trigger {
     });
 }
 
-use generated::alorig::host::redis::{self as wit, Command, Error, KeyTtl, Reply, SetCondition, SetOptions};
+use generated::alorig::host::redis::{
+    self as wit, Command, Error, KeyTtl, Reply, SetCondition, SetOptions,
+};
 
 /// The fully qualified name a component imports the interface under.
 pub const INTERFACE: &str = "alorig:host/redis@0.1.0";
@@ -94,7 +99,6 @@ pub struct RedisApp {
     connector: Connector,
 }
 
-
 impl RedisApp {
     pub fn new(
         host: &RedisHost,
@@ -104,14 +108,32 @@ impl RedisApp {
         budget: Arc<crate::limits::MemoryBudget>,
     ) -> anyhow::Result<Self> {
         use redis::IntoConnectionInfo as _;
-        let url = host.url.as_deref().ok_or_else(|| anyhow::anyhow!("the host has no redis_url (host.toml redis_url or ALORIG_REDIS_URL)"))?;
-        let info = url.into_connection_info().map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
+        let url = host.url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("the host has no redis_url (host.toml redis_url or ALORIG_REDIS_URL)")
+        })?;
+        let info = url
+            .into_connection_info()
+            .map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
         let settings = info.redis_settings().clone().set_db(config.db as i64);
         let admin = info.set_redis_settings(settings);
         let prefix = &config.prefix;
         let acl_rules = [
-            "reset", "on", &format!("~{prefix}*"), &format!("&{prefix}*"), "+@all", "-@dangerous", "-@scripting",
-            "-scan", "-randomkey", "-move", "-copy", "-pubsub", "-keys", "-flushdb", "-flushall", "-swapdb",
+            "reset",
+            "on",
+            &format!("~{prefix}*"),
+            &format!("&{prefix}*"),
+            "+@all",
+            "-@dangerous",
+            "-@scripting",
+            "-scan",
+            "-randomkey",
+            "-move",
+            "-copy",
+            "-pubsub",
+            "-keys",
+            "-flushdb",
+            "-flushall",
+            "-swapdb",
         ]
         .map(String::from)
         .to_vec();
@@ -136,16 +158,27 @@ impl RedisApp {
 
     /// The app's Redis, when its manifest has `[redis]`.
     pub fn load(ctx: &super::LoadContext<'_>) -> Result<Option<Self>, super::LoadError> {
-        let Some(config) = &ctx.manifest.redis else { return Ok(None) };
-        Self::new(ctx.redis, ctx.name, config, ctx.metrics.redis(ctx.name), ctx.budget.clone())
-            .map(Some)
-            .map_err(|e| super::LoadError::operator(format!("{}: [redis]: {e}", ctx.source())))
+        let Some(config) = &ctx.manifest.redis else {
+            return Ok(None);
+        };
+        Self::new(
+            ctx.redis,
+            ctx.name,
+            config,
+            ctx.metrics.redis(ctx.name),
+            ctx.budget.clone(),
+        )
+        .map(Some)
+        .map_err(|e| super::LoadError::operator(format!("{}: [redis]: {e}", ctx.source())))
     }
 
     /// `prefix ++ key`, refusing keys past [`MAX_KEY`].
     fn key(&self, key: &str) -> Result<Vec<u8>, Error> {
         if key.len() > MAX_KEY {
-            return Err(Error::Invalid(format!("a key may be at most {MAX_KEY} bytes, this one has {}", key.len())));
+            return Err(Error::Invalid(format!(
+                "a key may be at most {MAX_KEY} bytes, this one has {}",
+                key.len()
+            )));
         }
         let mut full = Vec::with_capacity(self.prefix.len() + key.len());
         full.extend_from_slice(&self.prefix);
@@ -163,11 +196,13 @@ impl RedisApp {
 
     /// Runs one command on the app's connection, counting it and its errors.
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        self.metered(|mut conn| async move { cmd.query_async::<T>(&mut conn).await }).await
+        self.metered(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .await
     }
 
     async fn run_pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, Error> {
-        self.metered(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await }).await
+        self.metered(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await })
+            .await
     }
 
     /// One call: counted, bounded by [`CALL_TIMEOUT`], and tried once more on a
@@ -189,7 +224,9 @@ impl RedisApp {
                 Err(err) if !fresh && broken(&err) => {
                     self.connector.forget(&conn);
                     let (conn, _) = self.connector.connection(&self.app).await?;
-                    op((*conn).clone()).await.map_err(|e| self.connector.failed(&self.app, &conn, e))
+                    op((*conn).clone())
+                        .await
+                        .map_err(|e| self.connector.failed(&self.app, &conn, e))
                 }
                 Err(err) => Err(self.connector.failed(&self.app, &conn, err)),
             }
@@ -202,13 +239,17 @@ impl RedisApp {
         result
     }
 
-
     async fn call<T: FromRedisValue>(&self, command: Command) -> Result<T, Error> {
         let cmd = self.command(&command)?;
         self.run(&cmd).await
     }
 
-    async fn call_key<T: FromRedisValue>(&self, name: &str, key: &str, rest: &[&[u8]]) -> Result<T, Error> {
+    async fn call_key<T: FromRedisValue>(
+        &self,
+        name: &str,
+        key: &str,
+        rest: &[&[u8]],
+    ) -> Result<T, Error> {
         let mut cmd = redis::cmd(name);
         cmd.arg(self.key(key)?);
         for arg in rest {
@@ -226,7 +267,12 @@ impl RedisApp {
         for command in &commands {
             pipe.add_command(self.command(command)?);
         }
-        Ok(self.run_pipeline(&pipe).await?.into_iter().map(reply).collect())
+        Ok(self
+            .run_pipeline(&pipe)
+            .await?
+            .into_iter()
+            .map(reply)
+            .collect())
     }
 
     /// The full channel name for a subscription, as Redis sees it.
@@ -268,7 +314,6 @@ fn error_reason(err: &Error) -> RedisErrorReason {
     }
 }
 
-
 /// What `[redis]` grants: the app's prefix in its db.
 pub fn grants(manifest: &manifest::Manifest) -> Vec<super::Grant> {
     let prefix = |r: &manifest::Redis| super::Grant {
@@ -290,7 +335,9 @@ impl RedisCtx {
     }
 
     fn app(&self) -> Result<&RedisApp, Error> {
-        self.app.as_deref().ok_or_else(|| Error::Invalid("this app has no [redis] in its manifest".into()))
+        self.app
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("this app has no [redis] in its manifest".into()))
     }
 
     pub fn view(&self) -> RedisView<'_> {
@@ -311,7 +358,10 @@ impl HasData for HasRedis {
 
 /// Links `alorig:host/redis` for every app; [`RedisCtx`] answers `invalid` to
 /// an app without `[redis]` (such components are refused at load anyway).
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> RedisView<'_>) -> anyhow::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> RedisView<'_>,
+) -> anyhow::Result<()> {
     wit::add_to_linker::<T, HasRedis>(linker, view)?;
     Ok(())
 }
@@ -325,7 +375,11 @@ impl wit::Host for RedisView<'_> {
 
     async fn set(&mut self, key: String, value: Vec<u8>, options: SetOptions) -> R<bool> {
         Ok(async {
-            let done: Value = self.ctx.app()?.call(Command::Set((key, value, options))).await?;
+            let done: Value = self
+                .ctx
+                .app()?
+                .call(Command::Set((key, value, options)))
+                .await?;
             Ok(!matches!(done, Value::Nil))
         }
         .await)
@@ -374,7 +428,10 @@ impl wit::Host for RedisView<'_> {
     async fn hgetall(&mut self, key: String) -> R<Vec<(String, Vec<u8>)>> {
         Ok(async {
             let flat: Vec<Vec<u8>> = self.ctx.app()?.call(Command::Hgetall(key)).await?;
-            Ok(pairs(flat).into_iter().map(|(f, v)| (String::from_utf8_lossy(&f).into_owned(), v)).collect())
+            Ok(pairs(flat)
+                .into_iter()
+                .map(|(f, v)| (String::from_utf8_lossy(&f).into_owned(), v))
+                .collect())
         }
         .await)
     }
@@ -384,7 +441,13 @@ impl wit::Host for RedisView<'_> {
     }
 
     async fn hincr_by(&mut self, key: String, field: String, delta: i64) -> R<i64> {
-        Ok(async { self.ctx.app()?.call(Command::HincrBy((key, field, delta))).await }.await)
+        Ok(async {
+            self.ctx
+                .app()?
+                .call(Command::HincrBy((key, field, delta)))
+                .await
+        }
+        .await)
     }
 
     async fn sadd(&mut self, key: String, members: Vec<Vec<u8>>) -> R<u32> {
@@ -400,7 +463,13 @@ impl wit::Host for RedisView<'_> {
     }
 
     async fn sismember(&mut self, key: String, member: Vec<u8>) -> R<bool> {
-        Ok(async { self.ctx.app()?.call_key("SISMEMBER", &key, &[&member]).await }.await)
+        Ok(async {
+            self.ctx
+                .app()?
+                .call_key("SISMEMBER", &key, &[&member])
+                .await
+        }
+        .await)
     }
 
     async fn scard(&mut self, key: String) -> R<u64> {
@@ -424,7 +493,13 @@ impl wit::Host for RedisView<'_> {
     }
 
     async fn lrange(&mut self, key: String, start: i64, stop: i64) -> R<Vec<Vec<u8>>> {
-        Ok(async { self.ctx.app()?.call(Command::Lrange((key, start, stop))).await }.await)
+        Ok(async {
+            self.ctx
+                .app()?
+                .call(Command::Lrange((key, start, stop)))
+                .await
+        }
+        .await)
     }
 
     async fn llen(&mut self, key: String) -> R<u64> {
@@ -435,7 +510,13 @@ impl wit::Host for RedisView<'_> {
         Ok(async { self.ctx.app()?.call(Command::Zadd((key, members))).await }.await)
     }
 
-    async fn zrange_by_score(&mut self, key: String, min: f64, max: f64, limit: Option<u32>) -> R<Vec<(Vec<u8>, f64)>> {
+    async fn zrange_by_score(
+        &mut self,
+        key: String,
+        min: f64,
+        max: f64,
+        limit: Option<u32>,
+    ) -> R<Vec<(Vec<u8>, f64)>> {
         Ok(async {
             let (min, max) = (score_arg(min)?, score_arg(max)?);
             let mut rest: Vec<&[u8]> = vec![min.as_bytes(), max.as_bytes(), b"WITHSCORES"];
@@ -443,12 +524,18 @@ impl wit::Host for RedisView<'_> {
             if let Some(limit) = &limit {
                 rest.extend([b"LIMIT".as_slice(), b"0", limit.as_bytes()]);
             }
-            let flat: Vec<Vec<u8>> = self.ctx.app()?.call_key("ZRANGEBYSCORE", &key, &rest).await?;
+            let flat: Vec<Vec<u8>> = self
+                .ctx
+                .app()?
+                .call_key("ZRANGEBYSCORE", &key, &rest)
+                .await?;
             pairs(flat)
                 .into_iter()
                 .map(|(member, score)| {
                     let score = std::str::from_utf8(&score).ok().and_then(parse_score);
-                    score.map(|s| (member, s)).ok_or_else(|| Error::Other("Redis sent a score that is not a number".into()))
+                    score.map(|s| (member, s)).ok_or_else(|| {
+                        Error::Other("Redis sent a score that is not a number".into())
+                    })
                 })
                 .collect()
         }
@@ -461,7 +548,8 @@ impl wit::Host for RedisView<'_> {
 
     async fn zscore(&mut self, key: String, member: Vec<u8>) -> R<Option<f64>> {
         Ok(async {
-            let score: Option<String> = self.ctx.app()?.call_key("ZSCORE", &key, &[&member]).await?;
+            let score: Option<String> =
+                self.ctx.app()?.call_key("ZSCORE", &key, &[&member]).await?;
             Ok(score.as_deref().and_then(parse_score))
         }
         .await)
@@ -472,7 +560,13 @@ impl wit::Host for RedisView<'_> {
     }
 
     async fn publish(&mut self, channel: String, message: Vec<u8>) -> R<u32> {
-        Ok(async { self.ctx.app()?.call(Command::Publish((channel, message))).await }.await)
+        Ok(async {
+            self.ctx
+                .app()?
+                .call(Command::Publish((channel, message)))
+                .await
+        }
+        .await)
     }
 
     async fn pipeline(&mut self, commands: Vec<Command>, atomic: bool) -> R<Vec<Reply>> {

@@ -73,7 +73,9 @@ impl RespFraming {
                 self.pending = 0;
                 Ok(())
             }
-            Err(no_room) => Err(self.refusal(&format!("alorig-host: a reply of {no_room}"), charge)),
+            Err(no_room) => {
+                Err(self.refusal(&format!("alorig-host: a reply of {no_room}"), charge))
+            }
         }
     }
 
@@ -81,7 +83,11 @@ impl RespFraming {
     /// open aggregate — unless that takes more than [`MAX_FILL`] of them: the
     /// closed connection then ends the reply (the guest sees `unavailable`).
     fn refusal(&mut self, message: &str, charge: &mut HostCharge) -> Vec<u8> {
-        let mut bytes = format!("-{TOO_LARGE_CODE} {}\r\n", message.replace(['\r', '\n'], " ")).into_bytes();
+        let mut bytes = format!(
+            "-{TOO_LARGE_CODE} {}\r\n",
+            message.replace(['\r', '\n'], " ")
+        )
+        .into_bytes();
         self.complete(charge);
         let mut fill = 0;
         while !self.open.is_empty() && fill < MAX_FILL {
@@ -97,7 +103,10 @@ impl RespFraming {
         let line = std::mem::take(&mut self.line);
         let tag = line[0];
         let number = || {
-            std::str::from_utf8(&line[1..line.len().saturating_sub(2)]).ok().and_then(|n| n.trim().parse::<i64>().ok()).unwrap_or(-1)
+            std::str::from_utf8(&line[1..line.len().saturating_sub(2)])
+                .ok()
+                .and_then(|n| n.trim().parse::<i64>().ok())
+                .unwrap_or(-1)
         };
         let (mut cost, mut body, mut aggregate) = (ELEMENT, None, None);
         match tag {
@@ -109,7 +118,11 @@ impl RespFraming {
             }
             b'*' | b'~' | b'>' | b'%' | b'|' => {
                 if let Ok(count @ 1..) = u64::try_from(number()) {
-                    let count = if matches!(tag, b'%' | b'|') { count.saturating_mul(2) } else { count };
+                    let count = if matches!(tag, b'%' | b'|') {
+                        count.saturating_mul(2)
+                    } else {
+                        count
+                    };
                     aggregate = Some((count, tag == b'|'));
                 }
             }
@@ -130,7 +143,12 @@ impl RespFraming {
 }
 
 impl Framing for RespFraming {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, charge: &mut HostCharge) -> Result<(), Vec<u8>> {
+    fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        charge: &mut HostCharge,
+    ) -> Result<(), Vec<u8>> {
         let mut i = 0;
         while i < input.len() {
             if self.body_left > 0 {
@@ -153,7 +171,9 @@ impl Framing for RespFraming {
                     self.line.extend_from_slice(&input[i..]);
                     i = input.len();
                     if self.line.len() > LINE_MAX {
-                        return Err(self.refusal("alorig-host: a reply line longer than 64 KiB", charge));
+                        return Err(
+                            self.refusal("alorig-host: a reply line longer than 64 KiB", charge)
+                        );
                     }
                 }
             }
@@ -165,21 +185,33 @@ impl Framing for RespFraming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{MemoryBudget, relay::{chunked, pump}};
+    use crate::limits::{
+        MemoryBudget,
+        relay::{chunked, pump},
+    };
     use prometheus_client::metrics::gauge::Gauge;
     use std::sync::Arc;
 
     async fn run(input: &[u8], limit: u64) -> (Vec<u8>, Arc<MemoryBudget>) {
         let budget = Arc::new(MemoryBudget::new(limit, Gauge::default(), Gauge::default()));
         let mut out = Vec::new();
-        pump(chunked(input.to_vec()), &mut out, HostCharge::new(budget.clone()), RespFraming::default()).await.unwrap();
+        pump(
+            chunked(input.to_vec()),
+            &mut out,
+            HostCharge::new(budget.clone()),
+            RespFraming::default(),
+        )
+        .await
+        .unwrap();
         (out, budget)
     }
 
     #[tokio::test]
     async fn replies_that_fit_pass_unchanged_and_are_given_back() {
         let big = "x".repeat(100_000);
-        let input = format!("+OK\r\n*3\r\n$3\r\nabc\r\n*2\r\n:1\r\n_\r\n$100000\r\n{big}\r\n%1\r\n+k\r\n$-1\r\n");
+        let input = format!(
+            "+OK\r\n*3\r\n$3\r\nabc\r\n*2\r\n:1\r\n_\r\n$100000\r\n{big}\r\n%1\r\n+k\r\n$-1\r\n"
+        );
         let (out, budget) = run(input.as_bytes(), 1 << 20).await;
         assert_eq!(out, input.as_bytes());
         assert_eq!(budget.host_held(), 0);
@@ -191,8 +223,14 @@ mod tests {
         let input = format!("$2\r\nok\r\n*3\r\n$1\r\na\r\n$300000\r\n{big}\r\n$1\r\nb\r\n");
         let (out, budget) = run(input.as_bytes(), 200_000).await;
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("$2\r\nok\r\n*3\r\n$1\r\na\r\n-TOOLARGE alorig-host: a reply of "), "{text}");
-        assert!(text.ends_with("\r\n$-1\r\n"), "the array is closed with a null: {text}");
+        assert!(
+            text.starts_with("$2\r\nok\r\n*3\r\n$1\r\na\r\n-TOOLARGE alorig-host: a reply of "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\r\n$-1\r\n"),
+            "the array is closed with a null: {text}"
+        );
         assert!(text.len() < 1000);
         assert_eq!(budget.host_held(), 0);
     }
@@ -204,8 +242,14 @@ mod tests {
             input.extend_from_slice(b"$1\r\nz\r\n");
         }
         let (out, budget) = run(&input, 1 << 20).await;
-        assert!(String::from_utf8_lossy(&out).contains("-TOOLARGE"), "100 000 elements cost more than 1 MiB");
-        assert!(out.len() < 200_000, "cut short, not filled with 90 000 nulls");
+        assert!(
+            String::from_utf8_lossy(&out).contains("-TOOLARGE"),
+            "100 000 elements cost more than 1 MiB"
+        );
+        assert!(
+            out.len() < 200_000,
+            "cut short, not filled with 90 000 nulls"
+        );
         assert_eq!(budget.host_held(), 0);
     }
 }

@@ -36,7 +36,10 @@ use crate::{
 use chrono::{DateTime, TimeZone as _, Utc};
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, atomic::{AtomicBool, Ordering}},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 use store::{JobStore, Scheduled};
@@ -120,23 +123,31 @@ impl TimersHost {
     pub async fn jobs(&self, app: &str) -> Result<JobsReport, JobsError> {
         let store = self.store.as_ref().ok_or(JobsError::NoStore)?;
         let counts = store.counts(app).await.map_err(JobsError::Unavailable)?;
-        let jobs = store.list(app, 1000).await.map_err(JobsError::Unavailable)?;
+        let jobs = store
+            .list(app, 1000)
+            .await
+            .map_err(JobsError::Unavailable)?;
         Ok(JobsReport { counts, jobs })
     }
 
     /// A new generation for `app` (a version going into force) and its waker.
     fn register(&self, app: &str) -> (u64, Arc<Notify>) {
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = apps
-            .entry(app.to_string())
-            .or_insert_with(|| Registration { generation: 0, wake: Arc::new(Notify::new()) });
+        let entry = apps.entry(app.to_string()).or_insert_with(|| Registration {
+            generation: 0,
+            wake: Arc::new(Notify::new()),
+        });
         entry.generation += 1;
         (entry.generation, entry.wake.clone())
     }
 
     /// Whether `generation` is still the one in force for `app`.
     fn current(&self, app: &str, generation: u64) -> bool {
-        self.apps.lock().unwrap_or_else(|e| e.into_inner()).get(app).is_some_and(|r| r.generation == generation)
+        self.apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .is_some_and(|r| r.generation == generation)
     }
 
     /// Wakes `app`'s worker (new jobs), or every worker (`None`: notifications may be lost).
@@ -153,13 +164,25 @@ fn host_id() -> String {
     use std::hash::{BuildHasher as _, Hasher as _};
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    format!("{}:{}:{:04x}", name.trim(), std::process::id(), hasher.finish() & 0xffff)
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!(
+        "{}:{}:{:04x}",
+        name.trim(),
+        std::process::id(),
+        hasher.finish() & 0xffff
+    )
 }
 
 /// Whether a component imports `alorig:host/timers` (at any version): it can schedule jobs.
 pub fn imports_timers(imports: &[String]) -> bool {
-    imports.iter().any(|i| i.split('@').next() == Some(INTERFACE))
+    imports
+        .iter()
+        .any(|i| i.split('@').next() == Some(INTERFACE))
 }
 
 /// An app's jobs as the admin API shows them.
@@ -199,15 +222,23 @@ pub struct Handlers<T: 'static> {
 }
 
 impl<T: Send + 'static> Handlers<T> {
-    pub fn load(manifest: &Manifest, pre: &wasmtime::component::InstancePre<T>, imports: &[String]) -> anyhow::Result<Self> {
+    pub fn load(
+        manifest: &Manifest,
+        pre: &wasmtime::component::InstancePre<T>,
+        imports: &[String],
+    ) -> anyhow::Result<Self> {
         let source = manifest.source.display();
         let timer = timer_trigger::TimerTriggerPre::new(pre.clone()).ok();
         let job = job_trigger::JobTriggerPre::new(pre.clone()).ok();
         if timer.is_none() && !manifest.timers.is_empty() {
-            anyhow::bail!("{source}: [[timers]] is set but the component does not export alorig:host/timer-handler (on-timer) to run them");
+            anyhow::bail!(
+                "{source}: [[timers]] is set but the component does not export alorig:host/timer-handler (on-timer) to run them"
+            );
         }
         if job.is_none() && imports_timers(imports) {
-            anyhow::bail!("{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them");
+            anyhow::bail!(
+                "{source}: the component imports alorig:host/timers (it can schedule jobs) but does not export alorig:host/job-handler (on-job) to run them"
+            );
         }
         Ok(Self { timer, job })
     }
@@ -216,7 +247,13 @@ impl<T: Send + 'static> Handlers<T> {
 impl TimersApp {
     /// The app's side of the timers; a component that schedules jobs needs the
     /// host's job store (`offline`: `validate`, which reaches no service).
-    pub fn new(host: Arc<TimersHost>, manifest: &Manifest, imports: &[String], offline: bool, metrics: TimerMetrics) -> anyhow::Result<Self> {
+    pub fn new(
+        host: Arc<TimersHost>,
+        manifest: &Manifest,
+        imports: &[String],
+        offline: bool,
+        metrics: TimerMetrics,
+    ) -> anyhow::Result<Self> {
         if imports_timers(imports) && host.store.is_none() && !offline {
             anyhow::bail!(
                 "{}: the component imports alorig:host/timers (durable jobs), which needs the host's postgres_url \
@@ -235,29 +272,53 @@ impl TimersApp {
     }
 
     pub fn load(ctx: &super::LoadContext<'_>) -> Result<Self, super::LoadError> {
-        Self::new(ctx.timers.clone(), ctx.manifest, ctx.imports, ctx.offline, ctx.metrics.timers(ctx.name))
-            .map_err(|e| super::LoadError::operator(format!("{e:#}")))
+        Self::new(
+            ctx.timers.clone(),
+            ctx.manifest,
+            ctx.imports,
+            ctx.offline,
+            ctx.metrics.timers(ctx.name),
+        )
+        .map_err(|e| super::LoadError::operator(format!("{e:#}")))
     }
 
     /// Validates and stores one job; wakes this host's worker for it.
     async fn schedule(&self, job: Job) -> Result<u64, Error> {
         let store = self.host.store.as_ref().ok_or(Error::Unavailable)?;
         if job.name.is_empty() || job.name.len() > MAX_NAME {
-            return Err(Error::Invalid(format!("a job name must be 1 to {MAX_NAME} bytes")));
+            return Err(Error::Invalid(format!(
+                "a job name must be 1 to {MAX_NAME} bytes"
+            )));
         }
         if job.payload.len() > MAX_PAYLOAD {
-            return Err(Error::Invalid(format!("a payload may be at most {MAX_PAYLOAD} bytes, this one has {}", job.payload.len())));
+            return Err(Error::Invalid(format!(
+                "a payload may be at most {MAX_PAYLOAD} bytes, this one has {}",
+                job.payload.len()
+            )));
         }
-        if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_NAME) {
-            return Err(Error::Invalid(format!("an idempotency key must be 1 to {MAX_NAME} bytes")));
+        if job
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > MAX_NAME)
+        {
+            return Err(Error::Invalid(format!(
+                "an idempotency key must be 1 to {MAX_NAME} bytes"
+            )));
         }
         let now = Utc::now();
         let run_at = match job.when {
-            When::AfterMs(ms) if ms <= MAX_DELAY_MS => now + chrono::Duration::milliseconds(ms as i64),
-            When::AtMs(ms) if ms <= now.timestamp_millis() as u64 + MAX_DELAY_MS => {
-                Utc.timestamp_millis_opt(ms as i64).single().ok_or_else(|| Error::Invalid("at-ms is not an instant".into()))?
+            When::AfterMs(ms) if ms <= MAX_DELAY_MS => {
+                now + chrono::Duration::milliseconds(ms as i64)
             }
-            _ => return Err(Error::Invalid("a job may be scheduled at most ten years ahead".into())),
+            When::AtMs(ms) if ms <= now.timestamp_millis() as u64 + MAX_DELAY_MS => Utc
+                .timestamp_millis_opt(ms as i64)
+                .single()
+                .ok_or_else(|| Error::Invalid("at-ms is not an instant".into()))?,
+            _ => {
+                return Err(Error::Invalid(
+                    "a job may be scheduled at most ten years ahead".into(),
+                ));
+            }
         };
         let scheduled = store
             .schedule(&self.app, &job.name, &job.payload, run_at, job.idempotency_key.as_deref(), self.jobs.max_pending.get())
@@ -281,7 +342,9 @@ impl TimersApp {
 
     async fn cancel(&self, id: u64) -> Result<bool, Error> {
         let store = self.host.store.as_ref().ok_or(Error::Unavailable)?;
-        let Ok(id) = i64::try_from(id) else { return Ok(false) };
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(false);
+        };
         store.cancel(&self.app, id).await.map_err(|err| {
             tracing::warn!(app = %self.app, fault = "dependency", "cannot cancel a job: {err}");
             Error::Unavailable
@@ -291,19 +354,39 @@ impl TimersApp {
 
 /// Puts the timers and the job worker of a version going into force to work
 /// (from `App::activate`); those of the version before stop by themselves.
-pub fn start<T: Send + 'static>(timers: &Arc<TimersApp>, handlers: &Handlers<T>, app: WeakInvoker<T>) {
+pub fn start<T: Send + 'static>(
+    timers: &Arc<TimersApp>,
+    handlers: &Handlers<T>,
+    app: WeakInvoker<T>,
+) {
     let host = timers.host.clone();
     let (generation, wake) = host.register(&timers.app);
     if let Some(trigger) = &handlers.timer {
-        if host.store.is_none() && !timers.timers.is_empty() && !host.memory_only_warned.swap(true, Ordering::Relaxed) {
+        if host.store.is_none()
+            && !timers.timers.is_empty()
+            && !host.memory_only_warned.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(fault = %crate::fault::Fault::Operator, "timers fire on this host only and are not durable: the host has no postgres_url");
         }
         for timer in &timers.timers {
-            tokio::spawn(worker::timer_loop(timers.clone(), app.clone(), trigger.clone(), timer.clone(), generation));
+            tokio::spawn(worker::timer_loop(
+                timers.clone(),
+                app.clone(),
+                trigger.clone(),
+                timer.clone(),
+                generation,
+            ));
         }
     }
     if let (Some(trigger), Some(store)) = (&handlers.job, &host.store) {
-        tokio::spawn(worker::job_loop(timers.clone(), app.clone(), trigger.clone(), store.clone(), wake, generation));
+        tokio::spawn(worker::job_loop(
+            timers.clone(),
+            app.clone(),
+            trigger.clone(),
+            store.clone(),
+            wake,
+            generation,
+        ));
         if !host.listening.swap(true, Ordering::Relaxed) {
             tokio::spawn(worker::listen(Arc::downgrade(&host), store.clone()));
         }
@@ -336,7 +419,10 @@ impl HasData for HasTimers {
     type Data<'a> = TimersView<'a>;
 }
 
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> TimersView<'_>) -> anyhow::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> TimersView<'_>,
+) -> anyhow::Result<()> {
     wit::add_to_linker::<T, HasTimers>(linker, view)?;
     Ok(())
 }
@@ -354,7 +440,10 @@ impl wit::Host for TimersView<'_> {
 /// The wait before retry `attempt + 1` after failed run `attempt` (from 1):
 /// `backoff`, doubling each time, capped at `max_backoff`.
 pub fn backoff(jobs: &manifest::Jobs, attempt: u32) -> Duration {
-    let doubled = jobs.backoff.saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
+    let doubled = jobs.backoff.saturating_mul(
+        1u32.checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX),
+    );
     doubled.min(jobs.max_backoff)
 }
 
@@ -386,15 +475,30 @@ mod tests {
     #[tokio::test]
     async fn without_a_job_store_schedule_and_cancel_are_unavailable() {
         use wit::Host as _;
-        let manifest = Manifest::parse(std::path::Path::new("a.toml"), "name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        let manifest = Manifest::parse(
+            std::path::Path::new("a.toml"),
+            "name = \"a\"\ncomponent = \"a.wasm\"\n",
+        )
+        .unwrap();
         let host = Arc::new(TimersHost::new(None).unwrap());
         let metrics = crate::metrics::Metrics::new();
         let app = TimersApp::new(host, &manifest, &[], false, metrics.timers("a")).unwrap();
         let ctx = TimersCtx::new(Arc::new(app));
         let mut view = ctx.view();
-        let job = Job { name: "report".into(), payload: vec![], when: When::AfterMs(10), idempotency_key: None };
-        assert!(matches!(view.schedule(job).await.unwrap(), Err(Error::Unavailable)));
-        assert!(matches!(view.cancel(1).await.unwrap(), Err(Error::Unavailable)));
+        let job = Job {
+            name: "report".into(),
+            payload: vec![],
+            when: When::AfterMs(10),
+            idempotency_key: None,
+        };
+        assert!(matches!(
+            view.schedule(job).await.unwrap(),
+            Err(Error::Unavailable)
+        ));
+        assert!(matches!(
+            view.cancel(1).await.unwrap(),
+            Err(Error::Unavailable)
+        ));
         // A component that schedules jobs is refused at load without a store.
         let imports = vec!["alorig:host/timers@0.1.0".to_string()];
         let host = Arc::new(TimersHost::new(None).unwrap());

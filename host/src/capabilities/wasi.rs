@@ -12,7 +12,10 @@ use std::{
     task::{Context, Poll},
 };
 use tokio::io::AsyncWrite;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, cli::{IsTerminal, StdoutStream}};
+use wasmtime_wasi::{
+    WasiCtx, WasiCtxBuilder,
+    cli::{IsTerminal, StdoutStream},
+};
 
 /// Per-app WASI settings, built once when the app is loaded.
 pub struct WasiApp {
@@ -22,7 +25,10 @@ pub struct WasiApp {
 
 impl WasiApp {
     pub fn new(app: &str, env: Vec<(String, String)>) -> Self {
-        Self { app: app.into(), env }
+        Self {
+            app: app.into(),
+            env,
+        }
     }
 
     pub fn load(ctx: &super::LoadContext<'_>) -> Self {
@@ -34,8 +40,14 @@ impl WasiApp {
         let mut builder = WasiCtxBuilder::new();
         builder
             .envs(&self.env)
-            .stdout(GuestLog { app: self.app.clone(), stream: "stdout" })
-            .stderr(GuestLog { app: self.app.clone(), stream: "stderr" })
+            .stdout(GuestLog {
+                app: self.app.clone(),
+                stream: "stdout",
+            })
+            .stderr(GuestLog {
+                app: self.app.clone(),
+                stream: "stderr",
+            })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -58,7 +70,10 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { log: self.clone(), line: Vec::new() })
+        Box::new(LineWriter {
+            log: self.clone(),
+            line: Vec::new(),
+        })
     }
 }
 
@@ -83,7 +98,11 @@ impl LineWriter {
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         for &byte in buf {
             if byte == b'\n' {
                 self.emit();

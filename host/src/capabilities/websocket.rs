@@ -60,7 +60,6 @@ pub const INTERFACE: &str = "alorig:host/websocket";
 /// The export apps with a `websocket = true` route must have.
 pub const HANDLER: &str = "alorig:host/websocket-handler";
 
-
 /// Longest group name; group names are `[A-Za-z0-9_.:-]`.
 pub const MAX_GROUP: usize = 100;
 
@@ -73,12 +72,27 @@ pub struct WebSocketApp {
 }
 
 impl WebSocketApp {
-    pub fn new(name: Arc<str>, limits: manifest::WebSocket, metrics: WsMetrics, hub: Arc<Hub>) -> Self {
-        Self { name, limits, metrics, hub }
+    pub fn new(
+        name: Arc<str>,
+        limits: manifest::WebSocket,
+        metrics: WsMetrics,
+        hub: Arc<Hub>,
+    ) -> Self {
+        Self {
+            name,
+            limits,
+            metrics,
+            hub,
+        }
     }
 
     pub fn load(ctx: &super::LoadContext<'_>) -> Self {
-        Self::new(ctx.name.clone(), ctx.manifest.websocket.clone(), ctx.metrics.websocket(ctx.name), ctx.websocket.clone())
+        Self::new(
+            ctx.name.clone(),
+            ctx.manifest.websocket.clone(),
+            ctx.metrics.websocket(ctx.name),
+            ctx.websocket.clone(),
+        )
     }
 
     /// The message as the protocol crate holds it, refused past `max_message`.
@@ -89,7 +103,9 @@ impl WebSocketApp {
         };
         let max = self.limits.max_message.bytes();
         if len as u64 > max {
-            return Err(Error::Invalid(format!("a message of {len} bytes is more than [websocket] max_message ({max} bytes)")));
+            return Err(Error::Invalid(format!(
+                "a message of {len} bytes is more than [websocket] max_message ({max} bytes)"
+            )));
         }
         Ok(match message {
             Message::Text(text) => tungstenite::Message::Text(Utf8Bytes::from(text)),
@@ -101,11 +117,15 @@ impl WebSocketApp {
 fn check_group(group: &str) -> Result<(), Error> {
     let valid = !group.is_empty()
         && group.len() <= MAX_GROUP
-        && group.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
     if valid {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("a group name is 1 to {MAX_GROUP} characters of A-Z a-z 0-9 _ . : -")))
+        Err(Error::Invalid(format!(
+            "a group name is 1 to {MAX_GROUP} characters of A-Z a-z 0-9 _ . : -"
+        )))
     }
 }
 
@@ -113,7 +133,9 @@ fn check_group(group: &str) -> Result<(), Error> {
 /// the application range.
 fn check_close(code: u16, reason: &str) -> Result<(), Error> {
     if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
-        return Err(Error::Invalid(format!("close code {code} is not one an endpoint may send (1000-1003, 1007-1011, 3000-4999)")));
+        return Err(Error::Invalid(format!(
+            "close code {code} is not one an endpoint may send (1000-1003, 1007-1011, 3000-4999)"
+        )));
     }
     if reason.len() > 123 {
         return Err(Error::Invalid("a close reason is at most 123 bytes".into()));
@@ -147,7 +169,10 @@ impl HasData for HasWebSocket {
     type Data<'a> = WebSocketView<'a>;
 }
 
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> WebSocketView<'_>) -> anyhow::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> WebSocketView<'_>,
+) -> anyhow::Result<()> {
     wit::add_to_linker::<T, HasWebSocket>(linker, view)?;
     Ok(())
 }
@@ -157,7 +182,12 @@ type R = wasmtime::Result<Result<(), Error>>;
 impl wit::Host for WebSocketView<'_> {
     async fn send(&mut self, connection: String, message: Message) -> R {
         let app = &self.ctx.app;
-        Ok(async { app.hub.send(&app.name, &connection, app.outgoing(message)?).await }.await)
+        Ok(async {
+            app.hub
+                .send(&app.name, &connection, app.outgoing(message)?)
+                .await
+        }
+        .await)
     }
 
     async fn close(&mut self, connection: String, code: u16, reason: String) -> R {
@@ -191,7 +221,9 @@ impl wit::Host for WebSocketView<'_> {
         let app = &self.ctx.app;
         Ok(async {
             check_group(&group)?;
-            app.hub.send_group(&app.name, &group, app.outgoing(message)?).await
+            app.hub
+                .send_group(&app.name, &group, app.outgoing(message)?)
+                .await
         }
         .await)
     }
@@ -234,7 +266,11 @@ pub fn load_handler<T: Send + 'static>(
 /// Runs one event in a fresh instance like every trigger (`crate::trigger`):
 /// the app's concurrency permit, memory budget and request timeout, failures
 /// counted in the trap and rejection metrics. Anything but `ok` is logged.
-async fn run_event<T: Send + 'static>(app: &Invoker<T>, trigger: &WebsocketTriggerPre<T>, event: Event) -> Outcome {
+async fn run_event<T: Send + 'static>(
+    app: &Invoker<T>,
+    trigger: &WebsocketTriggerPre<T>,
+    event: Event,
+) -> Outcome {
     let what = event.name();
     let trigger = trigger.clone();
     let outcome = app
@@ -244,8 +280,12 @@ async fn run_event<T: Send + 'static>(app: &Invoker<T>, trigger: &WebsocketTrigg
                 let handler = instance.alorig_host_websocket_handler();
                 match event {
                     Event::Open(request) => handler.call_on_open(&mut *store, &request).await,
-                    Event::Message(id, message) => handler.call_on_message(&mut *store, &id, &message).await,
-                    Event::Close(id, code) => handler.call_on_close(&mut *store, &id, code).await.map(Ok),
+                    Event::Message(id, message) => {
+                        handler.call_on_message(&mut *store, &id, &message).await
+                    }
+                    Event::Close(id, code) => {
+                        handler.call_on_close(&mut *store, &id, code).await.map(Ok)
+                    }
                 }
             })
         })
@@ -254,7 +294,15 @@ async fn run_event<T: Send + 'static>(app: &Invoker<T>, trigger: &WebsocketTrigg
         Outcome::Ok => {}
         // The app's own answer (a refused connection, a message it did not take).
         Outcome::Error(_) => tracing::info!(app = %app.name(), "{what}: {}", outcome.describe()),
-        _ => crate::traplog::warn(app.name(), format_args!("{what} instance ended ({}, fault {}): {}", outcome.label(), outcome.fault(), outcome.describe())),
+        _ => crate::traplog::warn(
+            app.name(),
+            format_args!(
+                "{what} instance ended ({}, fault {}): {}",
+                outcome.label(),
+                outcome.fault(),
+                outcome.describe()
+            ),
+        ),
     }
     outcome
 }
@@ -289,8 +337,18 @@ pub struct Opened<T: 'static> {
 impl<T: Send + 'static> Opened<T> {
     /// Serves the connection in a task of its own once hyper hands it over.
     pub fn serve(self, upgrade: hyper::upgrade::OnUpgrade) {
-        let Opened { app, trigger, ws, conn, seq, id, queue } = self;
-        tokio::spawn(connection::serve(app, trigger, ws, conn, seq, id, queue, upgrade));
+        let Opened {
+            app,
+            trigger,
+            ws,
+            conn,
+            seq,
+            id,
+            queue,
+        } = self;
+        tokio::spawn(connection::serve(
+            app, trigger, ws, conn, seq, id, queue, upgrade,
+        ));
     }
 }
 
@@ -311,8 +369,17 @@ pub async fn open<T: Send + 'static>(
         return Err(Refused::MaxConnections);
     }
     ws.hub.ready().await;
-    let (id, seq, conn, queue) = ws.hub.open(ws.name.clone(), ws.metrics.clone(), ws.limits.send_queue.get() as usize);
-    let request = OpenRequest { connection: id.clone(), path: handshake.path, query: handshake.query, headers: handshake.headers };
+    let (id, seq, conn, queue) = ws.hub.open(
+        ws.name.clone(),
+        ws.metrics.clone(),
+        ws.limits.send_queue.get() as usize,
+    );
+    let request = OpenRequest {
+        connection: id.clone(),
+        path: handshake.path,
+        query: handshake.query,
+        headers: handshake.headers,
+    };
     let outcome = if app.has_capacity() {
         run_event(&app, &trigger, Event::Open(request)).await
     } else {
@@ -321,7 +388,15 @@ pub async fn open<T: Send + 'static>(
         outcome
     };
     match outcome {
-        Outcome::Ok => Ok(Opened { app, trigger, ws, conn, seq, id, queue }),
+        Outcome::Ok => Ok(Opened {
+            app,
+            trigger,
+            ws,
+            conn,
+            seq,
+            id,
+            queue,
+        }),
         other => {
             ws.hub.remove(seq).await;
             ws.metrics.connections.dec();
@@ -340,7 +415,10 @@ mod tests {
             assert!(check_group(good).is_ok(), "{good}");
         }
         for bad in ["", "a b", "a*", "ünï", "a\nb", &"g".repeat(MAX_GROUP + 1)] {
-            assert!(matches!(check_group(bad), Err(Error::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(check_group(bad), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
         }
         assert!(check_close(1000, "bye").is_ok() && check_close(4000, "").is_ok());
         for bad in [0, 999, 1005, 1006, 1015, 2000, 5000] {
@@ -360,21 +438,64 @@ mod tests {
             "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_message = \"1KiB\"\n",
         )
         .unwrap();
-        let app = Arc::new(WebSocketApp::new("a".into(), manifest.websocket.clone(), metrics.websocket("a"), Hub::new()));
+        let app = Arc::new(WebSocketApp::new(
+            "a".into(),
+            manifest.websocket.clone(),
+            metrics.websocket("a"),
+            Hub::new(),
+        ));
         let ctx = WebSocketCtx::new(app.clone());
         let mut view = ctx.view();
         let big = Message::Text("x".repeat(1025));
-        assert!(matches!(view.send("nobody-1".into(), big).await.unwrap(), Err(Error::Invalid(_))));
-        assert!(matches!(view.send("nobody-1".into(), Message::Text("hi".into())).await.unwrap(), Err(Error::Closed)));
-        assert!(matches!(view.close("nobody-1".into(), 999, String::new()).await.unwrap(), Err(Error::Invalid(_))));
-        assert!(matches!(view.join("nobody-1".into(), "bad group".into()).await.unwrap(), Err(Error::Invalid(_))));
+        assert!(matches!(
+            view.send("nobody-1".into(), big).await.unwrap(),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            view.send("nobody-1".into(), Message::Text("hi".into()))
+                .await
+                .unwrap(),
+            Err(Error::Closed)
+        ));
+        assert!(matches!(
+            view.close("nobody-1".into(), 999, String::new())
+                .await
+                .unwrap(),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            view.join("nobody-1".into(), "bad group".into())
+                .await
+                .unwrap(),
+            Err(Error::Invalid(_))
+        ));
         // A connection of this host, of this app: messages reach its queue.
         let (id, _seq, _conn, mut queue) = app.hub.open("a".into(), metrics.websocket("a"), 4);
-        assert!(view.send(id.clone(), Message::Text("hi".into())).await.unwrap().is_ok());
-        assert!(matches!(queue.recv().await, Some(hub::Outgoing::Message(_))));
+        assert!(
+            view.send(id.clone(), Message::Text("hi".into()))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(matches!(
+            queue.recv().await,
+            Some(hub::Outgoing::Message(_))
+        ));
         // Another app's connection is as unknown as a closed one.
-        let other = Arc::new(WebSocketApp::new("b".into(), manifest.websocket.clone(), metrics.websocket("b"), app.hub.clone()));
+        let other = Arc::new(WebSocketApp::new(
+            "b".into(),
+            manifest.websocket.clone(),
+            metrics.websocket("b"),
+            app.hub.clone(),
+        ));
         let other_ctx = WebSocketCtx::new(other);
-        assert!(matches!(other_ctx.view().send(id, Message::Text("hi".into())).await.unwrap(), Err(Error::Closed)));
+        assert!(matches!(
+            other_ctx
+                .view()
+                .send(id, Message::Text("hi".into()))
+                .await
+                .unwrap(),
+            Err(Error::Closed)
+        ));
     }
 }

@@ -4,7 +4,11 @@
 use super::{ByteSize, HumanDuration, toml_error};
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
-use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 #[derive(Clone, Debug)]
 pub struct HostConfig {
@@ -103,7 +107,9 @@ impl HostConfig {
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let raw = match path {
             Some(path) => read(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read(Path::new(DEFAULT_CONFIG_PATH))?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                read(Path::new(DEFAULT_CONFIG_PATH))?
+            }
             None => HostToml::default(),
         };
         Self::from_toml(raw, |key| std::env::var(key).ok())
@@ -120,24 +126,35 @@ impl HostConfig {
         let pick = |key: &str, value: Option<String>| env(key).or(value);
         let addr = |key: &str, value: Option<String>, default: &str| -> Result<SocketAddr> {
             let text = pick(key, value).unwrap_or_else(|| default.to_string());
-            text.parse()
-                .with_context(|| format!("{key}/host.toml: {text:?} is not an address like 127.0.0.1:8080"))
+            text.parse().with_context(|| {
+                format!("{key}/host.toml: {text:?} is not an address like 127.0.0.1:8080")
+            })
         };
         let max_instances = raw.max_instances.unwrap_or(1000);
         anyhow::ensure!(
             (1..=100_000).contains(&max_instances),
             "host.toml: max_instances must be between 1 and 100000, not {max_instances}"
         );
-        let header_read_timeout = raw.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0);
-        let write_timeout = raw.write_timeout.map_or(crate::ingress::DEFAULT_WRITE_TIMEOUT, |d| d.0);
-        for (key, value) in [("header_read_timeout", header_read_timeout), ("write_timeout", write_timeout)] {
+        let header_read_timeout = raw
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.0);
+        let write_timeout = raw
+            .write_timeout
+            .map_or(crate::ingress::DEFAULT_WRITE_TIMEOUT, |d| d.0);
+        for (key, value) in [
+            ("header_read_timeout", header_read_timeout),
+            ("write_timeout", write_timeout),
+        ] {
             anyhow::ensure!(
                 value >= Duration::from_millis(100) && value <= Duration::from_secs(3600),
                 "host.toml: {key} must be between 100ms and 1h"
             );
         }
         let keep_versions = raw.keep_versions.unwrap_or(10);
-        anyhow::ensure!(keep_versions >= 1, "host.toml: keep_versions must be at least 1");
+        anyhow::ensure!(
+            keep_versions >= 1,
+            "host.toml: keep_versions must be at least 1"
+        );
         let mut trusted_proxies = Vec::new();
         for text in raw.trusted_proxies.unwrap_or_default() {
             let net = text
@@ -148,12 +165,30 @@ impl HostConfig {
         }
         for (i, up) in raw.upstreams.iter().enumerate() {
             anyhow::ensure!(
-                up.to.parse::<SocketAddr>().is_ok() || up.to.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
-                "host.toml: upstreams[{i}].to: {:?} is not an address like 127.0.0.1:3000", up.to
+                up.to.parse::<SocketAddr>().is_ok()
+                    || up
+                        .to
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                "host.toml: upstreams[{i}].to: {:?} is not an address like 127.0.0.1:3000",
+                up.to
             );
-            let clean = |t: &str| !t.is_empty() && !t.contains(|c: char| "{}\"'#".contains(c) || c.is_whitespace() || c.is_control());
-            anyhow::ensure!(clean(&up.host), "host.toml: upstreams[{i}].host: {:?} is not a host name", up.host);
-            anyhow::ensure!(up.path.starts_with('/') && clean(&up.path), "host.toml: upstreams[{i}].path: {:?} must be a path starting with /", up.path);
+            let clean = |t: &str| {
+                !t.is_empty()
+                    && !t.contains(|c: char| {
+                        "{}\"'#".contains(c) || c.is_whitespace() || c.is_control()
+                    })
+            };
+            anyhow::ensure!(
+                clean(&up.host),
+                "host.toml: upstreams[{i}].host: {:?} is not a host name",
+                up.host
+            );
+            anyhow::ensure!(
+                up.path.starts_with('/') && clean(&up.path),
+                "host.toml: upstreams[{i}].path: {:?} must be a path starting with /",
+                up.path
+            );
         }
         Ok(HostConfig {
             trusted_proxies,
@@ -214,11 +249,21 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("host.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:8080\"\nmemroy_budget = \"1GiB\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:8080\"\nmemroy_budget = \"1GiB\"\n",
+        )
+        .unwrap();
         let err = HostConfig::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("host.toml:2: unknown field `memroy_budget`"), "{err}");
+        assert!(
+            err.contains("host.toml:2: unknown field `memroy_budget`"),
+            "{err}"
+        );
         std::fs::write(&path, "memory_budget = \"12GB\"\n").unwrap();
         let err = HostConfig::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("host.toml:1:") && err.contains("unknown size unit"), "{err}");
+        assert!(
+            err.contains("host.toml:1:") && err.contains("unknown size unit"),
+            "{err}"
+        );
     }
 }

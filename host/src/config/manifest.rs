@@ -56,7 +56,9 @@ impl TryFrom<String> for AppName {
     type Error = String;
     fn try_from(name: String) -> Result<Self, String> {
         let valid = (1..=32).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if valid {
             Ok(AppName(name))
         } else {
@@ -125,7 +127,9 @@ impl TryFrom<String> for HostPattern {
         let valid_label = |label: &str| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
             return Err(format!(
@@ -147,7 +151,9 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(name) => name == host,
-            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostPattern::Wildcard(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
         }
     }
 }
@@ -249,7 +255,11 @@ impl<'de> Deserialize<'de> for Cidr {
         text.parse::<ipnet::IpNet>()
             .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
             .map(Cidr)
-            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address block like \"203.0.113.0/24\" or an address")))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not an address block like \"203.0.113.0/24\" or an address"
+                ))
+            })
     }
 }
 
@@ -271,11 +281,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a table or an array of tables")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|one| OneOrMany(vec![one]))
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|one| OneOrMany(vec![one]))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany)
             }
         }
         d.deserialize_any(Visitor(std::marker::PhantomData))
@@ -368,7 +386,10 @@ impl Manifest {
             .unwrap_or(memory)
             .min(MAX_INSTANCE_MEMORY);
         if memory.bytes() < 1 << 20 {
-            bail!("{}: must be at least 1MiB, not {memory}", at("resources.memory"));
+            bail!(
+                "{}: must be at least 1MiB, not {memory}",
+                at("resources.memory")
+            );
         }
         if instance_memory > memory {
             bail!(
@@ -382,7 +403,10 @@ impl Manifest {
             .map(|d| d.0)
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         if request_timeout.is_zero() {
-            bail!("{}: must be more than zero", at("resources.request_timeout"));
+            bail!(
+                "{}: must be more than zero",
+                at("resources.request_timeout")
+            );
         }
         let resources = Resources {
             memory,
@@ -400,11 +424,23 @@ impl Manifest {
         for (i, route) in raw.routes.into_iter().enumerate() {
             let path = route.path.unwrap_or_else(|| "/".to_string());
             if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-                bail!("{}: {path:?} must be a path starting with /", at(&format!("routes[{i}].path")));
+                bail!(
+                    "{}: {path:?} must be a path starting with /",
+                    at(&format!("routes[{i}].path"))
+                );
             }
-            let route = Route { host: route.host, path: normalize_prefix(&path), websocket: route.websocket };
+            let route = Route {
+                host: route.host,
+                path: normalize_prefix(&path),
+                websocket: route.websocket,
+            };
             if routes.contains(&route) {
-                bail!("{}: {} {} is listed twice", at(&format!("routes[{i}]")), route.host, route.path);
+                bail!(
+                    "{}: {} {} is listed twice",
+                    at(&format!("routes[{i}]")),
+                    route.host,
+                    route.path
+                );
             }
             routes.push(route);
         }
@@ -413,17 +449,40 @@ impl Manifest {
         for (i, site) in raw.static_sites.0.into_iter().enumerate() {
             let field = |f: &str| at(&format!("static[{i}].{f}"));
             let path = site.path.unwrap_or_else(|| "/".to_string());
-            if !path.starts_with('/') || path.contains(|c: char| "?#{}\"'\\".contains(c) || c.is_whitespace() || c.is_control()) {
+            if !path.starts_with('/')
+                || path.contains(|c: char| {
+                    "?#{}\"'\\".contains(c) || c.is_whitespace() || c.is_control()
+                })
+            {
                 bail!("{}: {path:?} must be a path starting with /", field("path"));
             }
             let root = base.join(&site.root);
-            let printable = root.to_str().is_some_and(|r| !r.contains(|c: char| "{}\"'\\#".contains(c) || c.is_whitespace() || c.is_control()));
+            let printable = root.to_str().is_some_and(|r| {
+                !r.contains(|c: char| "{}\"'\\#".contains(c) || c.is_whitespace() || c.is_control())
+            });
             if !printable {
-                bail!("{}: {} must be a folder path without spaces, quotes, braces or #", field("root"), site.root.display());
+                bail!(
+                    "{}: {} must be a folder path without spaces, quotes, braces or #",
+                    field("root"),
+                    site.root.display()
+                );
             }
-            let site = StaticSite { host: site.host, path: normalize_prefix(&path), root, allow_from: site.allow_from.into_iter().map(|c| c.0).collect() };
-            if static_sites.iter().any(|s| s.host == site.host && s.path == site.path) {
-                bail!("{}: {} {} is listed twice", at(&format!("static[{i}]")), site.host, site.path);
+            let site = StaticSite {
+                host: site.host,
+                path: normalize_prefix(&path),
+                root,
+                allow_from: site.allow_from.into_iter().map(|c| c.0).collect(),
+            };
+            if static_sites
+                .iter()
+                .any(|s| s.host == site.host && s.path == site.path)
+            {
+                bail!(
+                    "{}: {} {} is listed twice",
+                    at(&format!("static[{i}]")),
+                    site.host,
+                    site.path
+                );
             }
             static_sites.push(site);
         }
@@ -433,14 +492,24 @@ impl Manifest {
             Some(pg) => {
                 let valid = !pg.database.is_empty()
                     && pg.database.len() <= 63
-                    && pg.database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    && pg
+                        .database
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
                 if !valid {
-                    bail!("{}: {:?} must be 1 to 63 characters of a-z, 0-9 and _", at("postgres.database"), pg.database);
+                    bail!(
+                        "{}: {:?} must be 1 to 63 characters of a-z, 0-9 and _",
+                        at("postgres.database"),
+                        pg.database
+                    );
                 }
                 Some(Postgres {
                     database: pg.database,
                     max_connections: pg.max_connections.unwrap_or(NonZeroU32::new(5).unwrap()),
-                    statement_timeout: pg.statement_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+                    statement_timeout: pg
+                        .statement_timeout
+                        .map(|d| d.0)
+                        .unwrap_or(Duration::from_secs(10)),
                 })
             }
         };
@@ -449,7 +518,11 @@ impl Manifest {
             None => None,
             Some(redis) => {
                 if redis.db > 15 {
-                    bail!("{}: {} is past Redis's default 16 databases (0-15)", at("redis.db"), redis.db);
+                    bail!(
+                        "{}: {} is past Redis's default 16 databases (0-15)",
+                        at("redis.db"),
+                        redis.db
+                    );
                 }
                 let valid = !redis.prefix.is_empty()
                     && redis.prefix.len() <= 64
@@ -458,7 +531,9 @@ impl Manifest {
                 if !valid {
                     bail!(
                         "{}: {:?} must end with ':' and contain no glob characters (e.g. \"{}:\")",
-                        at("redis.prefix"), redis.prefix, raw.name
+                        at("redis.prefix"),
+                        redis.prefix,
+                        raw.name
                     );
                 }
                 for (i, channel) in redis.channels.iter().enumerate() {
@@ -473,15 +548,20 @@ impl Manifest {
                         );
                     }
                 }
-                Some(Redis { db: redis.db, prefix: redis.prefix, channels: redis.channels })
+                Some(Redis {
+                    db: redis.db,
+                    prefix: redis.prefix,
+                    channels: redis.channels,
+                })
             }
         };
 
         let mut outbound_http = OutboundHttp::default();
         if let Some(raw) = raw.outbound_http {
             for (i, pattern) in raw.allowed_hosts.iter().enumerate() {
-                let origin = AllowedOrigin::parse(pattern)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(&format!("outbound_http.allowed_hosts[{i}]"))))?;
+                let origin = AllowedOrigin::parse(pattern).map_err(|e| {
+                    anyhow::anyhow!("{}: {e}", at(&format!("outbound_http.allowed_hosts[{i}]")))
+                })?;
                 outbound_http.allowed.push(origin);
             }
             if let Some(timeout) = raw.timeout {
@@ -502,17 +582,31 @@ impl Manifest {
             }
             if let Some(size) = raw.max_message {
                 if size.bytes() < 16 || size.bytes() > MAX_WEBSOCKET_MESSAGE.bytes() {
-                    bail!("{}: {size} must be between 16 bytes and {MAX_WEBSOCKET_MESSAGE}", at("websocket.max_message"));
+                    bail!(
+                        "{}: {size} must be between 16 bytes and {MAX_WEBSOCKET_MESSAGE}",
+                        at("websocket.max_message")
+                    );
                 }
                 websocket.max_message = size;
             }
             for (name, value, slot) in [
-                ("ping_interval", raw.ping_interval, &mut websocket.ping_interval),
-                ("send_timeout", raw.send_timeout, &mut websocket.send_timeout),
+                (
+                    "ping_interval",
+                    raw.ping_interval,
+                    &mut websocket.ping_interval,
+                ),
+                (
+                    "send_timeout",
+                    raw.send_timeout,
+                    &mut websocket.send_timeout,
+                ),
             ] {
                 if let Some(value) = value {
                     if value.0 < Duration::from_millis(10) {
-                        bail!("{}: must be at least 10ms", at(&format!("websocket.{name}")));
+                        bail!(
+                            "{}: must be at least 10ms",
+                            at(&format!("websocket.{name}"))
+                        );
                     }
                     *slot = value.0;
                 }
@@ -521,10 +615,15 @@ impl Manifest {
                 websocket.send_queue = n;
             }
         }
-        if websocket.max_message.bytes() * u64::from(websocket.send_queue.get()) > resources.memory.bytes() {
+        if websocket.max_message.bytes() * u64::from(websocket.send_queue.get())
+            > resources.memory.bytes()
+        {
             bail!(
                 "{}: send_queue × max_message ({} × {}) is more than the app's memory cap {}",
-                at("websocket"), websocket.send_queue, websocket.max_message, resources.memory
+                at("websocket"),
+                websocket.send_queue,
+                websocket.max_message,
+                resources.memory
             );
         }
 
@@ -536,7 +635,11 @@ impl Manifest {
                 && !timer.name.contains(char::is_control)
                 && !timers.iter().any(|t| t.name == timer.name);
             if !valid_name {
-                bail!("{}: {:?} must be a name of 1 to 128 characters, used once", field("name"), timer.name);
+                bail!(
+                    "{}: {:?} must be a name of 1 to 128 characters, used once",
+                    field("name"),
+                    timer.name
+                );
             }
             let schedule = match (timer.cron, timer.every) {
                 (Some(expression), None) => Schedule::Cron {
@@ -550,32 +653,56 @@ impl Manifest {
                     Schedule::Every(every.0)
                 }
                 (None, Some(_)) => bail!("{}: must be more than zero", field("every")),
-                _ => bail!("{}: give exactly one of `cron` or `every`", at(&format!("timers[{i}]"))),
+                _ => bail!(
+                    "{}: give exactly one of `cron` or `every`",
+                    at(&format!("timers[{i}]"))
+                ),
             };
             let timeout = positive(timer.timeout, request_timeout, || field("timeout"))?;
-            timers.push(Timer { name: timer.name, schedule, catch_up: timer.catch_up, timeout });
+            timers.push(Timer {
+                name: timer.name,
+                schedule,
+                catch_up: timer.catch_up,
+                timeout,
+            });
         }
 
         let backoff = positive(raw.jobs.backoff, DEFAULT_JOB_BACKOFF, || at("jobs.backoff"))?;
-        let max_backoff = positive(raw.jobs.max_backoff, DEFAULT_JOB_MAX_BACKOFF.max(backoff), || at("jobs.max_backoff"))?;
+        let max_backoff = positive(
+            raw.jobs.max_backoff,
+            DEFAULT_JOB_MAX_BACKOFF.max(backoff),
+            || at("jobs.max_backoff"),
+        )?;
         if max_backoff < backoff {
             bail!("{}: must be at least jobs.backoff", at("jobs.max_backoff"));
         }
         let jobs = Jobs {
-            max_attempts: raw.jobs.max_attempts.unwrap_or(NonZeroU32::new(DEFAULT_JOB_ATTEMPTS).unwrap()),
+            max_attempts: raw
+                .jobs
+                .max_attempts
+                .unwrap_or(NonZeroU32::new(DEFAULT_JOB_ATTEMPTS).unwrap()),
             backoff,
             max_backoff,
             timeout: positive(raw.jobs.timeout, request_timeout, || at("jobs.timeout"))?,
-            max_pending: raw.jobs.max_pending.unwrap_or(NonZeroU32::new(DEFAULT_MAX_PENDING).unwrap()),
+            max_pending: raw
+                .jobs
+                .max_pending
+                .unwrap_or(NonZeroU32::new(DEFAULT_MAX_PENDING).unwrap()),
         };
 
         for key in raw.env.keys().chain(raw.secrets.keys()) {
             if key.is_empty() || key.contains(['=', '\0']) {
-                bail!("{}: {key:?} is not a valid environment variable name", at("env"));
+                bail!(
+                    "{}: {key:?} is not a valid environment variable name",
+                    at("env")
+                );
             }
         }
         if let Some(key) = raw.env.keys().find(|k| raw.secrets.contains_key(*k)) {
-            bail!("{}: {key:?} is set in both [env] and [secrets]", at("secrets"));
+            bail!(
+                "{}: {key:?} is set in both [env] and [secrets]",
+                at("secrets")
+            );
         }
 
         Ok(Manifest {
@@ -599,7 +726,11 @@ impl Manifest {
 }
 
 /// A duration that must be more than zero when given; `default` otherwise.
-fn positive(value: Option<HumanDuration>, default: Duration, field: impl Fn() -> String) -> Result<Duration> {
+fn positive(
+    value: Option<HumanDuration>,
+    default: Duration,
+    field: impl Fn() -> String,
+) -> Result<Duration> {
     match value {
         Some(d) if d.0.is_zero() => bail!("{}: must be more than zero", field()),
         Some(d) => Ok(d.0),
@@ -610,7 +741,11 @@ fn positive(value: Option<HumanDuration>, default: Duration, field: impl Fn() ->
 /// `/api/` and `/api` are the same prefix; `/` stays `/`.
 fn normalize_prefix(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 #[cfg(test)]

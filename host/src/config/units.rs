@@ -5,7 +5,9 @@ use std::{fmt, time::Duration};
 
 /// `"64 MiB"` → (`"64"`, `"MiB"`).
 fn split_unit(text: &str) -> (&str, &str) {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     (digits, unit.trim())
 }
@@ -132,7 +134,12 @@ mod tests {
         assert_eq!("12GiB".parse::<ByteSize>().unwrap().bytes(), 12 << 30);
         assert_eq!("512KiB".parse::<ByteSize>().unwrap().bytes(), 512 << 10);
         assert_eq!("100".parse::<ByteSize>().unwrap().bytes(), 100);
-        assert!("12GB".parse::<ByteSize>().unwrap_err().contains("unknown size unit"));
+        assert!(
+            "12GB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
         assert!("MiB".parse::<ByteSize>().is_err());
         assert!("99999999999GiB".parse::<ByteSize>().is_err());
     }
@@ -146,10 +153,22 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!("30s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(30));
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("5m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(300));
-        assert_eq!("1h".parse::<HumanDuration>().unwrap().0, Duration::from_secs(3600));
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "5m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            "1h".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(3600)
+        );
         assert!("30".parse::<HumanDuration>().is_err());
         assert!("1d".parse::<HumanDuration>().is_err());
     }
@@ -158,14 +177,31 @@ mod tests {
     /// wrapped around to a short time ("307445734561825861m" was 44 s).
     #[test]
     fn huge_durations_and_sizes_are_one_clear_error() {
-        for text in ["2562047788015215h", "18446744073709551615s", "307445734561825861m", "18446744073709551615ms", "8785h", "527041m"] {
+        for text in [
+            "2562047788015215h",
+            "18446744073709551615s",
+            "307445734561825861m",
+            "18446744073709551615ms",
+            "8785h",
+            "527041m",
+        ] {
             let e = text.parse::<HumanDuration>().unwrap_err();
             assert!(e.contains("too long (at most 8784h"), "{text}: {e}");
         }
         assert_eq!("8784h".parse::<HumanDuration>().unwrap().0, MAX_DURATION);
-        assert!("99999999999999999999s".parse::<HumanDuration>().unwrap_err().contains("not a duration"));
+        assert!(
+            "99999999999999999999s"
+                .parse::<HumanDuration>()
+                .unwrap_err()
+                .contains("not a duration")
+        );
         for text in ["1025GiB", "18446744073709551615", "17179869184GiB"] {
-            assert!(text.parse::<ByteSize>().unwrap_err().contains("too large (at most 1024GiB)"), "{text}");
+            assert!(
+                text.parse::<ByteSize>()
+                    .unwrap_err()
+                    .contains("too large (at most 1024GiB)"),
+                "{text}"
+            );
         }
         assert_eq!("1024GiB".parse::<ByteSize>().unwrap(), MAX_SIZE);
     }

@@ -14,7 +14,11 @@ pub fn all(app: &App) -> Vec<String> {
 
 fn manifest_grants(m: &Manifest) -> Vec<String> {
     let mut grants = Vec::new();
-    grants.extend(m.routes.iter().map(|r| format!("route {}{}", r.host, r.path)));
+    grants.extend(
+        m.routes
+            .iter()
+            .map(|r| format!("route {}{}", r.host, r.path)),
+    );
     // What each capability's section grants (outbound origins, database, Redis prefix).
     grants.extend(capabilities::grants(m).into_iter().map(|g| g.text));
     grants.extend(m.secrets.keys().map(|k| format!("secret {k}")));
@@ -33,15 +37,25 @@ pub fn widened(old: &App, new: &App) -> Vec<String> {
 }
 
 /// [`widened`] on an app's imports and manifest.
-fn widened_between((old_imports, o): (&[String], &Manifest), (new_imports, n): (&[String], &Manifest)) -> Vec<String> {
+fn widened_between(
+    (old_imports, o): (&[String], &Manifest),
+    (new_imports, n): (&[String], &Manifest),
+) -> Vec<String> {
     let mut added = Vec::new();
     for import in new_imports {
-        if !old_imports.iter().any(|i| unversioned(i) == unversioned(import)) {
+        if !old_imports
+            .iter()
+            .any(|i| unversioned(i) == unversioned(import))
+        {
             added.push(format!("new import {import}"));
         }
     }
     for route in &n.routes {
-        if !o.routes.iter().any(|r| r.host == route.host && r.path == route.path) {
+        if !o
+            .routes
+            .iter()
+            .any(|r| r.host == route.host && r.path == route.path)
+        {
             added.push(format!("new route {}{}", route.host, route.path));
         }
     }
@@ -57,7 +71,10 @@ fn widened_between((old_imports, o): (&[String], &Manifest), (new_imports, n): (
         }
     }
     if n.resources.memory > o.resources.memory {
-        added.push(format!("memory cap {} → {}", o.resources.memory, n.resources.memory));
+        added.push(format!(
+            "memory cap {} → {}",
+            o.resources.memory, n.resources.memory
+        ));
     }
     added
 }
@@ -68,7 +85,11 @@ mod tests {
     use std::path::Path;
 
     fn manifest(extra: &str) -> Manifest {
-        Manifest::parse(Path::new("a.toml"), &format!("name = \"a\"\ncomponent = \"a.wasm\"\n{extra}")).unwrap()
+        Manifest::parse(
+            Path::new("a.toml"),
+            &format!("name = \"a\"\ncomponent = \"a.wasm\"\n{extra}"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -83,7 +104,10 @@ mod tests {
              [postgres]\ndatabase = \"a_db\"\n[secrets]\nKEY = { env = \"A_KEY\" }\n",
         );
         let old_imports = vec!["wasi:http/types@0.2.3".to_string()];
-        let new_imports = vec!["wasi:http/types@0.2.6".to_string(), "wasi:http/outgoing-handler@0.2.6".to_string()];
+        let new_imports = vec![
+            "wasi:http/types@0.2.6".to_string(),
+            "wasi:http/outgoing-handler@0.2.6".to_string(),
+        ];
         assert_eq!(
             widened_between((&old_imports, &old), (&new_imports, &new)),
             [
@@ -97,7 +121,10 @@ mod tests {
             ]
         );
         // Narrowing needs no approval; a different Redis prefix is other keys, so it does.
-        assert_eq!(widened_between((&new_imports, &new), (&old_imports, &old)), ["Redis prefix a: (db 1)"]);
+        assert_eq!(
+            widened_between((&new_imports, &new), (&old_imports, &old)),
+            ["Redis prefix a: (db 1)"]
+        );
         assert!(widened_between((&old_imports, &old), (&old_imports, &old)).is_empty());
     }
 }

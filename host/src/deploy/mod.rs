@@ -18,9 +18,12 @@ pub mod upload;
 use crate::{
     app::App,
     capabilities::LoadError,
-    fault::Fault,
     config::{ByteSize, Manifest},
-    ingress::{Ingress, router::{self, Router}},
+    fault::Fault,
+    ingress::{
+        Ingress,
+        router::{self, Router},
+    },
     metrics::LiveSample,
     runtime::Runtime,
 };
@@ -38,7 +41,10 @@ use store::Store;
 pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> anyhow::Result<()> {
     let total: u64 = manifests.iter().map(|m| m.resources.memory.bytes()).sum();
     if total > budget.bytes() {
-        let each: Vec<String> = manifests.iter().map(|m| format!("{} {}", m.name, m.resources.memory)).collect();
+        let each: Vec<String> = manifests
+            .iter()
+            .map(|m| format!("{} {}", m.name, m.resources.memory))
+            .collect();
         bail!(
             "the apps' memory caps add up to {} ({}), more than the host's memory_budget of {budget}",
             ByteSize(total),
@@ -53,9 +59,17 @@ pub fn check_budget(budget: ByteSize, manifests: &[Manifest]) -> anyhow::Result<
 /// anything else `status` with `code`.
 fn load_failed(status: u16, code: &'static str, err: anyhow::Error) -> ApiError {
     match err.downcast_ref::<LoadError>() {
-        Some(LoadError { fault: Fault::Dependency, dependency, .. }) => {
+        Some(LoadError {
+            fault: Fault::Dependency,
+            dependency,
+            ..
+        }) => {
             let service = dependency.unwrap_or("a service the host depends on");
-            ApiError::from_anyhow(503, "dependency_unavailable", err.context(format!("{service} is unavailable")))
+            ApiError::from_anyhow(
+                503,
+                "dependency_unavailable",
+                err.context(format!("{service} is unavailable")),
+            )
         }
         _ => ApiError::from_anyhow(status, code, err),
     }
@@ -83,7 +97,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), grants: Vec::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            grants: Vec::new(),
+        }
     }
 
     fn from_anyhow(status: u16, code: &'static str, err: anyhow::Error) -> Self {
@@ -129,7 +148,10 @@ pub struct Apps {
 const RATE_WINDOW: usize = 10;
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Apps {
@@ -138,7 +160,12 @@ impl Apps {
         &self.ingress
     }
 
-    pub fn new(runtime: Arc<Runtime>, ingress: Arc<Ingress>, store: Option<Store>, budget: ByteSize) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        ingress: Arc<Ingress>,
+        store: Option<Store>,
+        budget: ByteSize,
+    ) -> Self {
         Self {
             runtime,
             ingress,
@@ -163,9 +190,17 @@ impl Apps {
     pub fn set_fixed(&self, apps: Vec<Arc<App>>) -> anyhow::Result<()> {
         let mut live = self.live();
         for app in apps {
-            live.insert(app.name.to_string(), Deployed { app, version: 0, since: now_unix() });
+            live.insert(
+                app.name.to_string(),
+                Deployed {
+                    app,
+                    version: 0,
+                    since: now_unix(),
+                },
+            );
         }
-        self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
+        self.ingress
+            .set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
         drop(live);
         self.sample();
         Ok(())
@@ -175,7 +210,9 @@ impl Apps {
     /// that no longer loads (a secret's variable is gone, …) is logged and left
     /// out; the others serve.
     pub async fn restore(&self) -> anyhow::Result<usize> {
-        let Some(store) = &self.store else { return Ok(0) };
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
         store.clean()?;
         self.runtime.cache.clean_partial();
         for name in store.apps()? {
@@ -189,28 +226,41 @@ impl Apps {
             let (version, app) = match result {
                 Ok(loaded) => loaded,
                 Err(err) => {
-                    let fault = err.downcast_ref::<LoadError>().map_or(Fault::Guest, |e| e.fault);
+                    let fault = err
+                        .downcast_ref::<LoadError>()
+                        .map_or(Fault::Guest, |e| e.fault);
                     tracing::error!(app = %name, %fault, "not serving: {}", format!("{err:#}").replace('\n', " "));
                     continue;
                 }
             };
             let app = Arc::new(app);
             let mut live = self.live();
-            let mut manifests: Vec<Manifest> = live.values().map(|d| d.app.manifest.clone()).collect();
+            let mut manifests: Vec<Manifest> =
+                live.values().map(|d| d.app.manifest.clone()).collect();
             manifests.push(app.manifest.clone());
             let refs: Vec<&Manifest> = manifests.iter().collect();
-            if let Err(err) = check_budget(self.budget, &manifests).and_then(|()| router::check_routes(&refs)) {
+            if let Err(err) =
+                check_budget(self.budget, &manifests).and_then(|()| router::check_routes(&refs))
+            {
                 tracing::error!(app = %name, fault = %Fault::Operator, "not serving: {err:#}");
                 continue;
             }
             app.activate();
             self.runtime.metrics.set_version(&name, version);
             tracing::info!(app = %name, version, cached = app.compiled_from_cache, "restored in {:.0?}", started.elapsed());
-            live.insert(name, Deployed { app, version, since: now_unix() });
+            live.insert(
+                name,
+                Deployed {
+                    app,
+                    version,
+                    since: now_unix(),
+                },
+            );
         }
         let count = {
             let live = self.live();
-            self.ingress.set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
+            self.ingress
+                .set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
             live.len()
         };
         self.sample();
@@ -238,17 +288,24 @@ impl Apps {
     /// The apps' PostgreSQL pools, `candidate`'s included, must fit the host's
     /// connection limit (`postgres_max_connections`).
     async fn check_postgres(&self, candidate: &Manifest) -> Result<(), ApiError> {
-        let (Some(host), Some(_)) = (&self.runtime.postgres, &candidate.postgres) else { return Ok(()) };
+        let (Some(host), Some(_)) = (&self.runtime.postgres, &candidate.postgres) else {
+            return Ok(());
+        };
         let manifests = self.with_others(candidate);
-        host.check_connections(manifests.iter().filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))))
-            .await
-            .map_err(|e| load_failed(422, "postgres_connections", e))
+        host.check_connections(
+            manifests
+                .iter()
+                .filter_map(|m| Some((m.name.as_str(), m.postgres.as_ref()?))),
+        )
+        .await
+        .map_err(|e| load_failed(422, "postgres_connections", e))
     }
 
     /// Checks the budget and routes of `candidate` against the other apps in force.
     fn check_fit(&self, candidate: &Manifest) -> Result<(), ApiError> {
         let manifests = self.with_others(candidate);
-        check_budget(self.budget, &manifests).map_err(|e| ApiError::from_anyhow(422, "budget_exceeded", e))?;
+        check_budget(self.budget, &manifests)
+            .map_err(|e| ApiError::from_anyhow(422, "budget_exceeded", e))?;
         let refs: Vec<&Manifest> = manifests.iter().collect();
         router::check_routes(&refs).map_err(|e| ApiError::from_anyhow(409, "route_collision", e))
     }
@@ -260,7 +317,14 @@ impl Apps {
     fn swap(&self, app: Arc<App>, version: u32) -> Result<(), ApiError> {
         let name = app.name.to_string();
         let mut next = self.live().clone();
-        next.insert(name.clone(), Deployed { app: app.clone(), version, since: now_unix() });
+        next.insert(
+            name.clone(),
+            Deployed {
+                app: app.clone(),
+                version,
+                since: now_unix(),
+            },
+        );
         let router = Router::new(next.values().map(|d| d.app.clone()).collect())
             .map_err(|e| ApiError::from_anyhow(409, "route_collision", e))?;
         if let Some(store) = &self.store {
@@ -302,7 +366,12 @@ impl Apps {
             return Err(ApiError::new(
                 400,
                 "name_mismatch",
-                format!("{}: name: the manifest is for app {}, not {}", source.display(), manifest.name, upload.app),
+                format!(
+                    "{}: name: the manifest is for app {}, not {}",
+                    source.display(),
+                    manifest.name,
+                    upload.app
+                ),
             ));
         }
         manifest.component = PathBuf::from(&upload.component_name);
@@ -313,7 +382,11 @@ impl Apps {
                 return Err(ApiError::new(
                     422,
                     "secret_unresolvable",
-                    format!("{}: secrets.{key}: host environment variable {} is not set", source.display(), secret.env),
+                    format!(
+                        "{}: secrets.{key}: host environment variable {} is not set",
+                        source.display(),
+                        secret.env
+                    ),
                 ));
             }
         }
@@ -344,13 +417,21 @@ impl Apps {
             return Err(err);
         }
 
-        let version = store.next_version(&upload.app).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
-        // Writing and fsyncing a component takes a while: off the async workers.
-        let (writer, name, text) = (store.clone(), upload.app.clone(), upload.manifest_text.clone());
-        tokio::task::spawn_blocking(move || writer.write_version_file(&name, version, &text, spooled.path()))
-            .await
-            .map_err(|e| ApiError::new(500, "storage", format!("the storage thread failed: {e}")))?
+        let version = store
+            .next_version(&upload.app)
             .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        // Writing and fsyncing a component takes a while: off the async workers.
+        let (writer, name, text) = (
+            store.clone(),
+            upload.app.clone(),
+            upload.manifest_text.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            writer.write_version_file(&name, version, &text, spooled.path())
+        })
+        .await
+        .map_err(|e| ApiError::new(500, "storage", format!("the storage thread failed: {e}")))?
+        .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
         let app = Arc::new(app);
         self.swap(app.clone(), version)?;
         if let Err(err) = store.prune(&upload.app, version) {
@@ -382,23 +463,49 @@ impl Apps {
         let _one_at_a_time = self.deploying.lock().await;
         let started = Instant::now();
         let store = self.store()?;
-        let current = self.live().get(name).map(|d| d.version).ok_or_else(|| not_found(name))?;
-        let versions = store.versions(name).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        let current = self
+            .live()
+            .get(name)
+            .map(|d| d.version)
+            .ok_or_else(|| not_found(name))?;
+        let versions = store
+            .versions(name)
+            .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
         let target = match to {
             Some(v) if versions.contains(&v) => v,
             Some(v) => {
-                return Err(ApiError::new(404, "version_not_found", format!(
-                    "{name} has no version {v}; kept versions: {}", list(&versions)
-                )));
+                return Err(ApiError::new(
+                    404,
+                    "version_not_found",
+                    format!(
+                        "{name} has no version {v}; kept versions: {}",
+                        list(&versions)
+                    ),
+                ));
             }
-            None => versions.iter().rev().copied().find(|v| *v < current).ok_or_else(|| {
-                ApiError::new(409, "no_earlier_version", format!("{name} has no kept version before {current}"))
-            })?,
+            None => versions
+                .iter()
+                .rev()
+                .copied()
+                .find(|v| *v < current)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        409,
+                        "no_earlier_version",
+                        format!("{name} has no kept version before {current}"),
+                    )
+                })?,
         };
         if target == current {
-            return Err(ApiError::new(409, "already_current", format!("{name} version {target} is already in force")));
+            return Err(ApiError::new(
+                409,
+                "already_current",
+                format!("{name} version {target} is already in force"),
+            ));
         }
-        let (manifest, _) = store.manifest(name, target).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        let (manifest, _) = store
+            .manifest(name, target)
+            .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
         self.check_fit(&manifest)?;
         let app = App::load(&self.runtime, manifest)
             .await
@@ -427,12 +534,18 @@ impl Apps {
             let removed = next.remove(name).ok_or_else(|| not_found(name))?;
             let router = Router::new(next.values().map(|d| d.app.clone()).collect())
                 .map_err(|e| ApiError::from_anyhow(500, "internal", e))?;
-            store.remove(name).map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+            store
+                .remove(name)
+                .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
             *live = next;
             self.ingress.set_router(router);
             removed.app.metrics.memory_limit.set(0);
             // Its WebSockets would otherwise go on with the removed version.
-            removed.app.capabilities.websocket.hub.close_all(Some(name), 1001, "the app was removed");
+            removed.app.capabilities.websocket.hub.close_all(
+                Some(name),
+                1001,
+                "the app was removed",
+            );
         }
         self.runtime.metrics.set_version(name, 0);
         tracing::info!(app = %name, "removed");
@@ -448,7 +561,10 @@ impl Apps {
         for (name, deployed) in &live {
             let ring = samples.entry(name.clone()).or_default();
             // Several calls within one tick (a deploy's baseline) keep one sample.
-            if ring.back().is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_millis(500)) {
+            if ring
+                .back()
+                .is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_millis(500))
+            {
                 continue;
             }
             ring.push_back((now, deployed.app.metrics.live.sample()));
@@ -477,13 +593,21 @@ impl Apps {
                     let secs = at.elapsed().as_secs_f64();
                     let requests = now.requests.saturating_sub(first.requests);
                     let errors = now.errors.saturating_sub(first.errors);
-                    let error_rate = if requests == 0 { 0.0 } else { errors as f64 / requests as f64 };
+                    let error_rate = if requests == 0 {
+                        0.0
+                    } else {
+                        errors as f64 / requests as f64
+                    };
                     (requests as f64 / secs, error_rate, now.p99_since(first))
                 }
                 _ => (0.0, 0.0, None),
             }
         };
-        let versions = self.store.as_ref().and_then(|s| s.versions(name).ok()).unwrap_or_default();
+        let versions = self
+            .store
+            .as_ref()
+            .and_then(|s| s.versions(name).ok())
+            .unwrap_or_default();
         let resources = &app.manifest.resources;
         json!({
             "name": name,
@@ -511,11 +635,19 @@ impl Apps {
 
     pub fn list(&self) -> Value {
         let live = self.snapshot();
-        Value::Array(live.iter().map(|(name, d)| self.describe(name, d)).collect())
+        Value::Array(
+            live.iter()
+                .map(|(name, d)| self.describe(name, d))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> Result<Value, ApiError> {
-        let deployed = self.live().get(name).cloned().ok_or_else(|| not_found(name))?;
+        let deployed = self
+            .live()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))?;
         Ok(self.describe(name, &deployed))
     }
 
@@ -529,9 +661,17 @@ fn not_found(name: &str) -> ApiError {
 }
 
 fn list(versions: &[u32]) -> String {
-    versions.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+    versions
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn routes(app: &App) -> Vec<String> {
-    app.manifest.routes.iter().map(|r| format!("{}{}", r.host, r.path)).collect()
+    app.manifest
+        .routes
+        .iter()
+        .map(|r| format!("{}{}", r.host, r.path))
+        .collect()
 }

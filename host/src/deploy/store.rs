@@ -30,7 +30,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(data_dir: &Path, keep: usize) -> Self {
-        Self { dir: data_dir.join("apps"), keep: keep.max(1) }
+        Self {
+            dir: data_dir.join("apps"),
+            keep: keep.max(1),
+        }
     }
 
     fn app_dir(&self, app: &str) -> PathBuf {
@@ -47,7 +50,9 @@ impl Store {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(apps),
-            Err(err) => return Err(err).with_context(|| format!("cannot read {}", self.dir.display())),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", self.dir.display()));
+            }
         };
         for entry in entries {
             let entry = entry?;
@@ -77,10 +82,16 @@ impl Store {
     /// Complete versions on disk, oldest first.
     pub fn versions(&self, app: &str) -> Result<Vec<u32>> {
         let mut versions = Vec::new();
-        let Ok(entries) = fs::read_dir(self.app_dir(app)) else { return Ok(versions) };
+        let Ok(entries) = fs::read_dir(self.app_dir(app)) else {
+            return Ok(versions);
+        };
         for entry in entries {
             let entry = entry?;
-            if let Some(v) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+            if let Some(v) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 versions.push(v);
             }
         }
@@ -96,19 +107,40 @@ impl Store {
     }
 
     /// Writes a complete version folder (not yet in force).
-    pub fn write_version(&self, app: &str, version: u32, manifest: &str, component: &[u8]) -> Result<()> {
+    pub fn write_version(
+        &self,
+        app: &str,
+        version: u32,
+        manifest: &str,
+        component: &[u8],
+    ) -> Result<()> {
         self.write_version_with(app, version, manifest, |path| write_synced(path, component))
     }
 
     /// Like [`Self::write_version`], copying the component from a file.
-    pub fn write_version_file(&self, app: &str, version: u32, manifest: &str, component: &Path) -> Result<()> {
+    pub fn write_version_file(
+        &self,
+        app: &str,
+        version: u32,
+        manifest: &str,
+        component: &Path,
+    ) -> Result<()> {
         self.write_version_with(app, version, manifest, |path| {
-            fs::copy(component, path).with_context(|| format!("cannot write {}", path.display()))?;
-            File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))
+            fs::copy(component, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", path.display()))
         })
     }
 
-    fn write_version_with(&self, app: &str, version: u32, manifest: &str, component: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    fn write_version_with(
+        &self,
+        app: &str,
+        version: u32,
+        manifest: &str,
+        component: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
         let dir = self.version_dir(app, version);
         let tmp = dir.with_extension("tmp");
         let _ = fs::remove_dir_all(&tmp);
@@ -127,7 +159,8 @@ impl Store {
         let dir = self.app_dir(app);
         let tmp = dir.join("current.tmp");
         write_synced(&tmp, format!("{version}\n").as_bytes())?;
-        fs::rename(&tmp, dir.join("current")).with_context(|| format!("cannot write {}", dir.join("current").display()))?;
+        fs::rename(&tmp, dir.join("current"))
+            .with_context(|| format!("cannot write {}", dir.join("current").display()))?;
         sync_dir(&dir)
     }
 
@@ -135,7 +168,8 @@ impl Store {
     pub fn manifest(&self, app: &str, version: u32) -> Result<(Manifest, String)> {
         let dir = self.version_dir(app, version);
         let path = dir.join("manifest.toml");
-        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut manifest = Manifest::parse(&path, &text)?;
         manifest.component = dir.join("component.wasm");
         Ok((manifest, text))
@@ -160,7 +194,10 @@ impl Store {
         match fs::remove_file(dir.join("current")) {
             Ok(()) => sync_dir(&dir)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err).with_context(|| format!("cannot delete {}", dir.join("current").display())),
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot delete {}", dir.join("current").display()));
+            }
         }
         fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))
     }
@@ -168,7 +205,9 @@ impl Store {
     /// Deletes what an interrupted deploy left behind (`*.tmp`), and apps whose
     /// removal was interrupted (no `current`).
     pub fn clean(&self) -> Result<()> {
-        let Ok(apps) = fs::read_dir(&self.dir) else { return Ok(()) };
+        let Ok(apps) = fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
         for app in apps {
             let app = app?.path();
             if !app.join("current").is_file() {
@@ -180,7 +219,11 @@ impl Store {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "tmp") {
                     tracing::info!(path = %path.display(), "deleting what an interrupted deploy left");
-                    let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                    let _ = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
                 }
             }
         }
@@ -189,9 +232,12 @@ impl Store {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))
+    let mut file =
+        File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -213,7 +259,11 @@ mod tests {
         assert_eq!(store.apps().unwrap(), Vec::<String>::new());
         assert_eq!(store.next_version("a").unwrap(), 1);
         store.write_version("a", 1, MANIFEST, b"one").unwrap();
-        assert_eq!(store.apps().unwrap(), Vec::<String>::new(), "written but not in force");
+        assert_eq!(
+            store.apps().unwrap(),
+            Vec::<String>::new(),
+            "written but not in force"
+        );
         store.set_current("a", 1).unwrap();
         assert_eq!(store.apps().unwrap(), vec!["a".to_string()]);
         for v in 2..=4 {
@@ -225,7 +275,10 @@ mod tests {
         assert_eq!(store.versions("a").unwrap(), vec![1, 4]);
         assert_eq!(store.next_version("a").unwrap(), 5);
         let (manifest, _) = store.manifest("a", 4).unwrap();
-        assert_eq!(manifest.component, store.version_dir("a", 4).join("component.wasm"));
+        assert_eq!(
+            manifest.component,
+            store.version_dir("a", 4).join("component.wasm")
+        );
     }
 
     #[test]
@@ -236,7 +289,9 @@ mod tests {
         store.set_current("a", 1).unwrap();
         fs::create_dir_all(store.version_dir("a", 2).with_extension("tmp")).unwrap();
         fs::write(store.app_dir("a").join("current.tmp"), "2").unwrap();
-        store.write_version("b", 1, MANIFEST, b"never in force").unwrap();
+        store
+            .write_version("b", 1, MANIFEST, b"never in force")
+            .unwrap();
         store.clean().unwrap();
         assert_eq!(store.versions("a").unwrap(), vec![1]);
         assert!(!store.app_dir("a").join("current.tmp").exists());

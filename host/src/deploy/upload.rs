@@ -51,7 +51,10 @@ impl Spool {
     pub fn new(data_dir: &Path) -> Self {
         let dir = data_dir.join("uploads");
         let _ = std::fs::remove_dir_all(&dir);
-        Self { dir, permits: Semaphore::new(MAX_CONCURRENT) }
+        Self {
+            dir,
+            permits: Semaphore::new(MAX_CONCURRENT),
+        }
     }
 
     /// Reads an upload: the manifest's `manifest_len` bytes, then the component
@@ -66,18 +69,46 @@ impl Spool {
     ) -> Result<(Vec<u8>, Spooled), ApiError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if manifest_len > MAX_MANIFEST {
-            return Err(ApiError::new(400, "bad_request", format!("Alorig-Manifest-Length: a manifest is at most {MAX_MANIFEST} bytes")));
+            return Err(ApiError::new(
+                400,
+                "bad_request",
+                format!("Alorig-Manifest-Length: a manifest is at most {MAX_MANIFEST} bytes"),
+            ));
         }
-        let _permit = self.permits.acquire().await.map_err(|_| ApiError::new(503, "shutting_down", "the host is stopping"))?;
-        let storage = |e: std::io::Error| ApiError::new(500, "storage", format!("cannot write the upload to {}: {e}", self.dir.display()));
-        tokio::fs::create_dir_all(&self.dir).await.map_err(storage)?;
-        let spooled = Spooled { path: self.dir.join(format!("{}-{}.part", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))) };
-        let mut file = tokio::fs::File::create(spooled.path()).await.map_err(storage)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(503, "shutting_down", "the host is stopping"))?;
+        let storage = |e: std::io::Error| {
+            ApiError::new(
+                500,
+                "storage",
+                format!("cannot write the upload to {}: {e}", self.dir.display()),
+            )
+        };
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(storage)?;
+        let spooled = Spooled {
+            path: self.dir.join(format!(
+                "{}-{}.part",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )),
+        };
+        let mut file = tokio::fs::File::create(spooled.path())
+            .await
+            .map_err(storage)?;
         let mut manifest = Vec::with_capacity(manifest_len);
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ApiError::new(400, "bad_request", format!("the upload was cut off: {e}")))?;
-            let Ok(mut data) = frame.into_data() else { continue };
+            let frame = frame.map_err(|e| {
+                ApiError::new(400, "bad_request", format!("the upload was cut off: {e}"))
+            })?;
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
             total += data.len() as u64;
             if total > limit {
                 return Err(too_large());
@@ -89,7 +120,11 @@ impl Spool {
             }
         }
         if manifest.len() < manifest_len {
-            return Err(ApiError::new(400, "bad_request", "Alorig-Manifest-Length is longer than the upload"));
+            return Err(ApiError::new(
+                400,
+                "bad_request",
+                "Alorig-Manifest-Length is longer than the upload",
+            ));
         }
         file.flush().await.map_err(storage)?;
         Ok((manifest, spooled))

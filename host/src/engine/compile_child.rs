@@ -58,16 +58,26 @@ pub async fn compile(exe: &Path, input: &Path, output: &Path) -> Result<()> {
         .with_context(|| format!("cannot start the compiler process {}", exe.display()))?;
     let output_status = match tokio::time::timeout(TIME_LIMIT, child.wait_with_output()).await {
         Ok(result) => result.context("the compiler process failed")?,
-        Err(_) => bail!("compiling took longer than {}s and was stopped", TIME_LIMIT.as_secs()),
+        Err(_) => bail!(
+            "compiling took longer than {}s and was stopped",
+            TIME_LIMIT.as_secs()
+        ),
     };
     if output_status.status.success() {
         return Ok(());
     }
     let _ = std::fs::remove_file(output);
     let stderr = String::from_utf8_lossy(&output_status.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     let last = last.strip_prefix("error: ").unwrap_or(last);
-    if last.contains("memory allocation") || (last.is_empty() && !output_status.status.code().is_some_and(|c| c == 1)) {
+    if last.contains("memory allocation")
+        || (last.is_empty() && !output_status.status.code().is_some_and(|c| c == 1))
+    {
         bail!(
             "compiling needed more than the compiler's memory limit of {} (or the compiler was killed: {})",
             crate::config::ByteSize(MEMORY_LIMIT),
@@ -79,14 +89,29 @@ pub async fn compile(exe: &Path, input: &Path, output: &Path) -> Result<()> {
 
 /// In the child: limits itself, reads the component from `input`, compiles it
 /// and writes the artifact to `output`.
-pub fn child_main(engine: impl FnOnce() -> Result<wasmtime::Engine>, input: &Path, output: &Path) -> Result<()> {
+pub fn child_main(
+    engine: impl FnOnce() -> Result<wasmtime::Engine>,
+    input: &Path,
+    output: &Path,
+) -> Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
-    setrlimit(Resource::As, Rlimit { current: Some(MEMORY_LIMIT), maximum: Some(MEMORY_LIMIT) })
-        .context("cannot limit the compiler's memory")?;
+    setrlimit(
+        Resource::As,
+        Rlimit {
+            current: Some(MEMORY_LIMIT),
+            maximum: Some(MEMORY_LIMIT),
+        },
+    )
+    .context("cannot limit the compiler's memory")?;
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let engine = engine()?;
-    let compiled = engine.precompile_component(&bytes).map_err(anyhow::Error::from).context("component does not compile")?;
-    let mut file = std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display()))?;
-    file.write_all(&compiled).with_context(|| format!("cannot write {}", output.display()))?;
+    let compiled = engine
+        .precompile_component(&bytes)
+        .map_err(anyhow::Error::from)
+        .context("component does not compile")?;
+    let mut file = std::fs::File::create(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    file.write_all(&compiled)
+        .with_context(|| format!("cannot write {}", output.display()))?;
     Ok(())
 }

@@ -31,7 +31,9 @@ const MALFORMED: u8 = 2;
 
 impl BodyFault {
     fn set(&self, fault: u8) {
-        let _ = self.0.compare_exchange(0, fault, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .0
+            .compare_exchange(0, fault, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The host's answer when the body went wrong, whatever the guest answered.
@@ -47,7 +49,14 @@ impl BodyFault {
 impl LimitedBody {
     pub fn new(inner: BoxBody<Bytes, hyper::Error>, limit: u64) -> (Self, BodyFault) {
         let fault = BodyFault::default();
-        (Self { inner, remaining: limit, fault: fault.clone() }, fault)
+        (
+            Self {
+                inner,
+                remaining: limit,
+                fault: fault.clone(),
+            },
+            fault,
+        )
     }
 }
 
@@ -55,14 +64,19 @@ impl Body for LimitedBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.fault.set(TOO_LARGE);
-                        return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None))));
+                        return Poll::Ready(Some(Err(
+                            wasmtime_wasi_http::Error::HttpRequestBodySize(None),
+                        )));
                     }
                     self.remaining -= len;
                 }
@@ -151,5 +165,8 @@ pub async fn coalesce(response: hyper::Response<OutgoingBody>) -> hyper::Respons
     prefix.extend(pending);
     let rest = http_body_util::BodyStream::new(body);
     let stream = futures::stream::StreamExt::chain(futures::stream::iter(prefix), rest);
-    hyper::Response::from_parts(parts, http_body_util::StreamBody::new(stream).boxed_unsync())
+    hyper::Response::from_parts(
+        parts,
+        http_body_util::StreamBody::new(stream).boxed_unsync(),
+    )
 }

@@ -37,7 +37,11 @@ pub struct CustomDomains {
 impl CustomDomains {
     /// The app that claims `host` as a tenant domain, if any.
     pub async fn owner(&self, router: &Router, host: &str) -> Option<Arc<App>> {
-        let candidates: Vec<&Arc<App>> = router.apps().iter().filter(|a| a.manifest.custom_domains).collect();
+        let candidates: Vec<&Arc<App>> = router
+            .apps()
+            .iter()
+            .filter(|a| a.manifest.custom_domains)
+            .collect();
         if candidates.is_empty() || host.is_empty() {
             return None;
         }
@@ -45,7 +49,12 @@ impl CustomDomains {
         if let Some((owner, until)) = cached
             && until > Instant::now()
         {
-            return owner.and_then(|name| candidates.iter().find(|a| a.name == name).map(|a| (*a).clone()));
+            return owner.and_then(|name| {
+                candidates
+                    .iter()
+                    .find(|a| a.name == name)
+                    .map(|a| (*a).clone())
+            });
         }
         let mut found = None;
         for app in candidates {
@@ -58,8 +67,16 @@ impl CustomDomains {
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
-            let until = Instant::now() + if found.is_some() { KNOWN_FOR } else { UNKNOWN_FOR };
-            cache.insert(host.to_string(), (found.as_ref().map(|a| a.name.clone()), until));
+            let until = Instant::now()
+                + if found.is_some() {
+                    KNOWN_FOR
+                } else {
+                    UNKNOWN_FOR
+                };
+            cache.insert(
+                host.to_string(),
+                (found.as_ref().map(|a| a.name.clone()), until),
+            );
         }
         found
     }
@@ -70,7 +87,11 @@ impl CustomDomains {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let valid = !domain.is_empty()
             && domain.len() <= 253
-            && domain.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
         if !valid {
             return false;
         }
@@ -85,7 +106,11 @@ impl CustomDomains {
 async fn ask(app: &Arc<App>, host: &str) -> bool {
     let Ok(request) = http::Request::get(WELL_KNOWN)
         .header(http::header::HOST, host)
-        .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+        .body(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
     else {
         return false;
     };

@@ -28,7 +28,13 @@ pub fn apply(headers: &mut HeaderMap, peer: IpAddr, trusted: &[IpNet]) {
             .map(|a| a.parse::<IpAddr>().ok())
             .collect::<Option<Vec<_>>>()
             .unwrap_or_default();
-        let client = listed.iter().rev().copied().find(|ip| !is_trusted(*ip)).or(listed.first().copied()).unwrap_or(peer);
+        let client = listed
+            .iter()
+            .rev()
+            .copied()
+            .find(|ip| !is_trusted(*ip))
+            .or(listed.first().copied())
+            .unwrap_or(peer);
         let proto = headers
             .get(PROTO)
             .and_then(|v| v.to_str().ok())
@@ -78,13 +84,33 @@ mod tests {
 
     #[test]
     fn only_trusted_peers_say_who_the_client_is() {
-        assert_eq!(run("127.0.0.1", &["203.0.113.9"], &["127.0.0.1/32"]), ("203.0.113.9".into(), Some("https".into())));
+        assert_eq!(
+            run("127.0.0.1", &["203.0.113.9"], &["127.0.0.1/32"]),
+            ("203.0.113.9".into(), Some("https".into()))
+        );
         // A client's own X-Forwarded-For (left) behind our proxy: the right-most untrusted one counts.
-        assert_eq!(run("127.0.0.1", &["6.6.6.6, 203.0.113.9"], &["127.0.0.1/32"]).0, "203.0.113.9");
-        assert_eq!(run("127.0.0.1", &["6.6.6.6", "203.0.113.9, 10.0.0.2"], &["127.0.0.0/8", "10.0.0.0/8"]).0, "203.0.113.9");
+        assert_eq!(
+            run("127.0.0.1", &["6.6.6.6, 203.0.113.9"], &["127.0.0.1/32"]).0,
+            "203.0.113.9"
+        );
+        assert_eq!(
+            run(
+                "127.0.0.1",
+                &["6.6.6.6", "203.0.113.9, 10.0.0.2"],
+                &["127.0.0.0/8", "10.0.0.0/8"]
+            )
+            .0,
+            "203.0.113.9"
+        );
         // Not from a trusted peer: the peer is the client, whatever it says.
-        assert_eq!(run("198.51.100.7", &["6.6.6.6"], &["127.0.0.1/32"]), ("198.51.100.7".into(), None));
-        assert_eq!(run("::ffff:127.0.0.1", &["garbage"], &["127.0.0.1/32"]).0, "127.0.0.1");
+        assert_eq!(
+            run("198.51.100.7", &["6.6.6.6"], &["127.0.0.1/32"]),
+            ("198.51.100.7".into(), None)
+        );
+        assert_eq!(
+            run("::ffff:127.0.0.1", &["garbage"], &["127.0.0.1/32"]).0,
+            "127.0.0.1"
+        );
         assert_eq!(run("127.0.0.1", &[], &[]), ("127.0.0.1".into(), None));
     }
 }

@@ -28,8 +28,20 @@ use crate::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use std::{sync::{Arc, atomic::{AtomicBool, Ordering}}, time::Instant};
-use wasmtime_wasi_http::{WasiHttpView as _, p2::{bindings::http::types::{ErrorCode, Scheme}, body::HyperOutgoingBody}};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+use wasmtime_wasi_http::{
+    WasiHttpView as _,
+    p2::{
+        bindings::http::types::{ErrorCode, Scheme},
+        body::HyperOutgoingBody,
+    },
+};
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
@@ -39,13 +51,22 @@ pub async fn invoke(app: &Arc<App>, req: hyper::Request<Incoming>, started: Inst
 
 /// [`invoke`] for a request the host makes itself (e.g. asking an app whether
 /// it serves a custom domain).
-pub async fn invoke_boxed(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, started: Instant) -> Response {
+pub async fn invoke_boxed(
+    app: &Arc<App>,
+    req: hyper::Request<BoxBody<Bytes, hyper::Error>>,
+    started: Instant,
+) -> Response {
     let response = run(app, req, started).await;
-    app.metrics.request(response.status().as_u16(), started.elapsed().as_secs_f64());
+    app.metrics
+        .request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
-async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, started: Instant) -> Response {
+async fn run(
+    app: &Arc<App>,
+    req: hyper::Request<BoxBody<Bytes, hyper::Error>>,
+    started: Instant,
+) -> Response {
     let max_body = app.manifest.resources.max_body.bytes();
     let declared = req
         .headers()
@@ -72,9 +93,17 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
     let guest = async move {
         let _permit = permit;
         let app = task_app;
-        let timeout = app.manifest.resources.request_timeout.saturating_sub(started.elapsed());
+        let timeout = app
+            .manifest
+            .resources
+            .request_timeout
+            .saturating_sub(started.elapsed());
         let mut slot = app.take_idle();
-        let ended = tokio::time::timeout(timeout, serve_request(&app, &mut slot, req, sender, started)).await;
+        let ended = tokio::time::timeout(
+            timeout,
+            serve_request(&app, &mut slot, req, sender, started),
+        )
+        .await;
         let failure = match ended {
             Ok(Ok(())) => {
                 if let Some(instance) = slot {
@@ -89,7 +118,13 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
         drop(slot);
         failure.record(&app.metrics);
         if let Outcome::Trapped(reason, why) = &failure {
-            crate::traplog::warn(&app.name, format_args!("guest instance ended ({reason:?}, fault {}): {why}", failure.fault()));
+            crate::traplog::warn(
+                &app.name,
+                format_args!(
+                    "guest instance ended ({reason:?}, fault {}): {why}",
+                    failure.fault()
+                ),
+            );
         }
         Some(failure)
     };
@@ -134,7 +169,9 @@ async fn run(app: &Arc<App>, req: hyper::Request<BoxBody<Bytes, hyper::Error>>, 
     match failure {
         Some(Outcome::Rejected(_)) => overloaded(AT_CAPACITY),
         Some(Outcome::Trapped(TrapReason::Deadline, _)) => plain(504, "request deadline passed\n"),
-        Some(Outcome::Trapped(..) | Outcome::Ok | Outcome::Error(_)) => plain(500, "internal error\n"),
+        Some(Outcome::Trapped(..) | Outcome::Ok | Outcome::Error(_)) => {
+            plain(500, "internal error\n")
+        }
         None => {
             tracing::warn!(app = %app.name, fault = "guest", "guest returned without setting a response");
             plain(500, "internal error\n")
@@ -164,14 +201,26 @@ async fn serve_request(
     if slot.is_none() {
         let mut store = app.new_store(started);
         match app.pre.instantiate_async(&mut store).await {
-            Ok(proxy) => *slot = Some(Instance { store, proxy, served: 0 }),
+            Ok(proxy) => {
+                *slot = Some(Instance {
+                    store,
+                    proxy,
+                    served: 0,
+                })
+            }
             Err(error) => {
                 let refusal = store.data().limiter.refusal();
-                return Err(GuestError { error, starting: true, refusal });
+                return Err(GuestError {
+                    error,
+                    starting: true,
+                    refusal,
+                });
             }
         }
     }
-    let Some(instance) = slot.as_mut() else { return Ok(()) }; // filled above
+    let Some(instance) = slot.as_mut() else {
+        return Ok(());
+    }; // filled above
     let result = handle(app, instance, req, sender, started).await;
     match result {
         Ok(true) => Ok(()),
@@ -181,7 +230,11 @@ async fn serve_request(
             *slot = None;
             Ok(())
         }
-        Err(error) => Err(GuestError { error, starting: false, refusal: instance.store.data().limiter.refusal() }),
+        Err(error) => Err(GuestError {
+            error,
+            starting: false,
+            refusal: instance.store.data().limiter.refusal(),
+        }),
     }
 }
 
@@ -197,12 +250,22 @@ async fn handle(
     store.data_mut().deadline = started + app.manifest.resources.request_timeout;
     let answered = Arc::new(AtomicBool::new(false));
     let flag = answered.clone();
-    let out = store.data_mut().http().new_response_outparam_from_callback(move |result| {
-        flag.store(true, Ordering::Release);
-        let _ = sender.send(result);
-    })?;
-    let guest_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
-    instance.proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_req, out).await?;
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam_from_callback(move |result| {
+            flag.store(true, Ordering::Release);
+            let _ = sender.send(result);
+        })?;
+    let guest_req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)?;
+    instance
+        .proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, guest_req, out)
+        .await?;
     Ok(answered.load(Ordering::Acquire))
 }
 
@@ -211,7 +274,11 @@ pub fn plain(status: u16, text: &'static str) -> Response {
     hyper::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed_unsync())
+        .body(
+            Full::new(Bytes::from_static(text.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("static response parts are valid")
 }
 
@@ -221,6 +288,9 @@ pub const AT_CAPACITY: &str = "app is at its capacity, retry shortly\n";
 /// 503 with `Retry-After`: the request was not started, and may be sent again.
 pub fn overloaded(text: &'static str) -> Response {
     let mut response = plain(503, text);
-    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
     response
 }

@@ -18,7 +18,10 @@ use arc_swap::ArcSwap;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use router::Router;
-use std::{sync::Arc, time::{Duration, Instant}};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use tokio::net::TcpListener;
 
 /// The host config's default `write_timeout`.
@@ -79,11 +82,17 @@ impl Ingress {
         };
         let mut app: Option<(Arc<App>, bool)> = {
             let router = self.router.load();
-            router.route_kind(&host, req.uri().path()).map(|(app, ws)| (app.clone(), ws))
+            router
+                .route_kind(&host, req.uri().path())
+                .map(|(app, ws)| (app.clone(), ws))
         };
         if app.is_none() {
             let router = self.router.load_full();
-            app = self.custom_domains.owner(&router, &host).await.map(|app| (app, false));
+            app = self
+                .custom_domains
+                .owner(&router, &host)
+                .await
+                .map(|app| (app, false));
         }
         match app {
             Some((app, true)) => websocket::upgrade(&app, req, started).await,
@@ -95,7 +104,12 @@ impl Ingress {
     /// Accepts connections until `shutdown` resolves, then lets open connections
     /// finish their in-flight requests (for at most `drain`). Connections that
     /// became WebSockets are no longer hyper's: they are asked to close (1001).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, drain: Duration) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) {
         // hyper-util's GracefulShutdown does not take connections with upgrades:
         // each connection holds a receiver, and shutdown waits for them all to go.
         let (stopping, watch) = tokio::sync::watch::channel(false);
@@ -124,7 +138,11 @@ impl Ingress {
                     TokioIo::new(write_timeout::WriteTimeout::new(stream, self.write_timeout)),
                     service_fn(move |mut req: hyper::Request<Incoming>| {
                         let ingress = ingress.clone();
-                        let trusted = ingress.trusted_proxies.get().map(Vec::as_slice).unwrap_or_default();
+                        let trusted = ingress
+                            .trusted_proxies
+                            .get()
+                            .map(Vec::as_slice)
+                            .unwrap_or_default();
                         forwarded::apply(req.headers_mut(), peer.ip(), trusted);
                         async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
                     }),
@@ -147,9 +165,16 @@ impl Ingress {
         drop(listener);
         drop(watch);
         let _ = stopping.send(true);
-        self.websockets.close_all(None, 1001, "the host is shutting down");
-        if tokio::time::timeout(drain, stopping.closed()).await.is_err() {
-            tracing::warn!(fault = "guest", "connections still open after {drain:?}; closing them");
+        self.websockets
+            .close_all(None, 1001, "the host is shutting down");
+        if tokio::time::timeout(drain, stopping.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                fault = "guest",
+                "connections still open after {drain:?}; closing them"
+            );
         }
     }
 }

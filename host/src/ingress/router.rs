@@ -32,7 +32,10 @@ pub fn check_routes(manifests: &[&crate::config::Manifest]) -> Result<()> {
             if let Some(owner) = claimed.insert(key.clone(), manifest.name.as_str()) {
                 bail!(
                     "route {}{} is claimed by both {owner} and {} (in {})",
-                    key.0, key.1, manifest.name, manifest.source.display()
+                    key.0,
+                    key.1,
+                    manifest.name,
+                    manifest.source.display()
                 );
             }
         }
@@ -51,12 +54,21 @@ impl Router {
                 if let Some(owner) = claimed.insert(key.clone(), app.name.clone()) {
                     bail!(
                         "route {}{} is claimed by both {owner} and {} (in {})",
-                        key.0, key.1, app.name, app.manifest.source.display()
+                        key.0,
+                        key.1,
+                        app.name,
+                        app.manifest.source.display()
                     );
                 }
-                let entry = Entry { prefix: route.path.clone(), app: app.clone(), websocket: route.websocket };
+                let entry = Entry {
+                    prefix: route.path.clone(),
+                    app: app.clone(),
+                    websocket: route.websocket,
+                };
                 match &route.host {
-                    HostPattern::Exact(host) => router.exact.entry(host.clone()).or_default().push(entry),
+                    HostPattern::Exact(host) => {
+                        router.exact.entry(host.clone()).or_default().push(entry)
+                    }
                     HostPattern::Wildcard(suffix) => router.wildcard.push((suffix.clone(), entry)),
                 }
             }
@@ -138,9 +150,23 @@ mod tests {
 
     #[test]
     fn hosts_lose_their_port_and_case() {
-        let req = |host: &str| http::Request::builder().header("host", host).body(()).unwrap();
-        assert_eq!(request_host(&req("API.Psydge.com:8080")).unwrap(), "api.psydge.com");
-        assert_eq!(request_host(&req("api.psydge.com")).unwrap(), "api.psydge.com");
-        assert_eq!(request_host(&req("api.psydge.com.")).unwrap(), "api.psydge.com");
+        let req = |host: &str| {
+            http::Request::builder()
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            request_host(&req("API.Psydge.com:8080")).unwrap(),
+            "api.psydge.com"
+        );
+        assert_eq!(
+            request_host(&req("api.psydge.com")).unwrap(),
+            "api.psydge.com"
+        );
+        assert_eq!(
+            request_host(&req("api.psydge.com.")).unwrap(),
+            "api.psydge.com"
+        );
     }
 }

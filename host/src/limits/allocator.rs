@@ -38,20 +38,22 @@ pub fn configure() {
             libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
             libc::mallopt(libc::M_ARENA_MAX, 2 * cores);
         }
-        let _ = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| {
-            let resident = crate::metrics::resident_memory_bytes;
-            let mut after_last_trim = resident();
-            loop {
-                std::thread::sleep(TRIM_EVERY);
-                let now = resident();
-                if now > after_last_trim + TRIM_AFTER_GROWTH {
-                    // SAFETY: malloc_trim is thread-safe; 0 keeps no padding.
-                    unsafe { libc::malloc_trim(0) };
-                    after_last_trim = resident();
-                } else {
-                    after_last_trim = after_last_trim.min(now);
+        let _ = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(|| {
+                let resident = crate::metrics::resident_memory_bytes;
+                let mut after_last_trim = resident();
+                loop {
+                    std::thread::sleep(TRIM_EVERY);
+                    let now = resident();
+                    if now > after_last_trim + TRIM_AFTER_GROWTH {
+                        // SAFETY: malloc_trim is thread-safe; 0 keeps no padding.
+                        unsafe { libc::malloc_trim(0) };
+                        after_last_trim = resident();
+                    } else {
+                        after_last_trim = after_last_trim.min(now);
+                    }
                 }
-            }
-        });
+            });
     }
 }

@@ -69,7 +69,11 @@ impl HostCharge {
             return Ok(());
         }
         if !self.budget.try_charge_host(bytes) {
-            return Err(NoRoom { wanted: bytes, left: self.budget.left(), limit: self.budget.limit() });
+            return Err(NoRoom {
+                wanted: bytes,
+                left: self.budget.left(),
+                limit: self.budget.limit(),
+            });
         }
         self.bytes += bytes;
         Ok(())
@@ -102,12 +106,23 @@ mod tests {
 
     #[test]
     fn a_charge_is_refused_past_the_budget_and_given_back_on_drop() {
-        let budget = Arc::new(MemoryBudget::new(10 << 20, Gauge::default(), Gauge::default()));
+        let budget = Arc::new(MemoryBudget::new(
+            10 << 20,
+            Gauge::default(),
+            Gauge::default(),
+        ));
         let mut a = HostCharge::new(budget.clone());
         a.grow(6 << 20).unwrap();
         let mut b = HostCharge::new(budget.clone());
         let refused = b.grow(6 << 20).unwrap_err();
-        assert_eq!(refused, NoRoom { wanted: 6 << 20, left: 4 << 20, limit: 10 << 20 });
+        assert_eq!(
+            refused,
+            NoRoom {
+                wanted: 6 << 20,
+                left: 4 << 20,
+                limit: 10 << 20
+            }
+        );
         assert_eq!(budget.host_held(), 6 << 20);
         drop(a);
         b.grow(6 << 20).unwrap();

@@ -32,11 +32,19 @@ pub trait Framing: Send + 'static {
     /// message header may be held back until the header is complete. When a
     /// message does not fit, returns what to send the client after `out`
     /// in its place; the relay then sends both and closes the connection.
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, charge: &mut HostCharge) -> Result<(), Vec<u8>>;
+    fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        charge: &mut HostCharge,
+    ) -> Result<(), Vec<u8>>;
 
     /// Handles the client's first bytes before the server is reached (the
     /// PostgreSQL SSL request); the default does nothing.
-    fn startup(&mut self, _client: &mut UnixStream) -> impl Future<Output = std::io::Result<Vec<u8>>> + Send {
+    fn startup(
+        &mut self,
+        _client: &mut UnixStream,
+    ) -> impl Future<Output = std::io::Result<Vec<u8>>> + Send {
         async { Ok(Vec::new()) }
     }
 }
@@ -85,7 +93,8 @@ impl Relay {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
         let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+        let listener = UnixListener::bind(&socket)
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -119,7 +128,12 @@ impl Drop for Relay {
     }
 }
 
-async fn relay<F: Framing>(mut client: UnixStream, upstream: &Upstream, budget: Arc<MemoryBudget>, mut framing: F) -> std::io::Result<()> {
+async fn relay<F: Framing>(
+    mut client: UnixStream,
+    upstream: &Upstream,
+    budget: Arc<MemoryBudget>,
+    mut framing: F,
+) -> std::io::Result<()> {
     let first = framing.startup(&mut client).await?;
     let mut server = upstream.connect().await?;
     server.write_all(&first).await?;

@@ -3,7 +3,9 @@
 //! resolved once per app version by [`super::Metrics`]; recording is an
 //! atomic add on a handle, indexed by a named label enum, never a position.
 
-use super::{AppLabel, HistogramFamily, PgErrorKind, RedisErrorReason, WsDropReason, duration_histogram};
+use super::{
+    AppLabel, HistogramFamily, PgErrorKind, RedisErrorReason, WsDropReason, duration_histogram,
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -81,9 +83,21 @@ impl TimerFamilies {
         };
         registry.register("alorig_app_timer_runs", "Timer firings, by timer and outcome (ok, error, trap, memory_limit, timeout, rejected, skipped, unavailable)", f.timer_runs.clone());
         registry.register("alorig_app_job_runs", "Job runs on this host, by outcome (ok, error, trap, memory_limit, timeout, rejected, lost)", f.job_runs.clone());
-        registry.register("alorig_app_jobs", "The app's jobs in the job store, by state (pending: the queue depth, running, dead)", f.jobs.clone());
-        registry.register("alorig_app_job_latency_seconds", "From a job's scheduled time to its start", f.job_latency.clone());
-        registry.register("alorig_app_job_dead_letters", "Jobs this host dead-lettered after their last attempt", f.dead_letters.clone());
+        registry.register(
+            "alorig_app_jobs",
+            "The app's jobs in the job store, by state (pending: the queue depth, running, dead)",
+            f.jobs.clone(),
+        );
+        registry.register(
+            "alorig_app_job_latency_seconds",
+            "From a job's scheduled time to its start",
+            f.job_latency.clone(),
+        );
+        registry.register(
+            "alorig_app_job_dead_letters",
+            "Jobs this host dead-lettered after their last attempt",
+            f.dead_letters.clone(),
+        );
         f
     }
 }
@@ -102,12 +116,21 @@ pub struct TimerMetrics {
 
 impl TimerMetrics {
     pub fn timer_run(&self, timer: &str, outcome: &'static str) {
-        let label = AppTimerLabel { app: self.app.clone(), timer: timer.to_string(), outcome };
+        let label = AppTimerLabel {
+            app: self.app.clone(),
+            timer: timer.to_string(),
+            outcome,
+        };
         self.timer_runs.get_or_create(&label).inc();
     }
 
     pub fn job_run(&self, outcome: &'static str) {
-        self.job_runs.get_or_create(&AppOutcomeLabel { app: self.app.clone(), outcome }).inc();
+        self.job_runs
+            .get_or_create(&AppOutcomeLabel {
+                app: self.app.clone(),
+                outcome,
+            })
+            .inc();
     }
 
     /// From the job store's counts (done jobs are not shown).

@@ -39,7 +39,9 @@ impl LiveSample {
     /// The upper bound (seconds) of the bucket holding the 99th percentile of
     /// the requests between `earlier` and `self`; None without requests.
     pub fn p99_since(&self, earlier: &LiveSample) -> Option<f64> {
-        let counts: Vec<u64> = (0..=BUCKETS).map(|i| self.buckets[i].saturating_sub(earlier.buckets[i])).collect();
+        let counts: Vec<u64> = (0..=BUCKETS)
+            .map(|i| self.buckets[i].saturating_sub(earlier.buckets[i]))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -49,7 +51,11 @@ impl LiveSample {
         for (i, count) in counts.iter().enumerate() {
             seen += count;
             if seen >= wanted {
-                return Some(if i == BUCKETS { f64::INFINITY } else { BUCKET_START * 2f64.powi(i as i32) });
+                return Some(if i == BUCKETS {
+                    f64::INFINITY
+                } else {
+                    BUCKET_START * 2f64.powi(i as i32)
+                });
             }
         }
         None

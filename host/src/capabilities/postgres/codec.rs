@@ -110,7 +110,10 @@ pub fn encode(value: &Value, target: &PgTypeInfo) -> Result<Param, String> {
     } else {
         encode_scalar(value, oid).ok_or_else(|| mismatch(value, target))??
     };
-    Ok(Param { oid, bytes: Some(bytes) })
+    Ok(Param {
+        oid,
+        bytes: Some(bytes),
+    })
 }
 
 fn mismatch(value: &Value, target: &PgTypeInfo) -> String {
@@ -133,7 +136,11 @@ fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
         }
     };
     let range = |i: i64, min: i64, max: i64, ty: &str| -> Result<i64, String> {
-        if (min..=max).contains(&i) { Ok(i) } else { Err(format!("{i} is out of range for {ty}")) }
+        if (min..=max).contains(&i) {
+            Ok(i)
+        } else {
+            Err(format!("{i} is out of range for {ty}"))
+        }
     };
     Some(Ok(match (oid, value) {
         (BOOL, V::Boolean(b)) => vec![u8::from(*b)],
@@ -154,9 +161,10 @@ fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
         (FLOAT8, v) => (int(v)? as f64).to_be_bytes().to_vec(),
         (NUMERIC, V::Numeric(s) | V::Text(s)) => return Some(numeric_to_binary(s)),
         (NUMERIC, v) => return Some(numeric_to_binary(&int(v)?.to_string())),
-        (TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN | XML | CHAR, V::Text(s) | V::Numeric(s) | V::Uuid(s)) => {
-            s.as_bytes().to_vec()
-        }
+        (
+            TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN | XML | CHAR,
+            V::Text(s) | V::Numeric(s) | V::Uuid(s),
+        ) => s.as_bytes().to_vec(),
         (BYTEA, V::Bytea(b)) => b.clone(),
         (JSON, V::Json(s) | V::Jsonb(s) | V::Text(s)) => s.as_bytes().to_vec(),
         (JSONB, V::Json(s) | V::Jsonb(s) | V::Text(s)) => {
@@ -167,23 +175,34 @@ fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
         }
         (UUID, V::Uuid(s) | V::Text(s)) => return Some(parse_uuid(s).map(|u| u.to_vec())),
         (DATE, V::Date(d)) => d.wrapping_sub(PG_EPOCH_DAYS).to_be_bytes().to_vec(),
-        (TIMESTAMP, V::Timestamp(t) | V::Timestamptz(t)) | (TIMESTAMPTZ, V::Timestamp(t) | V::Timestamptz(t)) => {
+        (TIMESTAMP, V::Timestamp(t) | V::Timestamptz(t))
+        | (TIMESTAMPTZ, V::Timestamp(t) | V::Timestamptz(t)) => {
             t.wrapping_sub(PG_EPOCH_MICROS).to_be_bytes().to_vec()
         }
         (BOOL_ARRAY, V::BooleanArray(a)) => array(BOOL, a, |b| Ok(vec![u8::from(*b)])),
         (INT2_ARRAY, V::Int16Array(a)) => array(INT2, a, |i| Ok(i.to_be_bytes().to_vec())),
         (INT4_ARRAY, V::Int32Array(a)) => array(INT4, a, |i| Ok(i.to_be_bytes().to_vec())),
-        (INT4_ARRAY, V::Int16Array(a)) => array(INT4, a, |i| Ok(i32::from(*i).to_be_bytes().to_vec())),
+        (INT4_ARRAY, V::Int16Array(a)) => {
+            array(INT4, a, |i| Ok(i32::from(*i).to_be_bytes().to_vec()))
+        }
         (INT8_ARRAY, V::Int64Array(a)) => array(INT8, a, |i| Ok(i.to_be_bytes().to_vec())),
-        (INT8_ARRAY, V::Int32Array(a)) => array(INT8, a, |i| Ok(i64::from(*i).to_be_bytes().to_vec())),
+        (INT8_ARRAY, V::Int32Array(a)) => {
+            array(INT8, a, |i| Ok(i64::from(*i).to_be_bytes().to_vec()))
+        }
         (FLOAT4_ARRAY, V::Float32Array(a)) => array(FLOAT4, a, |f| Ok(f.to_be_bytes().to_vec())),
         (FLOAT8_ARRAY, V::Float64Array(a)) => array(FLOAT8, a, |f| Ok(f.to_be_bytes().to_vec())),
         (TEXT_ARRAY | VARCHAR_ARRAY | BPCHAR_ARRAY, V::TextArray(a)) => {
-            let elem = match oid { VARCHAR_ARRAY => VARCHAR, BPCHAR_ARRAY => BPCHAR, _ => TEXT };
+            let elem = match oid {
+                VARCHAR_ARRAY => VARCHAR,
+                BPCHAR_ARRAY => BPCHAR,
+                _ => TEXT,
+            };
             array(elem, a, |s| Ok(s.as_bytes().to_vec()))
         }
         (UUID_ARRAY, V::UuidArray(a) | V::TextArray(a)) => {
-            return Some(try_array(UUID, a, |s: &String| parse_uuid(s).map(|u| u.to_vec())));
+            return Some(try_array(UUID, a, |s: &String| {
+                parse_uuid(s).map(|u| u.to_vec())
+            }));
         }
         _ => return None,
     }))
@@ -194,7 +213,11 @@ fn array<T>(elem: u32, items: &[Option<T>], f: impl Fn(&T) -> Result<Vec<u8>, St
 }
 
 /// A one-dimensional array in PostgreSQL's binary array format.
-fn try_array<T>(elem: u32, items: &[Option<T>], f: impl Fn(&T) -> Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+fn try_array<T>(
+    elem: u32,
+    items: &[Option<T>],
+    f: impl Fn(&T) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(20 + items.len() * 8);
     let has_null = items.iter().any(Option::is_none);
     out.extend_from_slice(&1i32.to_be_bytes()); // dimensions
@@ -223,7 +246,8 @@ fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
     }
     let mut out = [0u8; 16];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
     }
     Ok(out)
 }
@@ -272,7 +296,10 @@ pub fn numeric_to_binary(text: &str) -> Result<Vec<u8>, String> {
     };
     let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     if (int_part.is_empty() && frac_part.is_empty())
-        || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
         || frac_part.len() > 16383
     {
         return Err(bad());
@@ -298,11 +325,21 @@ pub fn numeric_to_binary(text: &str) -> Result<Vec<u8>, String> {
     if groups.is_empty() {
         weight = 0;
     }
-    if groups.len() > u16::MAX as usize || !(-(i16::MAX as i32)..=i16::MAX as i32).contains(&weight) {
+    if groups.len() > u16::MAX as usize || !(-(i16::MAX as i32)..=i16::MAX as i32).contains(&weight)
+    {
         return Err(bad());
     }
-    let sign = if negative && !groups.is_empty() { NUMERIC_NEG } else { 0 };
-    let mut out = header(groups.len() as u16, weight as i16, sign, frac_part.len() as u16);
+    let sign = if negative && !groups.is_empty() {
+        NUMERIC_NEG
+    } else {
+        0
+    };
+    let mut out = header(
+        groups.len() as u16,
+        weight as i16,
+        sign,
+        frac_part.len() as u16,
+    );
     for g in groups {
         out.extend_from_slice(&g.to_be_bytes());
     }
@@ -312,7 +349,11 @@ pub fn numeric_to_binary(text: &str) -> Result<Vec<u8>, String> {
 /// PostgreSQL's binary numeric back to its exact decimal text.
 pub fn numeric_from_binary(b: &[u8]) -> Result<String, String> {
     let bad = || "malformed numeric".to_string();
-    let u16_at = |i: usize| b.get(i..i + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).ok_or_else(bad);
+    let u16_at = |i: usize| {
+        b.get(i..i + 2)
+            .map(|s| u16::from_be_bytes([s[0], s[1]]))
+            .ok_or_else(bad)
+    };
     let ndigits = u16_at(0)? as usize;
     let weight = u16_at(2)? as i16 as i32;
     let sign = u16_at(4)?;
@@ -323,8 +364,16 @@ pub fn numeric_from_binary(b: &[u8]) -> Result<String, String> {
         NUMERIC_NINF => return Ok("-Infinity".into()),
         _ => {}
     }
-    let digits = (0..ndigits).map(|i| u16_at(8 + 2 * i)).collect::<Result<Vec<_>, _>>()?;
-    let digit = |i: i32| if i >= 0 { digits.get(i as usize).copied().unwrap_or(0) } else { 0 };
+    let digits = (0..ndigits)
+        .map(|i| u16_at(8 + 2 * i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let digit = |i: i32| {
+        if i >= 0 {
+            digits.get(i as usize).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    };
     let mut s = String::new();
     if sign == NUMERIC_NEG {
         s.push('-');
@@ -445,14 +494,25 @@ impl Decoder {
                 _ => return Err("unknown jsonb format version".into()),
             },
             Decoder::Uuid => Value::Uuid(format_uuid(b)?),
-            Decoder::Date => Value::Date(i32::from_be_bytes(fixed(b)?).saturating_add(PG_EPOCH_DAYS)),
-            Decoder::Timestamp => Value::Timestamp(i64::from_be_bytes(fixed(b)?).saturating_add(PG_EPOCH_MICROS)),
-            Decoder::Timestamptz => Value::Timestamptz(i64::from_be_bytes(fixed(b)?).saturating_add(PG_EPOCH_MICROS)),
+            Decoder::Date => {
+                Value::Date(i32::from_be_bytes(fixed(b)?).saturating_add(PG_EPOCH_DAYS))
+            }
+            Decoder::Timestamp => {
+                Value::Timestamp(i64::from_be_bytes(fixed(b)?).saturating_add(PG_EPOCH_MICROS))
+            }
+            Decoder::Timestamptz => {
+                Value::Timestamptz(i64::from_be_bytes(fixed(b)?).saturating_add(PG_EPOCH_MICROS))
+            }
             Decoder::Array(elem) => {
                 let items = array_items(b)?;
                 macro_rules! each {
                     ($variant:ident, $f:expr) => {
-                        Value::$variant(items.into_iter().map(|i| i.map($f).transpose()).collect::<Result<_, String>>()?)
+                        Value::$variant(
+                            items
+                                .into_iter()
+                                .map(|i| i.map($f).transpose())
+                                .collect::<Result<_, String>>()?,
+                        )
                     };
                 }
                 match elem {
@@ -460,8 +520,12 @@ impl Decoder {
                     Elem::Int2 => each!(Int16Array, |b: &[u8]| Ok(i16::from_be_bytes(fixed(b)?))),
                     Elem::Int4 => each!(Int32Array, |b: &[u8]| Ok(i32::from_be_bytes(fixed(b)?))),
                     Elem::Int8 => each!(Int64Array, |b: &[u8]| Ok(i64::from_be_bytes(fixed(b)?))),
-                    Elem::Float4 => each!(Float32Array, |b: &[u8]| Ok(f32::from_be_bytes(fixed(b)?))),
-                    Elem::Float8 => each!(Float64Array, |b: &[u8]| Ok(f64::from_be_bytes(fixed(b)?))),
+                    Elem::Float4 => {
+                        each!(Float32Array, |b: &[u8]| Ok(f32::from_be_bytes(fixed(b)?)))
+                    }
+                    Elem::Float8 => {
+                        each!(Float64Array, |b: &[u8]| Ok(f64::from_be_bytes(fixed(b)?)))
+                    }
                     Elem::Text => each!(TextArray, utf8),
                     Elem::Uuid => each!(UuidArray, format_uuid),
                 }
@@ -471,7 +535,8 @@ impl Decoder {
 }
 
 fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-    b.try_into().map_err(|_| format!("expected {N} bytes, got {}", b.len()))
+    b.try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", b.len()))
 }
 
 fn utf8(b: &[u8]) -> Result<String, String> {
@@ -481,7 +546,11 @@ fn utf8(b: &[u8]) -> Result<String, String> {
 /// The elements of a binary array of at most one dimension.
 fn array_items(b: &[u8]) -> Result<Vec<Option<&[u8]>>, String> {
     let bad = || "malformed array".to_string();
-    let i32_at = |i: usize| b.get(i..i + 4).map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(bad);
+    let i32_at = |i: usize| {
+        b.get(i..i + 4)
+            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+            .ok_or_else(bad)
+    };
     let ndim = i32_at(0)?;
     if ndim == 0 {
         return Ok(Vec::new());
@@ -511,7 +580,9 @@ fn array_items(b: &[u8]) -> Result<Vec<Option<&[u8]>>, String> {
 pub fn guest_size(value: &Value) -> u64 {
     const SLOT: u64 = 48;
     let payload = match value {
-        Value::Numeric(s) | Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::Uuid(s) => s.len(),
+        Value::Numeric(s) | Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::Uuid(s) => {
+            s.len()
+        }
         Value::Bytea(b) => b.len(),
         Value::BooleanArray(a) => a.len() * 2,
         Value::Int16Array(a) => a.len() * 4,
@@ -519,7 +590,10 @@ pub fn guest_size(value: &Value) -> u64 {
         Value::Float32Array(a) => a.len() * 8,
         Value::Int64Array(a) => a.len() * 16,
         Value::Float64Array(a) => a.len() * 16,
-        Value::TextArray(a) | Value::UuidArray(a) => a.iter().map(|s| 12 + s.as_ref().map_or(0, String::len)).sum(),
+        Value::TextArray(a) | Value::UuidArray(a) => a
+            .iter()
+            .map(|s| 12 + s.as_ref().map_or(0, String::len))
+            .sum(),
         _ => 0,
     };
     SLOT + payload as u64 * 2
@@ -560,14 +634,31 @@ mod tests {
 
     #[test]
     fn numerics_round_trip_through_the_binary_form() {
-        for text in ["0", "1", "-1", "12.50", "0.0001", "0.00001", "123456789.987654321", "-0.5", "10000", "1e0x"] {
+        for text in [
+            "0",
+            "1",
+            "-1",
+            "12.50",
+            "0.0001",
+            "0.00001",
+            "123456789.987654321",
+            "-0.5",
+            "10000",
+            "1e0x",
+        ] {
             match numeric_to_binary(text) {
                 Ok(bin) => assert_eq!(numeric_from_binary(&bin).unwrap(), text, "{text}"),
                 Err(_) => assert_eq!(text, "1e0x"),
             }
         }
-        assert_eq!(numeric_from_binary(&numeric_to_binary("007.10").unwrap()).unwrap(), "7.10");
-        assert_eq!(numeric_from_binary(&numeric_to_binary("NaN").unwrap()).unwrap(), "NaN");
+        assert_eq!(
+            numeric_from_binary(&numeric_to_binary("007.10").unwrap()).unwrap(),
+            "7.10"
+        );
+        assert_eq!(
+            numeric_from_binary(&numeric_to_binary("NaN").unwrap()).unwrap(),
+            "NaN"
+        );
     }
 
     #[test]
@@ -575,7 +666,10 @@ mod tests {
         let id = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
         assert_eq!(format_uuid(&parse_uuid(id).unwrap()).unwrap(), id);
         assert!(parse_uuid("not-a-uuid").is_err());
-        let bin = try_array(INT4, &[Some(1i32), None, Some(-3)], |i| Ok(i.to_be_bytes().to_vec())).unwrap();
+        let bin = try_array(INT4, &[Some(1i32), None, Some(-3)], |i| {
+            Ok(i.to_be_bytes().to_vec())
+        })
+        .unwrap();
         match Decoder::Array(Elem::Int4).decode(&bin).unwrap() {
             Value::Int32Array(a) => assert_eq!(a, vec![Some(1), None, Some(-3)]),
             other => panic!("{other:?}"),

@@ -31,7 +31,12 @@ pub struct PgFraming {
 }
 
 impl Framing for PgFraming {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, charge: &mut HostCharge) -> Result<(), Vec<u8>> {
+    fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        charge: &mut HostCharge,
+    ) -> Result<(), Vec<u8>> {
         let mut i = 0;
         while i < input.len() {
             if self.body_left > 0 {
@@ -98,7 +103,12 @@ fn kind(tag: u8) -> &'static str {
 /// A backend `ErrorResponse` (severity ERROR, SQLSTATE 54000).
 fn error_response(message: &str) -> Vec<u8> {
     let mut body = Vec::new();
-    for (field, value) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', TOO_LARGE_SQLSTATE), (b'M', message)] {
+    for (field, value) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', TOO_LARGE_SQLSTATE),
+        (b'M', message),
+    ] {
         body.push(field);
         body.extend_from_slice(value.as_bytes());
         body.push(0);
@@ -113,7 +123,10 @@ fn error_response(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{MemoryBudget, relay::{chunked, pump}};
+    use crate::limits::{
+        MemoryBudget,
+        relay::{chunked, pump},
+    };
     use prometheus_client::metrics::gauge::Gauge;
     use std::sync::Arc;
 
@@ -127,7 +140,14 @@ mod tests {
     async fn run(input: Vec<u8>, limit: u64) -> (Vec<u8>, Arc<MemoryBudget>) {
         let budget = Arc::new(MemoryBudget::new(limit, Gauge::default(), Gauge::default()));
         let mut out = Vec::new();
-        pump(chunked(input), &mut out, HostCharge::new(budget.clone()), PgFraming::default()).await.unwrap();
+        pump(
+            chunked(input),
+            &mut out,
+            HostCharge::new(budget.clone()),
+            PgFraming::default(),
+        )
+        .await
+        .unwrap();
         (out, budget)
     }
 
@@ -151,7 +171,10 @@ mod tests {
         assert_eq!(&out[..small.len()], &small[..]);
         assert_eq!(out[small.len()], b'E');
         let text = String::from_utf8_lossy(&out[small.len()..]);
-        assert!(text.contains("54000") && text.contains("a row from the server"), "{text}");
+        assert!(
+            text.contains("54000") && text.contains("a row from the server"),
+            "{text}"
+        );
         assert!(out.len() < 1000, "the refused row is not forwarded");
         assert_eq!(budget.host_held(), 0);
     }

@@ -69,7 +69,10 @@ impl PostgresHost {
     }
 
     /// Refuses a set of apps whose pools could together exceed the limit.
-    pub async fn check_connections<'a>(&self, apps: impl Iterator<Item = (&'a str, &'a PostgresManifest)>) -> Result<()> {
+    pub async fn check_connections<'a>(
+        &self,
+        apps: impl Iterator<Item = (&'a str, &'a PostgresManifest)>,
+    ) -> Result<()> {
         let apps: Vec<_> = apps.collect();
         if apps.is_empty() {
             return Ok(());
@@ -77,7 +80,10 @@ impl PostgresHost {
         let total: u32 = apps.iter().map(|(_, pg)| pg.max_connections.get()).sum();
         let limit = self.connection_limit().await?;
         if total > limit {
-            let each: Vec<String> = apps.iter().map(|(name, pg)| format!("{name} {}", pg.max_connections)).collect();
+            let each: Vec<String> = apps
+                .iter()
+                .map(|(name, pg)| format!("{name} {}", pg.max_connections))
+                .collect();
             bail!(
                 "the apps' postgres.max_connections add up to {total} ({}), more than the host's limit of {limit} \
                  (postgres_max_connections, by default 80% of PostgreSQL's max_connections)",
@@ -89,9 +95,18 @@ impl PostgresHost {
 
     /// Creates the app's role and database if they do not exist (or verifies
     /// them when the admin may not create them) and locks them down.
-    pub async fn provision(&self, role: &str, pg: &PostgresManifest, source: &str) -> Result<String> {
+    pub async fn provision(
+        &self,
+        role: &str,
+        pg: &PostgresManifest,
+        source: &str,
+    ) -> Result<String> {
         let at = |what: &str| format!("{source}: postgres: {what}");
-        let mut admin = self.admin.acquire().await.map_err(|e| admin_error(&e, at("cannot reach PostgreSQL at postgres_url")))?;
+        let mut admin = self
+            .admin
+            .acquire()
+            .await
+            .map_err(|e| admin_error(&e, at("cannot reach PostgreSQL at postgres_url")))?;
         let (superuser, createrole, createdb): (bool, bool, bool) =
             sqlx::query_as("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user")
                 .fetch_one(&mut *admin)
@@ -130,7 +145,13 @@ impl PostgresHost {
         }
         if let Some((owner,)) = &owner {
             if owner != role && owner.starts_with("alorig_") {
-                bail!("{}", at(&format!("database {} already belongs to another app ({owner})", pg.database)));
+                bail!(
+                    "{}",
+                    at(&format!(
+                        "database {} already belongs to another app ({owner})",
+                        pg.database
+                    ))
+                );
             }
         }
         let password = match password_file.exists() {
@@ -148,17 +169,37 @@ impl PostgresHost {
             "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {limit} PASSWORD '{verifier}'"
         );
         let verb = if role_exists { "ALTER" } else { "CREATE" };
-        admin.execute(format!("{verb} ROLE {qrole} {attributes}").as_str()).await.map_err(|e| anyhow!("{}", at(&describe(&e))))?;
+        admin
+            .execute(format!("{verb} ROLE {qrole} {attributes}").as_str())
+            .await
+            .map_err(|e| anyhow!("{}", at(&describe(&e))))?;
         match owner {
             None if createdb || superuser => {
                 admin
                     .execute(format!("CREATE DATABASE {qdb} OWNER {qrole}").as_str())
                     .await
-                    .map_err(|e| anyhow!("{}", at(&format!("cannot create database {}: {}", pg.database, describe(&e)))))?;
+                    .map_err(|e| {
+                        anyhow!(
+                            "{}",
+                            at(&format!(
+                                "cannot create database {}: {}",
+                                pg.database,
+                                describe(&e)
+                            ))
+                        )
+                    })?;
             }
-            None => bail!("{}", at(&format!("database {} does not exist and the postgres_url user may not create it", pg.database))),
+            None => bail!(
+                "{}",
+                at(&format!(
+                    "database {} does not exist and the postgres_url user may not create it",
+                    pg.database
+                ))
+            ),
             Some((owner,)) if owner != role => {
-                admin.execute(format!("ALTER DATABASE {qdb} OWNER TO {qrole}").as_str()).await?;
+                admin
+                    .execute(format!("ALTER DATABASE {qdb} OWNER TO {qrole}").as_str())
+                    .await?;
             }
             Some(_) => {}
         }
@@ -166,7 +207,10 @@ impl PostgresHost {
             format!("REVOKE ALL ON DATABASE {qdb} FROM PUBLIC"),
             format!("GRANT CONNECT, TEMPORARY ON DATABASE {qdb} TO {qrole}"),
         ] {
-            admin.execute(sql.as_str()).await.map_err(|e| anyhow!("{}", at(&describe(&e))))?;
+            admin
+                .execute(sql.as_str())
+                .await
+                .map_err(|e| anyhow!("{}", at(&describe(&e))))?;
         }
         Ok(password)
     }
@@ -174,19 +218,33 @@ impl PostgresHost {
     /// Cancels, on the server, the app's statements running past `timeout`.
     /// Starts the relay ([`super::guard`]) for one version of an app, to the
     /// server `postgres_url` names, listening where sqlx looks when given a folder.
-    pub(super) fn guard(&self, app: &str, budget: std::sync::Arc<crate::limits::MemoryBudget>) -> Result<crate::limits::relay::Relay> {
+    pub(super) fn guard(
+        &self,
+        app: &str,
+        budget: std::sync::Arc<crate::limits::MemoryBudget>,
+    ) -> Result<crate::limits::relay::Relay> {
         use crate::limits::relay::{Relay, Upstream};
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let o = &self.admin_options;
         let port = o.get_port();
         let upstream = match (o.get_socket(), o.get_host()) {
             (Some(dir), _) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
-            (None, host) if host.starts_with('/') => Upstream::Unix(Path::new(host).join(format!(".s.PGSQL.{port}"))),
+            (None, host) if host.starts_with('/') => {
+                Upstream::Unix(Path::new(host).join(format!(".s.PGSQL.{port}")))
+            }
             (None, host) => Upstream::Tcp(host.to_string(), port),
         };
-        let dir = self.run_dir.join(format!("pg-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let dir = self.run_dir.join(format!(
+            "pg-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         tracing::debug!(app, "postgres relay at {}", dir.display());
-        Relay::start(dir.join(format!(".s.PGSQL.{port}")), upstream, budget, super::guard::PgFraming::default)
+        Relay::start(
+            dir.join(format!(".s.PGSQL.{port}")),
+            upstream,
+            budget,
+            super::guard::PgFraming::default,
+        )
     }
 
     pub(super) async fn cancel_overdue(&self, role: &str, database: &str, timeout: Duration) {
@@ -201,8 +259,17 @@ impl PostgresHost {
         .execute(&self.admin);
         match tokio::time::timeout(CANCEL_GRACE, cancel).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(role, fault = "dependency", "cannot cancel an overdue statement: {}", describe(&e)),
-            Err(_) => tracing::warn!(role, fault = "dependency", "cannot cancel an overdue statement: the admin connection timed out"),
+            Ok(Err(e)) => tracing::warn!(
+                role,
+                fault = "dependency",
+                "cannot cancel an overdue statement: {}",
+                describe(&e)
+            ),
+            Err(_) => tracing::warn!(
+                role,
+                fault = "dependency",
+                "cannot cancel an overdue statement: the admin connection timed out"
+            ),
         }
     }
 }
@@ -211,7 +278,11 @@ impl PostgresHost {
 /// server is unreachable or failing, otherwise the operator's to fix.
 fn admin_error(e: &sqlx::Error, what: String) -> anyhow::Error {
     let message = format!("{what}: {}", describe(e));
-    if is_outage(e) { anyhow::Error::new(LoadError::dependency("PostgreSQL", message)) } else { anyhow!(message) }
+    if is_outage(e) {
+        anyhow::Error::new(LoadError::dependency("PostgreSQL", message))
+    } else {
+        anyhow!(message)
+    }
 }
 
 /// The app's role: `alorig_<name>` (app names are `[a-z0-9-]`).
@@ -226,7 +297,8 @@ pub(super) fn quote_ident(name: &str) -> String {
 /// Random bytes from the operating system.
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
-    getrandom::getrandom(&mut bytes).map_err(|e| anyhow!("cannot get random bytes for a database password: {e}"))?;
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| anyhow!("cannot get random bytes for a database password: {e}"))?;
     Ok(bytes)
 }
 
@@ -243,7 +315,8 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     use hmac::Mac as _;
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(message);
     mac.finalize().into_bytes().into()
 }
@@ -264,11 +337,17 @@ fn scram_verifier(password: &str, salt: &[u8]) -> String {
     let stored_key = Sha256::digest(hmac_sha256(&salted, b"Client Key"));
     let server_key = hmac_sha256(&salted, b"Server Key");
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    format!("SCRAM-SHA-256${ITERATIONS}:{}${}:{}", b64(salt), b64(&stored_key), b64(&server_key))
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64(salt),
+        b64(&stored_key),
+        b64(&server_key)
+    )
 }
 
 fn read_secret(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let secret = text.trim().to_string();
     anyhow::ensure!(
         !secret.is_empty() && secret.bytes().all(|b| b.is_ascii_alphanumeric()),
@@ -280,7 +359,9 @@ fn read_secret(path: &Path) -> Result<String> {
 
 fn write_secret(path: &Path, secret: &str) -> Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let dir = path.parent().ok_or_else(|| anyhow!("{}: not in a folder", path.display()))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{}: not in a folder", path.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -303,10 +384,15 @@ mod tests {
             hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert!(scram_verifier("pw", &[0; 16]).starts_with("SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$"));
+        assert!(
+            scram_verifier("pw", &[0; 16])
+                .starts_with("SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$")
+        );
         // RFC 7677's example: password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations.
         use base64::Engine as _;
-        let salt = base64::engine::general_purpose::STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+            .unwrap();
         assert_eq!(
             scram_verifier("pencil", &salt),
             "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="

@@ -5,16 +5,20 @@
 //! headroom, and sqlx errors turned into what a guest can act on.
 
 use super::{
-    CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, TIMEOUT_SLACK, SUSPECT_WINDOW, Value, codec, describe,
-    guard,
+    CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, SUSPECT_WINDOW, TIMEOUT_SLACK,
+    Value, codec, describe, guard,
     provision::{PostgresHost, role_name},
 };
 use crate::limits::{MemoryBudget, host_memory::HostCharge, relay::Relay};
-use crate::{config::manifest::Postgres as PostgresManifest, metrics::{PgErrorKind, PgMetrics}};
+use crate::{
+    config::manifest::Postgres as PostgresManifest,
+    metrics::{PgErrorKind, PgMetrics},
+};
 use anyhow::Result;
 use futures::TryStreamExt as _;
 use sqlx::{
-    Arguments as _, Column as _, ConnectOptions as _, Either, Executor as _, Row as _, Statement as _, TypeInfo as _,
+    Arguments as _, Column as _, ConnectOptions as _, Either, Executor as _, Row as _,
+    Statement as _, TypeInfo as _,
     postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions},
 };
 use std::{
@@ -56,15 +60,22 @@ impl PostgresApp {
         budget: Arc<MemoryBudget>,
     ) -> Result<Self> {
         let role = role_name(app);
-        let password = host.provision(&role, pg, &source.display().to_string()).await?;
+        let password = host
+            .provision(&role, pg, &source.display().to_string())
+            .await?;
         let timeout_ms = pg.statement_timeout.as_millis().max(1).to_string();
         let guard = match crate::limits::relay::enabled() {
-            true => Some(host.guard(app, budget.clone()).map_err(|e| anyhow::anyhow!("{}: postgres: {e:#}", source.display()))?),
+            true => Some(
+                host.guard(app, budget.clone())
+                    .map_err(|e| anyhow::anyhow!("{}: postgres: {e:#}", source.display()))?,
+            ),
             false => None,
         };
         let mut options = host.admin_options.clone();
         if let Some(dir) = guard.as_ref().and_then(|g| g.socket().parent()) {
-            options = options.socket(dir).ssl_mode(sqlx::postgres::PgSslMode::Disable);
+            options = options
+                .socket(dir)
+                .ssl_mode(sqlx::postgres::PgSslMode::Disable);
         }
         let options = options
             .username(&role)
@@ -121,7 +132,9 @@ impl PostgresApp {
         self.pool.close().await;
     }
 
-    pub(super) async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
+    pub(super) async fn acquire(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
         if self.pool.num_idle() == 0 && self.pool.size() >= self.max_connections {
             self.metrics.waits.inc();
         }
@@ -173,7 +186,10 @@ impl PostgresApp {
     /// Runs `work` under the app's statement timeout. Past it, the host cancels
     /// the app's overdue statements on the server and waits briefly for the
     /// statement to report back; a statement that never does is abandoned.
-    pub(super) async fn guarded<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    pub(super) async fn guarded<T>(
+        &self,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         self.metrics.queries.inc();
         let work = std::pin::pin!(work);
         let mut work = work;
@@ -183,11 +199,16 @@ impl PostgresApp {
             () = deadline => {}
         }
         tracing::warn!(app = %self.app, fault = "guest", "statement past statement_timeout ({:?}): cancelling it on the server", self.timeout);
-        self.host.cancel_overdue(&self.role, &self.database, self.timeout).await;
+        self.host
+            .cancel_overdue(&self.role, &self.database, self.timeout)
+            .await;
         let timed_out = || {
             Error::Timeout(ErrorInfo {
                 sqlstate: "57014".into(),
-                message: format!("canceling statement due to statement timeout ({:?})", self.timeout),
+                message: format!(
+                    "canceling statement due to statement timeout ({:?})",
+                    self.timeout
+                ),
             })
         };
         match tokio::time::timeout(CANCEL_GRACE, &mut work).await {
@@ -202,7 +223,13 @@ impl PostgresApp {
 
     /// Prepares `sql` (cached per connection), encodes the parameters for the
     /// types the server inferred, and runs it.
-    pub(super) async fn run(&self, conn: &mut PgConnection, sql: &str, params: Vec<Value>, mode: Mode) -> Result<Outcome, Error> {
+    pub(super) async fn run(
+        &self,
+        conn: &mut PgConnection,
+        sql: &str,
+        params: Vec<Value>,
+        mode: Mode,
+    ) -> Result<Outcome, Error> {
         let statement = (&mut *conn).prepare(sql).await.map_err(|e| self.fail(e))?;
         let types = match statement.parameters() {
             Some(Either::Left(types)) => types,
@@ -217,8 +244,10 @@ impl PostgresApp {
         }
         let mut args = PgArguments::default();
         for (i, (value, ty)) in params.iter().zip(types).enumerate() {
-            let param = codec::encode(value, ty).map_err(|m| self.refuse(bad_parameter(format!("parameter ${}: {m}", i + 1))))?;
-            args.add(param).map_err(|e| self.refuse(bad_parameter(format!("parameter ${}: {e}", i + 1))))?;
+            let param = codec::encode(value, ty)
+                .map_err(|m| self.refuse(bad_parameter(format!("parameter ${}: {m}", i + 1))))?;
+            args.add(param)
+                .map_err(|e| self.refuse(bad_parameter(format!("parameter ${}: {e}", i + 1))))?;
         }
         let query = sqlx::query_with(sql, args);
         match mode {
@@ -241,10 +270,16 @@ impl PostgresApp {
                             ),
                         })));
                     };
-                    columns.push(Column { name: column.name().to_string(), type_name: ty.name().to_lowercase() });
+                    columns.push(Column {
+                        name: column.name().to_string(),
+                        type_name: ty.name().to_lowercase(),
+                    });
                     decoders.push(decoder);
                 }
-                let mut size: u64 = columns.iter().map(|c| 32 + c.name.len() as u64 + c.type_name.len() as u64).sum();
+                let mut size: u64 = columns
+                    .iter()
+                    .map(|c| 32 + c.name.len() as u64 + c.type_name.len() as u64)
+                    .sum();
                 let mut rows = Vec::new();
                 // The converted rows are the host's until the guest takes them.
                 let mut held = HostCharge::new(self.budget.clone());
@@ -257,8 +292,12 @@ impl PostgresApp {
                         let value = match sqlx::ValueRef::is_null(&raw) {
                             true => Value::Null,
                             false => {
-                                let bytes = raw.as_bytes().map_err(|e| self.refuse(other(format!("column {}: {e}", i + 1))))?;
-                                decoder.decode(bytes).map_err(|m| self.refuse(other(format!("column {}: {m}", i + 1))))?
+                                let bytes = raw.as_bytes().map_err(|e| {
+                                    self.refuse(other(format!("column {}: {e}", i + 1)))
+                                })?;
+                                decoder.decode(bytes).map_err(|m| {
+                                    self.refuse(other(format!("column {}: {m}", i + 1)))
+                                })?
                             }
                         };
                         size += codec::guest_size(&value);
@@ -289,7 +328,12 @@ impl PostgresApp {
         }
     }
 
-    pub(super) async fn pooled(&self, sql: &str, params: Vec<Value>, mode: Mode) -> Result<Outcome, Error> {
+    pub(super) async fn pooled(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        mode: Mode,
+    ) -> Result<Outcome, Error> {
         if let Some(keyword) = transaction_control(sql) {
             return Err(self.refuse(other(format!(
                 "{keyword} outside a transaction would leave a pooled connection mid-transaction; use begin() and the transaction resource"
@@ -302,7 +346,13 @@ impl PostgresApp {
                 // A connection the guard cut (too-large) is closed as well.
                 Err(Error::Unavailable(_) | Error::TooLarge(_)) => conn.close_on_drop(),
                 // A large message leaves sqlx's read buffer as large: give it back.
-                Ok(Outcome::Rows(rows)) if rows.rows.iter().flatten().any(|v| codec::guest_size(v) > guard::SMALL as u64) => {
+                Ok(Outcome::Rows(rows))
+                    if rows
+                        .rows
+                        .iter()
+                        .flatten()
+                        .any(|v| codec::guest_size(v) > guard::SMALL as u64) =>
+                {
                     sqlx::Connection::shrink_buffers(&mut *conn);
                 }
                 Err(_) => sqlx::Connection::shrink_buffers(&mut *conn),
@@ -334,22 +384,48 @@ pub(super) fn transaction_control(sql: &str) -> Option<String> {
             break;
         }
     }
-    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
-    matches!(word.as_str(), "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" | "PREPARE")
-        .then_some(word)
-        .filter(|w| w != "PREPARE" || rest.to_ascii_uppercase().split_whitespace().nth(1) == Some("TRANSACTION"))
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "BEGIN"
+            | "START"
+            | "COMMIT"
+            | "END"
+            | "ROLLBACK"
+            | "ABORT"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "PREPARE"
+    )
+    .then_some(word)
+    .filter(|w| {
+        w != "PREPARE" || rest.to_ascii_uppercase().split_whitespace().nth(1) == Some("TRANSACTION")
+    })
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn bad_parameter(message: String) -> Error {
-    Error::BadParameter(ErrorInfo { sqlstate: String::new(), message })
+    Error::BadParameter(ErrorInfo {
+        sqlstate: String::new(),
+        message,
+    })
 }
 
 fn other(message: String) -> Error {
-    Error::Other(ErrorInfo { sqlstate: String::new(), message })
+    Error::Other(ErrorInfo {
+        sqlstate: String::new(),
+        message,
+    })
 }
 
 /// The guest's view of a sqlx error: what it can act on, with SQLSTATE.
@@ -358,7 +434,10 @@ pub(super) fn to_guest_error(e: sqlx::Error) -> Error {
         sqlx::Error::Database(db) => {
             let sqlstate = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let message = db.message().to_string();
-            let info = || ErrorInfo { sqlstate: sqlstate.clone(), message: message.clone() };
+            let info = || ErrorInfo {
+                sqlstate: sqlstate.clone(),
+                message: message.clone(),
+            };
             match sqlstate.as_str() {
                 s if s.starts_with("23") => Error::ConstraintViolation(ConstraintInfo {
                     constraint: db.constraint().unwrap_or_default().to_string(),
@@ -366,12 +445,19 @@ pub(super) fn to_guest_error(e: sqlx::Error) -> Error {
                     message: message.clone(),
                 }),
                 "57014" => Error::Timeout(info()),
-                guard::TOO_LARGE_SQLSTATE if message.starts_with(guard::TOO_LARGE_MARK) => Error::TooLarge(ErrorInfo {
-                    sqlstate: sqlstate.clone(),
-                    message: message.trim_start_matches(guard::TOO_LARGE_MARK).trim_start().to_string(),
-                }),
+                guard::TOO_LARGE_SQLSTATE if message.starts_with(guard::TOO_LARGE_MARK) => {
+                    Error::TooLarge(ErrorInfo {
+                        sqlstate: sqlstate.clone(),
+                        message: message
+                            .trim_start_matches(guard::TOO_LARGE_MARK)
+                            .trim_start()
+                            .to_string(),
+                    })
+                }
                 "08P01" | "42P18" | "42804" | "22P03" => Error::BadParameter(info()),
-                s if s.starts_with("08") || s.starts_with("57P") || s == "53300" => Error::Unavailable(info()),
+                s if s.starts_with("08") || s.starts_with("57P") || s == "53300" => {
+                    Error::Unavailable(info())
+                }
                 _ => Error::Other(info()),
             }
         }
@@ -393,7 +479,9 @@ pub(super) fn to_guest_error(e: sqlx::Error) -> Error {
 pub(super) enum Mode {
     Execute,
     /// Bytes the result may take in the guest.
-    Query { headroom: u64 },
+    Query {
+        headroom: u64,
+    },
 }
 
 pub(super) enum Outcome {
@@ -422,17 +510,38 @@ mod tests {
 
     #[test]
     fn transaction_control_is_recognised_behind_comments() {
-        for sql in ["BEGIN", "  begin;", "-- x\nSTART TRANSACTION", "/* c */ commit", "Rollback", "prepare transaction 'x'"] {
+        for sql in [
+            "BEGIN",
+            "  begin;",
+            "-- x\nSTART TRANSACTION",
+            "/* c */ commit",
+            "Rollback",
+            "prepare transaction 'x'",
+        ] {
             assert!(transaction_control(sql).is_some(), "{sql}");
         }
-        for sql in ["SELECT 1", "prepare foo AS SELECT 1", "BEGINNING", "-- BEGIN\nSELECT 1", "UPDATE t SET begin = 1"] {
+        for sql in [
+            "SELECT 1",
+            "prepare foo AS SELECT 1",
+            "BEGINNING",
+            "-- BEGIN\nSELECT 1",
+            "UPDATE t SET begin = 1",
+        ] {
             assert!(transaction_control(sql).is_none(), "{sql}");
         }
     }
 
     #[test]
     fn server_errors_become_what_a_guest_can_act_on() {
-        assert!(matches!(to_guest_error(sqlx::Error::PoolTimedOut), Error::Unavailable(_)));
-        assert!(matches!(to_guest_error(sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into())), Error::Unavailable(_)));
+        assert!(matches!(
+            to_guest_error(sqlx::Error::PoolTimedOut),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            to_guest_error(sqlx::Error::Io(
+                std::io::ErrorKind::ConnectionRefused.into()
+            )),
+            Error::Unavailable(_)
+        ));
     }
 }

@@ -75,8 +75,11 @@ impl RedisApp {
                 cmd = redis::cmd("HINCRBY");
                 cmd.arg(self.key(key)?).arg(field.as_bytes()).arg(*delta);
             }
-            Command::Sadd((key, members)) | Command::Srem((key, members)) | Command::Rpush((key, members))
-            | Command::Lpush((key, members)) | Command::Zrem((key, members)) => {
+            Command::Sadd((key, members))
+            | Command::Srem((key, members))
+            | Command::Rpush((key, members))
+            | Command::Lpush((key, members))
+            | Command::Zrem((key, members)) => {
                 non_empty(members.len())?;
                 cmd = redis::cmd(match command {
                     Command::Sadd(_) => "SADD",
@@ -117,7 +120,9 @@ impl RedisApp {
 
 pub(super) fn items(count: usize) -> Result<(), Error> {
     if count > MAX_ITEMS {
-        return Err(Error::Invalid(format!("at most {MAX_ITEMS} items per call, not {count}")));
+        return Err(Error::Invalid(format!(
+            "at most {MAX_ITEMS} items per call, not {count}"
+        )));
     }
     Ok(())
 }
@@ -132,7 +137,10 @@ pub(super) fn non_empty(count: usize) -> Result<(), Error> {
 pub(super) fn ttl_arg(ttl_ms: u64) -> Result<i64, Error> {
     match i64::try_from(ttl_ms) {
         Ok(ttl) if ttl > 0 => Ok(ttl),
-        _ => Err(Error::Invalid(format!("a ttl must be between 1 and {} ms", i64::MAX))),
+        _ => Err(Error::Invalid(format!(
+            "a ttl must be between 1 and {} ms",
+            i64::MAX
+        ))),
     }
 }
 
@@ -166,8 +174,15 @@ pub(super) fn reply(value: Value) -> Reply {
         Value::Okay => Reply::Ok,
         Value::Int(n) => Reply::Integer(n),
         Value::Boolean(b) => Reply::Integer(b as i64),
-        Value::Array(values) | Value::Set(values) => Reply::Array(values.into_iter().map(bytes_of).collect()),
-        Value::Map(pairs) => Reply::Array(pairs.into_iter().flat_map(|(k, v)| [bytes_of(k), bytes_of(v)]).collect()),
+        Value::Array(values) | Value::Set(values) => {
+            Reply::Array(values.into_iter().map(bytes_of).collect())
+        }
+        Value::Map(pairs) => Reply::Array(
+            pairs
+                .into_iter()
+                .flat_map(|(k, v)| [bytes_of(k), bytes_of(v)])
+                .collect(),
+        ),
         Value::SimpleString(text) if text == "OK" => Reply::Ok,
         other => Reply::Data(bytes_of(other)),
     }
@@ -192,16 +207,33 @@ pub(super) fn parse_score(text: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::{MAX_KEY, RedisHost, SetOptions};
+    use super::*;
     use crate::config::manifest;
     use std::sync::Arc;
 
     fn app() -> RedisApp {
-        let host = RedisHost { url: Some("redis://127.0.0.1:1".into()) };
-        let config = manifest::Redis { db: 3, prefix: "a:".into(), channels: vec![] };
-        let budget = Arc::new(crate::limits::MemoryBudget::new(1 << 20, Default::default(), Default::default()));
-        RedisApp::new(&host, "a", &config, crate::metrics::Metrics::new().redis("a"), budget).unwrap()
+        let host = RedisHost {
+            url: Some("redis://127.0.0.1:1".into()),
+        };
+        let config = manifest::Redis {
+            db: 3,
+            prefix: "a:".into(),
+            channels: vec![],
+        };
+        let budget = Arc::new(crate::limits::MemoryBudget::new(
+            1 << 20,
+            Default::default(),
+            Default::default(),
+        ));
+        RedisApp::new(
+            &host,
+            "a",
+            &config,
+            crate::metrics::Metrics::new().redis("a"),
+            budget,
+        )
+        .unwrap()
     }
 
     fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
@@ -220,7 +252,10 @@ mod tests {
         let full = [b"a:".as_slice(), hostile.as_bytes()].concat();
         let k = || hostile.to_string();
         let v = || b"v".to_vec();
-        let opts = SetOptions { ttl_ms: Some(5), condition: SetCondition::IfAbsent };
+        let opts = SetOptions {
+            ttl_ms: Some(5),
+            condition: SetCondition::IfAbsent,
+        };
         let commands = vec![
             Command::Get(k()),
             Command::Set((k(), v(), opts)),
@@ -258,12 +293,30 @@ mod tests {
     fn out_of_bounds_arguments_are_refused_before_reaching_redis() {
         let app = app();
         assert!(app.command(&Command::Get("k".repeat(MAX_KEY))).is_ok());
-        assert!(matches!(app.command(&Command::Get("k".repeat(MAX_KEY + 1))), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Del(vec![])), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Del(vec![String::new(); MAX_ITEMS + 1])), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Zadd(("z".into(), vec![(f64::NAN, vec![])]))), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Expire(("z".into(), 0))), Err(Error::Invalid(_))));
-        assert!(matches!(app.command(&Command::Expire(("z".into(), u64::MAX))), Err(Error::Invalid(_))));
+        assert!(matches!(
+            app.command(&Command::Get("k".repeat(MAX_KEY + 1))),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            app.command(&Command::Del(vec![])),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            app.command(&Command::Del(vec![String::new(); MAX_ITEMS + 1])),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            app.command(&Command::Zadd(("z".into(), vec![(f64::NAN, vec![])]))),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            app.command(&Command::Expire(("z".into(), 0))),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            app.command(&Command::Expire(("z".into(), u64::MAX))),
+            Err(Error::Invalid(_))
+        ));
         assert_eq!(score_arg(f64::INFINITY).unwrap(), "+inf");
         assert_eq!(parse_score("-inf"), Some(f64::NEG_INFINITY));
     }
@@ -283,12 +336,21 @@ mod tests {
     async fn host_calls_answer_errors_the_guest_can_act_on() {
         use super::super::{RedisCtx, wit::Host as _};
         let none = RedisCtx::default();
-        assert!(matches!(none.view().get("k".into()).await.unwrap(), Err(Error::Invalid(_))));
+        assert!(matches!(
+            none.view().get("k".into()).await.unwrap(),
+            Err(Error::Invalid(_))
+        ));
         let down = Arc::new(app());
         let ctx = RedisCtx::new(Some(&down));
         let answer = ctx.view().get("k".into()).await.unwrap();
-        assert!(matches!(answer, Err(Error::Unavailable | Error::Timeout)), "{answer:?}");
+        assert!(
+            matches!(answer, Err(Error::Unavailable | Error::Timeout)),
+            "{answer:?}"
+        );
         let too_long = ctx.view().get("k".repeat(MAX_KEY + 1)).await.unwrap();
-        assert!(matches!(too_long, Err(Error::Invalid(_))), "checked before connecting: {too_long:?}");
+        assert!(
+            matches!(too_long, Err(Error::Invalid(_))),
+            "checked before connecting: {too_long:?}"
+        );
     }
 }

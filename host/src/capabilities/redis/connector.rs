@@ -28,7 +28,10 @@ pub(super) struct Connector {
 impl Connector {
     /// The app's live connection, connecting first if there is none; `true`
     /// when it was made by this call.
-    pub(super) async fn connection(&self, app: &str) -> Result<(Arc<MultiplexedConnection>, bool), Error> {
+    pub(super) async fn connection(
+        &self,
+        app: &str,
+    ) -> Result<(Arc<MultiplexedConnection>, bool), Error> {
         if let Some(conn) = self.current.load_full() {
             return Ok((conn, false));
         }
@@ -42,7 +45,12 @@ impl Connector {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT));
-        let conn = Arc::new(client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?);
+        let conn = Arc::new(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| classify(app, e))?,
+        );
         self.current.store(Some(conn.clone()));
         tracing::info!(app, "connected to Redis");
         Ok((conn, true))
@@ -65,25 +73,52 @@ impl Connector {
             let _ = self.relay.set(started);
         }
         let through_relay = |info: redis::ConnectionInfo| match self.relay.get() {
-            Some(Some(relay)) => info.set_addr(redis::ConnectionAddr::Unix(relay.socket().to_path_buf())),
+            Some(Some(relay)) => {
+                info.set_addr(redis::ConnectionAddr::Unix(relay.socket().to_path_buf()))
+            }
             _ => info,
         };
-        let admin = redis::Client::open(self.admin.clone()).map_err(|e| Error::Other(e.to_string()))?;
+        let admin =
+            redis::Client::open(self.admin.clone()).map_err(|e| Error::Other(e.to_string()))?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT));
-        let mut conn = admin.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| classify(app, e))?;
+        let mut conn = admin
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| classify(app, e))?;
         let mut setuser = redis::cmd("ACL");
-        setuser.arg("SETUSER").arg(&self.user).arg(&self.acl_rules).arg(format!(">{}", self.password));
+        setuser
+            .arg("SETUSER")
+            .arg(&self.user)
+            .arg(&self.acl_rules)
+            .arg(format!(">{}", self.password));
         match setuser.query_async::<()>(&mut conn).await {
             Ok(()) => {
-                let settings = self.admin.redis_settings().clone().set_username(&self.user).set_password(&self.password);
-                Ok(through_relay(self.admin.clone().set_redis_settings(settings)))
+                let settings = self
+                    .admin
+                    .redis_settings()
+                    .clone()
+                    .set_username(&self.user)
+                    .set_password(&self.password);
+                Ok(through_relay(
+                    self.admin.clone().set_redis_settings(settings),
+                ))
             }
-            Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => Err(classify(app, err)),
+            Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => {
+                Err(classify(app, err))
+            }
             Err(err) => {
-                if !self.acl_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!(app, fault = "operator", "Redis ACL users not managed (redis_url's user cannot run ACL SETUSER: {}); the app is confined by key prefixing alone", err.code().unwrap_or("error"));
+                if !self
+                    .acl_warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        app,
+                        fault = "operator",
+                        "Redis ACL users not managed (redis_url's user cannot run ACL SETUSER: {}); the app is confined by key prefixing alone",
+                        err.code().unwrap_or("error")
+                    );
                 }
                 Ok(through_relay(self.admin.clone()))
             }
@@ -92,7 +127,12 @@ impl Connector {
 
     /// Turns a command's failure into the guest's error; drops the connection
     /// when it is broken, so the next call reconnects.
-    pub(super) fn failed(&self, app: &str, conn: &Arc<MultiplexedConnection>, err: redis::RedisError) -> Error {
+    pub(super) fn failed(
+        &self,
+        app: &str,
+        conn: &Arc<MultiplexedConnection>,
+        err: redis::RedisError,
+    ) -> Error {
         if broken(&err) {
             self.forget(conn);
         }
@@ -102,11 +142,17 @@ impl Connector {
 
 /// Whether the connection is unusable after this error.
 pub(super) fn broken(err: &redis::RedisError) -> bool {
-    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error()
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error()
 }
 
 /// Starts the app's relay to the Redis at `addr` ([`super::super::redis_guard`]).
-fn relay(addr: &redis::ConnectionAddr, budget: Arc<crate::limits::MemoryBudget>) -> anyhow::Result<Option<crate::limits::relay::Relay>> {
+fn relay(
+    addr: &redis::ConnectionAddr,
+    budget: Arc<crate::limits::MemoryBudget>,
+) -> anyhow::Result<Option<crate::limits::relay::Relay>> {
     use crate::limits::relay::{Relay, Upstream};
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if !crate::limits::relay::enabled() {
@@ -118,8 +164,15 @@ fn relay(addr: &redis::ConnectionAddr, budget: Arc<crate::limits::MemoryBudget>)
         _ => return Ok(None),
     };
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let socket = crate::limits::relay::socket_dir(None).join(format!("redis-{n}")).join("socket");
-    Ok(Some(Relay::start(socket, upstream, budget, super::super::redis_guard::RespFraming::default)?))
+    let socket = crate::limits::relay::socket_dir(None)
+        .join(format!("redis-{n}"))
+        .join("socket");
+    Ok(Some(Relay::start(
+        socket,
+        upstream,
+        budget,
+        super::super::redis_guard::RespFraming::default,
+    )?))
 }
 
 /// The guest's view of a Redis failure. The operator gets a log line for the
@@ -136,25 +189,52 @@ pub(super) fn classify(app: &str, err: redis::RedisError) -> Error {
             return Error::WrongType;
         }
         if first.code() == super::super::redis_guard::TOO_LARGE_CODE {
-            return Error::Invalid(first.details().unwrap_or("the reply is too large").trim_start_matches("alorig-host: ").to_string());
+            return Error::Invalid(
+                first
+                    .details()
+                    .unwrap_or("the reply is too large")
+                    .trim_start_matches("alorig-host: ")
+                    .to_string(),
+            );
         }
-        let at = if pipeline { format!("command {index}: ") } else { String::new() };
-        return Error::Other(format!("{at}{} {}", first.code(), first.details().unwrap_or("")).trim_end().to_string());
+        let at = if pipeline {
+            format!("command {index}: ")
+        } else {
+            String::new()
+        };
+        return Error::Other(
+            format!("{at}{} {}", first.code(), first.details().unwrap_or(""))
+                .trim_end()
+                .to_string(),
+        );
     }
     if err.is_timeout() {
         return Error::Timeout;
     }
     if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-        tracing::warn!(app, fault = "dependency", "Redis unavailable: {}", err.kind_name());
+        tracing::warn!(
+            app,
+            fault = "dependency",
+            "Redis unavailable: {}",
+            err.kind_name()
+        );
         return Error::Unavailable;
     }
     match err.kind() {
         redis::ErrorKind::AuthenticationFailed => {
-            tracing::error!(app, fault = "dependency", "Redis refused the app's credentials");
+            tracing::error!(
+                app,
+                fault = "dependency",
+                "Redis refused the app's credentials"
+            );
             Error::Unavailable
         }
         redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
-            tracing::error!(app, fault = "host", "Redis ACL refused a command the host sent for the app");
+            tracing::error!(
+                app,
+                fault = "host",
+                "Redis ACL refused a command the host sent for the app"
+            );
             Error::Other("NOPERM: refused by the app's Redis ACL".into())
         }
         redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => Error::Unavailable,
@@ -185,6 +265,8 @@ impl KindName for redis::RedisError {
 
 pub(super) fn random_password() -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
-    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("cannot get random bytes for the app's Redis password: {e}"))?;
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        anyhow::anyhow!("cannot get random bytes for the app's Redis password: {e}")
+    })?;
     Ok(hex::encode(bytes))
 }

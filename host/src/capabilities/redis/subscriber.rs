@@ -12,14 +12,21 @@
 
 use super::{RedisApp, trigger::RedisTriggerPre};
 use crate::trigger::{Invoker, Outcome, WeakInvoker};
-use std::{sync::Arc, time::{Duration, Instant}};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use tokio::sync::Semaphore;
 
 /// Messages of one app handled at once on this host, at most.
 pub const MAX_IN_FLIGHT: usize = 64;
 
 /// Starts delivering `redis`'s channels to the app behind `app`, for as long as it is loaded.
-pub fn subscribe<T: Send + 'static>(redis: Arc<RedisApp>, trigger: RedisTriggerPre<T>, app: WeakInvoker<T>) {
+pub fn subscribe<T: Send + 'static>(
+    redis: Arc<RedisApp>,
+    trigger: RedisTriggerPre<T>,
+    app: WeakInvoker<T>,
+) {
     if redis.channels.is_empty() {
         return;
     }
@@ -38,13 +45,23 @@ pub fn subscribe<T: Send + 'static>(redis: Arc<RedisApp>, trigger: RedisTriggerP
                 }
                 if subscribed {
                     delay = Duration::from_millis(100);
-                    tracing::info!(app = redis.app(), channels = redis.channels.len(), "subscribed to Redis channels");
+                    tracing::info!(
+                        app = redis.app(),
+                        channels = redis.channels.len(),
+                        "subscribed to Redis channels"
+                    );
                     let mut messages = pubsub.into_on_message();
                     while let Some(message) = messages.next().await {
                         let Some(invoker) = app.upgrade() else { return };
-                        let Some(channel) = redis.strip_prefix(message.get_channel_name().as_bytes()) else { continue };
+                        let Some(channel) =
+                            redis.strip_prefix(message.get_channel_name().as_bytes())
+                        else {
+                            continue;
+                        };
                         let channel = String::from_utf8_lossy(channel).into_owned();
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                            return;
+                        };
                         let trigger = trigger.clone();
                         let payload = message.get_payload_bytes().to_vec();
                         tokio::spawn(async move {
@@ -52,7 +69,11 @@ pub fn subscribe<T: Send + 'static>(redis: Arc<RedisApp>, trigger: RedisTriggerP
                             drop(permit);
                         });
                     }
-                    tracing::warn!(app = redis.app(), fault = "dependency", "Redis subscription lost; subscribing again");
+                    tracing::warn!(
+                        app = redis.app(),
+                        fault = "dependency",
+                        "Redis subscription lost; subscribing again"
+                    );
                 }
             }
             tokio::time::sleep(delay).await;
@@ -62,17 +83,33 @@ pub fn subscribe<T: Send + 'static>(redis: Arc<RedisApp>, trigger: RedisTriggerP
 }
 
 /// Runs the app's `on-message` for one message in a fresh instance.
-async fn deliver<T: Send + 'static>(app: Invoker<T>, trigger: RedisTriggerPre<T>, channel: String, message: Vec<u8>) {
+async fn deliver<T: Send + 'static>(
+    app: Invoker<T>,
+    trigger: RedisTriggerPre<T>,
+    channel: String,
+    message: Vec<u8>,
+) {
     let timeout = app.request_timeout();
     let outcome = app
         .run(Instant::now(), timeout, move |store| {
             Box::pin(async move {
                 let instance = trigger.instantiate_async(&mut *store).await?;
-                instance.alorig_host_redis_handler().call_on_message(store, &channel, &message).await
+                instance
+                    .alorig_host_redis_handler()
+                    .call_on_message(store, &channel, &message)
+                    .await
             })
         })
         .await;
     if outcome != Outcome::Ok {
-        crate::traplog::warn(app.name(), format_args!("Redis message not handled ({}, fault {}): {}", outcome.label(), outcome.fault(), outcome.describe()));
+        crate::traplog::warn(
+            app.name(),
+            format_args!(
+                "Redis message not handled ({}, fault {}): {}",
+                outcome.label(),
+                outcome.fault(),
+                outcome.describe()
+            ),
+        );
     }
 }

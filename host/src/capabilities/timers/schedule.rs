@@ -19,13 +19,25 @@ impl Schedule {
             Schedule::Every(period) => {
                 let period = period.as_millis().max(1) as i64;
                 let ms = t.timestamp_millis();
-                Utc.timestamp_millis_opt((ms.div_euclid(period) + 1) * period).single()
+                Utc.timestamp_millis_opt((ms.div_euclid(period) + 1) * period)
+                    .single()
             }
-            Schedule::Cron { expression, timezone } => {
+            Schedule::Cron {
+                expression,
+                timezone,
+            } => {
                 let local = t.trunc_subsecs(0).with_timezone(&timezone.0);
-                let next = expression.cron.find_next_occurrence(&local, false).ok()?.with_timezone(&Utc);
+                let next = expression
+                    .cron
+                    .find_next_occurrence(&local, false)
+                    .ok()?
+                    .with_timezone(&Utc);
                 // Truncation can only move `t` back; never answer `t` itself or before.
-                if next > t { Some(next) } else { self.next_after(next) }
+                if next > t {
+                    Some(next)
+                } else {
+                    self.next_after(next)
+                }
             }
         }
     }
@@ -35,11 +47,21 @@ impl Schedule {
         match self {
             Schedule::Every(period) => {
                 let period = period.as_millis().max(1) as i64;
-                Utc.timestamp_millis_opt(t.timestamp_millis().div_euclid(period) * period).single()
+                Utc.timestamp_millis_opt(t.timestamp_millis().div_euclid(period) * period)
+                    .single()
             }
-            Schedule::Cron { expression, timezone } => {
+            Schedule::Cron {
+                expression,
+                timezone,
+            } => {
                 let local = t.trunc_subsecs(0).with_timezone(&timezone.0);
-                Some(expression.cron.find_previous_occurrence(&local, true).ok()?.with_timezone(&Utc))
+                Some(
+                    expression
+                        .cron
+                        .find_previous_occurrence(&local, true)
+                        .ok()?
+                        .with_timezone(&Utc),
+                )
             }
         }
     }
@@ -92,20 +114,38 @@ mod tests {
             assert_eq!(local.date_naive(), day, "{firing}");
             match (day.month(), day.day()) {
                 (3, 29) => {
-                    assert_eq!((local.hour(), local.minute()), (2, 0), "spring forward: {local}");
+                    assert_eq!(
+                        (local.hour(), local.minute()),
+                        (2, 0),
+                        "spring forward: {local}"
+                    );
                     assert_eq!(*firing, utc(2026, 3, 29, 1, 0));
                 }
                 (10, 25) => {
                     assert_eq!((local.hour(), local.minute()), (1, 30));
-                    assert_eq!(*firing, utc(2026, 10, 25, 0, 30), "the first 01:30 (BST), not the second (GMT)");
+                    assert_eq!(
+                        *firing,
+                        utc(2026, 10, 25, 0, 30),
+                        "the first 01:30 (BST), not the second (GMT)"
+                    );
                 }
                 _ => assert_eq!((local.hour(), local.minute()), (1, 30), "{local}"),
             }
             // Winter days are GMT (+0), summer days BST (+1).
-            let summer = (NaiveDate::from_ymd_opt(2026, 3, 29).unwrap()..NaiveDate::from_ymd_opt(2026, 10, 25).unwrap()).contains(&day);
+            let summer = (NaiveDate::from_ymd_opt(2026, 3, 29).unwrap()
+                ..NaiveDate::from_ymd_opt(2026, 10, 25).unwrap())
+                .contains(&day);
             let offset = (local.naive_local() - firing.naive_utc()).num_hours();
             if !matches!((day.month(), day.day()), (3, 29)) {
-                assert_eq!(offset, if summer || (day.month(), day.day()) == (10, 25) { 1 } else { 0 }, "{day}");
+                assert_eq!(
+                    offset,
+                    if summer || (day.month(), day.day()) == (10, 25) {
+                        1
+                    } else {
+                        0
+                    },
+                    "{day}"
+                );
             }
             day = day.succ_opt().unwrap();
         }
@@ -129,8 +169,14 @@ mod tests {
             assert_eq!((local.hour(), local.minute()), (2, 0), "{local}");
         }
         // 8 March 2026 is a Sunday, 1 November too: check the Mondays after.
-        assert!(all.contains(&utc(2026, 3, 6, 7, 0)), "Friday before, EST (-5)");
-        assert!(all.contains(&utc(2026, 3, 9, 6, 0)), "Monday after, EDT (-4)");
+        assert!(
+            all.contains(&utc(2026, 3, 6, 7, 0)),
+            "Friday before, EST (-5)"
+        );
+        assert!(
+            all.contains(&utc(2026, 3, 9, 6, 0)),
+            "Monday after, EDT (-4)"
+        );
         assert!(all.contains(&utc(2026, 10, 30, 6, 0)), "Friday before, EDT");
         assert!(all.contains(&utc(2026, 11, 2, 7, 0)), "Monday after, EST");
     }
@@ -140,27 +186,56 @@ mod tests {
         // 8 March 2026, 02:30 New York does not exist: it runs at 03:00 EDT.
         let schedule = cron("30 2 * * SUN", "America/New_York");
         let all = firings(&schedule, utc(2026, 3, 1, 0, 0), utc(2026, 3, 16, 0, 0));
-        assert_eq!(all, vec![utc(2026, 3, 1, 7, 30), utc(2026, 3, 8, 7, 0), utc(2026, 3, 15, 6, 30)]);
+        assert_eq!(
+            all,
+            vec![
+                utc(2026, 3, 1, 7, 30),
+                utc(2026, 3, 8, 7, 0),
+                utc(2026, 3, 15, 6, 30)
+            ]
+        );
         // The contract's example: Sundays 23:00 UTC.
         let weekly = cron("0 23 * * SUN", "UTC");
-        assert_eq!(weekly.next_after(utc(2026, 11, 18, 12, 0)), Some(utc(2026, 11, 22, 23, 0)));
-        assert_eq!(weekly.last_at_or_before(utc(2026, 11, 22, 23, 0)), Some(utc(2026, 11, 22, 23, 0)));
-        assert_eq!(weekly.last_at_or_before(utc(2026, 11, 22, 22, 59)), Some(utc(2026, 11, 15, 23, 0)));
+        assert_eq!(
+            weekly.next_after(utc(2026, 11, 18, 12, 0)),
+            Some(utc(2026, 11, 22, 23, 0))
+        );
+        assert_eq!(
+            weekly.last_at_or_before(utc(2026, 11, 22, 23, 0)),
+            Some(utc(2026, 11, 22, 23, 0))
+        );
+        assert_eq!(
+            weekly.last_at_or_before(utc(2026, 11, 22, 22, 59)),
+            Some(utc(2026, 11, 15, 23, 0))
+        );
     }
 
     #[test]
     fn every_is_aligned_to_the_epoch() {
         let every = Schedule::Every(std::time::Duration::from_secs(5));
         let t = Utc.timestamp_millis_opt(1_000_002_500).unwrap();
-        assert_eq!(every.next_after(t).unwrap().timestamp_millis(), 1_000_005_000);
-        assert_eq!(every.last_at_or_before(t).unwrap().timestamp_millis(), 1_000_000_000);
+        assert_eq!(
+            every.next_after(t).unwrap().timestamp_millis(),
+            1_000_005_000
+        );
+        assert_eq!(
+            every.last_at_or_before(t).unwrap().timestamp_millis(),
+            1_000_000_000
+        );
         let on = Utc.timestamp_millis_opt(1_000_005_000).unwrap();
-        assert_eq!(every.next_after(on).unwrap().timestamp_millis(), 1_000_010_000, "strictly after");
+        assert_eq!(
+            every.next_after(on).unwrap().timestamp_millis(),
+            1_000_010_000,
+            "strictly after"
+        );
         assert_eq!(every.last_at_or_before(on), Some(on));
         // A cron instant is answered strictly after, even from a fraction past it.
         let daily = cron("0 0 * * *", "UTC");
         let just_after = utc(2026, 1, 1, 0, 0) + Duration::milliseconds(300);
         assert_eq!(daily.next_after(just_after), Some(utc(2026, 1, 2, 0, 0)));
-        assert_eq!(daily.next_after(utc(2026, 1, 1, 0, 0) - Duration::milliseconds(1)), Some(utc(2026, 1, 1, 0, 0)));
+        assert_eq!(
+            daily.next_after(utc(2026, 1, 1, 0, 0) - Duration::milliseconds(1)),
+            Some(utc(2026, 1, 1, 0, 0))
+        );
     }
 }

@@ -146,7 +146,11 @@ impl JobStore {
             .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options.clone());
-        Ok(Self { pool, options, schema: tokio::sync::OnceCell::new() })
+        Ok(Self {
+            pool,
+            options,
+            schema: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// Connection settings for the LISTEN connection.
@@ -160,9 +164,11 @@ impl JobStore {
         self.schema
             .get_or_try_init(|| async {
                 let mut tx = self.pool.begin().await?;
-                tx.execute("SELECT pg_advisory_xact_lock(7406519262)").await?;
+                tx.execute("SELECT pg_advisory_xact_lock(7406519262)")
+                    .await?;
                 // "already exists, skipping" at every start is not news.
-                tx.execute("SET LOCAL client_min_messages = warning").await?;
+                tx.execute("SET LOCAL client_min_messages = warning")
+                    .await?;
                 for statement in SCHEMA {
                     tx.execute(*statement).await?;
                 }
@@ -184,7 +190,9 @@ impl JobStore {
     ) -> Result<Scheduled> {
         let pool = self.ready().await?;
         let existing = || async {
-            let Some(key) = key else { return Ok::<_, StoreError>(None) };
+            let Some(key) = key else {
+                return Ok::<_, StoreError>(None);
+            };
             let row = sqlx::query(
                 "SELECT id FROM alorig_jobs.jobs WHERE app = $1 AND idempotency_key = $2 AND state IN ('pending', 'running')",
             )
@@ -214,24 +222,35 @@ impl JobStore {
         match inserted {
             Some(row) => Ok(Scheduled::New(row.get(0))),
             // Lost a race on the same key, or the queue is full.
-            None => Ok(existing().await?.map(Scheduled::Existing).unwrap_or(Scheduled::Full)),
+            None => Ok(existing()
+                .await?
+                .map(Scheduled::Existing)
+                .unwrap_or(Scheduled::Full)),
         }
     }
 
     /// Deletes a pending job of `app`; false when there is none with this id.
     pub async fn cancel(&self, app: &str, id: i64) -> Result<bool> {
         let pool = self.ready().await?;
-        let done = sqlx::query("DELETE FROM alorig_jobs.jobs WHERE id = $1 AND app = $2 AND state = 'pending'")
-            .bind(id)
-            .bind(app)
-            .execute(pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM alorig_jobs.jobs WHERE id = $1 AND app = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(app)
+        .execute(pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Leases up to `limit` due jobs of `app` for `lease`: pending ones whose
     /// time has come, and running ones whose lease expired (their host died).
-    pub async fn claim(&self, app: &str, host: &str, limit: u32, lease: Duration) -> Result<Vec<Claimed>> {
+    pub async fn claim(
+        &self,
+        app: &str,
+        host: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
         let pool = self.ready().await?;
         let rows = sqlx::query(
             "UPDATE alorig_jobs.jobs j
@@ -251,14 +270,27 @@ impl JobStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| Claimed { id: r.get(0), name: r.get(1), payload: r.get(2), attempt: r.get(3), run_at: r.get(4) })
+            .map(|r| Claimed {
+                id: r.get(0),
+                name: r.get(1),
+                payload: r.get(2),
+                attempt: r.get(3),
+                run_at: r.get(4),
+            })
             .collect())
     }
 
     /// Records a run's end, if this host still holds the job's lease: `done`,
     /// or (with an error) `pending` again after `retry_in`, or `dead` when
     /// `retry_in` is None. Answers the new state, or None when the lease was lost.
-    pub async fn finish(&self, id: i64, host: &str, attempt: i32, error: Option<&str>, retry_in: Option<Duration>) -> Result<Option<String>> {
+    pub async fn finish(
+        &self,
+        id: i64,
+        host: &str,
+        attempt: i32,
+        error: Option<&str>,
+        retry_in: Option<Duration>,
+    ) -> Result<Option<String>> {
         let pool = self.ready().await?;
         let (state, delay) = match (error, retry_in) {
             (None, _) => ("done", 0.0),
@@ -303,10 +335,12 @@ impl JobStore {
     /// Jobs of `app` by state.
     pub async fn counts(&self, app: &str) -> Result<JobCounts> {
         let pool = self.ready().await?;
-        let rows = sqlx::query("SELECT state, count(*) FROM alorig_jobs.jobs WHERE app = $1 GROUP BY state")
-            .bind(app)
-            .fetch_all(pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT state, count(*) FROM alorig_jobs.jobs WHERE app = $1 GROUP BY state",
+        )
+        .bind(app)
+        .fetch_all(pool)
+        .await?;
         let mut counts = JobCounts::default();
         for row in rows {
             let count = row.get(1);
@@ -352,7 +386,14 @@ impl JobStore {
 
     /// Claims the firing of `timer` at `scheduled_at` for this host: `Run`, or
     /// `Skip` when the timer's previous firing still runs (on any host).
-    pub async fn claim_firing(&self, app: &str, timer: &str, scheduled_at: DateTime<Utc>, host: &str, lease: Duration) -> Result<FiringClaim> {
+    pub async fn claim_firing(
+        &self,
+        app: &str,
+        timer: &str,
+        scheduled_at: DateTime<Utc>,
+        host: &str,
+        lease: Duration,
+    ) -> Result<FiringClaim> {
         let pool = self.ready().await?;
         let row = sqlx::query(
             "INSERT INTO alorig_jobs.timer_firings (app, timer, scheduled_at, host, state, lease_until)
@@ -379,7 +420,13 @@ impl JobStore {
     }
 
     /// Records how a firing this host ran ended (`outcome` label).
-    pub async fn finish_firing(&self, app: &str, timer: &str, scheduled_at: DateTime<Utc>, outcome: &str) -> Result<()> {
+    pub async fn finish_firing(
+        &self,
+        app: &str,
+        timer: &str,
+        scheduled_at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Result<()> {
         let pool = self.ready().await?;
         sqlx::query(
             "UPDATE alorig_jobs.timer_firings SET state = $4, finished_at = now()
@@ -397,11 +444,13 @@ impl JobStore {
     /// The latest firing of `timer` any host claimed.
     pub async fn last_firing(&self, app: &str, timer: &str) -> Result<Option<DateTime<Utc>>> {
         let pool = self.ready().await?;
-        let row = sqlx::query("SELECT max(scheduled_at) FROM alorig_jobs.timer_firings WHERE app = $1 AND timer = $2")
-            .bind(app)
-            .bind(timer)
-            .fetch_one(pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT max(scheduled_at) FROM alorig_jobs.timer_firings WHERE app = $1 AND timer = $2",
+        )
+        .bind(app)
+        .bind(timer)
+        .fetch_one(pool)
+        .await?;
         Ok(row.get(0))
     }
 

@@ -4,7 +4,9 @@
 //! error ends a loop (a database outage is logged, waited out and retried).
 
 use super::{
-    TimersApp, TimersHost, backoff, job_trigger::JobTriggerPre, millis,
+    TimersApp, TimersHost, backoff,
+    job_trigger::JobTriggerPre,
+    millis,
     store::{FiringClaim, JobStore},
     timer_trigger::TimerTriggerPre,
 };
@@ -14,7 +16,10 @@ use crate::{
 };
 use chrono::Utc;
 use std::{
-    sync::{Arc, Weak, atomic::{AtomicBool, Ordering}},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tokio::sync::{Notify, Semaphore};
@@ -42,7 +47,13 @@ fn current<T>(timers: &TimersApp, app: &WeakInvoker<T>, generation: u64) -> Opti
 }
 
 /// Fires one timer of one app version for as long as it is in force.
-pub async fn timer_loop<T: Send + 'static>(timers: Arc<TimersApp>, weak: WeakInvoker<T>, trigger: TimerTriggerPre<T>, timer: Timer, generation: u64) {
+pub async fn timer_loop<T: Send + 'static>(
+    timers: Arc<TimersApp>,
+    weak: WeakInvoker<T>,
+    trigger: TimerTriggerPre<T>,
+    timer: Timer,
+    generation: u64,
+) {
     let running = Arc::new(AtomicBool::new(false));
     let mut after = Utc::now();
     if timer.catch_up == CatchUp::Once
@@ -59,7 +70,9 @@ pub async fn timer_loop<T: Send + 'static>(timers: Arc<TimersApp>, weak: WeakInv
                 fire(&timers, app, &trigger, &timer, due, &running).await;
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "cannot check for missed firings: {err}"),
+            Err(err) => {
+                tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "cannot check for missed firings: {err}")
+            }
         }
     }
     loop {
@@ -69,10 +82,16 @@ pub async fn timer_loop<T: Send + 'static>(timers: Arc<TimersApp>, weak: WeakInv
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        let Some(app) = current(&timers, &weak, generation) else { return };
+        let Some(app) = current(&timers, &weak, generation) else {
+            return;
+        };
         let now = Utc::now();
         if now - next > STALE {
-            next = timer.schedule.last_at_or_before(now).unwrap_or(next).max(next);
+            next = timer
+                .schedule
+                .last_at_or_before(now)
+                .unwrap_or(next)
+                .max(next);
         }
         after = next;
         fire(&timers, app, &trigger, &timer, next, &running).await;
@@ -91,7 +110,16 @@ async fn fire<T: Send + 'static>(
 ) {
     let lease = timer.timeout + LEASE_SLACK;
     let claim = match &timers.host.store {
-        Some(store) => match store.claim_firing(&timers.app, &timer.name, scheduled_at, timers.host.host_id(), lease).await {
+        Some(store) => match store
+            .claim_firing(
+                &timers.app,
+                &timer.name,
+                scheduled_at,
+                timers.host.host_id(),
+                lease,
+            )
+            .await
+        {
             Ok(claim) => claim,
             Err(err) => {
                 tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "firing not run: the job store is unavailable: {err}");
@@ -110,14 +138,22 @@ async fn fire<T: Send + 'static>(
         }
         FiringClaim::Run => {
             running.store(true, Ordering::Release);
-            let (timers, trigger, timer, running) = (timers.clone(), trigger.clone(), timer.clone(), running.clone());
+            let (timers, trigger, timer, running) = (
+                timers.clone(),
+                trigger.clone(),
+                timer.clone(),
+                running.clone(),
+            );
             tokio::spawn(async move {
                 let name = timer.name.clone();
                 let outcome = app
                     .run(Instant::now(), timer.timeout, move |store| {
                         Box::pin(async move {
                             let instance = trigger.instantiate_async(&mut *store).await?;
-                            instance.alorig_host_timer_handler().call_on_timer(store, &name, millis(scheduled_at)).await
+                            instance
+                                .alorig_host_timer_handler()
+                                .call_on_timer(store, &name, millis(scheduled_at))
+                                .await
                         })
                     })
                     .await;
@@ -125,10 +161,21 @@ async fn fire<T: Send + 'static>(
                 running.store(false, Ordering::Release);
                 timers.metrics.timer_run(&timer.name, outcome.label());
                 if outcome != Outcome::Ok {
-                    crate::traplog::warn(&timers.app, format_args!("timer {} firing failed ({}, fault {}): {}", timer.name, outcome.label(), outcome.fault(), outcome.describe()));
+                    crate::traplog::warn(
+                        &timers.app,
+                        format_args!(
+                            "timer {} firing failed ({}, fault {}): {}",
+                            timer.name,
+                            outcome.label(),
+                            outcome.fault(),
+                            outcome.describe()
+                        ),
+                    );
                 }
                 if let Some(store) = &timers.host.store
-                    && let Err(err) = store.finish_firing(&timers.app, &timer.name, scheduled_at, outcome.label()).await
+                    && let Err(err) = store
+                        .finish_firing(&timers.app, &timer.name, scheduled_at, outcome.label())
+                        .await
                 {
                     tracing::warn!(app = %timers.app, fault = "dependency", timer = %timer.name, "cannot record the firing's end: {err}");
                 }
@@ -149,21 +196,35 @@ pub async fn job_loop<T: Send + 'static>(
     let slots = Arc::new(Semaphore::new(timers.max_concurrency.min(MAX_IN_FLIGHT)));
     let mut counted = Instant::now() - Duration::from_secs(60);
     loop {
-        let Some(app) = current(&timers, &weak, generation) else { return };
+        let Some(app) = current(&timers, &weak, generation) else {
+            return;
+        };
         if counted.elapsed() >= IDLE_POLL {
             counted = Instant::now();
             if let Ok(counts) = store.counts(&timers.app).await {
-                timers.metrics.set_queue(counts.pending, counts.running, counts.dead);
+                timers
+                    .metrics
+                    .set_queue(counts.pending, counts.running, counts.dead);
             }
         }
         // Only as many jobs as this host can start now.
-        let Ok(first) = slots.clone().acquire_owned().await else { return };
+        let Ok(first) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut permits = vec![first];
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
         let lease = timers.jobs.timeout + LEASE_SLACK;
-        let claimed = match store.claim(&timers.app, timers.host.host_id(), permits.len() as u32, lease).await {
+        let claimed = match store
+            .claim(
+                &timers.app,
+                timers.host.host_id(),
+                permits.len() as u32,
+                lease,
+            )
+            .await
+        {
             Ok(claimed) => claimed,
             Err(err) => {
                 tracing::warn!(app = %timers.app, fault = "dependency", "cannot lease jobs: {err}");
@@ -178,7 +239,14 @@ pub async fn job_loop<T: Send + 'static>(
             // The store honours the LIMIT; were it not to, an extra job simply
             // waits for its lease to pass and runs again later.
             let Some(permit) = permits.pop() else { break };
-            tokio::spawn(run_job(timers.clone(), app.clone(), trigger.clone(), store.clone(), job, permit));
+            tokio::spawn(run_job(
+                timers.clone(),
+                app.clone(),
+                trigger.clone(),
+                store.clone(),
+                job,
+                permit,
+            ));
         }
         drop(permits);
         if full {
@@ -186,7 +254,10 @@ pub async fn job_loop<T: Send + 'static>(
         }
         let next = store.next_due(&timers.app).await.ok().flatten();
         drop(app);
-        let mut wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default()).unwrap_or(IDLE_POLL).min(IDLE_POLL);
+        let mut wait = next
+            .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(IDLE_POLL)
+            .min(IDLE_POLL);
         if none {
             // Due jobs another host is leasing right now: not a reason to spin.
             wait = wait.max(MIN_IDLE);
@@ -213,18 +284,29 @@ async fn run_job<T: Send + 'static>(
     let host = timers.host.host_id();
     let jobs = &timers.jobs;
     let attempt = job.attempt.max(1) as u32;
-    timers.metrics.job_latency.observe((Utc::now() - job.run_at).to_std().unwrap_or_default().as_secs_f64());
+    timers.metrics.job_latency.observe(
+        (Utc::now() - job.run_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64(),
+    );
     let (error, retry_in) = if attempt > jobs.max_attempts.get() {
         // Leased again after its host died during the last allowed run.
         timers.metrics.job_run("lost");
-        (Some("its host stopped during the last allowed attempt (lease expired)".to_string()), None)
+        (
+            Some("its host stopped during the last allowed attempt (lease expired)".to_string()),
+            None,
+        )
     } else {
         let (id, name, payload) = (job.id as u64, job.name.clone(), job.payload);
         let outcome = app
             .run(started, jobs.timeout, move |store| {
                 Box::pin(async move {
                     let instance = trigger.instantiate_async(&mut *store).await?;
-                    instance.alorig_host_job_handler().call_on_job(store, id, &name, &payload, attempt).await
+                    instance
+                        .alorig_host_job_handler()
+                        .call_on_job(store, id, &name, &payload, attempt)
+                        .await
                 })
             })
             .await;
@@ -237,7 +319,10 @@ async fn run_job<T: Send + 'static>(
             }
         }
     };
-    match store.finish(job.id, host, job.attempt, error.as_deref(), retry_in).await {
+    match store
+        .finish(job.id, host, job.attempt, error.as_deref(), retry_in)
+        .await
+    {
         Ok(Some(state)) if state == "dead" => {
             timers.metrics.dead_letters.inc();
             tracing::warn!(app = %timers.app, fault = "guest", job = job.id, name = %job.name, attempts = attempt, "job dead-lettered: {}", error.unwrap_or_default());
@@ -247,8 +332,12 @@ async fn run_job<T: Send + 'static>(
                 tracing::info!(app = %timers.app, job = job.id, attempt, "job failed, retrying in {retry_in:?}: {error}");
             }
         }
-        Ok(None) => tracing::warn!(app = %timers.app, fault = "host", job = job.id, "the job's lease passed before it finished; another run will count"),
-        Err(err) => tracing::warn!(app = %timers.app, fault = "dependency", job = job.id, "cannot record the job's end (it will run again after its lease): {err}"),
+        Ok(None) => {
+            tracing::warn!(app = %timers.app, fault = "host", job = job.id, "the job's lease passed before it finished; another run will count")
+        }
+        Err(err) => {
+            tracing::warn!(app = %timers.app, fault = "dependency", job = job.id, "cannot record the job's end (it will run again after its lease): {err}")
+        }
     }
 }
 
@@ -259,15 +348,23 @@ pub async fn listen(host: Weak<TimersHost>, store: Arc<JobStore>) {
     loop {
         let listener = async {
             let pool = store.ready().await.map_err(|e| e.to_string())?;
-            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.map_err(|e| e.to_string())?;
-            listener.listen(super::store::CHANNEL).await.map_err(|e| e.to_string())?;
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            listener
+                .listen(super::store::CHANNEL)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>(listener)
         }
         .await;
         let mut listener = match listener {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::warn!(fault = "dependency", "cannot listen for new jobs (workers poll meanwhile): {err}");
+                tracing::warn!(
+                    fault = "dependency",
+                    "cannot listen for new jobs (workers poll meanwhile): {err}"
+                );
                 tokio::time::sleep(RETRY_STORE).await;
                 continue;
             }
@@ -277,13 +374,17 @@ pub async fn listen(host: Weak<TimersHost>, store: Arc<JobStore>) {
             host.wake(None);
         }
         loop {
-            let notification = tokio::time::timeout(Duration::from_secs(60), listener.try_recv()).await;
+            let notification =
+                tokio::time::timeout(Duration::from_secs(60), listener.try_recv()).await;
             let Some(host) = host.upgrade() else { return };
             match notification {
                 Ok(Ok(Some(notification))) => host.wake(Some(notification.payload())),
                 Ok(Ok(None)) => host.wake(None), // reconnected: notifications may be lost
                 Ok(Err(err)) => {
-                    tracing::warn!(fault = "dependency", "lost the job notifications connection: {err}");
+                    tracing::warn!(
+                        fault = "dependency",
+                        "lost the job notifications connection: {err}"
+                    );
                     break;
                 }
                 Err(_) => {}

@@ -8,9 +8,9 @@
 //! next frames wait in the socket.
 
 use super::{
-    Event, Message, WebSocketApp,
+    Event, Message, WebSocketApp, WebsocketTriggerPre,
     hub::{Conn, Outgoing},
-    WebsocketTriggerPre, run_event,
+    run_event,
 };
 use crate::{metrics::WsDropReason, trigger::Invoker};
 use futures::{SinkExt as _, StreamExt as _};
@@ -53,7 +53,12 @@ pub async fn serve<T: Send + 'static>(
                 .max_write_buffer_size(max + 64 * 1024)
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max));
-            let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
             run(&app, &trigger, &ws_app, &conn, &id, socket, queue).await
         }
         Err(_) => ABNORMAL,
@@ -78,7 +83,10 @@ async fn run<T: Send + 'static>(
 ) -> u16 {
     let limits = &ws_app.limits;
     let metrics = &ws_app.metrics;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping_interval, limits.ping_interval);
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.ping_interval,
+        limits.ping_interval,
+    );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether the client sent anything since the last ping.
     let mut answered = true;
@@ -163,9 +171,14 @@ async fn run<T: Send + 'static>(
 
 /// Sends a close frame and waits (briefly) for the client's answer.
 async fn close(socket: &mut Socket, code: u16, reason: String) {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        socket.send(tungstenite::Message::Close(Some(frame))).await?;
+        socket
+            .send(tungstenite::Message::Close(Some(frame)))
+            .await?;
         while let Some(frame) = socket.next().await {
             frame?;
         }

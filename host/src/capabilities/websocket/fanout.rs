@@ -9,7 +9,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 use std::{
     collections::HashSet,
-    sync::{Weak, atomic::{AtomicBool, Ordering}},
+    sync::{
+        Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -41,7 +44,10 @@ impl Fanout {
     pub(super) fn new(url: &str, hub: Weak<Hub>, host_id: &str) -> redis::RedisResult<Fanout> {
         use redis::IntoConnectionInfo as _;
         let info = url.into_connection_info()?;
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
         let receiver = hub.clone();
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -59,7 +65,10 @@ impl Fanout {
                     fanout.behind.store(true, Ordering::Release);
                 }
                 if push.kind == redis::PushKind::Message
-                    && let [redis::Value::BulkString(channel), redis::Value::BulkString(payload)] = push.data.as_slice()
+                    && let [
+                        redis::Value::BulkString(channel),
+                        redis::Value::BulkString(payload),
+                    ] = push.data.as_slice()
                     && let Some(hub) = receiver.upgrade()
                 {
                     hub.dispatch(channel, payload);
@@ -67,7 +76,12 @@ impl Fanout {
                 Ok(())
             });
         let manager = ConnectionManager::new_lazy_with_config(client, config)?;
-        let fanout = Fanout { manager, subscribed: Default::default(), behind: AtomicBool::new(true), lost: AtomicBool::new(false) };
+        let fanout = Fanout {
+            manager,
+            subscribed: Default::default(),
+            behind: AtomicBool::new(true),
+            lost: AtomicBool::new(false),
+        };
         // Keeps the subscriptions what the registry wants, retrying while Redis is away.
         let host = host_channel(host_id);
         tokio::spawn(async move {
@@ -83,7 +97,12 @@ impl Fanout {
                 if fanout.lost.swap(false, Ordering::AcqRel) {
                     fanout.subscribed.lock().await.clear();
                 }
-                let mut wanted: Vec<String> = hub.registry().groups.keys().map(|c| c.to_string()).collect();
+                let mut wanted: Vec<String> = hub
+                    .registry()
+                    .groups
+                    .keys()
+                    .map(|c| c.to_string())
+                    .collect();
                 wanted.push(host.clone());
                 let had: Vec<String> = fanout.subscribed.lock().await.iter().cloned().collect();
                 for channel in wanted.iter().chain(had.iter()) {
@@ -97,17 +116,22 @@ impl Fanout {
     /// Subscribes to or unsubscribes from `channel`, as the registry now wants.
     pub(super) async fn sync(&self, hub: &Hub, channel: &str) -> Result<(), Error> {
         let mut subscribed = self.subscribed.lock().await;
-        let wanted = channel == host_channel(&hub.host_id) || hub.registry().groups.contains_key(channel);
+        let wanted =
+            channel == host_channel(&hub.host_id) || hub.registry().groups.contains_key(channel);
         let result = match (wanted, subscribed.contains(channel)) {
             (true, false) => {
-                let done = self.call(|mut m| async move { m.subscribe(channel).await }).await;
+                let done = self
+                    .call(|mut m| async move { m.subscribe(channel).await })
+                    .await;
                 if done.is_ok() {
                     subscribed.insert(channel.to_string());
                 }
                 done
             }
             (false, true) => {
-                let done = self.call(|mut m| async move { m.unsubscribe(channel).await }).await;
+                let done = self
+                    .call(|mut m| async move { m.unsubscribe(channel).await })
+                    .await;
                 if done.is_ok() {
                     subscribed.remove(channel);
                 }
@@ -137,14 +161,19 @@ impl Fanout {
         match tokio::time::timeout(REDIS_TIMEOUT, op(self.manager.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
-                tracing::warn!(fault = "dependency", "WebSocket fan-out: Redis unavailable: {err}");
+                tracing::warn!(
+                    fault = "dependency",
+                    "WebSocket fan-out: Redis unavailable: {err}"
+                );
                 Err(Error::Unavailable)
             }
             Err(_) => {
-                tracing::warn!(fault = "dependency", "WebSocket fan-out: Redis did not answer within {REDIS_TIMEOUT:?}");
+                tracing::warn!(
+                    fault = "dependency",
+                    "WebSocket fan-out: Redis did not answer within {REDIS_TIMEOUT:?}"
+                );
                 Err(Error::Unavailable)
             }
         }
     }
 }
-

@@ -60,7 +60,11 @@ const ALIVE: usize = usize::MAX;
 impl Conn {
     /// Tells the connection task to drop the connection; the first reason wins.
     pub fn kill(&self, reason: WsDropReason) {
-        if self.kill_reason.compare_exchange(ALIVE, reason as usize, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .kill_reason
+            .compare_exchange(ALIVE, reason as usize, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             self.metrics.dropped(reason);
             tracing::info!(app = %self.app, fault = "guest", reason = reason.label(), "WebSocket connection dropped by the host");
             self.killed.notify_one();
@@ -139,12 +143,29 @@ impl Hub {
 
     /// Registers a new connection of `app` with an outgoing queue of `queue`
     /// messages: its id, its handle and the queue's receiving end.
-    pub fn open(&self, app: Arc<str>, metrics: WsMetrics, queue: usize) -> (String, u64, Arc<Conn>, mpsc::Receiver<Outgoing>) {
+    pub fn open(
+        &self,
+        app: Arc<str>,
+        metrics: WsMetrics,
+        queue: usize,
+    ) -> (String, u64, Arc<Conn>, mpsc::Receiver<Outgoing>) {
         self.fanout();
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(queue);
-        let conn = Arc::new(Conn { app, tx, killed: Notify::new(), kill_reason: AtomicUsize::new(ALIVE), metrics });
-        self.registry().conns.insert(seq, Entry { conn: conn.clone(), groups: Vec::new() });
+        let conn = Arc::new(Conn {
+            app,
+            tx,
+            killed: Notify::new(),
+            kill_reason: AtomicUsize::new(ALIVE),
+            metrics,
+        });
+        self.registry().conns.insert(
+            seq,
+            Entry {
+                conn: conn.clone(),
+                groups: Vec::new(),
+            },
+        );
         (format!("{}-{seq}", self.host_id), seq, conn, rx)
     }
 
@@ -155,7 +176,8 @@ impl Hub {
     pub async fn ready(&self) {
         if let Some(fanout) = self.fanout() {
             let channel = host_channel(&self.host_id);
-            let _ = tokio::time::timeout(Duration::from_millis(250), fanout.sync(self, &channel)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(250), fanout.sync(self, &channel)).await;
         }
     }
 
@@ -164,13 +186,17 @@ impl Hub {
     pub async fn remove(&self, seq: u64) {
         let emptied: Vec<Box<str>> = {
             let mut registry = self.registry();
-            let Some(entry) = registry.conns.remove(&seq) else { return };
+            let Some(entry) = registry.conns.remove(&seq) else {
+                return;
+            };
             entry
                 .groups
                 .into_iter()
                 .filter(|channel| {
                     // A member's group exists (both change under this lock).
-                    let Some(members) = registry.groups.get_mut(channel) else { return false };
+                    let Some(members) = registry.groups.get_mut(channel) else {
+                        return false;
+                    };
                     members.remove(&seq);
                     let empty = members.is_empty();
                     if empty {
@@ -202,7 +228,10 @@ impl Hub {
         if host == self.host_id {
             Ok(Target::Local(seq))
         } else if host.len() == self.host_id.len() && host.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Target::Remote { host: host.to_string(), seq })
+            Ok(Target::Remote {
+                host: host.to_string(),
+                seq,
+            })
         } else {
             Err(Error::Closed)
         }
@@ -226,21 +255,29 @@ impl Hub {
     pub async fn close(&self, app: &str, id: &str, code: u16, reason: String) -> Result<(), Error> {
         match self.target(id)? {
             Target::Local(seq) => self.local(app, seq)?.push(Outgoing::Close(code, reason)),
-            Target::Remote { host, seq } => self.forward(&host, Op::Close(code, reason), app, seq).await,
+            Target::Remote { host, seq } => {
+                self.forward(&host, Op::Close(code, reason), app, seq).await
+            }
         }
     }
 
     pub async fn join(&self, app: &str, id: &str, group: &str) -> Result<(), Error> {
         match self.target(id)? {
             Target::Local(seq) => self.join_local(app, seq, group).await,
-            Target::Remote { host, seq } => self.forward(&host, Op::Join(group.to_string()), app, seq).await,
+            Target::Remote { host, seq } => {
+                self.forward(&host, Op::Join(group.to_string()), app, seq)
+                    .await
+            }
         }
     }
 
     pub async fn leave(&self, app: &str, id: &str, group: &str) -> Result<(), Error> {
         match self.target(id)? {
             Target::Local(seq) => self.leave_local(app, seq, group).await,
-            Target::Remote { host, seq } => self.forward(&host, Op::Leave(group.to_string()), app, seq).await,
+            Target::Remote { host, seq } => {
+                self.forward(&host, Op::Leave(group.to_string()), app, seq)
+                    .await
+            }
         }
     }
 
@@ -301,7 +338,10 @@ impl Hub {
         let channel = group_channel(app, group);
         self.deliver_local(&channel, &message);
         match self.fanout() {
-            Some(fanout) => fanout.publish(&channel, encode_group(&self.host_id, &message)).await.map(|_| ()),
+            Some(fanout) => fanout
+                .publish(&channel, encode_group(&self.host_id, &message))
+                .await
+                .map(|_| ()),
             None => Ok(()),
         }
     }
@@ -310,7 +350,9 @@ impl Hub {
     /// whose queue is full is dropped (slow consumer); the others are not held up.
     fn deliver_local(&self, channel: &str, message: &Message) {
         let registry = self.registry();
-        let Some(members) = registry.groups.get(channel) else { return };
+        let Some(members) = registry.groups.get(channel) else {
+            return;
+        };
         for seq in members {
             if let Some(entry) = registry.conns.get(seq) {
                 let _ = entry.conn.push(Outgoing::Message(message.clone()));
@@ -320,20 +362,31 @@ impl Hub {
 
     /// Members of a group on this host.
     pub fn local_members(&self, app: &str, group: &str) -> usize {
-        self.registry().groups.get(group_channel(app, group).as_str()).map_or(0, HashSet::len)
+        self.registry()
+            .groups
+            .get(group_channel(app, group).as_str())
+            .map_or(0, HashSet::len)
     }
 
     /// An operation on a connection held by another host, through its channel.
     async fn forward(&self, host: &str, op: Op, app: &str, seq: u64) -> Result<(), Error> {
         let fanout = self.fanout().ok_or(Error::Closed)?;
-        let receivers = fanout.publish(&host_channel(host), encode_op(&op, app, seq)).await?;
+        let receivers = fanout
+            .publish(&host_channel(host), encode_op(&op, app, seq))
+            .await?;
         // No host listening on that channel: the host, and so the connection, is gone.
-        if receivers == 0 { Err(Error::Closed) } else { Ok(()) }
+        if receivers == 0 {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     /// Applies what arrived on one of this host's channels.
     pub(super) fn dispatch(&self, channel: &[u8], payload: &[u8]) {
-        let Ok(channel) = std::str::from_utf8(channel) else { return };
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return;
+        };
         if channel.starts_with(GROUP_CHANNEL) {
             if let Some((origin, message)) = decode_group(payload)
                 && origin != self.host_id.as_bytes()
@@ -341,7 +394,9 @@ impl Hub {
                 self.deliver_local(channel, &message);
             }
         } else if channel == host_channel(&self.host_id) {
-            let Some((op, app, seq)) = decode_op(payload) else { return };
+            let Some((op, app, seq)) = decode_op(payload) else {
+                return;
+            };
             match op {
                 Op::Send(message) => {
                     if let Ok(conn) = self.local(&app, seq) {
@@ -372,11 +427,18 @@ impl Hub {
     pub(super) fn fanout(&self) -> Option<&Fanout> {
         self.fanout
             .get_or_init(|| {
-                let url = self.redis_url.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+                let url = self
+                    .redis_url
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()?;
                 match Fanout::new(&url, self.me.clone(), &self.host_id) {
                     Ok(fanout) => Some(fanout),
                     Err(err) => {
-                        tracing::error!(fault = "operator", "WebSocket groups stay on this host: redis_url cannot be used: {err}");
+                        tracing::error!(
+                            fault = "operator",
+                            "WebSocket groups stay on this host: redis_url cannot be used: {err}"
+                        );
                         None
                     }
                 }
@@ -387,8 +449,16 @@ impl Hub {
     /// Asks every open connection (of `app`, or of all apps) to close with
     /// `code`: 1001 when the host shuts down or the app is removed.
     pub fn close_all(&self, app: Option<&str>, code: u16, reason: &str) {
-        for entry in self.registry().conns.values().filter(|e| app.is_none_or(|app| *e.conn.app == *app)) {
-            let _ = entry.conn.tx.try_send(Outgoing::Close(code, reason.to_string()));
+        for entry in self
+            .registry()
+            .conns
+            .values()
+            .filter(|e| app.is_none_or(|app| *e.conn.app == *app))
+        {
+            let _ = entry
+                .conn
+                .tx
+                .try_send(Outgoing::Close(code, reason.to_string()));
         }
     }
 }
@@ -397,7 +467,11 @@ fn random(bytes: &mut [u8]) {
     // The OS random source; if it fails, the clock and the process id still
     // make the host id unique enough to route between hosts.
     if getrandom::getrandom(bytes).is_err() {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ u64::from(std::process::id());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64
+            ^ u64::from(std::process::id());
         for (i, b) in bytes.iter_mut().enumerate() {
             *b = (seed >> ((i % 8) * 8)) as u8;
         }
@@ -419,17 +493,30 @@ mod tests {
         hub.join("b", &b1, "g").await.unwrap();
         // Another app's connection is as unknown as a closed one.
         assert!(matches!(hub.join("a", &b1, "g").await, Err(Error::Closed)));
-        assert!(matches!(hub.send("b", &a2, Message::Text("x".into())).await, Err(Error::Closed)));
-        hub.send_group("a", "g", Message::Text("to a:g".into())).await.unwrap();
+        assert!(matches!(
+            hub.send("b", &a2, Message::Text("x".into())).await,
+            Err(Error::Closed)
+        ));
+        hub.send_group("a", "g", Message::Text("to a:g".into()))
+            .await
+            .unwrap();
         assert!(matches!(r1.try_recv(), Ok(Outgoing::Message(Message::Text(t))) if t == "to a:g"));
         assert!(r2.try_recv().is_err() && r3.try_recv().is_err());
         hub.leave("a", &a1, "g").await.unwrap();
         assert_eq!(hub.local_members("a", "g"), 0);
-        hub.send_group("a", "g", Message::Text("nobody".into())).await.unwrap();
+        hub.send_group("a", "g", Message::Text("nobody".into()))
+            .await
+            .unwrap();
         assert!(r1.try_recv().is_err());
         hub.remove(s1).await;
-        assert!(matches!(hub.send("a", &a1, Message::Text("x".into())).await, Err(Error::Closed)));
-        assert!(matches!(hub.send("a", "nonsense", Message::Text("x".into())).await, Err(Error::Closed)));
+        assert!(matches!(
+            hub.send("a", &a1, Message::Text("x".into())).await,
+            Err(Error::Closed)
+        ));
+        assert!(matches!(
+            hub.send("a", "nonsense", Message::Text("x".into())).await,
+            Err(Error::Closed)
+        ));
         assert_eq!(hub.len(), 2);
     }
 
@@ -441,8 +528,17 @@ mod tests {
         for _ in 0..2 {
             hub.send("a", &id, Message::Text("x".into())).await.unwrap();
         }
-        assert!(matches!(hub.send("a", &id, Message::Text("x".into())).await, Err(Error::Closed)));
-        tokio::time::timeout(Duration::from_secs(1), conn.killed()).await.expect("the connection is told to go");
-        assert!(metrics.encode().contains("alorig_app_ws_dropped_total{app=\"a\",reason=\"slow_consumer\"} 1"));
+        assert!(matches!(
+            hub.send("a", &id, Message::Text("x".into())).await,
+            Err(Error::Closed)
+        ));
+        tokio::time::timeout(Duration::from_secs(1), conn.killed())
+            .await
+            .expect("the connection is told to go");
+        assert!(
+            metrics
+                .encode()
+                .contains("alorig_app_ws_dropped_total{app=\"a\",reason=\"slow_consumer\"} 1")
+        );
     }
 }

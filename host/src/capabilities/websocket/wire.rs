@@ -30,7 +30,9 @@ fn encode_message(out: &mut Vec<u8>, message: &Message) {
 fn decode_message(bytes: &[u8]) -> Option<Message> {
     let (kind, data) = bytes.split_first()?;
     match kind {
-        b't' => Some(Message::Text(Utf8Bytes::try_from(Bytes::copy_from_slice(data)).ok()?)),
+        b't' => Some(Message::Text(
+            Utf8Bytes::try_from(Bytes::copy_from_slice(data)).ok()?,
+        )),
         b'b' => Some(Message::Binary(Bytes::copy_from_slice(data))),
         _ => None,
     }
@@ -115,10 +117,17 @@ mod tests {
             let (back, app, seq) = decode_op(&encode_op(&op, "psydge", u64::MAX - 1)).unwrap();
             assert_eq!((back, &*app, seq), (op, "psydge", u64::MAX - 1));
         }
-        assert!(decode_op(b"").is_none() && decode_op(b"s\x09ab").is_none() && decode_op(b"x\x00\0\0\0\0\0\0\0\0").is_none());
+        assert!(
+            decode_op(b"").is_none()
+                && decode_op(b"s\x09ab").is_none()
+                && decode_op(b"x\x00\0\0\0\0\0\0\0\0").is_none()
+        );
         let group = encode_group("0123456789abcdef", &Message::Text("tick".into()));
         let (origin, message) = decode_group(&group).unwrap();
-        assert_eq!((origin, message), (b"0123456789abcdef".as_slice(), Message::Text("tick".into())));
+        assert_eq!(
+            (origin, message),
+            (b"0123456789abcdef".as_slice(), Message::Text("tick".into()))
+        );
         assert!(decode_group(b"0123456789abcdefz").is_none());
     }
 }

@@ -59,7 +59,8 @@ pub struct AllowedOrigin {
 
 impl AllowedOrigin {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let fail = || format!("{text:?} must be scheme://host[:port], e.g. \"https://api.example.com\"");
+        let fail =
+            || format!("{text:?} must be scheme://host[:port], e.g. \"https://api.example.com\"");
         let (https, rest) = match text.split_once("://") {
             Some(("https", rest)) => (true, rest),
             Some(("http", rest)) => (false, rest),
@@ -81,7 +82,13 @@ impl AllowedOrigin {
             Err(_) if any_host => HostPattern::Exact("*".to_string()),
             Err(_) => HostPattern::try_from(host.to_string()).map_err(|_| fail())?,
         };
-        Ok(Self { https, host, port, any_host, text: text.to_string() })
+        Ok(Self {
+            https,
+            host,
+            port,
+            any_host,
+            text: text.to_string(),
+        })
     }
 
     /// Whether a request to `scheme://host:port` is covered by this entry.
@@ -132,7 +139,10 @@ pub struct Timer {
 #[derive(Clone, Debug)]
 pub enum Schedule {
     /// Five cron fields, interpreted in `timezone` with its DST rules.
-    Cron { expression: CronExpression, timezone: TimeZoneName },
+    Cron {
+        expression: CronExpression,
+        timezone: TimeZoneName,
+    },
     /// Every this long, on instants aligned to multiples of it since the Unix
     /// epoch, so every host computes the same firings.
     Every(Duration),
@@ -152,7 +162,9 @@ impl TryFrom<String> for CronExpression {
     fn try_from(text: String) -> Result<Self, String> {
         let fields = text.split_whitespace().count();
         if fields != 5 {
-            return Err(format!("cron {text:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday)"));
+            return Err(format!(
+                "cron {text:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday)"
+            ));
         }
         let parser = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Disallowed)
@@ -209,4 +221,3 @@ pub const DEFAULT_JOB_ATTEMPTS: u32 = 5;
 pub const DEFAULT_JOB_BACKOFF: Duration = Duration::from_secs(1);
 pub const DEFAULT_JOB_MAX_BACKOFF: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_PENDING: u32 = 100_000;
-

@@ -10,9 +10,15 @@ fn error(text: &str) -> String {
 
 #[test]
 fn contract_example_parses() {
-    let m = parse(include_str!("../../../tests/fixtures/contract-example.toml")).unwrap();
+    let m = parse(include_str!(
+        "../../../tests/fixtures/contract-example.toml"
+    ))
+    .unwrap();
     assert_eq!(m.name.as_str(), "psydge");
-    assert_eq!(m.component, Path::new("manifests/../target/wasm32-wasip2/release/psydge.wasm"));
+    assert_eq!(
+        m.component,
+        Path::new("manifests/../target/wasm32-wasip2/release/psydge.wasm")
+    );
     assert_eq!(m.resources.memory, ByteSize::mib(1750));
     assert_eq!(m.resources.instance_memory, ByteSize::mib(64));
     assert_eq!(m.resources.max_concurrency.get(), 256);
@@ -21,7 +27,10 @@ fn contract_example_parses() {
     assert_eq!(m.redis.as_ref().unwrap().prefix, "psydge:");
     assert_eq!(m.timers.len(), 2);
     assert!(matches!(m.timers[1].schedule, Schedule::Every(d) if d == Duration::from_secs(5)));
-    assert_eq!(m.secrets["ANTHROPIC_API_KEY"].env, "PSYDGE_ANTHROPIC_API_KEY");
+    assert_eq!(
+        m.secrets["ANTHROPIC_API_KEY"].env,
+        "PSYDGE_ANTHROPIC_API_KEY"
+    );
 }
 
 #[test]
@@ -46,23 +55,43 @@ fn every_bad_manifest_in_the_fixtures_gets_its_expected_error() {
             let expected = std::fs::read_to_string(path.with_extension("err")).unwrap();
             let err = Manifest::load(&path).unwrap_err().to_string();
             let name = path.file_name().unwrap().to_string_lossy();
-            let expected = expected.trim().replace("{file}", &format!("{}/{name}", dir.display()));
+            let expected = expected
+                .trim()
+                .replace("{file}", &format!("{}/{name}", dir.display()));
             assert_eq!(err, expected, "fixture {name}");
             checked += 1;
         }
     }
     // Every expected error has its manifest, and none of the 19 fixtures went missing.
-    assert_eq!(checked, expectations, "a .err without its .toml in {}", dir.display());
+    assert_eq!(
+        checked,
+        expectations,
+        "a .err without its .toml in {}",
+        dir.display()
+    );
     assert!(checked >= 19, "only {checked} fixtures found");
 }
 
 #[test]
 fn names_hosts_and_prefixes_are_checked() {
-    assert!(error("name = \"Psydge\"\ncomponent = \"a.wasm\"").contains("must be 1 to 32 characters"));
+    assert!(
+        error("name = \"Psydge\"\ncomponent = \"a.wasm\"").contains("must be 1 to 32 characters")
+    );
     let e = error("name = \"a\"\ncomponent = \"a.wasm\"\n[[routes]]\nhost = \"https://x.com\"");
-    assert!(e.contains("app.toml:4:") && e.contains("must be a host name"), "{e}");
-    assert!(HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("a.sites.alorig.com"));
-    assert!(!HostPattern::try_from("*.sites.alorig.com".to_string()).unwrap().matches("sites.alorig.com"));
+    assert!(
+        e.contains("app.toml:4:") && e.contains("must be a host name"),
+        "{e}"
+    );
+    assert!(
+        HostPattern::try_from("*.sites.alorig.com".to_string())
+            .unwrap()
+            .matches("a.sites.alorig.com")
+    );
+    assert!(
+        !HostPattern::try_from("*.sites.alorig.com".to_string())
+            .unwrap()
+            .matches("sites.alorig.com")
+    );
     for public in ["*.com", "*.co.uk", "*.test", "*.github.io", "*.localhost"] {
         let e = HostPattern::try_from(public.to_string()).unwrap_err();
         assert!(e.contains("is a public suffix"), "{public}: {e}");
@@ -85,9 +114,24 @@ fn allowed_origins_parse_with_default_ports_and_match_exactly() {
     let v6 = AllowedOrigin::parse("http://[::1]:9000").unwrap();
     assert!(v6.covers(false, "::1", 9000));
     let any = AllowedOrigin::parse("https://*").unwrap();
-    assert!(any.any_host && any.covers(true, "blog.customer.pk", 443) && any.covers(true, "1.1.1.1", 443));
-    assert!(!any.covers(false, "blog.customer.pk", 80) && !any.covers(true, "blog.customer.pk", 8443), "scheme and port still matter");
-    for bad in ["api.openai.com", "ftp://x.com", "https://x.com/path", "https://u@x.com", "https://x.com:99999", "https://*x.com", "https://**"] {
+    assert!(
+        any.any_host
+            && any.covers(true, "blog.customer.pk", 443)
+            && any.covers(true, "1.1.1.1", 443)
+    );
+    assert!(
+        !any.covers(false, "blog.customer.pk", 80) && !any.covers(true, "blog.customer.pk", 8443),
+        "scheme and port still matter"
+    );
+    for bad in [
+        "api.openai.com",
+        "ftp://x.com",
+        "https://x.com/path",
+        "https://u@x.com",
+        "https://x.com:99999",
+        "https://*x.com",
+        "https://**",
+    ] {
         assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
     }
 }
@@ -102,8 +146,18 @@ fn websocket_limits_have_defaults_and_take_the_manifest() {
     )
     .unwrap();
     let ws = &m.websocket;
-    assert_eq!((ws.max_connections.get(), ws.max_message, ws.send_queue.get()), (5, ByteSize(1024), 8));
-    assert_eq!((ws.ping_interval, ws.send_timeout), (Duration::from_millis(250), Duration::from_secs(1)));
+    assert_eq!(
+        (
+            ws.max_connections.get(),
+            ws.max_message,
+            ws.send_queue.get()
+        ),
+        (5, ByteSize(1024), 8)
+    );
+    assert_eq!(
+        (ws.ping_interval, ws.send_timeout),
+        (Duration::from_millis(250), Duration::from_secs(1))
+    );
 }
 
 #[test]
