@@ -87,10 +87,8 @@ enum Handler {
 
 /// Whether an app takes customers' own domains (`[custom_domains]`, issue 16):
 /// they need Caddy's on-demand TLS and a catch-all site.
-pub fn wants_custom_domains(_manifest: &Manifest) -> bool {
-    // The `[custom_domains]` manifest table lands with issue 16; until then no
-    // manifest can ask for it. When it does: `manifest.custom_domains.enabled`.
-    false
+pub fn wants_custom_domains(manifest: &Manifest) -> bool {
+    manifest.custom_domains
 }
 
 /// Renders the Caddyfile for these apps.
