@@ -5,7 +5,6 @@
 pub use wasip2;
 
 pub mod outbound;
-pub mod outbound;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
