@@ -67,7 +67,7 @@ async fn apps_load_figures() {
             "POST",
             "api.snapify.pk",
             "/v1/demo",
-            &[("authorization", "Bearer snapify-test-token".into())],
+            &[("authorization", "Bearer snapify-test-token".to_string())],
             Vec::new(),
         )
         .await;
@@ -81,7 +81,7 @@ async fn apps_load_figures() {
             "POST",
             "api.alorig.com",
             "/builder/demo",
-            &[("authorization", "Bearer builder-token".into())],
+            &[("authorization", "Bearer builder-token".to_string())],
             Vec::new(),
         )
         .await;

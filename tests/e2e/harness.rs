@@ -326,7 +326,8 @@ impl Host {
     }
 
     pub async fn request(&self, method: &str, host: &str, path: &str, body: Vec<u8>) -> Reply {
-        self.request_with(method, host, path, &[], body).await
+        self.request_with(method, host, path, &[] as &[(&str, &str)], body)
+            .await
     }
 
     /// Like [`Host::request`], with extra request headers.
@@ -349,40 +350,6 @@ impl Host {
         let resp = self
             .client
             .request(req)
-            .await
-            .expect("request to the host failed");
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        }
-    }
-
-    /// A request with extra headers.
-    pub async fn request_with(
-        &self,
-        method: &str,
-        host: &str,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Vec<u8>,
-    ) -> Reply {
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.ingress))
-            .header("host", host);
-        for (name, value) in headers {
-            req = req.header(*name, value);
-        }
-        let resp = self
-            .client
-            .request(req.body(Full::new(Bytes::from(body))).unwrap())
             .await
             .expect("request to the host failed");
         let (parts, body) = resp.into_parts();

@@ -354,7 +354,7 @@ async fn asms_in_python_scopes_every_query_to_the_users_schools() {
             "POST",
             "api.schools.alorig.com",
             "/api/v1/attendance",
-            &[("authorization", "Bearer gulberg-teacher-token".into())],
+            &[("authorization", "Bearer gulberg-teacher-token".to_string())],
             register(&[1], "sick").into_bytes(),
         )
         .await;
