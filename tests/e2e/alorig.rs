@@ -174,7 +174,14 @@ async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
         eprintln!("not deployed: {s}");
     }
     let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-    for mine in ["psydge", "observer", "astrotiming", "hello", "store"] {
+    for mine in [
+        "psydge",
+        "observer",
+        "astrotiming",
+        "igny8",
+        "snapify",
+        "sitebuilder",
+    ] {
         assert!(
             names.contains(&mine),
             "{mine} is not deployable: {skipped:?}"

@@ -704,8 +704,12 @@ async fn backup_then_restore_onto_an_empty_machine_serves_the_same_answers() {
     let host = Host::serve_full(data.path(), &host_toml, &env_refs);
     let dir = tempfile::tempdir().unwrap();
     let shipped = |app: &str| {
-        let text = std::fs::read_to_string(workspace_root().join(format!("manifests/{app}.toml")))
-            .unwrap();
+        let path = workspace_root().join(format!("manifests/{app}.toml"));
+        let path = match path.exists() {
+            true => path,
+            false => workspace_root().join(format!("examples/{app}.toml")),
+        };
+        let text = std::fs::read_to_string(path).unwrap();
         let text: String = text
             .lines()
             .map(|l| match l.starts_with("component") {

@@ -183,7 +183,9 @@ pub fn enabled() -> bool {
 /// dir, or when that path leaves too little of a Unix socket's 108 bytes for
 /// `/<kind>-<n>/<name>`) a folder of this process in the temporary directory.
 pub fn socket_dir(data_dir: Option<&Path>) -> PathBuf {
-    match data_dir.map(|d| d.join("run")) {
+    // One folder per process: hosts sharing a data dir (the two-host tests, a
+    // restart that overlaps its predecessor) must not remove each other's sockets.
+    match data_dir.map(|d| d.join("run").join(std::process::id().to_string())) {
         Some(dir) if dir.as_os_str().len() <= 72 => dir,
         _ => std::env::temp_dir().join(format!("alorig-{}", std::process::id())),
     }
