@@ -155,9 +155,6 @@ async fn status_apps_and_metrics_show_memory_rates_errors_and_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
     let (host, _data, _dir) = host_with_traffic().await;
-    // The apps were deployed after the host's first history sample: wait for the
-    // next one, so each chart has a stored point besides the one taken now.
-    tokio::time::sleep(alorig_host::admin::history::EVERY + Duration::from_secs(1)).await;
     let browser = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| {

@@ -698,7 +698,10 @@ async fn backup_then_restore_onto_an_empty_machine_serves_the_same_answers() {
     let redis = crate::redis_server::RedisServer::start();
     let pg = PgServer::start();
     let data = tempfile::tempdir().unwrap();
-    let env = [("ALORIG_POSTGRES_URL", pg.admin_url())];
+    let env = [
+        ("ALORIG_POSTGRES_URL", pg.admin_url()),
+        ("ASTROTIMING_ADMIN_TOKEN", "backup-test-token".to_string()),
+    ];
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let host_toml = format!("redis_url = \"{}\"", redis.url());
     let host = Host::serve_full(data.path(), &host_toml, &env_refs);
@@ -854,7 +857,10 @@ async fn backup_then_restore_onto_an_empty_machine_serves_the_same_answers() {
     );
     assert!(!ok && err.contains("already has deployed apps"), "{err}");
 
-    let env2 = [("ALORIG_POSTGRES_URL", pg2.admin_url())];
+    let env2 = [
+        ("ALORIG_POSTGRES_URL", pg2.admin_url()),
+        ("ASTROTIMING_ADMIN_TOKEN", "backup-test-token".to_string()),
+    ];
     let env2_refs: Vec<(&str, &str)> = env2.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let restored = Host::serve_full(data2.path(), &host_toml, &env2_refs);
     for ((site, path), expected) in questions.iter().zip(&before) {

@@ -142,7 +142,14 @@ impl Admin {
             (http::Method::PUT, ["apps", app]) => {
                 let app = app.to_string();
                 match self.read_upload(app.clone(), req).await {
-                    Ok(upload) => self.apps.deploy(upload).await.map(|v| (201, v)),
+                    Ok(upload) => {
+                        let deployed = self.apps.deploy(upload).await.map(|v| (201, v));
+                        // The charts start at the deploy, not at the next 10 s sample.
+                        if deployed.is_ok() {
+                            self.history.sample(&self.apps, &self.metrics);
+                        }
+                        deployed
+                    }
                     Err(err) => {
                         self.metrics.deployed(&app, err.code);
                         Err(err)

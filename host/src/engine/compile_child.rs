@@ -95,6 +95,12 @@ pub fn child_main(
     output: &Path,
 ) -> Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
+    // A compiler whose host died (SIGKILL mid-deploy) must not outlive it and
+    // write into the compile cache after the next host cleaned it.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
     setrlimit(
         Resource::As,
         Rlimit {
