@@ -179,16 +179,12 @@ pub fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("ALORIG_RELAY").map_or(true, |v| v != "off"))
 }
 
-/// The folder of the relays' sockets: `<data_dir>/run`, or (without a data
-/// dir, or when that path leaves too little of a Unix socket's 108 bytes for
-/// `/<kind>-<n>/<name>`) a folder of this process in the temporary directory.
-pub fn socket_dir(data_dir: Option<&Path>) -> PathBuf {
-    // One folder per process: hosts sharing a data dir (the two-host tests, a
-    // restart that overlaps its predecessor) must not remove each other's sockets.
-    match data_dir.map(|d| d.join("run").join(std::process::id().to_string())) {
-        Some(dir) if dir.as_os_str().len() <= 72 => dir,
-        _ => std::env::temp_dir().join(format!("alorig-{}", std::process::id())),
-    }
+/// The folder of the relays' sockets: one of this process in the temporary
+/// directory (private under systemd's `PrivateTmp`). Not under the data dir:
+/// hosts may share a data dir (and a test's may be removed under a running
+/// host), and a Unix socket's path must stay under 108 bytes.
+pub fn socket_dir(_data_dir: Option<&Path>) -> PathBuf {
+    std::env::temp_dir().join(format!("alorig-{}", std::process::id()))
 }
 
 /// Test helper: `input` as a reader that yields 3 bytes per read, so that
