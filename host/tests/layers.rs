@@ -26,6 +26,8 @@ const BELOW_CAPABILITIES: &[&str] = &[
     "limits/",
     "metrics.rs",
     "metrics/",
+    // Rate-limited trap lines: a leaf (imports nothing of the crate).
+    "traplog.rs",
     "trigger.rs",
 ];
 
