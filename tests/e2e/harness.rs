@@ -117,6 +117,23 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The whole answer: status, headers and body (empty if it broke off).
+    async fn read(resp: http::Response<hyper::body::Incoming>) -> Reply {
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -285,17 +302,7 @@ impl Host {
             .request(req.body(Full::new(Bytes::from(body))).unwrap())
             .await
             .expect("admin request failed");
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        }
+        Reply::read(resp).await
     }
 
     /// Like [`Host::request`], but a failed connection is an `Err`, not a panic.
@@ -352,17 +359,7 @@ impl Host {
             .request(req)
             .await
             .expect("request to the host failed");
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        }
+        Reply::read(resp).await
     }
 
     pub async fn get(&self, host: &str, path: &str) -> Reply {

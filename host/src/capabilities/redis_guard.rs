@@ -185,25 +185,11 @@ impl Framing for RespFraming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{
-        MemoryBudget,
-        relay::{chunked, pump},
-    };
-    use prometheus_client::metrics::gauge::Gauge;
+    use crate::limits::MemoryBudget;
     use std::sync::Arc;
 
     async fn run(input: &[u8], limit: u64) -> (Vec<u8>, Arc<MemoryBudget>) {
-        let budget = Arc::new(MemoryBudget::new(limit, Gauge::default(), Gauge::default()));
-        let mut out = Vec::new();
-        pump(
-            chunked(input.to_vec()),
-            &mut out,
-            HostCharge::new(budget.clone()),
-            RespFraming::default(),
-        )
-        .await
-        .unwrap();
-        (out, budget)
+        crate::limits::relay::pump_for_test(input.to_vec(), limit, RespFraming::default()).await
     }
 
     #[tokio::test]

@@ -187,6 +187,28 @@ pub fn socket_dir(_data_dir: Option<&Path>) -> PathBuf {
     std::env::temp_dir().join(format!("alorig-{}", std::process::id()))
 }
 
+/// Test helper: pumps `input` (3 bytes per read) through `framing` under a fresh
+/// budget of `limit`; answers what came out and the budget.
+#[cfg(test)]
+pub async fn pump_for_test<F: Framing>(
+    input: Vec<u8>,
+    limit: u64,
+    framing: F,
+) -> (Vec<u8>, Arc<MemoryBudget>) {
+    use prometheus_client::metrics::gauge::Gauge;
+    let budget = Arc::new(MemoryBudget::new(limit, Gauge::default(), Gauge::default()));
+    let mut out = Vec::new();
+    pump(
+        chunked(input),
+        &mut out,
+        crate::limits::host_memory::HostCharge::new(budget.clone()),
+        framing,
+    )
+    .await
+    .unwrap();
+    (out, budget)
+}
+
 /// Test helper: `input` as a reader that yields 3 bytes per read, so that
 /// headers straddle reads.
 #[cfg(test)]

@@ -123,11 +123,7 @@ fn error_response(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{
-        MemoryBudget,
-        relay::{chunked, pump},
-    };
-    use prometheus_client::metrics::gauge::Gauge;
+    use crate::limits::MemoryBudget;
     use std::sync::Arc;
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -138,17 +134,7 @@ mod tests {
     }
 
     async fn run(input: Vec<u8>, limit: u64) -> (Vec<u8>, Arc<MemoryBudget>) {
-        let budget = Arc::new(MemoryBudget::new(limit, Gauge::default(), Gauge::default()));
-        let mut out = Vec::new();
-        pump(
-            chunked(input),
-            &mut out,
-            HostCharge::new(budget.clone()),
-            PgFraming::default(),
-        )
-        .await
-        .unwrap();
-        (out, budget)
+        crate::limits::relay::pump_for_test(input, limit, PgFraming::default()).await
     }
 
     #[tokio::test]
