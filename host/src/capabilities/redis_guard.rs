@@ -6,10 +6,18 @@
 //! is held back until complete; a bulk string's length, plus a fixed cost per
 //! element, is added to the reply's running size, which is charged to the
 //! app's memory budget in 64 KiB steps (a small reply costs no atomic at all)
-//! and given back when the top-level reply ends. A bulk string that does not
-//! fit is never read: the client gets a `-TOOLARGE` error in its place (with
-//! nulls for the rest of any enclosing arrays, so the reply stays well-formed)
-//! and the connection is closed; the guest sees `invalid`.
+//! and given back when the top-level reply ends.
+//!
+//! A bulk string that does not fit is never held: the client gets a
+//! `-TOOLARGE` error in its place (with nulls for the rest of any enclosing
+//! aggregates, so the reply stays well-formed) and the guest sees `invalid`.
+//! The rest of the refused reply is then read from the server and dropped,
+//! 64 KiB at a time, and the connection carries on with the next reply. It is
+//! not cut: the app's connection is multiplexed, and cutting it would fail the
+//! other commands in flight on it (other requests of the app, answered
+//! `unavailable`, or retried on a new connection and so applied twice). Only a
+//! refusal deep inside an aggregate that would take more than [`MAX_FILL`]
+//! nulls to close ends the connection (the guest sees `unavailable`).
 
 use crate::limits::{host_memory::HostCharge, relay::Framing};
 
@@ -19,14 +27,15 @@ pub const TOO_LARGE_CODE: &str = "TOOLARGE";
 const ELEMENT: u64 = 64;
 /// The running size is charged in steps of this much.
 const STEP: u64 = 64 << 10;
-/// Most nulls sent to close the arrays around a refused value.
+/// Most nulls sent to close the aggregates around a refused value.
 const MAX_FILL: usize = 1024;
 /// Longest header line (a simple string or error included) passed on.
 const LINE_MAX: usize = 64 << 10;
 
 #[derive(Default)]
 pub struct RespFraming {
-    /// The header line being read, held back until its CRLF.
+    /// The header line being read, held back until its CRLF (while dropping,
+    /// at most [`LINE_MAX`] of it is kept: enough for its type and length).
     line: Vec<u8>,
     /// Bytes of a bulk string (and its CRLF) still to pass.
     body_left: u64,
@@ -35,35 +44,24 @@ pub struct RespFraming {
     open: Vec<(u64, bool)>,
     /// Of this reply's running size, what is not yet charged.
     pending: u64,
+    /// The current reply was refused: the client has its error; what is left
+    /// of the reply is read from the server and dropped until it ends.
+    dropping: bool,
 }
 
 impl RespFraming {
     /// One element ended: counts it in its aggregate, closing those that are
-    /// complete; at the end of a top-level reply gives its charge back.
+    /// complete; at the end of a top-level reply gives its charge back (and
+    /// ends the dropping of a refused one).
     fn complete(&mut self, charge: &mut HostCharge) {
-        loop {
-            match self.open.last_mut() {
-                None => {
-                    charge.clear();
-                    self.pending = 0;
-                    return;
-                }
-                Some((left, attribute)) => {
-                    *left -= 1;
-                    if *left > 0 {
-                        return;
-                    }
-                    let attribute = *attribute;
-                    self.open.pop();
-                    if attribute {
-                        return;
-                    }
-                }
-            }
+        if close_element(&mut self.open) {
+            charge.clear();
+            self.pending = 0;
+            self.dropping = false;
         }
     }
 
-    fn cost(&mut self, bytes: u64, charge: &mut HostCharge) -> Result<(), Vec<u8>> {
+    fn cost(&mut self, bytes: u64, charge: &mut HostCharge) -> Result<(), NoFit> {
         self.pending += bytes;
         if self.pending < STEP {
             return Ok(());
@@ -73,30 +71,33 @@ impl RespFraming {
                 self.pending = 0;
                 Ok(())
             }
-            Err(no_room) => {
-                Err(self.refusal(&format!("alorig-host: a reply of {no_room}"), charge))
-            }
+            Err(no_room) => Err(NoFit(format!("alorig-host: a reply of {no_room}"))),
         }
     }
 
-    /// The error in place of the current element, then nulls to close every
-    /// open aggregate — unless that takes more than [`MAX_FILL`] of them: the
-    /// closed connection then ends the reply (the guest sees `unavailable`).
-    fn refusal(&mut self, message: &str, charge: &mut HostCharge) -> Vec<u8> {
+    /// What the client gets in place of the current element: the error, then
+    /// nulls to close every open aggregate. The server's side of the reply is
+    /// left as it is, to be read and dropped. `None` when closing would take
+    /// more than [`MAX_FILL`] nulls.
+    fn refusal(&mut self, message: &str, charge: &mut HostCharge) -> Option<Vec<u8>> {
         let mut bytes = format!(
             "-{TOO_LARGE_CODE} {}\r\n",
             message.replace(['\r', '\n'], " ")
         )
         .into_bytes();
-        self.complete(charge);
+        let mut client = self.open.clone();
         let mut fill = 0;
-        while !self.open.is_empty() && fill < MAX_FILL {
+        while !close_element(&mut client) {
+            if fill == MAX_FILL {
+                return None;
+            }
             bytes.extend_from_slice(b"$-1\r\n");
-            self.complete(charge);
             fill += 1;
         }
         charge.clear();
-        bytes
+        self.pending = 0;
+        self.dropping = true;
+        Some(bytes)
     }
 
     fn line_done(&mut self, out: &mut Vec<u8>, charge: &mut HostCharge) -> Result<(), Vec<u8>> {
@@ -128,17 +129,48 @@ impl RespFraming {
             }
             _ => {}
         }
-        self.cost(cost, charge)?;
+        if !self.dropping {
+            match self.cost(cost, charge) {
+                Ok(()) => out.extend_from_slice(&line),
+                Err(NoFit(message)) => out.extend(
+                    self.refusal(&message, charge)
+                        .ok_or_else(|| format!("-{TOO_LARGE_CODE} {message}\r\n").into_bytes())?,
+                ),
+            }
+        }
         let done = body.is_none() && aggregate.is_none();
         self.body_left = body.unwrap_or(0);
         self.open.extend(aggregate);
-        out.extend_from_slice(&line);
         self.line = line;
         self.line.clear();
         if done {
             self.complete(charge);
         }
         Ok(())
+    }
+}
+
+/// A reply that does not fit, and why.
+struct NoFit(String);
+
+/// Counts one ended element in `open` (the aggregates it is in), popping those
+/// it completes; `true` when it ended the top-level reply.
+fn close_element(open: &mut Vec<(u64, bool)>) -> bool {
+    loop {
+        match open.last_mut() {
+            None => return true,
+            Some((left, attribute)) => {
+                *left -= 1;
+                if *left > 0 {
+                    return false;
+                }
+                let attribute = *attribute;
+                open.pop();
+                if attribute {
+                    return false;
+                }
+            }
+        }
     }
 }
 
@@ -153,7 +185,9 @@ impl Framing for RespFraming {
         while i < input.len() {
             if self.body_left > 0 {
                 let take = (self.body_left as usize).min(input.len() - i);
-                out.extend_from_slice(&input[i..i + take]);
+                if !self.dropping {
+                    out.extend_from_slice(&input[i..i + take]);
+                }
                 i += take;
                 self.body_left -= take as u64;
                 if self.body_left == 0 {
@@ -161,21 +195,23 @@ impl Framing for RespFraming {
                 }
                 continue;
             }
-            match input[i..].iter().position(|b| *b == b'\n') {
-                Some(end) => {
-                    self.line.extend_from_slice(&input[i..=i + end]);
-                    i += end + 1;
-                    self.line_done(out, charge)?;
-                }
-                None => {
-                    self.line.extend_from_slice(&input[i..]);
-                    i = input.len();
-                    if self.line.len() > LINE_MAX {
-                        return Err(
-                            self.refusal("alorig-host: a reply line longer than 64 KiB", charge)
-                        );
-                    }
-                }
+            let (end, rest) = match input[i..].iter().position(|b| *b == b'\n') {
+                Some(end) => (Some(i + end + 1), &input[i..=i + end]),
+                None => (None, &input[i..]),
+            };
+            i = end.unwrap_or(input.len());
+            let room = LINE_MAX.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&rest[..rest.len().min(room)]);
+            if end.is_some() {
+                self.line_done(out, charge)?;
+            } else if self.line.len() >= LINE_MAX && !self.dropping {
+                // Refused now, its end dropped when it comes: the line is the current element.
+                let message = "alorig-host: a reply line longer than 64 KiB";
+                let refusal = self.refusal(message, charge);
+                out.extend(
+                    refusal
+                        .ok_or_else(|| format!("-{TOO_LARGE_CODE} {message}\r\n").into_bytes())?,
+                );
             }
         }
         Ok(())
@@ -204,20 +240,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_value_past_the_budget_is_replaced_and_the_reply_closed() {
+    async fn a_value_past_the_budget_is_replaced_and_the_connection_carries_on() {
         let big = "x".repeat(300_000);
-        let input = format!("$2\r\nok\r\n*3\r\n$1\r\na\r\n$300000\r\n{big}\r\n$1\r\nb\r\n");
+        let input = format!(
+            "$2\r\nok\r\n*3\r\n$1\r\na\r\n$300000\r\n{big}\r\n$1\r\nb\r\n$300000\r\n{big}\r\n+after\r\n"
+        );
         let (out, budget) = run(input.as_bytes(), 200_000).await;
         let text = String::from_utf8(out).unwrap();
+        let (head, rest) = text.split_at(text.find("-TOOLARGE").expect(&text));
+        assert_eq!(head, "$2\r\nok\r\n*3\r\n$1\r\na\r\n");
+        let lines: Vec<&str> = rest.split("\r\n").collect();
         assert!(
-            text.starts_with("$2\r\nok\r\n*3\r\n$1\r\na\r\n-TOOLARGE alorig-host: a reply of "),
+            lines[0].starts_with("-TOOLARGE alorig-host: a reply of ")
+                && lines[0].contains("memory budget"),
             "{text}"
         );
+        // The array's last element, a null, closes it; the next value is refused
+        // too; the reply after them passes: the connection was kept.
+        assert_eq!(lines[1], "$-1", "{text}");
         assert!(
-            text.ends_with("\r\n$-1\r\n"),
-            "the array is closed with a null: {text}"
+            lines[2].starts_with("-TOOLARGE alorig-host: a reply of "),
+            "{text}"
         );
-        assert!(text.len() < 1000);
+        assert_eq!(lines[3..], ["+after", ""], "{text}");
+        assert!(text.len() < 1000, "the refused values are dropped");
+        assert_eq!(budget.host_held(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_refused_aggregate_is_dropped_nested_values_included() {
+        let big = "y".repeat(300_000);
+        // A map whose second value is refused; its third pair holds an array and a
+        // long simple string, all dropped; then the next reply.
+        let long = "z".repeat(70_000);
+        let input = format!(
+            "%3\r\n+k1\r\n:1\r\n+k2\r\n$300000\r\n{big}\r\n+k3\r\n*2\r\n$3\r\nabc\r\n+{long}\r\n:7\r\n"
+        );
+        let (out, budget) = run(input.as_bytes(), 200_000).await;
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[..4], ["%3", "+k1", ":1", "+k2"], "{text}");
+        assert!(lines[4].starts_with("-TOOLARGE"), "{text}");
+        assert_eq!(lines[5..], ["$-1", "$-1", ":7", ""], "{text}");
+        assert_eq!(budget.host_held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_header_line_past_64_kib_is_refused_and_dropped() {
+        let long = "w".repeat(100_000);
+        let input = format!("+{long}\r\n+next\r\n");
+        let (out, budget) = run(input.as_bytes(), 1 << 20).await;
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            format!("-{TOO_LARGE_CODE} alorig-host: a reply line longer than 64 KiB\r\n+next\r\n")
+        );
         assert_eq!(budget.host_held(), 0);
     }
 

@@ -14,7 +14,7 @@
 //! | PostgreSQL messages from the server (rows, notices) | `capabilities/postgres/guard.rs` | each message over 8 KiB charged before it is forwarded; a message that does not fit is cut off unread (`too-large`) |
 //! | PostgreSQL result rows converted for the guest | `capabilities/postgres.rs` | charged row by row for the call; also within the instance's headroom |
 //! | PostgreSQL parameters, SQL text | `capabilities/postgres.rs` | copied from guest memory: at most `instance_memory` per call, one call per instance at a time |
-//! | Redis replies | `capabilities/redis.rs` | the `max_reply` check of the reply size before it is read |
+//! | Redis replies | `capabilities/redis_guard.rs` | charged on the wire in 64 KiB steps before redis-rs reads them; a value that does not fit is replaced by an error (`invalid`) and dropped unread by the client, the connection kept |
 //! | request bodies | `ingress/body.rs` | streamed to the guest; `max_body` per request |
 //! | response bodies | `ingress/body.rs` | buffered only up to 64 KiB (coalescing), then streamed with back-pressure |
 //! | outbound response bodies | wasi-http | streamed to the guest with back-pressure, never buffered whole |

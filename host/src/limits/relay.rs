@@ -6,10 +6,13 @@
 //! [`Relay`] on a private Unix socket instead, which copies the client's bytes
 //! to the server unchanged and reads the server's in 64 KiB chunks through a
 //! [`Framing`] that follows the protocol's framing: a message that fits is
-//! charged and handed on; one that does not is never read — the framing
-//! answers in its place with the protocol's own error, and the relay closes
-//! both sides (the server abandons the command). What the host holds for a
-//! connection is thus its 64 KiB chunk plus what is charged.
+//! charged and handed on; one that does not is never held — the framing
+//! answers in its place with the protocol's own error. PostgreSQL's framing
+//! then has the relay close both sides (the server abandons the statement; the
+//! pool discards that one connection); Redis's reads the rest of the refused
+//! reply and drops it, keeping the app's one multiplexed connection and the
+//! other commands in flight on it. What the host holds for a connection is
+//! thus its 64 KiB chunk plus what is charged.
 
 use super::{MemoryBudget, host_memory::HostCharge};
 use anyhow::{Context as _, Result};
@@ -29,9 +32,11 @@ const CHUNK: usize = 64 << 10;
 pub trait Framing: Send + 'static {
     /// Moves the server's `input` into `out` (for the client), charging
     /// `charge` as messages start and clearing it as they end. Bytes of a
-    /// message header may be held back until the header is complete. When a
-    /// message does not fit, returns what to send the client after `out`
-    /// in its place; the relay then sends both and closes the connection.
+    /// message header may be held back until the header is complete. A
+    /// message that does not fit is answered in `out` when the framing can
+    /// keep the connection in step; otherwise this returns what to send the
+    /// client after `out` in its place, and the relay sends both and closes
+    /// the connection.
     fn feed(
         &mut self,
         input: &[u8],
