@@ -59,10 +59,14 @@ def seed(tx):
         tx.execute("INSERT INTO schools (branch_id, name, city) VALUES ($1, $2, $3)", branch, name, city)
     for name, role, scope, token in USERS:
         tx.execute("INSERT INTO users (name, role, scope_id, token_sha256) VALUES ($1, $2, $3, $4)", name, role, scope, token_hash(token))
-    # 20 students per school, named after the school so a leak is easy to see.
+    # 20 students per school, named after the school so a leak is easy to see. Ids go
+    # school by school (1-20 Gulberg, 21-40 Johar Town, ...): without the ORDER BY the
+    # planner is free to loop over the numbers first (it does, on a fresh table), which
+    # gives ids 1-5 to five different schools.
     tx.execute(
         """INSERT INTO students (school_id, name, grade_level)
-           SELECT s.id, s.name || ' student ' || n, 1 + n % 10 FROM schools s, generate_series(1, 20) n""")
+           SELECT s.id, s.name || ' student ' || n, 1 + n % 10 FROM schools s, generate_series(1, 20) n
+           ORDER BY s.id, n""")
     tx.execute(
         """INSERT INTO grades (student_id, subject, score)
            SELECT st.id, subj, 50 + (st.id * 7 + length(subj) * 13) % 50
