@@ -14,10 +14,13 @@
 //! 8. the same HTML page (query + Redis GET + template) in Rust and Python on the
 //!    host vs Django under gunicorn with psycopg and redis-py.
 //! 9. host memory: the page through the accounting relays vs straight to the
-//!    servers, and host RSS after spikes with glibc's defaults vs the tuning.
+//!    servers, and host RSS after spikes with glibc's defaults vs the tuning;
+//! 10. the Alorig apps (Snapify, Site Builder, IGNY8) from their shipped
+//!    manifests: guest memory idle and at peak under load against the cap, host
+//!    RSS, req/s and p99 of each main page.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -29,9 +32,18 @@ mod postgres_server;
 #[allow(dead_code)]
 #[path = "../../tests/e2e/redis_server.rs"]
 mod redis_server;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/shipped_apps.rs"]
+mod shipped_apps;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/stub.rs"]
+mod stub;
 
 #[path = "hosting/page.rs"]
 mod page;
+
+#[path = "hosting/apps.rs"]
+mod apps;
 
 #[path = "hosting/host_memory.rs"]
 mod host_memory;
@@ -496,6 +508,9 @@ fn main() {
     }
     if run("host-memory") {
         host_memory::host_memory(seconds);
+    }
+    if run("apps") {
+        apps::apps(seconds);
     }
 }
 

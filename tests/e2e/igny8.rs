@@ -6,85 +6,15 @@
 //! outbound call; staging writes only its own database and keys.
 
 use crate::{
-    harness::{Host, guest, workspace_root},
+    harness::Host,
     postgres_server::PgServer,
     redis_server::RedisServer,
+    shipped_apps::igny8::{TOKEN, envs, shipped, up},
     stub::Stub,
 };
 use serde_json::{Value, json};
 use sqlx::{Connection as _, Row as _};
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "igny8-test-token";
-
-/// The shipped manifest `file`, pointed at the built component and the stubs,
-/// with a 1 s tick and a pool of `pool` connections.
-fn shipped(file: &str, ai: &Stub, wp: &Stub, pool: u32) -> String {
-    let text = std::fs::read_to_string(workspace_root().join("manifests").join(file)).unwrap();
-    let patched = text
-        .replace(
-            "component = \"../target/wasm32-wasip2/release/igny8.wasm\"",
-            &format!("component = \"{}\"", guest("igny8").display()),
-        )
-        .replace(
-            "allowed_hosts = [",
-            &format!(
-                "allowed_hosts = [\"{}\", \"{}\", ",
-                ai.origin(),
-                wp.origin()
-            ),
-        )
-        .replace(
-            "AI_BASE_URL = \"https://api.openai.com\"",
-            &format!("AI_BASE_URL = \"{}\"", ai.origin()),
-        )
-        .replace("every = \"1m\"", "every = \"1s\"")
-        .replace("max_connections = 10", &format!("max_connections = {pool}"))
-        .replace("max_connections = 5", &format!("max_connections = {pool}"));
-    assert_ne!(patched, text);
-    patched
-}
-
-fn envs(pg: &PgServer) -> Vec<(&'static str, String)> {
-    let mut envs = vec![("ALORIG_POSTGRES_URL", pg.admin_url())];
-    for twin in ["IGNY8", "IGNY8_STAGING"] {
-        for (key, value) in [
-            ("OPENAI_API_KEY", "sk-test"),
-            ("RUNWARE_API_KEY", "rw"),
-            ("STRIPE_SECRET_KEY", "sk_test"),
-            ("API_TOKEN", TOKEN),
-        ] {
-            let name: &'static str = Box::leak(format!("{twin}_{key}").into_boxed_str());
-            envs.push((
-                name,
-                if key == "OPENAI_API_KEY" {
-                    format!("{value}-{}", twin.to_lowercase())
-                } else {
-                    value.to_string()
-                },
-            ));
-        }
-    }
-    envs
-}
-
-fn up(manifests: &[(&str, String)], redis: &RedisServer, envs: &[(&str, String)]) -> Host {
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Host::up_full(
-        manifests,
-        &format!("redis_url = \"{}\"", redis.url()),
-        &envs,
-    )
-}
-
-/// One host running the shipped igny8 manifest (for the load figures).
-pub fn igny8_host(pg: &PgServer, redis: &RedisServer, stub: &Stub) -> Host {
-    up(
-        &[("igny8", shipped("igny8.toml", stub, stub, 10))],
-        redis,
-        &envs(pg),
-    )
-}
 
 fn ai_stub() -> Stub {
     Stub::start(|_| {

@@ -4,10 +4,10 @@
 mod harness;
 mod postgres_server;
 mod redis_server;
+mod shipped_apps;
 mod stub;
 
 mod alorig;
-mod apps_load;
 mod astrotiming;
 mod caddy;
 mod cli;

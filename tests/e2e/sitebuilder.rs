@@ -5,37 +5,13 @@
 //! and nested subdomains and for paths outside `/builder` on the API host.
 
 use crate::{
-    harness::{Host, guest, workspace_root},
+    harness::Host,
     postgres_server::PgServer,
     redis_server::RedisServer,
+    shipped_apps::sitebuilder::{TOKEN, host as sitebuilder_host},
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "builder-token";
-
-pub fn sitebuilder_host(pg: &PgServer, redis: &RedisServer) -> Host {
-    let text =
-        std::fs::read_to_string(workspace_root().join("manifests/sitebuilder.toml")).unwrap();
-    let text = text
-        .replace(
-            "component = \"../target/wasm32-wasip2/release/sitebuilder.wasm\"",
-            &format!("component = \"{}\"", guest("sitebuilder").display()),
-        )
-        .replace("max_connections = 10", "max_connections = 4");
-    let admin = pg.admin_url();
-    let envs = [
-        ("ALORIG_POSTGRES_URL", admin.as_str()),
-        ("SITEBUILDER_OPENAI_API_KEY", "sk"),
-        ("SITEBUILDER_ANTHROPIC_API_KEY", "sk"),
-        ("SITEBUILDER_API_TOKEN", TOKEN),
-    ];
-    Host::up_full(
-        &[("sitebuilder", text)],
-        &format!("redis_url = \"{}\"", redis.url()),
-        &envs,
-    )
-}
 
 async fn api(host: &Host, method: &str, path: &str, body: Value) -> (u16, Value) {
     let reply = host

@@ -7,60 +7,16 @@
 //! (one job per message id) and the onboarding state machine.
 
 use crate::{
-    harness::{Host, Reply, guest, workspace_root},
+    harness::{Host, Reply},
     postgres_server::PgServer,
     redis_server::RedisServer,
+    shipped_apps::snapify::{APP_SECRET, TOKEN, host as snapify_host},
     stub::Stub,
 };
 use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, Row as _};
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "snapify-test-token";
-const APP_SECRET: &str = "meta-app-secret";
-
-fn shipped(graph: &Stub) -> String {
-    let text = std::fs::read_to_string(workspace_root().join("manifests/snapify.toml")).unwrap();
-    text.replace(
-        "component = \"../target/wasm32-wasip2/release/snapify.wasm\"",
-        &format!("component = \"{}\"", guest("snapify").display()),
-    )
-    .replace(
-        "allowed_hosts = [",
-        &format!("allowed_hosts = [\"{}\", ", graph.origin()),
-    )
-    .replace(
-        "GRAPH_BASE_URL = \"https://graph.facebook.com\"",
-        &format!("GRAPH_BASE_URL = \"{}\"", graph.origin()),
-    )
-    .replace("max_connections = 10", "max_connections = 4")
-}
-
-pub fn snapify_host(pg: &PgServer, redis: &RedisServer, graph: &Stub) -> Host {
-    let mut envs: Vec<(String, String)> = vec![("ALORIG_POSTGRES_URL".into(), pg.admin_url())];
-    for key in [
-        "WHATSAPP_TOKEN",
-        "OPENAI_API_KEY",
-        "CLOUDINARY_URL",
-        "SPACES_KEY",
-        "SPACES_SECRET",
-        "SENDGRID_API_KEY",
-        "SENTRY_DSN",
-    ] {
-        envs.push((format!("SNAPIFY_{key}"), format!("test-{key}")));
-    }
-    envs.push(("SNAPIFY_WHATSAPP_APP_SECRET".into(), APP_SECRET.into()));
-    envs.push(("SNAPIFY_WHATSAPP_VERIFY_TOKEN".into(), "verify-me".into()));
-    envs.push(("SNAPIFY_WHATSAPP_PHONE_NUMBER_ID".into(), "1055".into()));
-    envs.push(("SNAPIFY_API_TOKEN".into(), TOKEN.into()));
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Host::up_full(
-        &[("snapify", shipped(graph))],
-        &format!("redis_url = \"{}\"", redis.url()),
-        &envs,
-    )
-}
 
 async fn api(host: &Host, method: &str, path: &str, body: Value) -> Reply {
     host.request_with(

@@ -1,4 +1,4 @@
-//! Section 8: what holding the host to the apps' budgets costs, and whether
+//! Section 9: what holding the host to the apps' budgets costs, and whether
 //! memory goes back after a spike.
 //!
 //! * Accounting: the `page-bench` page (one PostgreSQL query, one Redis GET)
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub fn host_memory(seconds: u32) {
     println!(
-        "\n## 8. host memory: the cost of charging replies to the app's budget; memory after spikes\n"
+        "\n## 9. host memory: the cost of charging replies to the app's budget; memory after spikes\n"
     );
     let pg = PgServer::start();
     let redis = RedisServer::start();
