@@ -160,7 +160,17 @@ main_path() {
     igny8|igny8-staging) echo "/system/ping/" ;;
     observer) echo "/api/v1/health" ;;
     astrotiming) echo "/now?lat=51.5&lon=-0.13" ;;
+    sitebuilder) echo "/builder/demo" ;;
+    asms) echo "/healthz" ;;
     *) echo "/" ;;
+  esac
+}
+
+# The curl options that path needs: Site Builder's API answers only with its
+# token (a dev secret); its demo call publishes a site, served at acme.sites.alorig.com.
+curl_options() {
+  case "$1" in
+    sitebuilder) printf ' -X POST -H "Authorization: Bearer $(sed -n %s %s)"' "'s/^SITEBUILDER_API_TOKEN=//p'" "$DEV_DIR/secrets.env" ;;
   esac
 }
 
@@ -181,8 +191,8 @@ run_alorig() {
   say "running ${#manifests[@]} Alorig deployments with the seeds' memory caps, host budget from deploy/host.toml (Ctrl-C stops it all)"
   for m in "${manifests[@]}"; do
     app=$(basename "$m" .toml)
-    printf '  %-14s cap %-8s curl -H "Host: %s" "http://127.0.0.1:8080%s"\n' "$app" \
-      "$(sed -n 's/^memory *= *"\(.*\)".*/\1/p' "$m" | head -n 1)" \
+    printf '  %-14s cap %-8s curl%s -H "Host: %s" "http://127.0.0.1:8080%s"\n' "$app" \
+      "$(sed -n 's/^memory *= *"\(.*\)".*/\1/p' "$m" | head -n 1)" "$(curl_options "$app")" \
       "$(sed -n 's/^host *= *"\(.*\)".*/\1/p' "$m" | head -n 1)" "$(main_path "$app")" >&2
   done
   say "operators: alorig-host status (token: $ALORIG_DATA_DIR/admin.token), dashboard http://127.0.0.1:9090/"
