@@ -10,8 +10,8 @@ use wasmtime_wasi::{
     p2::{
         DynInputStream, DynOutputStream, FsError, FsResult,
         bindings::filesystem::types::{
-            self, DescriptorFlags, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
-            OpenFlags, PathFlags,
+            self, DescriptorFlags, ErrorCode, HostDescriptor, HostDirectoryEntryStream, OpenFlags,
+            PathFlags,
         },
     },
     runtime::spawn_blocking,
