@@ -13,6 +13,8 @@
 //! * `/read-only-attacks?name=` — every way of changing the file `name` or the
 //!   directory of a `read_only` app (wasmtime's FilePerms advisories: truncate,
 //!   link and rename), one line each as above;
+//! * `/stream-error?name=` — fills `name` through a raw `write-via-stream`
+//!   and answers what `filesystem-error-code` says of the failed write;
 //! * `/bench?size=N&count=K` — writes then reads K files of N bytes through
 //!   `std::fs`, timed in the guest: `write_ns read_ns`.
 
@@ -208,6 +210,29 @@ fn read_only_attacks(name: &str) -> String {
     out
 }
 
+/// Fills `name` through a raw `write-via-stream` until it fails, then asks
+/// `filesystem-error-code` what the stream's error was.
+fn stream_error(name: &str) -> String {
+    let d = root();
+    let file = match open(&d, name, OpenFlags::CREATE, WRITE) {
+        Ok(file) => file,
+        Err(err) => return format!("open: {err:?}"),
+    };
+    let Ok(stream) = file.write_via_stream(0) else {
+        return "no stream".into();
+    };
+    loop {
+        if let Err(err) = stream.blocking_write_and_flush(&[b's'; 4096]) {
+            return match err {
+                wasip2::io::streams::StreamError::LastOperationFailed(e) => {
+                    format!("{:?}", wasip2::filesystem::types::filesystem_error_code(&e))
+                }
+                wasip2::io::streams::StreamError::Closed => "closed".into(),
+            };
+        }
+    }
+}
+
 fn now_ns() -> u64 {
     wasip2::clocks::monotonic_clock::now()
 }
@@ -275,6 +300,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Files {
             "/read-only-attacks" => {
                 let report = read_only_attacks(&name);
                 guest_kit::respond(out, 200, "text/plain", report.as_bytes())
+            }
+            "/stream-error" => {
+                let text = stream_error(&name);
+                guest_kit::respond(out, 200, "text/plain", text.as_bytes())
             }
             "/bench" => {
                 let size = param(&request, "size").parse().unwrap_or(4096);
