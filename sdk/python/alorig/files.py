@@ -9,10 +9,12 @@ host refused.
     files.list("sites")                          # sorted names
     files.delete("sites/5/index.html")           # frees its bytes in the quota
 
-A write past the quota raises ``FilesError("quota-exceeded")`` (ENOSPC); a path
-that leads out of ``/data`` (``..``, an absolute path, a symlink out) is refused
-by the host (``FilesError("not-permitted")``); a ``read_only`` directory refuses
-every change the same way.
+A path that leads out of ``/data`` (``..``, an absolute path, a symlink out) is
+refused by the host (``FilesError("not-permitted")``); a ``read_only`` directory
+refuses every change the same way. A write past the quota: the host answers
+``insufficient-space``, but wasi-libc (under CPython's ``open``) reports a failed
+file-stream write as EIO, so it arrives as ``FilesError("io")`` unless the
+refusal came on creating a file or folder (``FilesError("quota-exceeded")``).
 """
 
 import errno
