@@ -15,9 +15,11 @@
 //!    host vs Django under gunicorn with psycopg and redis-py.
 //! 9. host memory: the page through the accounting relays vs straight to the
 //!    servers, and host RSS after spikes with glibc's defaults vs the tuning.
+//! 10. `[files]`: 1 MiB and 4 KiB files written and read through the guest vs
+//!    `std::fs` natively.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,files`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -33,6 +35,8 @@ mod redis_server;
 #[path = "hosting/page.rs"]
 mod page;
 
+#[path = "hosting/files.rs"]
+mod files;
 #[path = "hosting/host_memory.rs"]
 mod host_memory;
 #[path = "hosting/jobs.rs"]
@@ -496,6 +500,9 @@ fn main() {
     }
     if run("host-memory") {
         host_memory::host_memory(seconds);
+    }
+    if run("files") {
+        files::files();
     }
 }
 
