@@ -17,10 +17,12 @@
 //!    servers, and host RSS after spikes with glibc's defaults vs the tuning;
 //! 10. the Alorig apps (Snapify, Site Builder, IGNY8) from their shipped
 //!    manifests: guest memory idle and at peak under load against the cap, host
-//!    RSS, req/s and p99 of each main page.
+//!    RSS, req/s and p99 of each main page;
+//! 11. `[files]`: 1 MiB and 4 KiB files written and read through the guest vs
+//!    `std::fs` natively.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -44,7 +46,8 @@ mod page;
 
 #[path = "hosting/apps.rs"]
 mod apps;
-
+#[path = "hosting/files.rs"]
+mod files;
 #[path = "hosting/host_memory.rs"]
 mod host_memory;
 #[path = "hosting/jobs.rs"]
@@ -511,6 +514,9 @@ fn main() {
     }
     if run("apps") {
         apps::apps(seconds);
+    }
+    if run("files") {
+        files::files();
     }
 }
 

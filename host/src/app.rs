@@ -183,6 +183,7 @@ impl App {
             redis: &runtime.redis,
             timers: &runtime.timers,
             websocket: &runtime.websocket,
+            files: &runtime.files,
             budget: &budget,
         })
         .await?;
@@ -213,6 +214,9 @@ impl App {
     /// Marks this version as the one serving: its cap becomes the app's limit gauge.
     pub fn activate(self: &Arc<Self>) {
         self.metrics.memory_limit.set(self.budget.limit() as i64);
+        if let Some(files) = &self.capabilities.files {
+            files.activate();
+        }
         let invoker = self.invoker();
         // Its Redis channels, if any, are delivered to it for as long as it lives.
         if let (Some(redis), Some(trigger)) = (&self.capabilities.redis, &self.redis_trigger) {

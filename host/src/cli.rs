@@ -173,17 +173,23 @@ pub async fn rollback(target: &Target, app: &str, to: Option<u32>) -> Result<()>
     Ok(())
 }
 
-pub async fn remove(target: &Target, app: &str) -> Result<()> {
+/// `remove <app> [--purge]`: its `[files]` directory is kept unless `purge`.
+pub async fn remove(target: &Target, app: &str, purge: bool) -> Result<()> {
     let client = target.client()?;
-    client
+    let query = if purge { "?purge=true" } else { "" };
+    let reply = client
         .send(
             http::Method::DELETE,
-            &format!("/v1/apps/{app}"),
+            &format!("/v1/apps/{app}{query}"),
             &[],
             Client::empty(),
         )
         .await?;
-    println!("{app}: removed");
+    if reply["files_purged"].as_bool() == Some(true) {
+        println!("{app}: removed, its files deleted");
+    } else {
+        println!("{app}: removed");
+    }
     Ok(())
 }
 
@@ -382,6 +388,14 @@ pub fn status_table(apps: &Value) -> String {
                 format!("{percent:.1}%"),
                 size(&a["memory_peak_bytes"]),
                 size(&a["host_memory_bytes"]),
+                match a["files_limit_bytes"].as_u64() {
+                    Some(_) => format!(
+                        "{} / {}",
+                        size(&a["files_bytes"]),
+                        size(&a["files_limit_bytes"])
+                    ),
+                    None => "-".into(),
+                },
                 a["instances"].to_string(),
                 format!("{:.1}", a["requests_per_second"].as_f64().unwrap_or(0.0)),
                 format!("{:.1}%", 100.0 * a["error_rate"].as_f64().unwrap_or(0.0)),
@@ -400,6 +414,7 @@ pub fn status_table(apps: &Value) -> String {
             "MEM %",
             "PEAK",
             "HOST-HELD",
+            "FILES / QUOTA",
             "INSTANCES",
             "REQ/S",
             "ERRORS",

@@ -65,9 +65,12 @@ enum Command {
         #[command(flatten)]
         target: AdminArgs,
     },
-    /// Stop serving an app and delete its versions.
+    /// Stop serving an app and delete its versions (its [files] stay unless --purge).
     Remove {
         app: String,
+        /// Delete the app's [files] directory too (kept by default).
+        #[arg(long)]
+        purge: bool,
         #[command(flatten)]
         target: AdminArgs,
     },
@@ -234,7 +237,9 @@ fn run(cli: Cli) -> Result<()> {
             Command::Rollback { app, to, target } => {
                 cli::rollback(&target.target(), &app, to).await
             }
-            Command::Remove { app, target } => cli::remove(&target.target(), &app).await,
+            Command::Remove { app, purge, target } => {
+                cli::remove(&target.target(), &app, purge).await
+            }
             Command::Apps { json, target } => cli::apps(&target.target(), json).await,
             Command::Status { json, target } => cli::status(&target.target(), json).await,
             Command::Jobs { app, json, target } => cli::jobs(&target.target(), &app, json).await,

@@ -61,7 +61,8 @@ mod live;
 
 use handles::TimerFamilies;
 pub use handles::{
-    AppOutcomeLabel, AppStateLabel, AppTimerLabel, PgMetrics, RedisMetrics, TimerMetrics, WsMetrics,
+    AppOutcomeLabel, AppStateLabel, AppTimerLabel, FilesMetrics, PgMetrics, RedisMetrics,
+    TimerMetrics, WsMetrics,
 };
 pub use live::{LiveCounters, LiveSample};
 
@@ -89,6 +90,8 @@ pub struct Metrics {
     ws_dropped: Family<AppReasonLabel, Counter>,
     host_budget: Gauge,
     host_rss: Gauge,
+    files_bytes: Family<AppLabel, Gauge>,
+    files_limit: Family<AppLabel, Gauge>,
     pg_connections: Family<AppLabel, Gauge>,
     pg_idle: Family<AppLabel, Gauge>,
     pg_waits: Family<AppLabel, Counter>,
@@ -310,6 +313,8 @@ impl Metrics {
         let ws_dropped = Family::<AppReasonLabel, Counter>::default();
         let host_budget = Gauge::default();
         let host_rss = Gauge::default();
+        let files_bytes = Family::<AppLabel, Gauge>::default();
+        let files_limit = Family::<AppLabel, Gauge>::default();
         let pg_connections = Family::<AppLabel, Gauge>::default();
         let pg_idle = Family::<AppLabel, Gauge>::default();
         let pg_waits = Family::<AppLabel, Counter>::default();
@@ -415,6 +420,16 @@ impl Metrics {
             ws_dropped.clone(),
         );
         registry.register(
+            "alorig_app_files_bytes",
+            "Bytes in the app's [files] directory, as its quota counts them",
+            files_bytes.clone(),
+        );
+        registry.register(
+            "alorig_app_files_limit_bytes",
+            "The manifest's [files] quota",
+            files_limit.clone(),
+        );
+        registry.register(
             "alorig_host_memory_budget_bytes",
             "The host's memory budget for all apps",
             host_budget.clone(),
@@ -461,6 +476,8 @@ impl Metrics {
             ws_dropped,
             host_budget,
             host_rss,
+            files_bytes,
+            files_limit,
             pg_connections,
             pg_idle,
             pg_waits,
@@ -573,6 +590,17 @@ impl Metrics {
             queue: [state("pending"), state("running"), state("dead")],
             job_latency: f.job_latency.get_or_create_owned(&label),
             dead_letters: f.dead_letters.get_or_create_owned(&label),
+        }
+    }
+
+    /// `[files]` handles for an app with a files directory.
+    pub fn files(&self, app: &str) -> FilesMetrics {
+        let label = AppLabel {
+            app: app.to_string(),
+        };
+        FilesMetrics {
+            bytes: self.files_bytes.get_or_create_owned(&label),
+            limit: self.files_limit.get_or_create_owned(&label),
         }
     }
 

@@ -2,7 +2,9 @@
 //! compile cache and the metrics registry.
 
 use crate::{
-    capabilities::{self, postgres::PostgresHost, redis::RedisHost, timers::TimersHost},
+    capabilities::{
+        self, files::FilesHost, postgres::PostgresHost, redis::RedisHost, timers::TimersHost,
+    },
     engine::{self, CompileCache},
     metrics::Metrics,
     state::{self, InstanceState},
@@ -27,6 +29,8 @@ pub struct Runtime {
     pub timers: Arc<TimersHost>,
     /// The host's WebSocket connections and groups (all apps).
     pub websocket: Arc<capabilities::websocket::hub::Hub>,
+    /// The apps' `[files]` directories under the data dir, and their usage.
+    pub files: FilesHost,
 }
 
 impl Runtime {
@@ -44,6 +48,7 @@ impl Runtime {
             redis: RedisHost::default(),
             timers: Arc::new(TimersHost::new(None)?),
             websocket: capabilities::websocket::hub::Hub::new(),
+            files: FilesHost::new(data_dir),
         })
     }
 

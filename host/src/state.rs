@@ -4,6 +4,7 @@
 use crate::{
     capabilities::{
         AppCapabilities,
+        files::{self, FilesCtx, FilesView},
         outbound_http::OutboundHttp,
         postgres::{self, PostgresCtx},
         redis::{self, RedisCtx},
@@ -31,6 +32,7 @@ pub struct InstanceState {
     pub redis: RedisCtx,
     pub timers: TimersCtx,
     pub websocket: WebSocketCtx,
+    pub files: FilesCtx,
     _live: LiveInstance,
 }
 
@@ -60,13 +62,14 @@ impl InstanceState {
             deadline,
             limiter,
             table,
-            wasi: capabilities.wasi.ctx(),
+            wasi: capabilities.wasi.ctx(capabilities.files.as_deref()),
             http: WasiHttpCtx::new(),
             outbound_http: OutboundHttp::new(capabilities.outbound.clone()),
             postgres: PostgresCtx::new(capabilities.postgres.clone()),
             redis: RedisCtx::new(capabilities.redis.as_ref()),
             timers: TimersCtx::new(capabilities.timers.clone()),
             websocket: WebSocketCtx::new(capabilities.websocket.clone()),
+            files: FilesCtx::new(capabilities.files.as_ref()),
             _live: LiveInstance(instances.clone()),
         }
     }
@@ -86,6 +89,9 @@ pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     redis::add_to_linker(linker, |state| state.redis.view())?;
     timers::add_to_linker(linker, |state| state.timers.view())?;
     websocket::add_to_linker(linker, |state| state.websocket.view())?;
+    files::add_to_linker(linker, |state| {
+        FilesView::new(state.wasi.filesystem(), &mut state.table, &state.files)
+    })?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod caddy;
 mod cli;
 mod deploy;
 mod escape;
+mod files;
 mod host_memory;
 mod igny8;
 mod ingress;

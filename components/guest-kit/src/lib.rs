@@ -4,6 +4,7 @@
 
 pub use wasip2;
 
+pub mod files;
 pub mod outbound;
 #[cfg(feature = "postgres")]
 pub mod postgres;

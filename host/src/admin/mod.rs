@@ -196,7 +196,12 @@ impl Admin {
             }
             (http::Method::DELETE, ["apps", app]) => {
                 let app = app.to_string();
-                self.apps.remove(&app).await.map(|v| (200, v))
+                // `?purge=true`: its [files] directory goes too.
+                let purge = req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv == "purge=true" || kv == "purge=1"));
+                self.apps.remove(&app, purge).await.map(|v| (200, v))
             }
             (_, ["apps"] | ["apps", _] | ["apps", _, "rollback" | "jobs" | "logs"]) => {
                 Err(ApiError::new(

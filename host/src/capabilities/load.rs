@@ -4,7 +4,10 @@
 //! outside service, the host), the "imports X but the manifest has no [x]"
 //! check, and the grants a deploy compares between versions.
 
-use super::{postgres::PostgresHost, redis::RedisHost, timers::TimersHost, websocket::hub::Hub};
+use super::{
+    files::FilesHost, postgres::PostgresHost, redis::RedisHost, timers::TimersHost,
+    websocket::hub::Hub,
+};
 use crate::{
     config::Manifest,
     fault::Fault,
@@ -74,6 +77,8 @@ pub struct LoadContext<'a> {
     pub redis: &'a RedisHost,
     pub timers: &'a Arc<TimersHost>,
     pub websocket: &'a Arc<Hub>,
+    /// App directories and their usage (`[files]`).
+    pub files: &'a FilesHost,
     /// The app's memory budget: what the host holds for it is charged there too.
     pub budget: &'a Arc<crate::limits::MemoryBudget>,
 }
@@ -124,11 +129,24 @@ pub fn check_sections(manifest: &Manifest, component_imports: &[String]) -> Resu
 
 /// One thing an app version may reach, for the deploy diff: `key` compares
 /// versions (a key the live version lacks is a wider grant), `text` is what
-/// the operator reads.
+/// the operator reads, `amount` a size it allows (a files quota): the same key
+/// with a larger amount is a wider grant too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub key: String,
     pub text: String,
+    pub amount: Option<u64>,
+}
+
+impl Grant {
+    /// Whether `old` already allowed all of this grant.
+    pub fn covered_by(&self, old: &Grant) -> bool {
+        old.key == self.key
+            && match (self.amount, old.amount) {
+                (Some(new), Some(old)) => new <= old,
+                _ => true,
+            }
+    }
 }
 
 /// Everything the manifest's capability sections grant: one line per
@@ -137,5 +155,6 @@ pub fn grants(manifest: &Manifest) -> Vec<Grant> {
     let mut grants = super::outbound_http::grants(manifest);
     grants.extend(super::postgres::grants(manifest));
     grants.extend(super::redis::grants(manifest));
+    grants.extend(super::files::grants(manifest));
     grants
 }

@@ -29,13 +29,18 @@
 //! 8. a guest `components/test-<cap>-*` and its end-to-end module in
 //!    `tests/e2e/<cap>.rs` (listed in `tests/e2e/main.rs`).
 //!
-//! Today: WASI (clocks, random, stdio as logs, env from the manifest; no files,
-//! no sockets), `wasi:http` (incoming requests; outbound only to the manifest's
+//! A capability over a standard WASI interface (files: `wasi:filesystem`) has
+//! no WIT of its own (step 1) and shadows wasmtime-wasi's linking of that
+//! interface in its `add_to_linker`.
+//!
+//! Today: WASI (clocks, random, stdio as logs, env from the manifest; no
+//! sockets), `[files]` (a private directory as `/data` with a quota), `wasi:http` (incoming requests; outbound only to the manifest's
 //! allow-list), `alorig:host/postgres` (the app's own database, for apps with
 //! `[postgres]`), `alorig:host/redis` (the app's own Redis db and key prefix),
 //! `alorig:host/timers` (manifest timers and durable one-shot jobs) and
 //! `alorig:host/websocket` (connections held by the host, groups across hosts).
 
+pub mod files;
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
@@ -62,6 +67,8 @@ pub struct AppCapabilities {
     pub timers: Arc<timers::TimersApp>,
     /// The app's WebSocket limits and the host's connections and groups.
     pub websocket: Arc<websocket::WebSocketApp>,
+    /// The app's directory and quota, when its manifest has `[files]`.
+    pub files: Option<Arc<files::FilesApp>>,
 }
 
 impl AppCapabilities {
@@ -76,6 +83,7 @@ impl AppCapabilities {
             redis: redis::RedisApp::load(ctx)?.map(Arc::new),
             timers: Arc::new(timers::TimersApp::load(ctx)?),
             websocket: Arc::new(websocket::WebSocketApp::load(ctx)),
+            files: files::FilesApp::load(ctx).await?.map(Arc::new),
         })
     }
 }

@@ -35,6 +35,7 @@ pub fn grants(manifest: &crate::config::Manifest) -> Vec<super::Grant> {
     let origin = |text: &str| super::Grant {
         key: format!("outbound {text}"),
         text: format!("outbound HTTP to {text}"),
+        amount: None,
     };
     manifest
         .outbound_http

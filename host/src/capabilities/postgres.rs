@@ -248,6 +248,7 @@ pub fn grants(manifest: &crate::config::Manifest) -> Vec<super::Grant> {
     let database = |db: &str| super::Grant {
         key: format!("postgres {db}"),
         text: format!("PostgreSQL database {db}"),
+        amount: None,
     };
     manifest
         .postgres

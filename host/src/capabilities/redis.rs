@@ -319,6 +319,7 @@ pub fn grants(manifest: &manifest::Manifest) -> Vec<super::Grant> {
     let prefix = |r: &manifest::Redis| super::Grant {
         key: format!("redis {} {}", r.db, r.prefix),
         text: format!("Redis prefix {} (db {})", r.prefix, r.db),
+        amount: None,
     };
     manifest.redis.iter().map(prefix).collect()
 }

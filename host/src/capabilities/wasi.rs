@@ -1,6 +1,6 @@
 //! WASI for guests: granted nothing by default. The interfaces are all linked (so
 //! ordinary Rust `wasm32-wasip2` components instantiate), but no directory is
-//! preopened, no host environment is inherited, sockets and name lookup are off.
+//! preopened (except the app's own `/data` with `[files]`, see `files.rs`), no host environment is inherited, sockets and name lookup are off.
 //! What a guest may see: the manifest's `[env]` (and resolved `[secrets]`), clocks
 //! and randomness. Its stdout and stderr become `tracing` lines tagged with the
 //! app's name, so guest logs land with the host's.
@@ -35,9 +35,13 @@ impl WasiApp {
         Self::new(ctx.name, ctx.env.clone())
     }
 
-    /// A fresh WASI context for one instance.
-    pub fn ctx(&self) -> WasiCtx {
+    /// A fresh WASI context for one instance, with the app's files directory
+    /// preopened when it has one.
+    pub fn ctx(&self, files: Option<&super::files::FilesApp>) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
+        if let Some(files) = files {
+            files.preopen(&mut builder);
+        }
         builder
             .envs(&self.env)
             .stdout(GuestLog {

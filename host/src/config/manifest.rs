@@ -33,6 +33,8 @@ pub struct Manifest {
     pub websocket: WebSocket,
     pub timers: Vec<Timer>,
     pub jobs: Jobs,
+    /// `[files]`: a private directory preopened as `/data`, with a quota.
+    pub files: Option<Files>,
     /// Plain configuration the guest may read as environment variables.
     pub env: BTreeMap<String, String>,
     /// Names of host environment variables resolved at deploy time.
@@ -179,7 +181,7 @@ pub struct StaticSite {
 }
 
 // The capability sections' types (`[postgres]`, `[redis]`, `[outbound_http]`,
-// `[websocket]`, `[[timers]]`, `[jobs]`) live in `manifest/sections.rs`.
+// `[websocket]`, `[[timers]]`, `[jobs]`, `[files]`) live in `manifest/sections.rs`.
 mod sections;
 pub use sections::*;
 
@@ -210,6 +212,7 @@ struct ManifestToml {
     timers: Vec<TimerToml>,
     #[serde(default)]
     jobs: JobsToml,
+    files: Option<FilesToml>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -353,6 +356,14 @@ struct TimerToml {
     #[serde(default)]
     catch_up: CatchUp,
     timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesToml {
+    quota: ByteSize,
+    #[serde(default)]
+    read_only: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -690,6 +701,19 @@ impl Manifest {
                 .unwrap_or(NonZeroU32::new(DEFAULT_MAX_PENDING).unwrap()),
         };
 
+        let files = match raw.files {
+            None => None,
+            Some(files) if files.quota.bytes() < MIN_FILES_QUOTA.bytes() => bail!(
+                "{}: {} is less than {MIN_FILES_QUOTA}",
+                at("files.quota"),
+                files.quota
+            ),
+            Some(files) => Some(Files {
+                quota: files.quota,
+                read_only: files.read_only,
+            }),
+        };
+
         for key in raw.env.keys().chain(raw.secrets.keys()) {
             if key.is_empty() || key.contains(['=', '\0']) {
                 bail!(
@@ -718,6 +742,7 @@ impl Manifest {
             websocket,
             timers,
             jobs,
+            files,
             env: raw.env,
             secrets: raw.secrets,
             source: path.to_path_buf(),

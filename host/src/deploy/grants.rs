@@ -1,7 +1,8 @@
 //! What an app version may reach, and what a new version may reach that the live
 //! one could not. A deploy that widens grants needs the operator's approval
 //! (`deploy --yes`, the API's `approve_grants=true`): a new outbound host, route,
-//! database or a larger memory cap is a decision, not a side effect of a build.
+//! database, a larger memory cap or files quota, or a files directory made
+//! writable is a decision, not a side effect of a build.
 
 use crate::{app::App, capabilities, config::Manifest};
 
@@ -61,7 +62,7 @@ fn widened_between(
     }
     let old_grants = capabilities::grants(o);
     for grant in capabilities::grants(n) {
-        if !old_grants.iter().any(|g| g.key == grant.key) {
+        if !old_grants.iter().any(|g| grant.covered_by(g)) {
             added.push(grant.text);
         }
     }
@@ -126,5 +127,24 @@ mod tests {
             ["Redis prefix a: (db 1)"]
         );
         assert!(widened_between((&old_imports, &old), (&old_imports, &old)).is_empty());
+    }
+
+    #[test]
+    fn files_a_larger_quota_or_writable_is_wider_and_the_reverse_is_not() {
+        let imports = vec!["wasi:http/types@0.2.6".to_string()];
+        let none = manifest("");
+        let read_only = manifest("[files]\nquota = \"1MiB\"\nread_only = true\n");
+        let writable = manifest("[files]\nquota = \"1MiB\"\n");
+        let larger = manifest("[files]\nquota = \"2MiB\"\n");
+        let widened = |o: &Manifest, n: &Manifest| widened_between((&imports, o), (&imports, n));
+        assert_eq!(
+            widened(&none, &read_only),
+            ["files: a private directory /data", "files: quota 1MiB"]
+        );
+        assert_eq!(widened(&read_only, &writable), ["files: /data writable"]);
+        assert_eq!(widened(&writable, &larger), ["files: quota 2MiB"]);
+        assert!(widened(&larger, &writable).is_empty());
+        assert!(widened(&writable, &read_only).is_empty());
+        assert!(widened(&read_only, &none).is_empty());
     }
 }

@@ -524,8 +524,9 @@ impl Apps {
         }))
     }
 
-    /// Stops routing to the app and deletes its versions.
-    pub async fn remove(&self, name: &str) -> Result<Value, ApiError> {
+    /// Stops routing to the app and deletes its versions; its `[files]`
+    /// directory is kept unless `purge`.
+    pub async fn remove(&self, name: &str, purge: bool) -> Result<Value, ApiError> {
         let _one_at_a_time = self.deploying.lock().await;
         let store = self.store()?;
         {
@@ -540,6 +541,9 @@ impl Apps {
             *live = next;
             self.ingress.set_router(router);
             removed.app.metrics.memory_limit.set(0);
+            if let Some(files) = &removed.app.capabilities.files {
+                files.deactivate();
+            }
             // Its WebSockets would otherwise go on with the removed version.
             removed.app.capabilities.websocket.hub.close_all(
                 Some(name),
@@ -548,8 +552,16 @@ impl Apps {
             );
         }
         self.runtime.metrics.set_version(name, 0);
-        tracing::info!(app = %name, "removed");
-        Ok(json!({ "app": name, "removed": true }))
+        let files_purged = purge
+            && self.runtime.files.purge(name).map_err(|e| {
+                ApiError::new(
+                    500,
+                    "storage",
+                    format!("{name} was removed, but its files were not deleted: {e}"),
+                )
+            })?;
+        tracing::info!(app = %name, files_purged, "removed");
+        Ok(json!({ "app": name, "removed": true, "files_purged": files_purged }))
     }
 
     /// Samples every app's counters; run once a second.
@@ -620,6 +632,8 @@ impl Apps {
             "memory_peak_bytes": app.budget.peak(),
             "host_memory_bytes": app.budget.host_held(),
             "memory_limit_bytes": resources.memory.bytes(),
+            "files_bytes": app.capabilities.files.as_ref().map(|f| f.usage.bytes()),
+            "files_limit_bytes": app.capabilities.files.as_ref().map(|f| f.quota),
             "instance_memory_bytes": resources.instance_memory.bytes(),
             "max_concurrency": resources.max_concurrency.get(),
             "request_timeout_seconds": resources.request_timeout.as_secs_f64(),

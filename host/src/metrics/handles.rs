@@ -1,5 +1,6 @@
 //! The per-app handles of each capability's series (`alorig_app_pg_*`,
-//! `alorig_app_redis_*`, `alorig_app_timer_*`/`job_*`, `alorig_app_ws_*`),
+//! `alorig_app_redis_*`, `alorig_app_timer_*`/`job_*`, `alorig_app_ws_*`,
+//! `alorig_app_files_*`),
 //! resolved once per app version by [`super::Metrics`]; recording is an
 //! atomic add on a handle, indexed by a named label enum, never a position.
 
@@ -25,6 +26,14 @@ impl RedisMetrics {
     pub fn error(&self, reason: RedisErrorReason) {
         self.errors[reason as usize].inc();
     }
+}
+
+/// One app's `[files]` series: `alorig_app_files_bytes{app}` (what its quota
+/// counts now) and `alorig_app_files_limit_bytes{app}` (the quota in force).
+#[derive(Clone)]
+pub struct FilesMetrics {
+    pub bytes: Gauge,
+    pub limit: Gauge,
 }
 
 /// One app's PostgreSQL series (`alorig_app_pg_*`), resolved once.

@@ -11,6 +11,18 @@ pub struct Postgres {
     pub statement_timeout: Duration,
 }
 
+/// `[files]`: the app's private directory (`<data_dir>/files/<app>/`, `/data`
+/// in the guest) and the most bytes it may hold.
+#[derive(Clone, Debug)]
+pub struct Files {
+    pub quota: ByteSize,
+    /// The guest may read what the operator put there, and change nothing.
+    pub read_only: bool,
+}
+
+/// Smallest `[files] quota`: room for a few files and directories.
+pub const MIN_FILES_QUOTA: ByteSize = ByteSize(64 << 10);
+
 #[derive(Clone, Debug)]
 pub struct Redis {
     pub db: u8,

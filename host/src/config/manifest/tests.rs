@@ -27,6 +27,8 @@ fn contract_example_parses() {
     assert_eq!(m.redis.as_ref().unwrap().prefix, "psydge:");
     assert_eq!(m.timers.len(), 2);
     assert!(matches!(m.timers[1].schedule, Schedule::Every(d) if d == Duration::from_secs(5)));
+    let files = m.files.as_ref().unwrap();
+    assert_eq!((files.quota, files.read_only), (ByteSize::gib(2), false));
     assert_eq!(
         m.secrets["ANTHROPIC_API_KEY"].env,
         "PSYDGE_ANTHROPIC_API_KEY"
