@@ -4,6 +4,7 @@
 use crate::{
     capabilities::{self, postgres::PostgresHost, redis::RedisHost, timers::TimersHost},
     engine::{self, CompileCache},
+    limits::cpu::GuestPool,
     metrics::Metrics,
     state::{self, InstanceState},
 };
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub timers: Arc<TimersHost>,
     /// The host's WebSocket connections and groups (all apps).
     pub websocket: Arc<capabilities::websocket::hub::Hub>,
+    /// Where guests that compute run, sharing the cores fairly between apps.
+    pub guest_pool: Arc<GuestPool>,
 }
 
 impl Runtime {
@@ -44,6 +47,7 @@ impl Runtime {
             redis: RedisHost::default(),
             timers: Arc::new(TimersHost::new(None)?),
             websocket: capabilities::websocket::hub::Hub::new(),
+            guest_pool: GuestPool::new(),
         })
     }
 
