@@ -19,10 +19,13 @@
 //!    manifests: guest memory idle and at peak under load against the cap, host
 //!    RSS, req/s and p99 of each main page;
 //! 11. `[files]`: 1 MiB and 4 KiB files written and read through the guest vs
-//!    `std::fs` natively.
+//!    `std::fs` natively;
+//! 12. CPU fair share: a neighbour's throughput while an app spins, with the
+//!    guest pool off (the same run's baseline) and on; weights; an app alone;
+//!    CPU counted per app vs the process's.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files,cpu`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -41,11 +44,17 @@ mod shipped_apps;
 #[path = "../../tests/e2e/stub.rs"]
 mod stub;
 
+#[path = "../../tests/e2e/load.rs"]
+mod load;
+use load::{Load, wrk};
+
 #[path = "hosting/page.rs"]
 mod page;
 
 #[path = "hosting/apps.rs"]
 mod apps;
+#[path = "hosting/cpu.rs"]
+mod cpu;
 #[path = "hosting/files.rs"]
 mod files;
 #[path = "hosting/host_memory.rs"]
@@ -67,67 +76,6 @@ use std::{
 };
 
 const HELLO_BODY: &[u8] = b"Hello from alorig-host\n";
-
-struct Load {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
-
-/// One wrk run against `http://addr{path}` with `connections` connections.
-fn wrk(addr: SocketAddr, host_header: &str, path: &str, connections: u32, seconds: u32) -> Load {
-    let threads = connections.clamp(1, 2).to_string();
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            &threads,
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-            "--latency",
-        ])
-        .args(["-H", &format!("Host: {host_header}")])
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("running wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value = |prefix: &str| -> Option<&str> {
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1))
-    };
-    let ms = |v: Option<&str>| -> f64 {
-        let v = v.unwrap_or("0ms");
-        let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-        let n: f64 = num.parse().unwrap_or(0.0);
-        match unit {
-            "us" => n / 1000.0,
-            "ms" => n,
-            "s" => n * 1000.0,
-            "m" => n * 60_000.0,
-            _ => n,
-        }
-    };
-    let errors = text
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .flat_map(|l| {
-            l.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-        })
-        .sum();
-    Load {
-        rps: value("Requests/sec:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0),
-        p50_ms: ms(value("50%")),
-        p99_ms: ms(value("99%")),
-        errors,
-    }
-}
 
 fn print_load_header() {
     println!(
@@ -517,6 +465,9 @@ fn main() {
     }
     if run("files") {
         files::files();
+    }
+    if run("cpu") {
+        cpu::cpu(seconds);
     }
 }
 

@@ -5,7 +5,10 @@
 use crate::{
     capabilities::{self, AppCapabilities, LoadContext, LoadError, redis, timers, websocket},
     config::Manifest,
-    limits::{InstanceLimiter, MemoryBudget, Refusal},
+    limits::{
+        InstanceLimiter, MemoryBudget, Refusal,
+        cpu::{self, AppCpu},
+    },
     metrics::AppMetrics,
     runtime::Runtime,
     state::InstanceState,
@@ -37,6 +40,8 @@ pub struct App {
     /// One permit per live instance (`max_concurrency`).
     pub concurrency: Arc<Semaphore>,
     pub metrics: AppMetrics,
+    /// The CPU its guests and requests use, and its share of the guest pool.
+    pub cpu: Arc<AppCpu>,
     /// Memory one instance holds right after instantiation, measured at load.
     pub startup_memory: u64,
     /// Per-app capability state every instance borrows from.
@@ -69,6 +74,10 @@ impl Instances<InstanceState> for App {
         &self.metrics
     }
 
+    fn cpu(&self) -> &Arc<AppCpu> {
+        &self.cpu
+    }
+
     fn new_store(&self, deadline: Instant) -> Store<InstanceState> {
         self.store_until(deadline)
     }
@@ -85,6 +94,12 @@ pub struct Instance {
     /// Requests it has served so far.
     pub served: u32,
 }
+
+/// Epoch ticks a call computes on its ingress thread before its first yield
+/// (and its move to the guest pool): one, so a burst of computing requests
+/// holds the ingress for at most a millisecond each. A short call that happens
+/// to straddle a tick moves too, which costs it a thread hand-off (~20 µs).
+pub const FIRST_TICKS: u64 = 1;
 
 /// An idle instance is dropped after this long without a request, giving its
 /// memory back to the app's budget.
@@ -187,7 +202,14 @@ impl App {
             budget: &budget,
         })
         .await?;
+        let cpu = runtime.guest_pool.app(
+            manifest.resources.cpu_weight.get(),
+            manifest.resources.cpu_time,
+            metrics.cpu_seconds.clone(),
+            metrics.live.clone(),
+        );
         let mut app = App {
+            cpu,
             concurrency: Arc::new(Semaphore::new(
                 manifest.resources.max_concurrency.get() as usize
             )),
@@ -253,11 +275,12 @@ impl App {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick a computing guest yields to the scheduler, so it never
-        // holds a worker thread; once its deadline has passed it is interrupted.
-        // tokio's `yield_now` (not wasmtime's plain `Yield`, which re-queues the
-        // task first in line) lets the I/O driver and other requests run first.
+        // holds a worker thread (and, still computing, moves to the guest pool:
+        // `cpu::tick`); once its deadline or its `cpu_time` has passed it is
+        // interrupted. tokio's `yield_now` (not wasmtime's plain `Yield`, which
+        // re-queues the task first in line) lets other tasks run first.
         store.epoch_deadline_callback(|store| {
-            if Instant::now() >= store.data().deadline {
+            if cpu::tick() || Instant::now() >= store.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::YieldCustom(
@@ -266,7 +289,7 @@ impl App {
                 ))
             }
         });
-        store.set_epoch_deadline(1);
+        store.set_epoch_deadline(FIRST_TICKS);
         store
     }
 

@@ -380,6 +380,7 @@ pub fn status_table(apps: &Value) -> String {
             vec![
                 a["name"].as_str().unwrap_or("").to_string(),
                 version(a),
+                format!("{:.1}%", a["cpu_percent"].as_f64().unwrap_or(0.0)),
                 format!(
                     "{} / {}",
                     size(&a["memory_bytes"]),
@@ -410,6 +411,7 @@ pub fn status_table(apps: &Value) -> String {
         &[
             "APP",
             "VERSION",
+            "CPU %",
             "MEM USAGE / LIMIT",
             "MEM %",
             "PEAK",

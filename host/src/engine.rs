@@ -29,8 +29,11 @@ use wasmtime::{
 /// Bytes of each linear-memory slot kept resident (reset in place) on reuse.
 const KEEP_RESIDENT: usize = 8 << 20;
 
-/// How often the epoch advances; also how often a computing guest yields.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances; also how often a computing guest yields, and
+/// so how long a guest may compute on an ingress thread before it moves to the
+/// guest pool ([`crate::limits::cpu`]): short, so a neighbour's request never
+/// waits long behind it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Builds the engine, sized for `max_instances` live instances across all apps.
 pub fn build_engine(max_instances: u32) -> Result<Engine> {

@@ -14,6 +14,7 @@
 //! bytes are charged to one counter, so together they never pass `memory`.
 
 pub mod allocator;
+pub mod cpu;
 pub mod host_memory;
 pub mod relay;
 

@@ -10,7 +10,10 @@ use prometheus_client::{
 };
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, OnceLock, Weak, atomic::Ordering},
+    sync::{
+        Arc, Mutex, OnceLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +78,7 @@ pub struct Metrics {
     memory_peak: Family<AppLabel, Gauge>,
     memory_limit: Family<AppLabel, Gauge>,
     host_memory: Family<AppLabel, Gauge>,
+    cpu: Family<AppLabel, Counter<f64, AtomicU64>>,
     /// Guest plus host bytes per app, checked against its limit (not exported).
     memory_charged: Family<AppLabel, Gauge>,
     instances: Family<AppLabel, Gauge>,
@@ -227,6 +231,8 @@ pub struct AppMetrics {
     pub memory_limit: Gauge,
     /// `alorig_app_host_memory_bytes`.
     pub host_memory: Gauge,
+    /// `alorig_app_cpu_seconds_total`.
+    pub cpu_seconds: Counter<f64, AtomicU64>,
     /// Guest plus host bytes, the counter [`crate::limits::MemoryBudget`] checks.
     pub memory_charged: Gauge,
     pub instances: Gauge,
@@ -300,6 +306,7 @@ impl Metrics {
         let memory_peak = Family::<AppLabel, Gauge>::default();
         let memory_limit = Family::<AppLabel, Gauge>::default();
         let host_memory = Family::<AppLabel, Gauge>::default();
+        let cpu = Family::<AppLabel, Counter<f64, AtomicU64>>::default();
         let instances = Family::<AppLabel, Gauge>::default();
         let requests = Family::<AppStatusLabel, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
@@ -342,6 +349,11 @@ impl Metrics {
             "alorig_app_host_memory_bytes",
             "Memory the host holds on the app's behalf (rows, replies, bodies, queues), charged to its budget",
             host_memory.clone(),
+        );
+        registry.register(
+            "alorig_app_cpu_seconds",
+            "CPU time used for the app: its guests and its requests' connections",
+            cpu.clone(),
         );
         registry.register("alorig_app_instances", "Live instances", instances.clone());
         registry.register(
@@ -462,6 +474,7 @@ impl Metrics {
             memory_peak,
             memory_limit,
             host_memory,
+            cpu,
             memory_charged: Family::default(),
             instances,
             requests,
@@ -505,6 +518,7 @@ impl Metrics {
             memory_peak: self.memory_peak.get_or_create_owned(&label),
             memory_limit: self.memory_limit.get_or_create_owned(&label),
             host_memory: self.host_memory.get_or_create_owned(&label),
+            cpu_seconds: self.cpu.get_or_create_owned(&label),
             memory_charged: self.memory_charged.get_or_create_owned(&label),
             instances: self.instances.get_or_create_owned(&label),
             requests_common: Arc::new(Default::default()),

@@ -6,6 +6,7 @@ use crate::{
         self, files::FilesHost, postgres::PostgresHost, redis::RedisHost, timers::TimersHost,
     },
     engine::{self, CompileCache},
+    limits::cpu::GuestPool,
     metrics::Metrics,
     state::{self, InstanceState},
 };
@@ -31,6 +32,8 @@ pub struct Runtime {
     pub websocket: Arc<capabilities::websocket::hub::Hub>,
     /// The apps' `[files]` directories under the data dir, and their usage.
     pub files: FilesHost,
+    /// Where guests that compute run, sharing the cores fairly between apps.
+    pub guest_pool: Arc<GuestPool>,
 }
 
 impl Runtime {
@@ -49,6 +52,7 @@ impl Runtime {
             timers: Arc::new(TimersHost::new(None)?),
             websocket: capabilities::websocket::hub::Hub::new(),
             files: FilesHost::new(data_dir),
+            guest_pool: GuestPool::new(),
         })
     }
 

@@ -12,7 +12,10 @@
 
 use crate::{
     fault::Fault,
-    limits::Refusal,
+    limits::{
+        Refusal,
+        cpu::{self, AppCpu},
+    },
     metrics::{AppMetrics, RejectReason, TrapReason},
 };
 use std::{
@@ -122,6 +125,8 @@ pub trait Instances<T>: Send + Sync {
     /// One permit per live instance (`max_concurrency`).
     fn concurrency(&self) -> &Arc<Semaphore>;
     fn metrics(&self) -> &AppMetrics;
+    /// The app's CPU account and share of the guest pool.
+    fn cpu(&self) -> &Arc<AppCpu>;
     /// A fresh store with the app's limiter, interrupted at `deadline`.
     fn new_store(&self, deadline: Instant) -> Store<T>;
     /// Whether the store's limiter refused memory growth, and which limit.
@@ -190,7 +195,7 @@ impl<T: Send + 'static> Invoker<T> {
     /// spent waiting for a permit counts).
     pub async fn run<F>(&self, started: Instant, timeout: Duration, call: F) -> Outcome
     where
-        F: for<'a> FnOnce(&'a mut Store<T>) -> Call<'a>,
+        F: for<'a> FnOnce(&'a mut Store<T>) -> Call<'a> + Send + 'static,
     {
         let app = &self.0;
         let deadline = started + timeout;
@@ -203,14 +208,22 @@ impl<T: Send + 'static> Invoker<T> {
             return outcome;
         };
         let mut store = app.new_store(deadline);
-        let result = tokio::time::timeout_at(deadline.into(), call(&mut store)).await;
-        let refusal = app.refusal(store.data());
-        drop(store); // gives the instance's memory back before anything else
-        let outcome = match result {
-            Ok(Ok(Ok(()))) => Outcome::Ok,
-            Ok(Ok(Err(text))) => Outcome::Error(first_line(&text).to_string()),
-            // A trigger's instance that cannot start is a trap, not a rejection.
-            Ok(Err(err)) => classify(&err, refusal, false),
+        let work = async move {
+            let result = call(&mut store).await;
+            (result, store)
+        };
+        let ended = tokio::time::timeout_at(deadline.into(), cpu::run(app.cpu(), work)).await;
+        let outcome = match ended {
+            Ok((result, store)) => {
+                let refusal = app.refusal(store.data());
+                drop(store); // gives the instance's memory back before anything else
+                match result {
+                    Ok(Ok(())) => Outcome::Ok,
+                    Ok(Err(text)) => Outcome::Error(first_line(&text).to_string()),
+                    // A trigger's instance that cannot start is a trap, not a rejection.
+                    Err(err) => classify(&err, refusal, false),
+                }
+            }
             Err(_) => deadline_passed(),
         };
         if let Outcome::Trapped(..) = &outcome {

@@ -2,6 +2,7 @@
 //! from source. One module per area; each test starts its own host.
 
 mod harness;
+mod load;
 mod postgres_server;
 mod redis_server;
 mod shipped_apps;
@@ -11,6 +12,7 @@ mod alorig;
 mod astrotiming;
 mod caddy;
 mod cli;
+mod cpu;
 mod deploy;
 mod escape;
 mod files;

@@ -90,7 +90,14 @@ pub struct Resources {
     /// Requests one instance may serve one after another; 1 means a fresh
     /// instance for every request.
     pub instance_reuse: NonZeroU32,
+    /// The app's share of the CPU against other apps when they compete.
+    pub cpu_weight: NonZeroU32,
+    /// CPU one request may use before it is ended (504), however long it waited.
+    pub cpu_time: Option<Duration>,
 }
+
+/// Largest `cpu_weight`: a thousand to one is already "only when idle".
+pub const MAX_CPU_WEIGHT: u32 = 1000;
 
 pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 100;
@@ -228,6 +235,8 @@ struct ResourcesToml {
     request_timeout: Option<HumanDuration>,
     max_body: Option<ByteSize>,
     instance_reuse: Option<NonZeroU32>,
+    cpu_weight: Option<NonZeroU32>,
+    cpu_time: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +428,17 @@ impl Manifest {
                 at("resources.request_timeout")
             );
         }
+        let cpu_weight = raw.resources.cpu_weight.unwrap_or(NonZeroU32::MIN);
+        if cpu_weight.get() > MAX_CPU_WEIGHT {
+            bail!(
+                "{}: {cpu_weight} is more than {MAX_CPU_WEIGHT}",
+                at("resources.cpu_weight")
+            );
+        }
+        let cpu_time = raw.resources.cpu_time.map(|d| d.0);
+        if cpu_time.is_some_and(|d| d.is_zero()) {
+            bail!("{}: must be more than zero", at("resources.cpu_time"));
+        }
         let resources = Resources {
             memory,
             instance_memory,
@@ -429,6 +449,8 @@ impl Manifest {
             request_timeout,
             max_body: raw.resources.max_body.unwrap_or(DEFAULT_MAX_BODY),
             instance_reuse: raw.resources.instance_reuse.unwrap_or(NonZeroU32::MIN),
+            cpu_weight,
+            cpu_time,
         };
 
         let mut routes = Vec::new();

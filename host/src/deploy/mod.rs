@@ -598,7 +598,7 @@ impl Apps {
     pub fn describe(&self, name: &str, deployed: &Deployed) -> Value {
         let app = &deployed.app;
         let now = app.metrics.live.sample();
-        let (rps, error_rate, p99) = {
+        let (rps, error_rate, p99, cpu_percent) = {
             let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
             match samples.get(name).and_then(|ring| ring.front()) {
                 Some((at, first)) if at.elapsed() > Duration::from_millis(100) => {
@@ -610,9 +610,17 @@ impl Apps {
                     } else {
                         errors as f64 / requests as f64
                     };
-                    (requests as f64 / secs, error_rate, now.p99_since(first))
+                    // Of one core, like `docker stats`: 200 % is two cores busy.
+                    let cpu = now.cpu_ns.saturating_sub(first.cpu_ns) as f64 / 1e9;
+                    let cpu_percent = 100.0 * cpu / secs;
+                    (
+                        requests as f64 / secs,
+                        error_rate,
+                        now.p99_since(first),
+                        cpu_percent,
+                    )
                 }
-                _ => (0.0, 0.0, None),
+                _ => (0.0, 0.0, None, 0.0),
             }
         };
         let versions = self
@@ -631,6 +639,9 @@ impl Apps {
             "memory_bytes": app.budget.used(),
             "memory_peak_bytes": app.budget.peak(),
             "host_memory_bytes": app.budget.host_held(),
+            "cpu_seconds_total": now.cpu_ns as f64 / 1e9,
+            "cpu_percent": cpu_percent,
+            "cpu_weight": resources.cpu_weight.get(),
             "memory_limit_bytes": resources.memory.bytes(),
             "files_bytes": app.capabilities.files.as_ref().map(|f| f.usage.bytes()),
             "files_limit_bytes": app.capabilities.files.as_ref().map(|f| f.quota),

@@ -20,8 +20,8 @@
 
 use super::body::LimitedBody;
 use crate::{
-    app::{App, Instance},
-    limits::Refusal,
+    app::{App, FIRST_TICKS, Instance},
+    limits::{Refusal, cpu},
     metrics::{RejectReason, TrapReason},
     trigger::{self, Outcome},
 };
@@ -98,24 +98,30 @@ async fn run(
             .resources
             .request_timeout
             .saturating_sub(started.elapsed());
-        let mut slot = app.take_idle();
-        let ended = tokio::time::timeout(
-            timeout,
-            serve_request(&app, &mut slot, req, sender, started),
-        )
-        .await;
+        // The call moves to the guest pool if it computes past a tick; the
+        // deadline is kept here, on the ingress, so it holds whatever the pool does.
+        let work = {
+            let app = app.clone();
+            async move {
+                let mut slot = app.take_idle();
+                let served = serve_request(&app, &mut slot, req, sender, started).await;
+                (served, slot)
+            }
+        };
+        let ended = tokio::time::timeout(timeout, cpu::run(&app.cpu, work)).await;
         let failure = match ended {
-            Ok(Ok(())) => {
+            Ok((Ok(()), slot)) => {
                 if let Some(instance) = slot {
                     app.release(instance);
                 }
                 return None;
             }
             Err(_) => trigger::deadline_passed(),
-            Ok(Err(failed)) => trigger::classify(&failed.error, failed.refusal, failed.starting),
+            // A failed instance is never reused: dropping it gives its memory back.
+            Ok((Err(failed), _)) => {
+                trigger::classify(&failed.error, failed.refusal, failed.starting)
+            }
         };
-        // A failed instance is never reused: dropping it gives its memory back.
-        drop(slot);
         failure.record(&app.metrics);
         if let Outcome::Trapped(reason, why) = &failure {
             crate::traplog::warn(
@@ -248,6 +254,8 @@ async fn handle(
 ) -> wasmtime::Result<bool> {
     let store = &mut instance.store;
     store.data_mut().deadline = started + app.manifest.resources.request_timeout;
+    // A reused instance's epoch deadline is its last request's: start afresh.
+    store.set_epoch_deadline(FIRST_TICKS);
     let answered = Arc::new(AtomicBool::new(false));
     let flag = answered.clone();
     let out = store

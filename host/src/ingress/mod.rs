@@ -13,7 +13,7 @@ pub mod strict;
 pub mod websocket;
 pub mod write_timeout;
 
-use crate::{app::App, capabilities::websocket::hub::Hub};
+use crate::{app::App, capabilities::websocket::hub::Hub, limits::cpu::ConnectionCpu};
 use arc_swap::ArcSwap;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -74,7 +74,13 @@ impl Ingress {
         self.router.store(Arc::new(router));
     }
 
-    pub async fn handle(&self, req: hyper::Request<Incoming>) -> invoke::Response {
+    /// Routes and answers one request; the connection's own work is charged to
+    /// the app it goes to (`cpu`).
+    pub async fn handle(
+        &self,
+        req: hyper::Request<Incoming>,
+        cpu: &ConnectionCpu,
+    ) -> invoke::Response {
         let started = Instant::now();
         let host = match strict::check(&req) {
             Ok(host) => host,
@@ -93,6 +99,9 @@ impl Ingress {
                 .owner(&router, &host)
                 .await
                 .map(|app| (app, false));
+        }
+        if let Some((app, _)) = &app {
+            cpu.charge_to(&app.cpu);
         }
         match app {
             Some((app, true)) => websocket::upgrade(&app, req, started).await,
@@ -130,25 +139,31 @@ impl Ingress {
             let _ = stream.set_nodelay(true);
             let ingress = self.clone();
             let mut stop = watch.clone();
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.header_read_timeout)
-                .max_header_size(strict::MAX_HEAD_BYTES)
-                .serve_connection(
-                    TokioIo::new(write_timeout::WriteTimeout::new(stream, self.write_timeout)),
-                    service_fn(move |mut req: hyper::Request<Incoming>| {
-                        let ingress = ingress.clone();
-                        let trusted = ingress
-                            .trusted_proxies
-                            .get()
-                            .map(Vec::as_slice)
-                            .unwrap_or_default();
-                        forwarded::apply(req.headers_mut(), peer.ip(), trusted);
-                        async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
-                    }),
-                )
-                .with_upgrades();
-            tokio::spawn(async move {
+            let cpu = ConnectionCpu::default();
+            let charged = cpu.clone();
+            let connection =
+                http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(self.header_read_timeout)
+                    .max_header_size(strict::MAX_HEAD_BYTES)
+                    .serve_connection(
+                        TokioIo::new(write_timeout::WriteTimeout::new(stream, self.write_timeout)),
+                        service_fn(move |mut req: hyper::Request<Incoming>| {
+                            let ingress = ingress.clone();
+                            let cpu = cpu.clone();
+                            let trusted = ingress
+                                .trusted_proxies
+                                .get()
+                                .map(Vec::as_slice)
+                                .unwrap_or_default();
+                            forwarded::apply(req.headers_mut(), peer.ip(), trusted);
+                            async move {
+                                Ok::<_, std::convert::Infallible>(ingress.handle(req, &cpu).await)
+                            }
+                        }),
+                    )
+                    .with_upgrades();
+            tokio::spawn(charged.measure(async move {
                 tokio::pin!(connection);
                 let ended = tokio::select! {
                     ended = connection.as_mut() => ended,
@@ -160,7 +175,7 @@ impl Ingress {
                 if let Err(err) = ended {
                     tracing::debug!("ingress connection ended: {err}");
                 }
-            });
+            }));
         }
         drop(listener);
         drop(watch);

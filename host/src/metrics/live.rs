@@ -13,6 +13,8 @@ pub struct LiveCounters {
     pub requests: AtomicU64,
     /// Answers with a 5xx status.
     pub errors: AtomicU64,
+    /// CPU nanoseconds used (the guest's polls and its connections' work).
+    pub cpu_ns: AtomicU64,
     /// Request durations in the histogram's buckets, plus one for +Inf.
     pub buckets: [AtomicU64; BUCKETS + 1],
 }
@@ -22,6 +24,7 @@ pub struct LiveCounters {
 pub struct LiveSample {
     pub requests: u64,
     pub errors: u64,
+    pub cpu_ns: u64,
     pub buckets: [u64; BUCKETS + 1],
 }
 
@@ -30,6 +33,7 @@ impl LiveCounters {
         LiveSample {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            cpu_ns: self.cpu_ns.load(Ordering::Relaxed),
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
         }
     }
