@@ -11,6 +11,7 @@ mod apps_load;
 mod astrotiming;
 mod caddy;
 mod cli;
+mod cluster;
 mod cluster_kubernetes;
 mod deploy;
 mod escape;
