@@ -155,7 +155,6 @@ pub struct Apps {
     shared: Option<Arc<Shared>>,
 }
 
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
