@@ -50,13 +50,15 @@ install_missing() {
 }
 
 # What only the test suite needs: cargo-audit, checked against the RustSec
-# advisory snapshot in ../shared/advisory-db. Pinned; installed only when missing.
+# advisory snapshot in ../shared/advisory-db, and kubernetes-validate (from PyPI,
+# in target/kubernetes-venv) for deploy/kubernetes/. Pinned; installed only when missing.
 CARGO_AUDIT_VERSION=0.22.2
 install_test_tools() {
   if ! cargo audit --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
     say "installing cargo-audit $CARGO_AUDIT_VERSION"
     cargo install --locked "cargo-audit@$CARGO_AUDIT_VERSION"
   fi
+  deploy/kubernetes/setup-validate.sh
 }
 
 # The fuzz targets (fuzz/README.md): nightly Rust and cargo-fuzz, pinned.

@@ -133,7 +133,8 @@ pub async fn restore(config: &HostConfig, dir: &Path) -> Result<()> {
     let jobs = summary["job_store"] == true;
     if !databases.is_empty() || jobs {
         let url = postgres_url(config)?;
-        let host = PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?;
+        let host = PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?
+            .with_cluster(config.cluster_key.as_ref(), &config.node_name);
         for (manifest, _) in &apps {
             let Some(pg) = &manifest.postgres else {
                 continue;

@@ -26,7 +26,7 @@ pub struct Target {
 impl Target {
     /// `--token`, then `$ALORIG_ADMIN_TOKEN` (both via clap), then the token
     /// file in the default data dir.
-    fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Client> {
         let token = match &self.token {
             Some(token) => Some(token.clone()),
             None => {
@@ -478,7 +478,7 @@ fn join(value: &Value, empty: &str) -> String {
     }
 }
 
-fn size(value: &Value) -> String {
+pub(crate) fn size(value: &Value) -> String {
     let bytes = value.as_u64().unwrap_or(0);
     if bytes == 0 {
         return "0B".into();
@@ -490,7 +490,7 @@ fn size(value: &Value) -> String {
     }
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -30,6 +30,7 @@ pub mod backup;
 pub mod caddyfile;
 pub mod capabilities;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod deploy;
 pub mod engine;

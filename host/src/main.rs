@@ -85,6 +85,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Every host sharing this one's PostgreSQL: apps, versions, memory.
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         target: AdminArgs,
     },
@@ -164,7 +167,8 @@ enum Command {
         /// Folder of app manifests (all of them), when no files are given.
         #[arg(long, default_value = "manifests")]
         manifests: PathBuf,
-        /// The host's ingress address Caddy proxies to (default: `listen` of host.toml).
+        /// The host's ingress address Caddy proxies to (default: `listen` of host.toml);
+        /// several hosts as "a:8080 b:8080" (or commas): Caddy balances them.
         #[arg(long)]
         upstream: Option<String>,
         /// Serve plain HTTP on this port instead of HTTPS (local testing).
@@ -241,7 +245,12 @@ fn run(cli: Cli) -> Result<()> {
                 cli::remove(&target.target(), &app, purge).await
             }
             Command::Apps { json, target } => cli::apps(&target.target(), json).await,
-            Command::Status { json, target } => cli::status(&target.target(), json).await,
+            Command::Status {
+                json,
+                cluster: true,
+                target,
+            } => alorig_host::cluster::status::show(&target.target(), json).await,
+            Command::Status { json, target, .. } => cli::status(&target.target(), json).await,
             Command::Jobs { app, json, target } => cli::jobs(&target.target(), &app, json).await,
             Command::Logs {
                 app,

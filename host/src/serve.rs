@@ -7,7 +7,7 @@ use crate::{
     app::App,
     capabilities::postgres::PostgresHost,
     config::{HostConfig, Manifest},
-    deploy::{Apps, store::Store},
+    deploy::{Apps, shared::Shared, store::Store},
     ingress::{Ingress, router::Router},
     runtime::Runtime,
 };
@@ -84,11 +84,10 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     raise_open_files_limit();
     let mut runtime = Runtime::new(&config.data_dir, config.max_instances)?;
     if let Some(url) = &config.postgres_url {
-        runtime.postgres = Some(Arc::new(PostgresHost::new(
-            url,
-            &config.data_dir,
-            config.postgres_max_connections,
-        )?));
+        runtime.postgres = Some(Arc::new(
+            PostgresHost::new(url, &config.data_dir, config.postgres_max_connections)?
+                .with_cluster(config.cluster_key.as_ref(), &config.node_name),
+        ));
     }
     runtime.redis.url = config.redis_url.clone();
     runtime.timers = Arc::new(crate::capabilities::timers::TimersHost::new(
@@ -126,12 +125,24 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     let store = manifests
         .is_none()
         .then(|| Store::new(&config.data_dir, config.keep_versions as usize));
-    let apps = Arc::new(Apps::new(
-        runtime.clone(),
-        ingress.clone(),
-        store,
-        config.memory_budget,
-    ));
+    // `serve` with `postgres_url`: the versions every host shares.
+    let shared = match (&manifests, &config.postgres_url) {
+        (None, Some(url)) => Some(Arc::new(Shared::new(
+            url,
+            &config.node_name,
+            config.keep_versions,
+        )?)),
+        _ => None,
+    };
+    let apps = Arc::new(
+        Apps::new(
+            runtime.clone(),
+            ingress.clone(),
+            store,
+            config.memory_budget,
+        )
+        .with_shared(shared.clone()),
+    );
     match &manifests {
         Some(manifests) => apps.set_fixed(load_apps(&runtime, &config, manifests).await?)?,
         None => {
@@ -181,7 +192,19 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         );
     }
 
+    // Caught up with the cluster's versions (or no cluster): `/healthz` says ready.
+    let ready = crate::cluster::start(
+        &apps,
+        crate::cluster::Node {
+            name: config.node_name.clone(),
+            address: config
+                .node_address
+                .clone()
+                .unwrap_or_else(|| ingress_addr.to_string()),
+        },
+    );
     let admin = Arc::new(Admin {
+        ready,
         metrics: runtime.metrics.clone(),
         apps: apps.clone(),
         token,
@@ -221,8 +244,42 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     ingress
         .serve(ingress_listener, shutdown_signal(), DRAIN)
         .await;
+    leave(&runtime, shared.as_deref(), &config.node_name).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After the drain: the job leases this host holds go back to the store (other
+/// hosts run those jobs now, not after the lease), and its heartbeat row says
+/// it stopped. Bounded: a PostgreSQL that does not answer does not hold the exit.
+async fn leave(runtime: &Runtime, shared: Option<&Shared>, node: &str) {
+    let work = async {
+        match runtime.timers.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("gave back the leases of {n} running job(s)"),
+            Err(err) => tracing::warn!(
+                fault = "dependency",
+                "cannot give back the job leases (they pass on their own): {err}"
+            ),
+        }
+        if let Some(shared) = shared
+            && let Err(err) = crate::cluster::nodes::stopped(shared, node).await
+        {
+            tracing::warn!(
+                fault = "dependency",
+                "cannot mark this host stopped: {err:#}"
+            );
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            fault = "dependency",
+            "PostgreSQL did not answer within 5 s at shutdown"
+        );
+    }
 }
 
 /// Every WebSocket (and every request in flight) holds a file descriptor: the

@@ -12,6 +12,8 @@ mod alorig;
 mod astrotiming;
 mod caddy;
 mod cli;
+mod cluster;
+mod cluster_kubernetes;
 mod cpu;
 mod deploy;
 mod escape;

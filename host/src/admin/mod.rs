@@ -30,6 +30,8 @@ use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 pub struct Admin {
+    /// Caught up with the cluster's versions: `/healthz` answers 200, else 503.
+    pub ready: crate::cluster::Readiness,
     pub metrics: Arc<Metrics>,
     pub apps: Arc<Apps>,
     pub token: String,
@@ -87,7 +89,12 @@ impl Admin {
     async fn handle(&self, req: hyper::Request<Incoming>) -> Response {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
-            (&http::Method::GET, "/healthz") => return plain(200, "ok\n"),
+            (&http::Method::GET, "/healthz") => {
+                return match self.ready.is_ready() {
+                    true => plain(200, "ok\n"),
+                    false => plain(503, "catching up with the cluster's versions\n"),
+                };
+            }
             (&http::Method::GET, "/metrics") => {
                 return respond(
                     200,
@@ -138,6 +145,7 @@ impl Admin {
         let method = req.method().clone();
         let result = match (req.method().clone(), segments.as_slice()) {
             (http::Method::GET, ["apps"]) => Ok((200, self.apps.list())),
+            (http::Method::GET, ["cluster"]) => self.cluster().await.map(|v| (200, v)),
             (http::Method::GET, ["apps", app]) => self.apps.get(app).map(|v| (200, v)),
             (http::Method::PUT, ["apps", app]) => {
                 let app = app.to_string();
@@ -235,6 +243,24 @@ impl Admin {
             }
             Err(err) => error(&err),
         }
+    }
+
+    /// Every host sharing this one's PostgreSQL, from their heartbeat rows.
+    async fn cluster(&self) -> Result<Value, ApiError> {
+        let Some(shared) = self.apps.shared() else {
+            return Err(ApiError::new(
+                409,
+                "no_cluster",
+                "this host keeps its versions in its data dir (no postgres_url): it is not part of a cluster",
+            ));
+        };
+        crate::cluster::nodes::list(shared).await.map_err(|e| {
+            ApiError::new(
+                503,
+                "dependency_unavailable",
+                format!("PostgreSQL (postgres_url): cannot read the hosts' rows: {e:#}"),
+            )
+        })
     }
 
     /// Loads the routes of the apps now in force into Caddy, when configured to.

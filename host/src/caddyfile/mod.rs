@@ -228,7 +228,16 @@ fn render_with(manifests: &[Manifest], options: &Options, custom_domains: bool) 
             out.push_str("\ttls {\n\t\ton_demand\n\t}\n");
         }
         site_common(&mut out, options.http_port.is_none());
-        let _ = writeln!(out, "\treverse_proxy {}", options.upstream);
+        let (upstream, lb) = balancing(&options.upstream);
+        match lb.is_empty() {
+            true => {
+                let _ = writeln!(out, "\treverse_proxy {upstream}");
+            }
+            false => {
+                let lb = lb.replace("\t\t\t", "\t\t");
+                let _ = write!(out, "\treverse_proxy {upstream} {{\n{lb}\t}}\n");
+            }
+        }
         out.push_str("}\n");
     }
     out
@@ -257,7 +266,27 @@ fn site_common(out: &mut String, tls: bool) {
     );
 }
 
+/// Several hosts (`--upstream "a:8080 b:8080"`, or commas): Caddy balances
+/// them, and a request that cannot reach one (a host down or restarting) is
+/// tried on another for up to 5 s. GET requests are retried even when the host
+/// died with the request in flight (Caddy's default `retry_match`); others only
+/// when they never reached it. A failed host is left out for 10 s.
+fn balancing(upstream: &str) -> (String, &'static str) {
+    let hosts: Vec<&str> = upstream
+        .split([',', ' ', '\t'])
+        .filter(|h| !h.is_empty())
+        .collect();
+    let lines = match hosts.len() {
+        0 | 1 => "",
+        _ => {
+            "\t\t\tlb_policy round_robin\n\t\t\tlb_try_duration 5s\n\t\t\tlb_try_interval 100ms\n\t\t\tfail_duration 10s\n"
+        }
+    };
+    (hosts.join(" "), lines)
+}
+
 fn handler_body(out: &mut String, path: &str, handler: &Handler, upstream: &str) {
+    let (upstream, lb) = balancing(upstream);
     match handler {
         Handler::App {
             apps,
@@ -271,7 +300,7 @@ fn handler_body(out: &mut String, path: &str, handler: &Handler, upstream: &str)
             );
             let _ = writeln!(
                 out,
-                "\t\treverse_proxy {upstream} {{\n\t\t\tflush_interval -1\n\t\t\ttransport http {{\n\t\t\t\tkeepalive {}s\n\t\t\t}}\n\t\t}}",
+                "\t\treverse_proxy {upstream} {{\n{lb}\t\t\tflush_interval -1\n\t\t\ttransport http {{\n\t\t\t\tkeepalive {}s\n\t\t\t}}\n\t\t}}",
                 UPSTREAM_KEEPALIVE.as_secs()
             );
         }
@@ -285,7 +314,7 @@ fn handler_body(out: &mut String, path: &str, handler: &Handler, upstream: &str)
             let _ = writeln!(out, "\t\t# {}", apps.join(", "));
             let _ = writeln!(
                 out,
-                "\t\treverse_proxy {upstream} {{\n\t\t\ttransport http {{\n\t\t\t\tdial_timeout 5s\n\t\t\t\tresponse_header_timeout {seconds}s\n\t\t\t\tkeepalive {}s\n\t\t\t}}\n\t\t}}",
+                "\t\treverse_proxy {upstream} {{\n{lb}\t\t\ttransport http {{\n\t\t\t\tdial_timeout 5s\n\t\t\t\tresponse_header_timeout {seconds}s\n\t\t\t\tkeepalive {}s\n\t\t\t}}\n\t\t}}",
                 UPSTREAM_KEEPALIVE.as_secs()
             );
         }
@@ -327,6 +356,25 @@ mod tests {
             http_port,
             ..Options::default()
         }
+    }
+
+    #[test]
+    fn several_upstreams_are_balanced_with_retries() {
+        let m = Manifest::parse(
+            Path::new("m/psydge.toml"),
+            include_str!("../../tests/fixtures/contract-example.toml"),
+        )
+        .unwrap();
+        let mut opts = options(None);
+        opts.upstream = "10.0.0.1:8080, 10.0.0.2:8080".into();
+        let text = render(&[m], &opts);
+        assert!(
+            text.contains(
+                "\t\treverse_proxy 10.0.0.1:8080 10.0.0.2:8080 {\n\t\t\tlb_policy round_robin\n\t\t\tlb_try_duration 5s\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(balancing("127.0.0.1:8080"), ("127.0.0.1:8080".into(), ""));
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! runs `SET statement_timeout = 0` gains nothing. Transactions exist only as
 //! the `transaction` resource (a raw `BEGIN` through `query` is refused), so a
 //! pooled connection never carries one request's transaction into another.
-//! The app's password lives in `<data_dir>/postgres/<role>.password` (0600);
-//! the server is sent only its SCRAM verifier.
+//! The app's password lives in `<data_dir>/postgres/<role>.password` (0600),
+//! or, on hosts given a `cluster_key`, sealed in PostgreSQL for all of them
+//! ([`secrets`]); the server is sent only its SCRAM verifier.
 //!
 //! Results are read as a stream and converted row by row; the running size is
 //! checked against the instance's memory headroom, so an oversized result ends
@@ -32,6 +33,7 @@ mod codec;
 mod guard;
 mod provision;
 mod query;
+mod secrets;
 
 pub use provision::{PostgresHost, role_name};
 pub use query::PostgresApp;

@@ -89,6 +89,8 @@ pub struct TimersHost {
     apps: Mutex<HashMap<String, Registration>>,
     listening: AtomicBool,
     memory_only_warned: AtomicBool,
+    /// Shutting down: no new job is leased.
+    stopping: AtomicBool,
 }
 
 struct Registration {
@@ -106,6 +108,7 @@ impl TimersHost {
             apps: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             memory_only_warned: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -128,6 +131,23 @@ impl TimersHost {
             .await
             .map_err(JobsError::Unavailable)?;
         Ok(JobsReport { counts, jobs })
+    }
+
+    /// A graceful shutdown: leases no more jobs, and gives back the leases of
+    /// the jobs still running here (they run again on another host, or on this
+    /// one after its restart). Answers how many were given back.
+    pub async fn release_leases(&self) -> Result<u64, store::StoreError> {
+        self.stopping.store(true, Ordering::Release);
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        // A lease being taken right now is written before it is given back.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store.release(&self.host_id).await
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// A new generation for `app` (a version going into force) and its waker.

@@ -42,6 +42,50 @@ pub struct HostConfig {
     /// Other servers Caddy fronts beside the host (e.g. Payload CMS on Node).
     pub upstreams: Vec<Upstream>,
     pub caddy: CaddyConfig,
+    /// This host's name among the hosts sharing `postgres_url` (default: the
+    /// machine's host name): its heartbeat row, `status --cluster`.
+    pub node_name: String,
+    /// Where this host's ingress answers, as other hosts and operators see it
+    /// (default: the bound `listen` address).
+    pub node_address: Option<String>,
+    /// Seals the apps' database passwords shared through PostgreSQL (32 bytes,
+    /// 64 hex characters, the same on every host). Without it, each password
+    /// stays in this host's data dir.
+    pub cluster_key: Option<ClusterKey>,
+}
+
+/// The cluster key (`cluster_key`, `ALORIG_CLUSTER_KEY`): never printed.
+#[derive(Clone)]
+pub struct ClusterKey(pub [u8; 32]);
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(…)")
+    }
+}
+
+impl std::str::FromStr for ClusterKey {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<Self> {
+        let bytes = hex::decode(text.trim()).ok().filter(|b| b.len() == 32);
+        let bytes = bytes.ok_or_else(|| {
+            anyhow::anyhow!(
+                "cluster_key/ALORIG_CLUSTER_KEY: not 64 hex characters (make one with `openssl rand -hex 32`)"
+            )
+        })?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Ok(Self(key))
+    }
+}
+
+/// The machine's host name, or `localhost` when it cannot be read.
+fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// `[[upstreams]]`: a host (and optional path prefix) Caddy proxies elsewhere.
@@ -98,6 +142,9 @@ struct HostToml {
     upstreams: Vec<Upstream>,
     #[serde(default)]
     caddy: CaddyConfig,
+    node_name: Option<String>,
+    node_address: Option<String>,
+    cluster_key: Option<String>,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "host.toml";
@@ -190,7 +237,21 @@ impl HostConfig {
                 up.path
             );
         }
+        let node_name = pick("ALORIG_NODE_NAME", raw.node_name).unwrap_or_else(machine_name);
+        anyhow::ensure!(
+            (1..=63).contains(&node_name.len())
+                && node_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "node_name/ALORIG_NODE_NAME: {node_name:?} must be 1 to 63 letters, digits, '-', '_' or '.'"
+        );
+        let cluster_key = pick("ALORIG_CLUSTER_KEY", raw.cluster_key)
+            .map(|k| k.parse::<ClusterKey>())
+            .transpose()?;
         Ok(HostConfig {
+            node_name,
+            node_address: pick("ALORIG_NODE_ADDRESS", raw.node_address),
+            cluster_key,
             trusted_proxies,
             upstreams: raw.upstreams,
             caddy: raw.caddy,
@@ -243,6 +304,36 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.port(), 2);
         assert_eq!(config.data_dir, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn node_name_and_cluster_key_are_checked_and_the_key_never_printed() {
+        let raw: HostToml = toml::from_str("node_name = \"vps-1\"").unwrap();
+        let key = "ab".repeat(32);
+        let config =
+            HostConfig::from_toml(raw, |k| (k == "ALORIG_CLUSTER_KEY").then(|| key.clone()))
+                .unwrap();
+        assert_eq!(config.node_name, "vps-1");
+        assert_eq!(config.cluster_key.as_ref().unwrap().0, [0xab; 32]);
+        assert!(!format!("{config:?}").contains(&key));
+        let raw: HostToml = toml::from_str("cluster_key = \"abc\"").unwrap();
+        let err = HostConfig::from_toml(raw, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cluster_key/ALORIG_CLUSTER_KEY: not 64 hex characters"),
+            "{err}"
+        );
+        let raw: HostToml = toml::from_str("node_name = \"a b\"").unwrap();
+        let err = HostConfig::from_toml(raw, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("node_name/ALORIG_NODE_NAME: \"a b\""),
+            "{err}"
+        );
+        let config = HostConfig::from_toml(HostToml::default(), |_| None).unwrap();
+        assert!(!config.node_name.is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod host;
 pub mod manifest;
 pub mod units;
 
-pub use host::HostConfig;
+pub use host::{ClusterKey, HostConfig};
 pub use manifest::Manifest;
 pub use units::{ByteSize, HumanDuration};
 

@@ -10,9 +10,17 @@
 //!
 //! Every version of an app charges the same memory gauges (see `App::from_file`),
 //! so an old version's in-flight instances and the new version's count as one app.
+//!
+//! With `postgres_url`, the versions live in PostgreSQL ([`shared`]) for every
+//! host sharing it: a deploy, rollback or removal is committed there first (and
+//! announced), then applied here; the other hosts apply it when they hear of it
+//! ([`sync`]). The data dir is then this host's cache of what PostgreSQL holds.
 
+mod figures;
 pub mod grants;
+pub mod shared;
 pub mod store;
+mod sync;
 pub mod upload;
 
 use crate::{
@@ -29,11 +37,12 @@ use crate::{
 };
 use anyhow::bail;
 use serde_json::{Value, json};
+use shared::Shared;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 use store::Store;
 
@@ -142,10 +151,9 @@ pub struct Apps {
     deploying: tokio::sync::Mutex<()>,
     /// Last samples of each app's counters, one a second, for rates and p99.
     samples: Mutex<HashMap<String, VecDeque<(Instant, LiveSample)>>>,
+    /// The versions every host shares (`serve` with `postgres_url`).
+    shared: Option<Arc<Shared>>,
 }
-
-/// Seconds of history behind requests/s, error rate and p99.
-const RATE_WINDOW: usize = 10;
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -174,7 +182,14 @@ impl Apps {
             live: Mutex::new(BTreeMap::new()),
             deploying: tokio::sync::Mutex::new(()),
             samples: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// Keeps the versions in PostgreSQL, shared with every host there.
+    pub fn with_shared(mut self, shared: Option<Arc<Shared>>) -> Self {
+        self.shared = shared.filter(|_| self.store.is_some());
+        self
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Deployed>> {
@@ -417,9 +432,21 @@ impl Apps {
             return Err(err);
         }
 
-        let version = store
-            .next_version(&upload.app)
-            .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        let version = match &self.shared {
+            // Committed and announced to every host before it is in force here.
+            Some(shared) => shared
+                .publish(
+                    &upload.app,
+                    &upload.manifest_text,
+                    spooled.path(),
+                    &app.digest,
+                )
+                .await
+                .map_err(shared_failed)?,
+            None => store
+                .next_version(&upload.app)
+                .map_err(|e| ApiError::from_anyhow(500, "storage", e))?,
+        };
         // Writing and fsyncing a component takes a while: off the async workers.
         let (writer, name, text) = (
             store.clone(),
@@ -468,9 +495,12 @@ impl Apps {
             .get(name)
             .map(|d| d.version)
             .ok_or_else(|| not_found(name))?;
-        let versions = store
-            .versions(name)
-            .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
+        let versions = match &self.shared {
+            Some(shared) => shared.versions(name).await.map_err(shared_failed)?,
+            None => store
+                .versions(name)
+                .map_err(|e| ApiError::from_anyhow(500, "storage", e))?,
+        };
         let target = match to {
             Some(v) if versions.contains(&v) => v,
             Some(v) => {
@@ -503,6 +533,11 @@ impl Apps {
                 format!("{name} version {target} is already in force"),
             ));
         }
+        if let Some(shared) = &self.shared {
+            self.cache_version(store, shared, name, target, None)
+                .await
+                .map_err(shared_failed)?;
+        }
         let (manifest, _) = store
             .manifest(name, target)
             .map_err(|e| ApiError::from_anyhow(500, "storage", e))?;
@@ -511,6 +546,12 @@ impl Apps {
             .await
             .map_err(|e| ApiError::from_anyhow(422, "bad_component", e))?;
         let app = Arc::new(app);
+        if let Some(shared) = &self.shared {
+            shared
+                .set_current(name, target)
+                .await
+                .map_err(shared_failed)?;
+        }
         self.swap(app.clone(), target)?;
         self.runtime.metrics.rolled_back(name);
         tracing::info!(app = %name, from = current, to = target, "rolled back in {:.0?}", started.elapsed());
@@ -529,6 +570,17 @@ impl Apps {
     pub async fn remove(&self, name: &str, purge: bool) -> Result<Value, ApiError> {
         let _one_at_a_time = self.deploying.lock().await;
         let store = self.store()?;
+        if !self.live().contains_key(name) {
+            return Err(not_found(name));
+        }
+        if let Some(shared) = &self.shared {
+            shared.remove(name).await.map_err(shared_failed)?;
+        }
+        self.remove_here(store, name)
+    }
+
+    /// Removes the app from this host (its routes, its cached versions).
+    fn remove_here(&self, store: &Store, name: &str) -> Result<Value, ApiError> {
         {
             let mut live = self.live();
             let mut next = live.clone();
@@ -564,121 +616,14 @@ impl Apps {
         Ok(json!({ "app": name, "removed": true, "files_purged": files_purged }))
     }
 
-    /// Samples every app's counters; run once a second.
-    pub fn sample(&self) {
-        let now = Instant::now();
-        let live = self.snapshot();
-        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        samples.retain(|name, _| live.contains_key(name));
-        for (name, deployed) in &live {
-            let ring = samples.entry(name.clone()).or_default();
-            // Several calls within one tick (a deploy's baseline) keep one sample.
-            if ring
-                .back()
-                .is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_millis(500))
-            {
-                continue;
-            }
-            ring.push_back((now, deployed.app.metrics.live.sample()));
-            while ring.len() > RATE_WINDOW + 1 {
-                ring.pop_front();
-            }
-        }
-    }
-
-    pub async fn sample_forever(self: Arc<Self>) {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            every.tick().await;
-            self.sample();
-        }
-    }
-
-    /// The figures of one app, as `/v1/apps` and the dashboard show them.
-    pub fn describe(&self, name: &str, deployed: &Deployed) -> Value {
-        let app = &deployed.app;
-        let now = app.metrics.live.sample();
-        let (rps, error_rate, p99, cpu_percent) = {
-            let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-            match samples.get(name).and_then(|ring| ring.front()) {
-                Some((at, first)) if at.elapsed() > Duration::from_millis(100) => {
-                    let secs = at.elapsed().as_secs_f64();
-                    let requests = now.requests.saturating_sub(first.requests);
-                    let errors = now.errors.saturating_sub(first.errors);
-                    let error_rate = if requests == 0 {
-                        0.0
-                    } else {
-                        errors as f64 / requests as f64
-                    };
-                    // Of one core, like `docker stats`: 200 % is two cores busy.
-                    let cpu = now.cpu_ns.saturating_sub(first.cpu_ns) as f64 / 1e9;
-                    let cpu_percent = 100.0 * cpu / secs;
-                    (
-                        requests as f64 / secs,
-                        error_rate,
-                        now.p99_since(first),
-                        cpu_percent,
-                    )
-                }
-                _ => (0.0, 0.0, None, 0.0),
-            }
-        };
-        let versions = self
-            .store
-            .as_ref()
-            .and_then(|s| s.versions(name).ok())
-            .unwrap_or_default();
-        let resources = &app.manifest.resources;
-        json!({
-            "name": name,
-            "version": deployed.version,
-            "versions": versions,
-            "deployed_at": deployed.since,
-            "digest": app.digest,
-            "routes": routes(app),
-            "memory_bytes": app.budget.used(),
-            "memory_peak_bytes": app.budget.peak(),
-            "host_memory_bytes": app.budget.host_held(),
-            "cpu_seconds_total": now.cpu_ns as f64 / 1e9,
-            "cpu_percent": cpu_percent,
-            "cpu_weight": resources.cpu_weight.get(),
-            "memory_limit_bytes": resources.memory.bytes(),
-            "files_bytes": app.capabilities.files.as_ref().map(|f| f.usage.bytes()),
-            "files_limit_bytes": app.capabilities.files.as_ref().map(|f| f.quota),
-            "instance_memory_bytes": resources.instance_memory.bytes(),
-            "max_concurrency": resources.max_concurrency.get(),
-            "request_timeout_seconds": resources.request_timeout.as_secs_f64(),
-            "instances": app.metrics.instances.get(),
-            "requests_total": now.requests,
-            "errors_total": now.errors,
-            "requests_per_second": rps,
-            "error_rate": error_rate,
-            "p99_seconds": p99.filter(|p| p.is_finite()),
-            "grants": grants::all(app),
-        })
-    }
-
-    pub fn list(&self) -> Value {
-        let live = self.snapshot();
-        Value::Array(
-            live.iter()
-                .map(|(name, d)| self.describe(name, d))
-                .collect(),
-        )
-    }
-
-    pub fn get(&self, name: &str) -> Result<Value, ApiError> {
-        let deployed = self
-            .live()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| not_found(name))?;
-        Ok(self.describe(name, &deployed))
-    }
-
     pub fn memory_budget(&self) -> u64 {
         self.budget.bytes()
     }
+}
+
+/// PostgreSQL failed to store or read the shared versions: nothing changed here.
+fn shared_failed(err: anyhow::Error) -> ApiError {
+    ApiError::from_anyhow(503, "dependency_unavailable", err)
 }
 
 fn not_found(name: &str) -> ApiError {

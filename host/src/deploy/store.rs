@@ -144,6 +144,11 @@ impl Store {
         let dir = self.version_dir(app, version);
         let tmp = dir.with_extension("tmp");
         let _ = fs::remove_dir_all(&tmp);
+        // A same-numbered folder is another version (a cache refreshed from
+        // PostgreSQL): the new one replaces it.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+        }
         fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         write_synced(&tmp.join("manifest.toml"), manifest.as_bytes())?;
         component(&tmp.join("component.wasm"))?;
@@ -173,6 +178,32 @@ impl Store {
         let mut manifest = Manifest::parse(&path, &text)?;
         manifest.component = dir.join("component.wasm");
         Ok((manifest, text))
+    }
+
+    /// The sha256 (hex) of a stored version's component and its manifest text,
+    /// or None when the version is not on disk.
+    pub fn fingerprint(&self, app: &str, version: u32) -> Result<Option<(String, String)>> {
+        use sha2::{Digest as _, Sha256};
+        let dir = self.version_dir(app, version);
+        let manifest = match fs::read_to_string(dir.join("manifest.toml")) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", dir.display()));
+            }
+        };
+        let path = dir.join("component.wasm");
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Some((hex::encode(hasher.finalize()), manifest)))
     }
 
     /// Deletes the oldest versions past the kept count, never `current`.

@@ -2,7 +2,8 @@
 //! used to create (or verify) each app's role and database and lock them down,
 //! to cancel overdue statements, and to size the host-wide connection limit;
 //! and the app's password, kept in `<data_dir>/postgres/<role>.password` (0600)
-//! while the server is sent only its SCRAM verifier (HMAC and base64 from the
+//! — or, given a cluster key, sealed in PostgreSQL for every host ([`super::secrets`])
+//! — while the server is sent only its SCRAM verifier (HMAC and base64 from the
 //! `hmac`/`base64` crates sqlx already uses).
 
 use super::{CANCEL_GRACE, describe, is_outage};
@@ -26,6 +27,11 @@ pub struct PostgresHost {
     /// Where each app's [`super::guard`] relay listens.
     run_dir: PathBuf,
     configured_limit: Option<u32>,
+    /// With a cluster key: passwords shared through PostgreSQL, and the role's
+    /// connection limit sized for every host up.
+    sealer: Option<super::secrets::Sealer>,
+    /// This host's `node_name` (not counted twice among the hosts up).
+    node: String,
 }
 
 impl PostgresHost {
@@ -48,7 +54,17 @@ impl PostgresHost {
             secrets_dir: data_dir.join("postgres"),
             run_dir: crate::limits::relay::socket_dir(Some(data_dir)),
             configured_limit: max_connections,
+            sealer: None,
+            node: String::new(),
         })
+    }
+
+    /// One host of several: with `key`, the apps' passwords are shared sealed
+    /// in PostgreSQL and each role's connection limit counts every host up.
+    pub fn with_cluster(mut self, key: Option<&crate::config::ClusterKey>, node: &str) -> Self {
+        self.sealer = key.map(super::secrets::Sealer::new);
+        self.node = node.to_string();
+        self
     }
 
     /// The most connections all apps together may hold: `postgres_max_connections`,
@@ -124,7 +140,12 @@ impl PostgresHost {
         .fetch_optional(&mut *admin)
         .await?;
         let password_file = self.secrets_dir.join(format!("{role}.password"));
-        let limit = pg.max_connections.get() + 1;
+        // Every host holds a pool of up to max_connections for the app.
+        let hosts = match &self.sealer {
+            Some(_) => super::secrets::live_hosts(&mut admin, &self.node).await,
+            None => 1,
+        };
+        let limit = pg.max_connections.get() * hosts + 1;
         let qrole = quote_ident(role);
         let qdb = quote_ident(&pg.database);
 
@@ -154,13 +175,31 @@ impl PostgresHost {
                 );
             }
         }
-        let password = match password_file.exists() {
-            true => read_secret(&password_file)?,
-            false => {
-                let secret = new_secret()?;
-                write_secret(&password_file, &secret)?;
-                secret
-            }
+        let password = match &self.sealer {
+            // This host's own password (a data dir joining a cluster) is
+            // proposed, so the first host's apps keep theirs.
+            Some(sealer) => super::secrets::shared_secret(
+                &mut admin,
+                sealer,
+                &format!("postgres:{role}"),
+                || match password_file.exists() {
+                    true => read_secret(&password_file),
+                    false => new_secret(),
+                },
+            )
+            .await
+            .map_err(|e| match e.downcast_ref::<sqlx::Error>() {
+                Some(e) => admin_error(e, at("cannot read the shared password")),
+                None => anyhow!("{}", at(&format!("{e:#}"))),
+            })?,
+            None => match password_file.exists() {
+                true => read_secret(&password_file)?,
+                false => {
+                    let secret = new_secret()?;
+                    write_secret(&password_file, &secret)?;
+                    secret
+                }
+            },
         };
         // Utility statements take no parameters, and statement logs may be on:
         // the server gets only a SCRAM verifier, never the password itself.

@@ -280,6 +280,23 @@ impl JobStore {
             .collect())
     }
 
+    /// Gives back the job leases `host` holds (a graceful shutdown): its running
+    /// jobs are pending again at once, the interrupted attempt not counted, so
+    /// another host runs them now instead of after the lease. Answers how many.
+    pub async fn release(&self, host: &str) -> Result<u64> {
+        let pool = self.ready().await?;
+        let done = sqlx::query(
+            "UPDATE alorig_jobs.jobs
+             SET state = 'pending', attempts = greatest(attempts - 1, 0), lease_until = NULL,
+                 leased_by = NULL, run_at = least(run_at, now())
+             WHERE leased_by = $1 AND state = 'running'",
+        )
+        .bind(host)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records a run's end, if this host still holds the job's lease: `done`,
     /// or (with an error) `pending` again after `retry_in`, or `dead` when
     /// `retry_in` is None. Answers the new state, or None when the lease was lost.

@@ -215,6 +215,9 @@ pub async fn job_loop<T: Send + 'static>(
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
+        if timers.host.stopping() {
+            return;
+        }
         let lease = timers.jobs.timeout + LEASE_SLACK;
         let claimed = match store
             .claim(
