@@ -576,11 +576,12 @@ impl Apps {
         if let Some(shared) = &self.shared {
             shared.remove(name).await.map_err(shared_failed)?;
         }
-        self.remove_here(store, name)
+        self.remove_here(store, name, purge)
     }
 
-    /// Removes the app from this host (its routes, its cached versions).
-    fn remove_here(&self, store: &Store, name: &str) -> Result<Value, ApiError> {
+    /// Removes the app from this host (its routes, its cached versions), and
+    /// its `[files]` directory too if `purge`.
+    fn remove_here(&self, store: &Store, name: &str, purge: bool) -> Result<Value, ApiError> {
         {
             let mut live = self.live();
             let mut next = live.clone();

@@ -71,7 +71,7 @@ impl Apps {
                     }
                 }
                 None if here.is_some() => {
-                    if let Err(err) = self.remove_here(store, name) {
+                    if let Err(err) = self.remove_here(store, name, false) {
                         tracing::error!(app = %name, fault = %Fault::Host, "cannot remove the app removed elsewhere: {}", err.message);
                         done.failed.push(name.clone());
                         continue;
