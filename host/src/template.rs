@@ -33,6 +33,7 @@ const PYTHON: Files = embed![
     "sdk/alorig/db.py" => "sdk/python/alorig/db.py",
     "sdk/alorig/env.py" => "sdk/python/alorig/env.py",
     "sdk/alorig/errors.py" => "sdk/python/alorig/errors.py",
+    "sdk/alorig/files.py" => "sdk/python/alorig/files.py",
     "sdk/alorig/exports.py" => "sdk/python/alorig/exports.py",
     "sdk/alorig/http.py" => "sdk/python/alorig/http.py",
     "sdk/alorig/jobs.py" => "sdk/python/alorig/jobs.py",
