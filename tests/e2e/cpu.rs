@@ -23,7 +23,8 @@ fn spinner(name: &str, timeout: &str, extra: &str) -> (String, String) {
 
 fn up(apps: &[(String, String)]) -> Host {
     let apps: Vec<(&str, String)> = apps.iter().map(|(n, m)| (n.as_str(), m.clone())).collect();
-    Host::up(&apps)
+    // The guest pool is off by default for now (see `limits/cpu.rs`).
+    Host::up_full(&apps, "", &[("ALORIG_GUEST_POOL", "on")])
 }
 
 /// Every app's `alorig_app_cpu_seconds_total`, summed, and the one of `app`.

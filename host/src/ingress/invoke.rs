@@ -105,17 +105,20 @@ async fn run(
             async move {
                 let mut slot = app.take_idle();
                 let served = serve_request(&app, &mut slot, req, sender, started).await;
+                // Kept for the next request right here, where the guest ended (in
+                // the pool, maybe), not once this result is back on the ingress:
+                // the client may already have sent its next request by then.
+                if served.is_ok()
+                    && let Some(instance) = slot.take()
+                {
+                    app.release(instance);
+                }
                 (served, slot)
             }
         };
         let ended = tokio::time::timeout(timeout, cpu::run(&app.cpu, work)).await;
         let failure = match ended {
-            Ok((Ok(()), slot)) => {
-                if let Some(instance) = slot {
-                    app.release(instance);
-                }
-                return None;
-            }
+            Ok((Ok(()), _)) => return None,
             Err(_) => trigger::deadline_passed(),
             // A failed instance is never reused: dropping it gives its memory back.
             Ok((Err(failed), _)) => {
