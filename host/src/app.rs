@@ -17,10 +17,13 @@ use crate::{
 };
 use anyhow::{Context as _, Result, bail};
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
@@ -49,6 +52,13 @@ pub struct App {
     /// Instances that finished a request cleanly and may take another
     /// (only with `instance_reuse` > 1), most recently used last.
     idle: Mutex<Vec<(Instance, Instant)>>,
+    /// Instances that have answered and are finishing their call (maybe on the
+    /// guest pool) before they are kept for reuse: the client's next request
+    /// may arrive first, and waits for one rather than starting a fresh instance.
+    pub finishing: Arc<Finishing>,
+    /// How long one instance took to start, measured at load: the longest a
+    /// request waits for a finishing one.
+    startup_time: Duration,
     /// The exported Redis message handler, when `[redis] channels` is set.
     pub redis_trigger: Option<redis::trigger::RedisTriggerPre<InstanceState>>,
     /// The exported WebSocket handler, when a route has `websocket = true`.
@@ -100,6 +110,36 @@ pub struct Instance {
 /// holds the ingress for at most a millisecond each. A short call that happens
 /// to straddle a tick moves too, which costs it a thread hand-off (~20 µs).
 pub const FIRST_TICKS: u64 = 1;
+
+/// The longest a request waits for an instance that has answered and is
+/// finishing, rather than starting a fresh one.
+pub const MAX_WAIT_FOR_FINISHING: Duration = Duration::from_millis(50);
+
+/// Counts the instances that answered and have not yet been kept or dropped.
+#[derive(Default)]
+pub struct Finishing {
+    count: AtomicUsize,
+    released: Notify,
+}
+
+impl Finishing {
+    /// Called when an instance answers; the returned mark, dropped once the
+    /// instance is kept or dropped, wakes the requests waiting for one.
+    pub fn answered(self: &Arc<Self>) -> FinishingMark {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        FinishingMark(self.clone())
+    }
+}
+
+/// One answered instance still finishing its call; see [`Finishing`].
+pub struct FinishingMark(Arc<Finishing>);
+
+impl Drop for FinishingMark {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
+    }
+}
 
 /// An idle instance is dropped after this long without a request, giving its
 /// memory back to the app's budget.
@@ -224,12 +264,16 @@ impl App {
             metrics,
             startup_memory: 0,
             idle: Mutex::new(Vec::new()),
+            finishing: Arc::default(),
+            startup_time: Duration::ZERO,
             manifest,
             redis_trigger,
             websocket_trigger,
             timer_handlers,
         };
+        let probed = Instant::now();
         app.startup_memory = app.probe().await?;
+        app.startup_time = probed.elapsed();
         Ok(app)
     }
 
@@ -294,7 +338,27 @@ impl App {
     }
 
     /// An idle instance ready for another request, if the app reuses them.
-    pub fn take_idle(&self) -> Option<Instance> {
+    /// When none is idle but one has answered and is finishing, waits for it
+    /// as long as starting a fresh one would take (at most [`MAX_WAIT_FOR_FINISHING`]).
+    pub async fn take_idle(&self) -> Option<Instance> {
+        if self.manifest.resources.instance_reuse.get() <= 1 {
+            return None;
+        }
+        let released = self.finishing.released.notified();
+        let mut released = std::pin::pin!(released);
+        released.as_mut().enable();
+        if let Some(instance) = self.pop_idle() {
+            return Some(instance);
+        }
+        if self.finishing.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let wait = self.startup_time.min(MAX_WAIT_FOR_FINISHING);
+        let _ = tokio::time::timeout(wait, released).await;
+        self.pop_idle()
+    }
+
+    fn pop_idle(&self) -> Option<Instance> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.pop().map(|(instance, _)| instance)
     }

@@ -20,7 +20,7 @@
 
 use super::body::LimitedBody;
 use crate::{
-    app::{App, FIRST_TICKS, Instance},
+    app::{App, FIRST_TICKS, FinishingMark, Instance},
     limits::{Refusal, cpu},
     metrics::{RejectReason, TrapReason},
     trigger::{self, Outcome},
@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Instant,
@@ -103,16 +103,20 @@ async fn run(
         let work = {
             let app = app.clone();
             async move {
-                let mut slot = app.take_idle();
-                let served = serve_request(&app, &mut slot, req, sender, started).await;
+                let mut slot = app.take_idle().await;
+                let finishing = Arc::new(OnceLock::new());
+                let served =
+                    serve_request(&app, &mut slot, req, sender, started, &finishing).await;
                 // Kept for the next request right here, where the guest ended (in
                 // the pool, maybe), not once this result is back on the ingress:
-                // the client may already have sent its next request by then.
+                // the client may already have sent its next request by then, and
+                // waits for this one (`App::take_idle`) until `finishing` drops.
                 if served.is_ok()
                     && let Some(instance) = slot.take()
                 {
                     app.release(instance);
                 }
+                drop(finishing);
                 (served, slot)
             }
         };
@@ -206,6 +210,7 @@ async fn serve_request(
     req: hyper::Request<LimitedBody>,
     sender: Sender,
     started: Instant,
+    finishing: &Arc<OnceLock<FinishingMark>>,
 ) -> Result<(), GuestError> {
     if slot.is_none() {
         let mut store = app.new_store(started);
@@ -230,7 +235,7 @@ async fn serve_request(
     let Some(instance) = slot.as_mut() else {
         return Ok(());
     }; // filled above
-    let result = handle(app, instance, req, sender, started).await;
+    let result = handle(app, instance, req, sender, started, finishing).await;
     match result {
         Ok(true) => Ok(()),
         // Returned without answering: not reused (its outparam, and our
@@ -254,6 +259,7 @@ async fn handle(
     req: hyper::Request<LimitedBody>,
     sender: Sender,
     started: Instant,
+    finishing: &Arc<OnceLock<FinishingMark>>,
 ) -> wasmtime::Result<bool> {
     let store = &mut instance.store;
     store.data_mut().deadline = started + app.manifest.resources.request_timeout;
@@ -261,11 +267,17 @@ async fn handle(
     store.set_epoch_deadline(FIRST_TICKS);
     let answered = Arc::new(AtomicBool::new(false));
     let flag = answered.clone();
+    // Marked before the answer goes out, for an app that reuses instances.
+    let mark = (app.manifest.resources.instance_reuse.get() > 1)
+        .then(|| (finishing.clone(), app.finishing.clone()));
     let out = store
         .data_mut()
         .http()
         .new_response_outparam_from_callback(move |result| {
             flag.store(true, Ordering::Release);
+            if let Some((slot, finishing)) = mark {
+                let _ = slot.set(finishing.answered());
+            }
             let _ = sender.send(result);
         })?;
     let guest_req = store

