@@ -56,7 +56,8 @@ CARGO_AUDIT_VERSION=0.22.2
 install_test_tools() {
   if ! cargo audit --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
     say "installing cargo-audit $CARGO_AUDIT_VERSION"
-    cargo install --locked "cargo-audit@$CARGO_AUDIT_VERSION"
+    # --debug: it reads one lock file, and builds in a third of the time.
+    cargo install --locked --debug "cargo-audit@$CARGO_AUDIT_VERSION"
   fi
   deploy/kubernetes/setup-validate.sh
 }
