@@ -23,9 +23,10 @@
 //! 12. CPU fair share: a neighbour's throughput while an app spins, with the
 //!    guest pool off (the same run's baseline) and on; weights; an app alone;
 //!    CPU counted per app vs the process's.
+//! 13. one Redis GET through the host call vs the `redis` crate natively.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
-//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files,cpu`
+//! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files,cpu,redis`
 //! runs just those sections.
 
 #[allow(dead_code)]
@@ -55,6 +56,8 @@ mod page;
 mod apps;
 #[path = "hosting/cpu.rs"]
 mod cpu;
+#[path = "hosting/redis_call.rs"]
+mod redis_call;
 #[path = "hosting/files.rs"]
 mod files;
 #[path = "hosting/host_memory.rs"]
@@ -468,6 +471,11 @@ fn main() {
     }
     if run("cpu") {
         cpu::cpu(seconds);
+    }
+    if run("redis") {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(redis_call::redis_call());
     }
 }
 

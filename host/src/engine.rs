@@ -260,7 +260,6 @@ fn file_digest(file: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::{Hash as _, Hasher as _};
 
     #[test]
     fn what_the_compiler_process_builds_the_serving_engine_loads() {

@@ -23,8 +23,7 @@ fn spinner(name: &str, timeout: &str, extra: &str) -> (String, String) {
 
 fn up(apps: &[(String, String)]) -> Host {
     let apps: Vec<(&str, String)> = apps.iter().map(|(n, m)| (n.as_str(), m.clone())).collect();
-    // The guest pool is off by default for now (see `limits/cpu.rs`).
-    Host::up_full(&apps, "", &[("ALORIG_GUEST_POOL", "on")])
+    Host::up_full(&apps, "", &[])
 }
 
 /// Every app's `alorig_app_cpu_seconds_total`, summed, and the one of `app`.

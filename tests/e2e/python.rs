@@ -179,7 +179,10 @@ async fn python_apps_keep_files_in_their_own_directory_within_the_quota() {
         call("GET", "notes/a.txt", b"").await,
         (200, "salaam dunya".to_string())
     );
-    assert_eq!(std::fs::read(own.join("notes/a.txt")).unwrap(), b"salaam dunya");
+    assert_eq!(
+        std::fs::read(own.join("notes/a.txt")).unwrap(),
+        b"salaam dunya"
+    );
     let listing = host.get("pyfiles.test", "/list?name=notes").await.text();
     assert_eq!(listing, r#"{"names": ["a.txt"], "exists": true}"#);
     assert_eq!(
@@ -188,8 +191,15 @@ async fn python_apps_keep_files_in_their_own_directory_within_the_quota() {
     );
 
     // Out of /data: refused as not-permitted, nothing written outside.
-    let before: Vec<_> = std::fs::read_dir(&host.data).unwrap().map(|e| e.unwrap().file_name()).collect();
-    for name in ["../escape.txt", "notes/../../escape.txt", "../../../../etc/passwd"] {
+    let before: Vec<_> = std::fs::read_dir(&host.data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for name in [
+        "../escape.txt",
+        "notes/../../escape.txt",
+        "../../../../etc/passwd",
+    ] {
         assert_eq!(
             call("PUT", name, b"out").await,
             (403, "not-permitted\n".to_string()),
@@ -197,8 +207,14 @@ async fn python_apps_keep_files_in_their_own_directory_within_the_quota() {
         );
         assert_eq!(call("GET", name, b"").await.0, 403, "{name}");
     }
-    let after: Vec<_> = std::fs::read_dir(&host.data).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(before, after, "an entry appeared beside the app's directory");
+    let after: Vec<_> = std::fs::read_dir(&host.data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        before, after,
+        "an entry appeared beside the app's directory"
+    );
     assert!(!host.data.join("escape.txt").exists() && !host.data.join("files/escape.txt").exists());
 
     // Past the quota: refused (wasi-libc turns the host's insufficient-space
@@ -210,15 +226,22 @@ async fn python_apps_keep_files_in_their_own_directory_within_the_quota() {
     let (status, kind) = call("PUT", "big.bin", &vec![7u8; 300 * 1024]).await;
     assert_eq!(status, 507, "{kind}");
     assert!(kind == "io\n" || kind == "quota-exceeded\n", "{kind}");
-    let used = host.metric("alorig_app_files_bytes", "app=\"pyfiles\"").await;
+    let used = host
+        .metric("alorig_app_files_bytes", "app=\"pyfiles\"")
+        .await;
     assert!(used <= limit, "{used} bytes counted over the {limit} quota");
 
     // Deleting frees the bytes: the same file fits once the big one is gone.
     assert_eq!(call("DELETE", "big.bin", b"").await.0, 204);
-    let freed = host.metric("alorig_app_files_bytes", "app=\"pyfiles\"").await;
+    let freed = host
+        .metric("alorig_app_files_bytes", "app=\"pyfiles\"")
+        .await;
     assert!(freed < 64.0 * 1024.0, "{freed} bytes still counted");
     assert_eq!(call("PUT", "big.bin", &vec![7u8; 200 * 1024]).await.0, 201);
-    assert_eq!(std::fs::metadata(own.join("big.bin")).unwrap().len(), 200 * 1024);
+    assert_eq!(
+        std::fs::metadata(own.join("big.bin")).unwrap().len(),
+        200 * 1024
+    );
 }
 
 /// The operator manifest `manifests/asms.toml`, pointed at the built component,
@@ -544,7 +567,8 @@ async fn host_memory_returns_within_30mb_after_deploying_a_python_app() {
     let data = tempfile::tempdir().unwrap();
     let host = Host::serve(data.path(), "");
     let before = |key| status_bytes(host.pid(), key);
-    let (rss_before, anon_before, file_before) = (before("VmRSS"), before("RssAnon"), before("RssFile"));
+    let (rss_before, anon_before, file_before) =
+        (before("VmRSS"), before("RssAnon"), before("RssFile"));
     // A fresh data dir: the deploy compiles the ~18 MB Python component.
     let manifest = host.dir.path().join("pyapp.toml");
     std::fs::write(

@@ -2,7 +2,8 @@
 //! it, and applied here by [`Apps::catch_up`]. Announcements sent while this
 //! host was not listening (PostgreSQL down, the connection lost, the host
 //! starting) are not replayed by PostgreSQL, so every (re)connection starts
-//! with a catch-up read, and a quiet connection re-reads now and then.
+//! with a catch-up read, and a quiet connection re-reads now and then (soon,
+//! with a backoff, while an app failed to load here).
 
 use super::Readiness;
 use crate::deploy::{
@@ -45,23 +46,34 @@ pub async fn follow(apps: Arc<Apps>, shared: Arc<Shared>, ready: Readiness) {
             }
         };
         // Listening from here on: whatever changed before is in this read.
-        if catch_up(&apps, &ready).await.is_err() {
+        let Ok(initial_failed) = catch_up(&apps, &ready).await else {
             tokio::time::sleep(retry).await;
             continue;
-        }
+        };
         if warned {
             tracing::info!("following the cluster's deploys again");
             warned = false;
         }
         retry = RETRY;
+        // After an app failed to load (PostgreSQL busy, a compile cut short),
+        // the next read comes soon, not after a quiet period.
+        let mut failed = initial_failed;
+        let mut again = RETRY;
         loop {
-            match tokio::time::timeout(QUIET_READ, listener.try_recv()).await {
+            let wait = if failed { again } else { QUIET_READ };
+            match tokio::time::timeout(wait, listener.try_recv()).await {
                 // An announcement, or `None`: reconnected, announcements may be lost.
-                Ok(Ok(_)) | Err(_) => {
-                    if catch_up(&apps, &ready).await.is_err() {
-                        break;
+                Ok(Ok(_)) | Err(_) => match catch_up(&apps, &ready).await {
+                    Ok(still_failed) => {
+                        again = if still_failed && failed {
+                            (again * 2).min(RETRY_MAX)
+                        } else {
+                            RETRY
+                        };
+                        failed = still_failed;
                     }
-                }
+                    Err(_) => break,
+                },
                 Ok(Err(err)) => {
                     tracing::warn!(
                         fault = "dependency",
@@ -75,7 +87,8 @@ pub async fn follow(apps: Arc<Apps>, shared: Arc<Shared>, ready: Readiness) {
     }
 }
 
-async fn catch_up(apps: &Apps, ready: &Readiness) -> anyhow::Result<()> {
+/// One catch-up; true if an app could not be brought to the cluster's version.
+async fn catch_up(apps: &Apps, ready: &Readiness) -> anyhow::Result<bool> {
     match apps.catch_up().await {
         Ok(done) => {
             if !ready.is_ready() {
@@ -87,7 +100,7 @@ async fn catch_up(apps: &Apps, ready: &Readiness) -> anyhow::Result<()> {
                 );
                 ready.set();
             }
-            Ok(())
+            Ok(!done.failed.is_empty())
         }
         Err(err) => {
             tracing::warn!(

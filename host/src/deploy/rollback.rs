@@ -103,7 +103,12 @@ impl Apps {
 
     /// Removes the app from this host (its routes, its cached versions), and
     /// its `[files]` directory too if `purge`.
-    pub(super) fn remove_here(&self, store: &Store, name: &str, purge: bool) -> Result<Value, ApiError> {
+    pub(super) fn remove_here(
+        &self,
+        store: &Store,
+        name: &str,
+        purge: bool,
+    ) -> Result<Value, ApiError> {
         {
             let mut live = self.live();
             let mut next = live.clone();

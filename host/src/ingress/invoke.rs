@@ -105,8 +105,7 @@ async fn run(
             async move {
                 let mut slot = app.take_idle().await;
                 let finishing = Arc::new(OnceLock::new());
-                let served =
-                    serve_request(&app, &mut slot, req, sender, started, &finishing).await;
+                let served = serve_request(&app, &mut slot, req, sender, started, &finishing).await;
                 // Kept for the next request right here, where the guest ended (in
                 // the pool, maybe), not once this result is back on the ingress:
                 // the client may already have sent its next request by then, and
