@@ -56,8 +56,6 @@ mod page;
 mod apps;
 #[path = "hosting/cpu.rs"]
 mod cpu;
-#[path = "hosting/redis_call.rs"]
-mod redis_call;
 #[path = "hosting/files.rs"]
 mod files;
 #[path = "hosting/host_memory.rs"]
@@ -66,6 +64,8 @@ mod host_memory;
 mod jobs;
 #[path = "hosting/python.rs"]
 mod python;
+#[path = "hosting/redis_call.rs"]
+mod redis_call;
 #[path = "hosting/websocket.rs"]
 mod websocket;
 

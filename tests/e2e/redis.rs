@@ -526,4 +526,3 @@ fn a_component_importing_redis_without_a_redis_section_is_refused_at_load() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
-

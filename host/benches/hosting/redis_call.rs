@@ -36,7 +36,10 @@ pub async fn redis_call() {
             let _ = reply.send(runtime.block_on(native_gets(url.clone(), N)));
         }
     });
-    let key = "bench".bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let key = "bench"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
     let _ = host.get("a.test", &format!("/bench?n=500&k={key}")).await; // warm-up
     println!("| round | guest p50 ms | guest p99 ms | native p50 ms | native p99 ms |");
     println!("|---|---:|---:|---:|---:|");

@@ -27,6 +27,10 @@ use tokio::net::TcpListener;
 /// The host config's default `write_timeout`.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// At a shutdown, how long a connection that has not sent a request yet is
+/// kept open for its first one.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
 pub struct Ingress {
     router: ArcSwap<Router>,
     header_read_timeout: Duration,
@@ -125,6 +129,8 @@ impl Ingress {
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -134,13 +140,14 @@ impl Ingress {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
             let ingress = self.clone();
             let mut stop = watch.clone();
             let cpu = ConnectionCpu::default();
             let charged = cpu.clone();
+            let first_request = Arc::new(tokio::sync::Notify::new());
+            let requested = first_request.clone();
             let connection =
                 http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -149,6 +156,7 @@ impl Ingress {
                     .serve_connection(
                         TokioIo::new(write_timeout::WriteTimeout::new(stream, self.write_timeout)),
                         service_fn(move |mut req: hyper::Request<Incoming>| {
+                            requested.notify_one();
                             let ingress = ingress.clone();
                             let cpu = cpu.clone();
                             let trusted = ingress
@@ -168,8 +176,20 @@ impl Ingress {
                 let ended = tokio::select! {
                     ended = connection.as_mut() => ended,
                     () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
+                        // A connection accepted just before the stop may not have
+                        // sent its first request yet: closing it now would fail
+                        // that request, which a client only retries on a reused
+                        // connection. It gets a moment to arrive (as Go's server does).
+                        let arrived = async {
+                            let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, first_request.notified()).await;
+                        };
+                        tokio::select! {
+                            ended = connection.as_mut() => ended,
+                            () = arrived => {
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        }
                     }
                 };
                 if let Err(err) = ended {
