@@ -29,10 +29,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use std::{
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, OnceLock},
     time::Instant,
 };
 use wasmtime_wasi_http::{
@@ -104,18 +101,18 @@ async fn run(
             let app = app.clone();
             async move {
                 let mut slot = app.take_idle().await;
-                let finishing = Arc::new(OnceLock::new());
-                let served = serve_request(&app, &mut slot, req, sender, started, &finishing).await;
+                let answered = Arc::new(OnceLock::new());
+                let served = serve_request(&app, &mut slot, req, sender, started, &answered).await;
                 // Kept for the next request right here, where the guest ended (in
                 // the pool, maybe), not once this result is back on the ingress:
                 // the client may already have sent its next request by then, and
-                // waits for this one (`App::take_idle`) until `finishing` drops.
+                // waits for this one (`App::take_idle`) until `answered` drops.
                 if served.is_ok()
                     && let Some(instance) = slot.take()
                 {
                     app.release(instance);
                 }
-                drop(finishing);
+                drop(answered);
                 (served, slot)
             }
         };
@@ -193,6 +190,10 @@ async fn run(
 
 type Sender = tokio::sync::oneshot::Sender<Result<Response, ErrorCode>>;
 
+/// Set when the guest answers a request; holds the app's finishing mark while
+/// a reusable instance is on its way back to the idle list.
+type Answered = Arc<OnceLock<Option<FinishingMark>>>;
+
 /// Why a guest ended with an error: the error, whether it happened while the
 /// instance was still starting, and the limiter's record of a refused growth.
 struct GuestError {
@@ -209,7 +210,7 @@ async fn serve_request(
     req: hyper::Request<LimitedBody>,
     sender: Sender,
     started: Instant,
-    finishing: &Arc<OnceLock<FinishingMark>>,
+    answered: &Answered,
 ) -> Result<(), GuestError> {
     if slot.is_none() {
         let mut store = app.new_store(started);
@@ -234,7 +235,7 @@ async fn serve_request(
     let Some(instance) = slot.as_mut() else {
         return Ok(());
     }; // filled above
-    let result = handle(app, instance, req, sender, started, finishing).await;
+    let result = handle(app, instance, req, sender, started, answered).await;
     match result {
         Ok(true) => Ok(()),
         // Returned without answering: not reused (its outparam, and our
@@ -258,25 +259,22 @@ async fn handle(
     req: hyper::Request<LimitedBody>,
     sender: Sender,
     started: Instant,
-    finishing: &Arc<OnceLock<FinishingMark>>,
+    answered: &Answered,
 ) -> wasmtime::Result<bool> {
     let store = &mut instance.store;
     store.data_mut().deadline = started + app.manifest.resources.request_timeout;
     // A reused instance's epoch deadline is its last request's: start afresh.
     store.set_epoch_deadline(FIRST_TICKS);
-    let answered = Arc::new(AtomicBool::new(false));
+    // Set before the answer goes out; an app that reuses instances counts it
+    // as finishing until the request's `answered` drops.
     let flag = answered.clone();
-    // Marked before the answer goes out, for an app that reuses instances.
-    let mark = (app.manifest.resources.instance_reuse.get() > 1)
-        .then(|| (finishing.clone(), app.finishing.clone()));
+    let finishing =
+        (app.manifest.resources.instance_reuse.get() > 1).then(|| app.finishing.clone());
     let out = store
         .data_mut()
         .http()
         .new_response_outparam_from_callback(move |result| {
-            flag.store(true, Ordering::Release);
-            if let Some((slot, finishing)) = mark {
-                let _ = slot.set(finishing.answered());
-            }
+            let _ = flag.set(finishing.map(|f| f.answered()));
             let _ = sender.send(result);
         })?;
     let guest_req = store
@@ -288,7 +286,7 @@ async fn handle(
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, guest_req, out)
         .await?;
-    Ok(answered.load(Ordering::Acquire))
+    Ok(answered.get().is_some())
 }
 
 /// A response the host itself gives.
