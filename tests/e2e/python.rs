@@ -557,11 +557,10 @@ fn status_bytes(pid: u32, key: &str) -> u64 {
 }
 
 /// After a Python app's deploy (its compile in a child process) and 20
-/// requests, the host holds at most 30 MB more of its own memory (anonymous
-/// pages: heap, stores). Its resident total also counts the pages of the
-/// compiled code it maps from the cache file (page cache, shared with the
-/// cache and reclaimable; with large folios a touched 4 KiB maps 2 MiB), which
-/// is the app's code, not compilation memory: at most the file's size.
+/// requests, the host's resident memory is within 30 MB of before: its own
+/// memory (anonymous pages: heap, stores) and the pages of compiled code it
+/// maps from the cache file, which the host reads 4 KiB at a time as the app
+/// runs them (`engine::map_lazily`) rather than in whole large folios.
 #[tokio::test(flavor = "multi_thread")]
 async fn host_memory_returns_within_30mb_after_deploying_a_python_app() {
     let data = tempfile::tempdir().unwrap();
@@ -600,17 +599,15 @@ async fn host_memory_returns_within_30mb_after_deploying_a_python_app() {
         mib(file),
         mib(compiled)
     );
+    const LIMIT: u64 = 30_000_000;
     assert!(
-        anon <= anon_before + 30 * 1024 * 1024,
-        "the host's own memory grew from {:.1} MiB to {:.1} MiB after deploying a Python app (limit: +30 MB)",
-        mib(anon_before),
-        mib(anon)
-    );
-    assert!(
-        file <= file_before + compiled,
-        "mapped code grew by {:.1} MiB, more than the compiled component ({:.1} MiB)",
-        mib(file - file_before),
-        mib(compiled)
+        rss <= rss_before + LIMIT,
+        "host RSS grew from {:.1} MiB to {:.1} MiB after deploying a Python app (limit: +30 MB): \
+         anonymous +{:.1} MiB, mapped files +{:.1} MiB",
+        mib(rss_before),
+        mib(rss),
+        mib(anon.saturating_sub(anon_before)),
+        mib(file.saturating_sub(file_before))
     );
 }
 
