@@ -95,6 +95,10 @@ impl Instances<InstanceState> for App {
     fn refusal(&self, state: &InstanceState) -> Option<Refusal> {
         state.limiter.refusal()
     }
+
+    fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
 }
 
 /// A live instance of the app, between or during requests.

@@ -13,8 +13,9 @@
 use crate::{
     fault::Fault,
     limits::{
-        Refusal,
+        MemoryBudget, Refusal,
         cpu::{self, AppCpu},
+        host_memory::{HostCharge, NoRoom},
     },
     metrics::{AppMetrics, RejectReason, TrapReason},
 };
@@ -131,6 +132,9 @@ pub trait Instances<T>: Send + Sync {
     fn new_store(&self, deadline: Instant) -> Store<T>;
     /// Whether the store's limiter refused memory growth, and which limit.
     fn refusal(&self, state: &T) -> Option<Refusal>;
+    /// The app's memory budget, which what the host holds for a trigger
+    /// (a job's payload, a message) is charged to.
+    fn budget(&self) -> &Arc<MemoryBudget>;
 }
 
 /// What a trigger calls on the fresh store: instantiate, call the export.
@@ -184,6 +188,14 @@ impl<T: Send + 'static> Invoker<T> {
 
     pub fn metrics(&self) -> &AppMetrics {
         self.0.metrics()
+    }
+
+    /// Charges `bytes` the host holds for this trigger (its arguments) to the
+    /// app's memory budget, given back when the charge is dropped.
+    pub fn charge(&self, bytes: usize) -> Result<HostCharge, NoRoom> {
+        let mut charge = HostCharge::new(self.0.budget().clone());
+        charge.grow(bytes as u64)?;
+        Ok(charge)
     }
 
     /// Whether a permit is free right now (a WebSocket open is not kept waiting).

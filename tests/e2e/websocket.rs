@@ -769,3 +769,69 @@ async fn groups_outlive_a_redis_outage() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Messages queued for clients that do not read are held by the host for the
+/// app, so they count against its memory budget: a 16 MiB app sending 1 MiB
+/// messages to six stalled clients (each in a group of its own, so nothing is
+/// shared) is refused (`invalid`, 503 from the guest) once its queues hold
+/// what the budget has left, although each queue (8 × 2 MiB) would take more;
+/// the bytes come back when the clients go.
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_messages_count_against_the_apps_memory_budget() {
+    const BUDGET: f64 = (16u64 << 20) as f64;
+    let text = manifest(
+        "w",
+        "test-websocket",
+        "[resources]\nmemory = \"16MiB\"\nmax_body = \"2MiB\"\n\
+         [[routes]]\nhost = \"ws.test\"\nwebsocket = true\n[[routes]]\nhost = \"api.test\"\n\
+         [websocket]\nmax_message = \"2MiB\"\nsend_queue = 8\nsend_timeout = \"60s\"",
+    );
+    let host = up(&[("w".to_string(), text)], "");
+    let mut stalled = Vec::new();
+    for group in 0..6 {
+        stalled.push(connect(&host, &format!("/?group=g{group}")).await);
+    }
+    let held = || host.metric("alorig_app_host_memory_bytes", "app=\"w\"");
+    let body = vec![b'x'; 1 << 20];
+    let (mut refusal, mut accepted, mut peak) = (None, 0, 0.0f64);
+    // The kernel's socket buffers take several MiB per connection before the
+    // host has to queue anything.
+    for n in 0..240 {
+        let path = format!("/broadcast?group=g{}&n=1", n % 6);
+        let sent = host.request("POST", "api.test", &path, body.clone()).await;
+        if sent.status != 200 {
+            refusal = Some((sent.status, sent.text()));
+            break;
+        }
+        accepted += 1;
+        peak = peak.max(held().await);
+        assert!(peak <= BUDGET, "host-held bytes past the budget: {peak}");
+    }
+    println!(
+        "{accepted} messages of 1 MiB sent to 6 stalled clients; the host held at most {:.1} MiB \
+         for the app; then {:?}",
+        peak / 1048576.0,
+        refusal.as_ref().map(|(s, t)| format!("{s} {t}"))
+    );
+    let (status, why) = refusal.expect("a send the budget cannot hold is refused");
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("memory budget"), "{why}");
+    assert_eq!(
+        host.metric(
+            "alorig_app_ws_dropped_total",
+            "app=\"w\",reason=\"slow_consumer\""
+        )
+        .await,
+        0.0,
+        "no queue was full: the budget refused first"
+    );
+    // The clients go: their queues, and the charge, go with them.
+    drop(stalled);
+    for _ in 0..100 {
+        if held().await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held().await, 0.0, "host-held bytes after the clients left");
+}

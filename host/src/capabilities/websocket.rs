@@ -26,6 +26,7 @@ mod wire;
 
 use crate::{
     config::manifest::{self, Manifest},
+    limits::MemoryBudget,
     metrics::{RejectReason, WsDropReason, WsMetrics},
     trigger::{Invoker, Outcome},
 };
@@ -69,6 +70,8 @@ pub struct WebSocketApp {
     pub limits: manifest::WebSocket,
     pub metrics: WsMetrics,
     pub hub: Arc<Hub>,
+    /// The app's memory budget: queued outgoing messages are charged to it.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl WebSocketApp {
@@ -77,12 +80,14 @@ impl WebSocketApp {
         limits: manifest::WebSocket,
         metrics: WsMetrics,
         hub: Arc<Hub>,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
         Self {
             name,
             limits,
             metrics,
             hub,
+            budget,
         }
     }
 
@@ -92,6 +97,7 @@ impl WebSocketApp {
             ctx.manifest.websocket.clone(),
             ctx.metrics.websocket(ctx.name),
             ctx.websocket.clone(),
+            ctx.budget.clone(),
         )
     }
 
@@ -373,6 +379,7 @@ pub async fn open<T: Send + 'static>(
         ws.name.clone(),
         ws.metrics.clone(),
         ws.limits.send_queue.get() as usize,
+        ws.budget.clone(),
     );
     let request = OpenRequest {
         connection: id.clone(),
@@ -438,11 +445,17 @@ mod tests {
             "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_message = \"1KiB\"\n",
         )
         .unwrap();
+        let budget = Arc::new(MemoryBudget::new(
+            1 << 20,
+            prometheus_client::metrics::gauge::Gauge::default(),
+            prometheus_client::metrics::gauge::Gauge::default(),
+        ));
         let app = Arc::new(WebSocketApp::new(
             "a".into(),
             manifest.websocket.clone(),
             metrics.websocket("a"),
             Hub::new(),
+            budget.clone(),
         ));
         let ctx = WebSocketCtx::new(app.clone());
         let mut view = ctx.view();
@@ -470,7 +483,9 @@ mod tests {
             Err(Error::Invalid(_))
         ));
         // A connection of this host, of this app: messages reach its queue.
-        let (id, _seq, _conn, mut queue) = app.hub.open("a".into(), metrics.websocket("a"), 4);
+        let (id, _seq, _conn, mut queue) =
+            app.hub
+                .open("a".into(), metrics.websocket("a"), 4, budget.clone());
         assert!(
             view.send(id.clone(), Message::Text("hi".into()))
                 .await
@@ -479,7 +494,7 @@ mod tests {
         );
         assert!(matches!(
             queue.recv().await,
-            Some(hub::Outgoing::Message(_))
+            Some(hub::Outgoing::Message(..))
         ));
         // Another app's connection is as unknown as a closed one.
         let other = Arc::new(WebSocketApp::new(
@@ -487,6 +502,7 @@ mod tests {
             manifest.websocket.clone(),
             metrics.websocket("b"),
             app.hub.clone(),
+            budget.clone(),
         ));
         let other_ctx = WebSocketCtx::new(other);
         assert!(matches!(

@@ -8,7 +8,10 @@
 //!
 //! At most [`MAX_IN_FLIGHT`] messages of one app are being handled at once on
 //! this host; past that the subscription is not read until one finishes (the
-//! messages wait in the Redis client's buffer, not in one task each).
+//! messages wait in the Redis client's buffer, not in one task each). Each
+//! message's bytes are charged to the app's memory budget while its handler
+//! runs (the relay charged them on the wire before); one that does not fit
+//! is dropped with a warning, as pub/sub drops messages nobody can take.
 
 use super::{RedisApp, trigger::RedisTriggerPre};
 use crate::trigger::{Invoker, Outcome, WeakInvoker};
@@ -62,11 +65,27 @@ pub fn subscribe<T: Send + 'static>(
                         let Ok(permit) = in_flight.clone().acquire_owned().await else {
                             return;
                         };
+                        // The copy handed to the guest is held until its
+                        // handler ends: charged to the app's budget first.
+                        let payload = message.get_payload_bytes();
+                        let charge = match invoker.charge(payload.len() + channel.len()) {
+                            Ok(charge) => charge,
+                            Err(no_room) => {
+                                crate::traplog::warn(
+                                    invoker.name(),
+                                    format_args!(
+                                        "Redis message on {channel} not handled: it cannot be held: {no_room}"
+                                    ),
+                                );
+                                continue;
+                            }
+                        };
+                        let payload = payload.to_vec();
+                        drop(message);
                         let trigger = trigger.clone();
-                        let payload = message.get_payload_bytes().to_vec();
                         tokio::spawn(async move {
                             deliver(invoker, trigger, channel, payload).await;
-                            drop(permit);
+                            drop((permit, charge));
                         });
                     }
                     tracing::warn!(

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     config::manifest::{CatchUp, Timer},
+    metrics::RejectReason,
     trigger::{Invoker, Outcome, WeakInvoker},
 };
 use chrono::Utc;
@@ -301,18 +302,32 @@ async fn run_job<T: Send + 'static>(
             None,
         )
     } else {
+        // The payload is held while the job runs: charged to the app's budget
+        // first, like anything the host holds for it. No room is a rejection,
+        // retried after the backoff like any failed attempt.
+        let charge = app.charge(job.payload.len() + job.name.len());
         let (id, name, payload) = (job.id as u64, job.name.clone(), job.payload);
-        let outcome = app
-            .run(started, jobs.timeout, move |store| {
-                Box::pin(async move {
-                    let instance = trigger.instantiate_async(&mut *store).await?;
-                    instance
-                        .alorig_host_job_handler()
-                        .call_on_job(store, id, &name, &payload, attempt)
-                        .await
+        let outcome = match &charge {
+            Ok(_) => {
+                app.run(started, jobs.timeout, move |store| {
+                    Box::pin(async move {
+                        let instance = trigger.instantiate_async(&mut *store).await?;
+                        instance
+                            .alorig_host_job_handler()
+                            .call_on_job(store, id, &name, &payload, attempt)
+                            .await
+                    })
                 })
-            })
-            .await;
+                .await
+            }
+            Err(no_room) => {
+                tracing::info!(app = %timers.app, fault = "guest", job = job.id, "job not started: its payload cannot be held: {no_room}");
+                let outcome = Outcome::Rejected(RejectReason::MemoryBudget);
+                outcome.record(app.metrics());
+                outcome
+            }
+        };
+        drop(charge);
         timers.metrics.job_run(outcome.label());
         match outcome {
             Outcome::Ok => (None, None),

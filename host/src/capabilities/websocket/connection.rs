@@ -95,7 +95,8 @@ async fn run<T: Send + 'static>(
         tokio::select! {
             () = conn.killed() => break 1008,
             outgoing = queue.recv() => match outgoing {
-                Some(Outgoing::Message(message)) => {
+                // The charge of the message's bytes is given back once it is written.
+                Some(Outgoing::Message(message, _charge)) => {
                     tokio::select! {
                         sent = tokio::time::timeout(limits.send_timeout, socket.send(message)) => match sent {
                             Ok(Ok(())) => metrics.messages_out.inc(),

@@ -25,7 +25,13 @@ use super::{
     fanout::{Fanout, GROUP_CHANNEL, group_channel, host_channel},
     wire::{Op, decode_group, decode_op, encode_group, encode_op},
 };
-use crate::metrics::{WsDropReason, WsMetrics};
+use crate::{
+    limits::{
+        MemoryBudget,
+        host_memory::{HostCharge, NoRoom},
+    },
+    metrics::{WsDropReason, WsMetrics},
+};
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -40,7 +46,10 @@ use tokio_tungstenite::tungstenite::Message;
 /// What a connection task is asked to write, in order.
 #[derive(Debug)]
 pub enum Outgoing {
-    Message(Message),
+    /// A message and the charge of its bytes to the app's memory budget:
+    /// every queued copy shares both (a group message's bytes are one buffer),
+    /// and the charge is given back when the last copy is written or dropped.
+    Message(Message, Arc<HostCharge>),
     Close(u16, String),
 }
 
@@ -48,6 +57,8 @@ pub enum Outgoing {
 pub struct Conn {
     pub app: Arc<str>,
     tx: mpsc::Sender<Outgoing>,
+    /// The app's memory budget, which queued messages are charged to.
+    budget: Arc<MemoryBudget>,
     /// Set (with the reason's index) when the host drops the connection.
     killed: Notify,
     kill_reason: AtomicUsize,
@@ -76,6 +87,19 @@ impl Conn {
         self.killed.notified().await;
     }
 
+    /// Charges a message's bytes to the app's budget, for as long as it is queued.
+    fn charge(&self, message: &Message) -> Result<Arc<HostCharge>, NoRoom> {
+        let mut charge = HostCharge::new(self.budget.clone());
+        charge.grow(message.len() as u64)?;
+        Ok(Arc::new(charge))
+    }
+
+    /// Charges and queues one message; one the budget cannot hold is `invalid`.
+    fn push_message(&self, message: Message) -> Result<(), Error> {
+        let charge = self.charge(&message).map_err(too_much)?;
+        self.push(Outgoing::Message(message, charge))
+    }
+
     /// Queues a message; a full queue means the client is not reading: dropped.
     fn push(&self, item: Outgoing) -> Result<(), Error> {
         match self.tx.try_send(item) {
@@ -87,6 +111,11 @@ impl Conn {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
         }
     }
+}
+
+/// The guest's error for a message its app's memory budget cannot hold.
+fn too_much(no_room: NoRoom) -> Error {
+    Error::Invalid(format!("the message cannot be queued: {no_room}"))
 }
 
 struct Entry {
@@ -142,12 +171,14 @@ impl Hub {
     }
 
     /// Registers a new connection of `app` with an outgoing queue of `queue`
-    /// messages: its id, its handle and the queue's receiving end.
+    /// messages, charged to `budget`: its id, its handle and the queue's
+    /// receiving end.
     pub fn open(
         &self,
         app: Arc<str>,
         metrics: WsMetrics,
         queue: usize,
+        budget: Arc<MemoryBudget>,
     ) -> (String, u64, Arc<Conn>, mpsc::Receiver<Outgoing>) {
         self.fanout();
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +186,7 @@ impl Hub {
         let conn = Arc::new(Conn {
             app,
             tx,
+            budget,
             killed: Notify::new(),
             kill_reason: AtomicUsize::new(ALIVE),
             metrics,
@@ -247,7 +279,7 @@ impl Hub {
 
     pub async fn send(&self, app: &str, id: &str, message: Message) -> Result<(), Error> {
         match self.target(id)? {
-            Target::Local(seq) => self.local(app, seq)?.push(Outgoing::Message(message)),
+            Target::Local(seq) => self.local(app, seq)?.push_message(message),
             Target::Remote { host, seq } => self.forward(&host, Op::Send(message), app, seq).await,
         }
     }
@@ -336,7 +368,7 @@ impl Hub {
     /// and the guest hears `unavailable`.
     pub async fn send_group(&self, app: &str, group: &str, message: Message) -> Result<(), Error> {
         let channel = group_channel(app, group);
-        self.deliver_local(&channel, &message);
+        self.deliver_local(&channel, &message).map_err(too_much)?;
         match self.fanout() {
             Some(fanout) => fanout
                 .publish(&channel, encode_group(&self.host_id, &message))
@@ -346,16 +378,38 @@ impl Hub {
         }
     }
 
-    /// Queues `message` to this host's members of a group channel. A member
-    /// whose queue is full is dropped (slow consumer); the others are not held up.
-    fn deliver_local(&self, channel: &str, message: &Message) {
+    /// Queues `message` to this host's members of a group channel, charged
+    /// once to their app's budget (the copies share its bytes). A member whose
+    /// queue is full is dropped (slow consumer); the others are not held up.
+    /// A message the budget cannot hold reaches no member.
+    fn deliver_local(&self, channel: &str, message: &Message) -> Result<(), NoRoom> {
         let registry = self.registry();
         let Some(members) = registry.groups.get(channel) else {
-            return;
+            return Ok(());
         };
-        for seq in members {
-            if let Some(entry) = registry.conns.get(seq) {
-                let _ = entry.conn.push(Outgoing::Message(message.clone()));
+        let mut conns = members.iter().filter_map(|seq| registry.conns.get(seq));
+        let Some(first) = conns.next() else {
+            return Ok(());
+        };
+        let charge = first.conn.charge(message)?;
+        for entry in std::iter::once(first).chain(conns) {
+            let _ = entry
+                .conn
+                .push(Outgoing::Message(message.clone(), charge.clone()));
+        }
+        Ok(())
+    }
+
+    /// A group message from another host that this host's members cannot
+    /// queue within their app's budget: rather than miss it unseen, they are
+    /// dropped like slow consumers (a client reconnects and catches up).
+    fn deliver_remote(&self, channel: &str, message: &Message) {
+        if self.deliver_local(channel, message).is_err() {
+            let registry = self.registry();
+            for seq in registry.groups.get(channel).into_iter().flatten() {
+                if let Some(entry) = registry.conns.get(seq) {
+                    entry.conn.kill(WsDropReason::SlowConsumer);
+                }
             }
         }
     }
@@ -391,7 +445,7 @@ impl Hub {
             if let Some((origin, message)) = decode_group(payload)
                 && origin != self.host_id.as_bytes()
             {
-                self.deliver_local(channel, &message);
+                self.deliver_remote(channel, &message);
             }
         } else if channel == host_channel(&self.host_id) {
             let Some((op, app, seq)) = decode_op(payload) else {
@@ -399,8 +453,10 @@ impl Hub {
             };
             match op {
                 Op::Send(message) => {
-                    if let Ok(conn) = self.local(&app, seq) {
-                        let _ = conn.push(Outgoing::Message(message));
+                    if let Ok(conn) = self.local(&app, seq)
+                        && let Err(Error::Invalid(_)) = conn.push_message(message)
+                    {
+                        conn.kill(WsDropReason::SlowConsumer);
                     }
                 }
                 Op::Close(code, reason) => {
@@ -482,13 +538,62 @@ fn random(bytes: &mut [u8]) {
 mod tests {
     use super::*;
 
+    fn budget(limit: u64) -> Arc<MemoryBudget> {
+        use prometheus_client::metrics::gauge::Gauge;
+        Arc::new(MemoryBudget::new(limit, Gauge::default(), Gauge::default()))
+    }
+
+    #[tokio::test]
+    async fn queued_messages_are_charged_to_the_apps_budget_until_written() {
+        let hub = Hub::new();
+        let metrics = crate::metrics::Metrics::new();
+        let budget = budget(10_000);
+        let open = || hub.open("a".into(), metrics.websocket("a"), 8, budget.clone());
+        let (a1, _, _c1, mut r1) = open();
+        let (a2, _, _c2, mut r2) = open();
+        hub.send("a", &a1, Message::Text("x".repeat(6_000).into()))
+            .await
+            .unwrap();
+        assert_eq!(budget.host_held(), 6_000);
+        // What is left cannot hold a second one: refused, nothing queued.
+        assert!(matches!(
+            hub.send("a", &a2, Message::Text("y".repeat(6_000).into())).await,
+            Err(Error::Invalid(m)) if m.contains("memory budget")
+        ));
+        assert!(r2.try_recv().is_err());
+        // Written (here: taken off the queue and dropped): given back.
+        drop(r1.try_recv().unwrap());
+        assert_eq!(budget.host_held(), 0);
+        // A group message is charged once for all its members' copies.
+        hub.join("a", &a1, "g").await.unwrap();
+        hub.join("a", &a2, "g").await.unwrap();
+        hub.send_group("a", "g", Message::Binary(vec![0; 4_000].into()))
+            .await
+            .unwrap();
+        assert_eq!(budget.host_held(), 4_000);
+        let (one, two) = (r1.try_recv().unwrap(), r2.try_recv().unwrap());
+        drop(one);
+        assert_eq!(budget.host_held(), 4_000);
+        drop(two);
+        assert_eq!(budget.host_held(), 0);
+        assert!(matches!(
+            hub.send_group("a", "g", Message::Binary(vec![0; 20_000].into()))
+                .await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(r1.try_recv().is_err() && r2.try_recv().is_err());
+    }
+
     #[tokio::test]
     async fn groups_hold_exactly_their_members_and_apps_are_kept_apart() {
         let hub = Hub::new();
         let metrics = crate::metrics::Metrics::new();
-        let (a1, s1, _c1, mut r1) = hub.open("a".into(), metrics.websocket("a"), 4);
-        let (a2, _s2, _c2, mut r2) = hub.open("a".into(), metrics.websocket("a"), 4);
-        let (b1, _s3, _c3, mut r3) = hub.open("b".into(), metrics.websocket("b"), 4);
+        let (a1, s1, _c1, mut r1) =
+            hub.open("a".into(), metrics.websocket("a"), 4, budget(1 << 20));
+        let (a2, _s2, _c2, mut r2) =
+            hub.open("a".into(), metrics.websocket("a"), 4, budget(1 << 20));
+        let (b1, _s3, _c3, mut r3) =
+            hub.open("b".into(), metrics.websocket("b"), 4, budget(1 << 20));
         hub.join("a", &a1, "g").await.unwrap();
         hub.join("b", &b1, "g").await.unwrap();
         // Another app's connection is as unknown as a closed one.
@@ -500,7 +605,9 @@ mod tests {
         hub.send_group("a", "g", Message::Text("to a:g".into()))
             .await
             .unwrap();
-        assert!(matches!(r1.try_recv(), Ok(Outgoing::Message(Message::Text(t))) if t == "to a:g"));
+        assert!(
+            matches!(r1.try_recv(), Ok(Outgoing::Message(Message::Text(t), _)) if t == "to a:g")
+        );
         assert!(r2.try_recv().is_err() && r3.try_recv().is_err());
         hub.leave("a", &a1, "g").await.unwrap();
         assert_eq!(hub.local_members("a", "g"), 0);
@@ -524,7 +631,8 @@ mod tests {
     async fn a_full_queue_drops_the_connection() {
         let hub = Hub::new();
         let metrics = crate::metrics::Metrics::new();
-        let (id, _seq, conn, _rx) = hub.open("a".into(), metrics.websocket("a"), 2);
+        let (id, _seq, conn, _rx) =
+            hub.open("a".into(), metrics.websocket("a"), 2, budget(1 << 20));
         for _ in 0..2 {
             hub.send("a", &id, Message::Text("x".into())).await.unwrap();
         }
