@@ -121,32 +121,64 @@ async fn instances(host: &Host, requests: usize) -> Vec<(String, u32)> {
     seen
 }
 
+/// Checks what instance reuse promises over a run of sequential requests:
+/// each instance's replies count 1, 2, 3, … in order (its state carries over)
+/// and stop at `reuse` (recycled after it); and it returns how many instances
+/// served all `reuse` requests. Which instance a request lands on is not
+/// promised: one sent while the last instance is still finishing its call on a
+/// busy machine may get a fresh instance (the host waits for a finishing one
+/// only as long as starting a fresh one takes).
+fn full_cycles(seen: &[(String, u32)], reuse: u32) -> usize {
+    let mut last: std::collections::HashMap<&str, u32> = Default::default();
+    for (id, served) in seen {
+        let previous = last.insert(id.as_str(), *served).unwrap_or(0);
+        assert_eq!(
+            *served,
+            previous + 1,
+            "instance {id} skipped or repeated a count: {seen:?}"
+        );
+        assert!(
+            *served <= reuse,
+            "instance {id} served past instance_reuse: {seen:?}"
+        );
+    }
+    last.values().filter(|served| **served == reuse).count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_instances_keep_state_up_to_instance_reuse_and_are_recycled_after() {
     let extra = "[resources]\ninstance_reuse = 5\n[[routes]]\nhost = \"reuse.test\"\n[env]\nGREETING = \"salaam\"";
     let host = Host::up(&[("reuse", python_manifest("reuse", "py-reuse", extra))]);
-    let seen = instances(&host, 12).await;
-    let served: Vec<u32> = seen.iter().map(|(_, n)| *n).collect();
-    assert_eq!(served, [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2], "{seen:?}");
-    assert!(
-        seen[..5].iter().all(|(id, _)| *id == seen[0].0),
-        "one instance for the first five: {seen:?}"
+    let seen = instances(&host, 30).await;
+    let cycles = full_cycles(&seen, 5);
+    println!(
+        "30 sequential requests: {} instances, {cycles} served all 5",
+        {
+            let ids: std::collections::HashSet<_> = seen.iter().map(|(id, _)| id).collect();
+            ids.len()
+        }
     );
-    assert_ne!(seen[5].0, seen[0].0, "recycled after 5");
-    assert_ne!(seen[10].0, seen[5].0, "recycled after 10");
+    // Reuse happens (state kept across requests) and recycling too, more than once.
+    assert!(
+        cycles >= 2,
+        "fewer than two instances served their 5 requests: {seen:?}"
+    );
     // The manifest's [env] reaches the SDK at run time (not the build machine's).
     let env = host.get("reuse.test", "/env").await.text();
     assert_eq!(env, r#"{"greeting": "salaam", "missing": "default"}"#);
-    // One live Python instance, kept between requests: its memory.
+    // Live Python instances kept between requests (one, or a few after a
+    // fresh start as above): the memory of each.
+    let live = host.metric("alorig_app_instances", "app=\"reuse\"").await;
+    assert!(live >= 1.0, "no instance kept for reuse");
     let one = host
         .metric("alorig_app_memory_bytes", "app=\"reuse\"")
-        .await;
-    println!("one reused Python instance: {:.1} MiB", one / 1048576.0);
-    assert!(one > 4.0 * 1048576.0 && one < 64.0 * 1048576.0, "{one}");
-    assert_eq!(
-        host.metric("alorig_app_instances", "app=\"reuse\"").await,
-        1.0
+        .await
+        / live;
+    println!(
+        "one reused Python instance: {:.1} MiB ({live} live)",
+        one / 1048576.0
     );
+    assert!(one > 4.0 * 1048576.0 && one < 64.0 * 1048576.0, "{one}");
 
     // Without reuse every request gets a fresh instance: nothing carries over.
     let fresh = Host::up(&[(
