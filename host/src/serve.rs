@@ -8,7 +8,10 @@ use crate::{
     capabilities::postgres::PostgresHost,
     config::{HostConfig, Manifest},
     deploy::{Apps, shared::Shared, store::Store},
-    ingress::{Ingress, router::Router},
+    ingress::{
+        Ingress,
+        router::{self, Router},
+    },
     runtime::Runtime,
 };
 use anyhow::{Result, bail};
@@ -30,12 +33,13 @@ macro_rules! say {
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Loads every manifest's app; the first bad one stops the whole set.
-pub async fn load_apps(
+/// Reads and checks `up`'s manifests before anything is compiled or listens:
+/// budget, names, routes and PostgreSQL connections, each a one-line error.
+pub async fn check_manifests(
     runtime: &Runtime,
     config: &HostConfig,
     manifests: &[PathBuf],
-) -> Result<Vec<Arc<App>>> {
+) -> Result<Vec<Manifest>> {
     let manifests = manifests
         .iter()
         .map(|p| Manifest::load(p))
@@ -60,21 +64,64 @@ pub async fn load_apps(
             );
         }
     }
-    let mut apps = Vec::new();
-    for manifest in manifests {
-        let started = Instant::now();
-        let app = Arc::new(App::load(runtime, manifest).await?);
+    router::check_routes(&manifests.iter().collect::<Vec<_>>())?;
+    Ok(manifests)
+}
+
+/// Loads `up`'s apps side by side, each serving as soon as it is compiled (a
+/// cached one at once, a Python one after its first compile); the first that
+/// fails to load stops the whole set.
+async fn load_fixed(
+    runtime: &Runtime,
+    apps: &Apps,
+    manifests: Vec<Manifest>,
+    ingress_addr: std::net::SocketAddr,
+) -> Result<()> {
+    use futures::stream::{FuturesUnordered, StreamExt as _};
+    let mut loads: FuturesUnordered<_> = manifests
+        .into_iter()
+        .map(|manifest| async move {
+            let started = Instant::now();
+            App::load(runtime, manifest)
+                .await
+                .map(|app| (app, started.elapsed()))
+        })
+        .collect();
+    while let Some(loaded) = loads.next().await {
+        let (app, took) = loaded?;
+        let app = Arc::new(app);
         app.activate();
         tracing::info!(
             app = %app.name,
             digest = &app.digest[..12],
             cached = app.compiled_from_cache,
             startup_memory = app.startup_memory,
-            "loaded in {:.0?}", started.elapsed()
+            "loaded in {took:.0?}"
         );
-        apps.push(app);
+        apps.add_fixed(app.clone())?;
+        say_routes(&app, ingress_addr);
     }
-    Ok(apps)
+    Ok(())
+}
+
+/// Where an app answers, with the curl that reaches it.
+fn say_routes(app: &App, ingress_addr: std::net::SocketAddr) {
+    for route in &app.manifest.routes {
+        let host = route.host.to_string().replace('*', "any");
+        say!(
+            "  {:<16} http://{host}:{}{}   (curl -H 'Host: {host}' http://{ingress_addr}{})",
+            app.name,
+            ingress_addr.port(),
+            route.path,
+            route.path,
+        );
+    }
+    if app.manifest.routes.is_empty() {
+        say!(
+            "  {:<16} (no [[routes]]: not reachable over HTTP)",
+            app.name
+        );
+    }
 }
 
 /// Runs a host with exactly these apps (`up`, `Some`), or with the apps deployed
@@ -143,13 +190,12 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         )
         .with_shared(shared.clone()),
     );
-    match &manifests {
-        Some(manifests) => apps.set_fixed(load_apps(&runtime, &config, manifests).await?)?,
-        None => {
-            let count = apps.restore().await?;
-            tracing::info!("{count} deployed app(s) back in {:.0?}", started.elapsed());
-        }
-    }
+    // `up`'s manifests are checked before anything listens: a bad one stops
+    // the host at once, with its line.
+    let fixed = match &manifests {
+        Some(manifests) => Some(check_manifests(&runtime, &config, manifests).await?),
+        None => None,
+    };
     let token = crate::admin::token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
     runtime.start();
 
@@ -167,44 +213,15 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     say!(
         "alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}"
     );
-    for app in ingress.router().apps() {
-        for route in &app.manifest.routes {
-            say!(
-                "  {:<16} http://{}:{}{}   (curl -H 'Host: {}' http://{ingress_addr}{})",
-                app.name,
-                route.host.to_string().replace('*', "any"),
-                ingress_addr.port(),
-                route.path,
-                route.host.to_string().replace('*', "any"),
-                route.path,
-            );
-        }
-        if app.manifest.routes.is_empty() {
-            say!(
-                "  {:<16} (no [[routes]]: not reachable over HTTP)",
-                app.name
-            );
-        }
-    }
     if manifests.is_none() {
         say!(
             "  dashboard: http://{admin_addr}/   deploy: alorig-host deploy manifests/<app>.toml --admin http://{admin_addr}"
         );
     }
 
-    // Caught up with the cluster's versions (or no cluster): `/healthz` says ready.
-    let ready = crate::cluster::start(
-        &apps,
-        crate::cluster::Node {
-            name: config.node_name.clone(),
-            address: config
-                .node_address
-                .clone()
-                .unwrap_or_else(|| ingress_addr.to_string()),
-        },
-    );
+    let ready = crate::cluster::Readiness::default();
     let admin = Arc::new(Admin {
-        ready,
+        ready: ready.clone(),
         metrics: runtime.metrics.clone(),
         apps: apps.clone(),
         token,
@@ -224,13 +241,6 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
             Arc::new(crate::caddyfile::apply::Applier::new(admin, options))
         }),
     });
-    if admin.caddy.is_some() {
-        // The deployed apps' routes, in case Caddy lost them (a no-op when unchanged).
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let _ = admin.apply_routes().await;
-        });
-    }
     tokio::spawn(trim_idle_instances(ingress.clone()));
     tokio::spawn(
         admin
@@ -238,13 +248,74 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
             .clone()
             .sample_forever(apps.clone(), runtime.metrics.clone()),
     );
-    tokio::spawn(apps.sample_forever());
-    tokio::spawn(admin.serve(admin_listener));
-    crate::systemd::ready(ingress.router().apps().len());
-    ingress
-        .serve(ingress_listener, shutdown_signal(), DRAIN)
-        .await;
+    tokio::spawn(apps.clone().sample_forever());
+    tokio::spawn(admin.clone().serve(admin_listener));
+
+    // The apps load while the ingress listens: each serves once it is loaded,
+    // and a request for one still loading waits for it. Then the host follows
+    // the cluster, and is ready once caught up.
+    let node = crate::cluster::Node {
+        name: config.node_name.clone(),
+        address: config
+            .node_address
+            .clone()
+            .unwrap_or_else(|| ingress_addr.to_string()),
+    };
+    let (load_failed, failed) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    {
+        let (runtime, apps, ingress, ready) = (
+            runtime.clone(),
+            apps.clone(),
+            ingress.clone(),
+            ready.clone(),
+        );
+        tokio::spawn(async move {
+            let loaded = match fixed {
+                Some(manifests) => load_fixed(&runtime, &apps, manifests, ingress_addr).await,
+                None => apps.restore().await.map(|count| {
+                    tracing::info!("{count} deployed app(s) back in {:.0?}", started.elapsed());
+                    for app in ingress.router().apps() {
+                        say_routes(app, ingress_addr);
+                    }
+                }),
+            };
+            ingress.finish_loading();
+            if let Err(err) = loaded {
+                let _ = load_failed.send(err);
+                return;
+            }
+            if admin.caddy.is_some() {
+                // The deployed apps' routes, in case Caddy lost them (a no-op when unchanged).
+                let _ = admin.apply_routes().await;
+            }
+            crate::cluster::start(&apps, node, &ready);
+            ready.set_loaded();
+            let count = ingress.router().apps().len();
+            say!(
+                "alorig-host: serving {count} app(s), loaded in {:.1?}",
+                started.elapsed()
+            );
+            crate::systemd::ready(count);
+        });
+    }
+    let stopped_by: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
+    let stop = {
+        let stopped_by = stopped_by.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                Ok(err) = failed => {
+                    crate::systemd::stopping();
+                    *stopped_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(err);
+                }
+            }
+        }
+    };
+    ingress.serve(ingress_listener, stop, DRAIN).await;
     leave(&runtime, shared.as_deref(), &config.node_name).await;
+    if let Some(err) = stopped_by.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(err);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -152,6 +152,20 @@ impl Host {
 
     /// Like [`Host::up_with`], with extra environment variables for the host.
     pub fn up_full(manifests: &[(&str, String)], host_toml: &str, envs: &[(&str, &str)]) -> Host {
+        let (args, dir) = Self::up_args(manifests);
+        let data = dir.path().join("data");
+        Self::start(args, dir, &data, host_toml, envs, true)
+    }
+
+    /// Like [`Host::up`], returning as soon as the host listens, while it may
+    /// still be loading its apps (its log says `alorig-host: serving` once done).
+    pub fn up_listening(manifests: &[(&str, String)]) -> Host {
+        let (args, dir) = Self::up_args(manifests);
+        let data = dir.path().join("data");
+        Self::start(args, dir, &data, "", &[], false)
+    }
+
+    fn up_args(manifests: &[(&str, String)]) -> (Vec<String>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["up".to_string()];
         for (stem, text) in manifests {
@@ -159,8 +173,7 @@ impl Host {
             std::fs::write(&path, text).unwrap();
             args.push(path.display().to_string());
         }
-        let data = dir.path().join("data");
-        Self::start(args, dir, &data, host_toml, envs)
+        (args, dir)
     }
 
     /// Starts `alorig-host serve` on the data dir `data` (which outlives the
@@ -171,7 +184,7 @@ impl Host {
 
     pub fn serve_full(data: &Path, host_toml: &str, envs: &[(&str, &str)]) -> Host {
         let dir = tempfile::tempdir().unwrap();
-        Self::start(vec!["serve".to_string()], dir, data, host_toml, envs)
+        Self::start(vec!["serve".to_string()], dir, data, host_toml, envs, true)
     }
 
     fn start(
@@ -180,6 +193,7 @@ impl Host {
         data: &Path,
         host_toml: &str,
         envs: &[(&str, &str)],
+        wait_for_apps: bool,
     ) -> Host {
         let config = dir.path().join("host.toml");
         std::fs::write(
@@ -215,14 +229,22 @@ impl Host {
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout_log = log.clone();
         std::thread::spawn(move || {
+            let mut addrs = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("alorig-host: ingress on http://") {
                     let (ingress, admin) =
                         rest.split_once(", admin and /metrics on http://").unwrap();
-                    let _ = tx.send((
+                    addrs = Some((
                         ingress.parse::<SocketAddr>().unwrap(),
                         admin.parse::<SocketAddr>().unwrap(),
                     ));
+                }
+                // The host listens at once and loads its apps meanwhile; a
+                // test starts once every app it was given serves.
+                if let Some(addrs) = addrs
+                    && (!wait_for_apps || line.starts_with("alorig-host: serving "))
+                {
+                    let _ = tx.send(addrs);
                 }
                 stdout_log.lock().unwrap().push_str(&(line + "\n"));
             }
@@ -234,7 +256,7 @@ impl Host {
             Err(_) => {
                 let _ = child.kill();
                 panic!(
-                    "alorig-host did not start; its output:\n{}",
+                    "alorig-host did not start serving its apps; its output:\n{}",
                     log.lock().unwrap()
                 );
             }

@@ -725,3 +725,56 @@ async fn new_projects_build_and_serve_as_they_are() {
         .await;
     assert_eq!(reply.text(), r#"{"hello": "amna", "lang": "ur"}"#);
 }
+
+/// `up` listens at once and loads its apps side by side: a Rust app serves
+/// while the Python one is still compiling (7–12 s the first time), a request
+/// for the Python app waits for it instead of getting a 404, and `/healthz`
+/// says the host is loading until every app serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_serves_the_loaded_apps_while_a_python_app_still_compiles() {
+    let host = Host::up_listening(&[
+        (
+            "py",
+            python_manifest("py", "std-proxy", "[[routes]]\nhost = \"py.test\""),
+        ),
+        (
+            "hello",
+            crate::harness::manifest("hello", "hello", "[[routes]]\nhost = \"hello.test\""),
+        ),
+    ]);
+    let serving = || host.log().contains("alorig-host: serving 2 app(s)");
+    // The Python request is sent first and waits for its app.
+    let python = host.get("py.test", "/");
+    let early = async {
+        let hello = loop {
+            let reply = host.get("hello.test", "/").await;
+            if reply.status == 200 {
+                break reply;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let health = host.admin_request("GET", "/healthz", &[], Vec::new()).await;
+        (hello, health, serving())
+    };
+    let (python, (hello, health, all_loaded)) = tokio::join!(python, early);
+    assert!(
+        !all_loaded,
+        "the Python app was loaded before hello answered: {}",
+        host.log()
+    );
+    assert_eq!(hello.status, 200);
+    assert_eq!(
+        (health.status, health.text()),
+        (503, "loading its apps\n".to_string())
+    );
+    assert_eq!(python.status, 200, "{}", python.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !serving() {
+        assert!(std::time::Instant::now() < deadline, "{}", host.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = host.admin_request("GET", "/healthz", &[], Vec::new()).await;
+    assert_eq!(health.status, 200);
+    // Loaded, an unknown host is a 404 at once.
+    assert_eq!(host.get("nobody.test", "/").await.status, 404);
+}

@@ -30,7 +30,8 @@ use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 pub struct Admin {
-    /// Caught up with the cluster's versions: `/healthz` answers 200, else 503.
+    /// Apps loaded and caught up with the cluster's versions: `/healthz`
+    /// answers 200, else 503 saying which.
     pub ready: crate::cluster::Readiness,
     pub metrics: Arc<Metrics>,
     pub apps: Arc<Apps>,
@@ -90,9 +91,9 @@ impl Admin {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&http::Method::GET, "/healthz") => {
-                return match self.ready.is_ready() {
-                    true => plain(200, "ok\n"),
-                    false => plain(503, "catching up with the cluster's versions\n"),
+                return match self.ready.waiting_for() {
+                    None => plain(200, "ok\n"),
+                    Some(doing) => respond(503, "text/plain; charset=utf-8", format!("{doing}\n")),
                 };
             }
             (&http::Method::GET, "/metrics") => {

@@ -91,14 +91,14 @@ pub async fn follow(apps: Arc<Apps>, shared: Arc<Shared>, ready: Readiness) {
 async fn catch_up(apps: &Apps, ready: &Readiness) -> anyhow::Result<bool> {
     match apps.catch_up().await {
         Ok(done) => {
-            if !ready.is_ready() {
+            if !ready.is_caught_up() {
                 tracing::info!(
                     changed = done.changed.len(),
                     imported = done.imported.len(),
                     removed = done.removed.len(),
                     "caught up with the cluster's versions: ready"
                 );
-                ready.set();
+                ready.set_caught_up();
             }
             Ok(!done.failed.is_empty())
         }

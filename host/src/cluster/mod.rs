@@ -19,22 +19,44 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-/// Whether this host has caught up with the cluster's versions (`/healthz`).
-#[derive(Clone)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Whether this host is ready (`/healthz`): its apps loaded (`up`'s manifests,
+/// or `serve`'s versions in force), and caught up with the cluster's versions.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<ReadinessFlags>);
+
+#[derive(Default)]
+struct ReadinessFlags {
+    loaded: AtomicBool,
+    caught_up: AtomicBool,
+}
 
 impl Readiness {
-    /// Ready from the start (no cluster to catch up with), or not yet.
-    pub fn new(ready: bool) -> Self {
-        Self(Arc::new(AtomicBool::new(ready)))
-    }
-
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.waiting_for().is_none()
     }
 
-    fn set(&self) {
-        self.0.store(true, Ordering::Release);
+    /// What the host is still doing before it is ready, in a few words.
+    pub fn waiting_for(&self) -> Option<&'static str> {
+        if !self.0.loaded.load(Ordering::Acquire) {
+            Some("loading its apps")
+        } else if !self.0.caught_up.load(Ordering::Acquire) {
+            Some("catching up with the cluster's versions")
+        } else {
+            None
+        }
+    }
+
+    /// Every app the host starts with is loaded (or was left out, logged).
+    pub fn set_loaded(&self) {
+        self.0.loaded.store(true, Ordering::Release);
+    }
+
+    fn is_caught_up(&self) -> bool {
+        self.0.caught_up.load(Ordering::Acquire)
+    }
+
+    fn set_caught_up(&self) {
+        self.0.caught_up.store(true, Ordering::Release);
     }
 }
 
@@ -47,13 +69,13 @@ pub struct Node {
 }
 
 /// Starts following the cluster and beating the heart, when `apps` keeps its
-/// versions in PostgreSQL; answers the readiness `/healthz` reports.
-pub fn start(apps: &Arc<Apps>, node: Node) -> Readiness {
+/// versions in PostgreSQL (after the host loaded the versions it had); `ready`
+/// is caught up at once when there is no cluster.
+pub fn start(apps: &Arc<Apps>, node: Node, ready: &Readiness) {
     let Some(shared) = apps.shared().cloned() else {
-        return Readiness::new(true);
+        ready.set_caught_up();
+        return;
     };
-    let ready = Readiness::new(false);
     tokio::spawn(follow::follow(apps.clone(), shared.clone(), ready.clone()));
     tokio::spawn(nodes::heartbeat(apps.clone(), shared, node));
-    ready
 }

@@ -202,19 +202,18 @@ impl Apps {
         self.live().clone()
     }
 
-    /// Serves exactly these apps (`up`), unversioned.
-    pub fn set_fixed(&self, apps: Vec<Arc<App>>) -> anyhow::Result<()> {
+    /// Serves one more of `up`'s apps, unversioned, as soon as it is loaded
+    /// (the others' routes were checked against it before any was compiled).
+    pub fn add_fixed(&self, app: Arc<App>) -> anyhow::Result<()> {
         let mut live = self.live();
-        for app in apps {
-            live.insert(
-                app.name.to_string(),
-                Deployed {
-                    app,
-                    version: 0,
-                    since: now_unix(),
-                },
-            );
-        }
+        live.insert(
+            app.name.to_string(),
+            Deployed {
+                app,
+                version: 0,
+                since: now_unix(),
+            },
+        );
         self.ingress
             .set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
         drop(live);
@@ -222,13 +221,15 @@ impl Apps {
         Ok(())
     }
 
-    /// Brings back every stored app at its version in force (`serve`). An app
+    /// Brings back every stored app at its version in force (`serve`), each
+    /// serving as soon as it is loaded; deploys wait until all are. An app
     /// that no longer loads (a secret's variable is gone, …) is logged and left
     /// out; the others serve.
     pub async fn restore(&self) -> anyhow::Result<usize> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        let _one_at_a_time = self.deploying.lock().await;
         store.clean()?;
         self.runtime.cache.clean_partial();
         for name in store.apps()? {
@@ -272,15 +273,11 @@ impl Apps {
                     since: now_unix(),
                 },
             );
-        }
-        let count = {
-            let live = self.live();
             self.ingress
                 .set_router(Router::new(live.values().map(|d| d.app.clone()).collect())?);
-            live.len()
-        };
+        }
         self.sample();
-        Ok(count)
+        Ok(self.live().len())
     }
 
     fn store(&self) -> Result<&Store, ApiError> {

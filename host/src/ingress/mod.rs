@@ -31,6 +31,11 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// kept open for its first one.
 pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
+/// While the host is still loading its apps, how long a request for a host and
+/// path no loaded app serves waits for one that does (a Python app compiles for
+/// 7–12 s the first time) before it gets 503 with `Retry-After`.
+pub const STARTING_WAIT: Duration = Duration::from_secs(60);
+
 pub struct Ingress {
     router: ArcSwap<Router>,
     header_read_timeout: Duration,
@@ -42,6 +47,10 @@ pub struct Ingress {
     pub custom_domains: domains::CustomDomains,
     /// Peers whose `X-Forwarded-For` is believed (see [`forwarded`]); set once at start.
     trusted_proxies: std::sync::OnceLock<Vec<ipnet::IpNet>>,
+    /// True while the host is loading the apps it starts with; every routing
+    /// table change is sent, so a request for an app still loading waits for it
+    /// (the ingress listens from the start: loaded apps serve meanwhile).
+    loading: tokio::sync::watch::Sender<bool>,
 }
 
 impl Ingress {
@@ -53,6 +62,7 @@ impl Ingress {
             websockets,
             custom_domains: Default::default(),
             trusted_proxies: Default::default(),
+            loading: tokio::sync::watch::Sender::new(true),
         }
     }
 
@@ -76,6 +86,47 @@ impl Ingress {
     /// apps they started with.
     pub fn set_router(&self, router: Router) {
         self.router.store(Arc::new(router));
+        self.loading.send_modify(|_| {});
+    }
+
+    /// The host has loaded (or left out) every app it starts with: a request
+    /// no app serves is answered 404 from now on, without waiting.
+    pub fn finish_loading(&self) {
+        self.loading.send_replace(false);
+    }
+
+    /// The app for `host` and `path` (and whether the route is a WebSocket
+    /// one); while the host is loading its apps, waits for one to serve them.
+    async fn route(
+        &self,
+        host: &str,
+        path: &str,
+        started: Instant,
+    ) -> Result<Option<(Arc<App>, bool)>, ()> {
+        let found = || {
+            self.router
+                .load()
+                .route_kind(host, path)
+                .map(|(app, ws)| (app.clone(), ws))
+        };
+        if let Some(found) = found() {
+            return Ok(Some(found));
+        }
+        let mut changes = self.loading.subscribe();
+        let until = tokio::time::Instant::from_std(started + STARTING_WAIT);
+        // Marks the value seen before routing again: a change after this wakes us.
+        while *changes.borrow_and_update() {
+            if let Some(found) = found() {
+                return Ok(Some(found));
+            }
+            if tokio::time::timeout_at(until, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(());
+            }
+        }
+        Ok(found())
     }
 
     /// Routes and answers one request; the connection's own work is charged to
@@ -90,11 +141,8 @@ impl Ingress {
             Ok(host) => host,
             Err(refused) => return refused,
         };
-        let mut app: Option<(Arc<App>, bool)> = {
-            let router = self.router.load();
-            router
-                .route_kind(&host, req.uri().path())
-                .map(|(app, ws)| (app.clone(), ws))
+        let Ok(mut app) = self.route(&host, req.uri().path(), started).await else {
+            return invoke::overloaded("the host is still loading its apps, retry shortly\n");
         };
         if app.is_none() {
             let router = self.router.load_full();
