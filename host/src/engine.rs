@@ -202,7 +202,7 @@ impl CompileCache {
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = partial_path(&path);
         compile_child::compile(exe, file, &tmp).await?;
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
         self.load_compiled(engine, &path, digest)
@@ -252,10 +252,10 @@ impl CompileCache {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let own = format!("tmp{}", std::process::id());
+        let own = format!("tmp{}-", std::process::id());
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if ext.starts_with("tmp") && ext != own {
+            if ext.starts_with("tmp") && !ext.starts_with(&own) {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -264,12 +264,21 @@ impl CompileCache {
     fn store(&self, path: &Path, compiled: &[u8]) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the compile cache {}", self.dir.display()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = partial_path(path);
         std::fs::write(&tmp, compiled)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
+}
+
+/// Where a compiled file is written before its rename into the cache: named
+/// by this process and a count, so two apps of the same component compiling at
+/// once (they load side by side) each write their own.
+fn partial_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("tmp{}-{n}", std::process::id()))
 }
 
 /// Hex SHA-256 of a file, read in 64 KiB pieces.

@@ -33,6 +33,13 @@ macro_rules! say {
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
 
+/// How long the host waits for its apps to load before it listens anyway:
+/// apps that load quickly (compiled before, or small) are all serving from the
+/// first connection, and a bad one stops `up` before anything listens; an app
+/// still compiling past this (a Python one's first compile, 7–12 s) serves
+/// when it is ready, and does not keep the others waiting.
+const STARTUP_HOLD: Duration = Duration::from_secs(2);
+
 /// Reads and checks `up`'s manifests before anything is compiled or listens:
 /// budget, names, routes and PostgreSQL connections, each a one-line error.
 pub async fn check_manifests(
@@ -71,12 +78,7 @@ pub async fn check_manifests(
 /// Loads `up`'s apps side by side, each serving as soon as it is compiled (a
 /// cached one at once, a Python one after its first compile); the first that
 /// fails to load stops the whole set.
-async fn load_fixed(
-    runtime: &Runtime,
-    apps: &Apps,
-    manifests: Vec<Manifest>,
-    ingress_addr: std::net::SocketAddr,
-) -> Result<()> {
+async fn load_fixed(runtime: &Runtime, apps: &Apps, manifests: Vec<Manifest>) -> Result<()> {
     use futures::stream::{FuturesUnordered, StreamExt as _};
     let mut loads: FuturesUnordered<_> = manifests
         .into_iter()
@@ -98,8 +100,7 @@ async fn load_fixed(
             startup_memory = app.startup_memory,
             "loaded in {took:.0?}"
         );
-        apps.add_fixed(app.clone())?;
-        say_routes(&app, ingress_addr);
+        apps.add_fixed(app)?;
     }
     Ok(())
 }
@@ -196,8 +197,27 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         Some(manifests) => Some(check_manifests(&runtime, &config, manifests).await?),
         None => None,
     };
-    let token = crate::admin::token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
     runtime.start();
+
+    // The apps load side by side, each serving once loaded; the host listens
+    // when all are, or after STARTUP_HOLD (then a request for one still
+    // loading waits for it).
+    let mut loading = {
+        let (runtime, apps) = (runtime.clone(), apps.clone());
+        tokio::spawn(async move {
+            match fixed {
+                Some(manifests) => load_fixed(&runtime, &apps, manifests).await,
+                None => apps.restore().await.map(|count| {
+                    tracing::info!("{count} deployed app(s) back in {:.0?}", started.elapsed());
+                }),
+            }
+        })
+    };
+    let early = match tokio::time::timeout(STARTUP_HOLD, &mut loading).await {
+        Ok(joined) => Some(joined.map_err(|err| anyhow::anyhow!("loading the apps: {err}"))??),
+        Err(_still_loading) => None,
+    };
+    let token = crate::admin::token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
 
     // Sockets from systemd (socket activation) survive restarts; else bind.
     let mut inherited = crate::systemd::Inherited::from_env()?;
@@ -210,6 +230,20 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     let ingress_addr = ingress_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
+    let node = crate::cluster::Node {
+        name: config.node_name.clone(),
+        address: config
+            .node_address
+            .clone()
+            .unwrap_or_else(|| ingress_addr.to_string()),
+    };
+    let ready = crate::cluster::Readiness::default();
+    if early.is_some() {
+        // Every app loaded before the host listens: ready from the first request.
+        ingress.finish_loading();
+        crate::cluster::start(&apps, node.clone(), &ready);
+        ready.set_loaded();
+    }
     say!(
         "alorig-host: ingress on http://{ingress_addr}, admin and /metrics on http://{admin_addr}"
     );
@@ -219,7 +253,6 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
         );
     }
 
-    let ready = crate::cluster::Readiness::default();
     let admin = Arc::new(Admin {
         ready: ready.clone(),
         metrics: runtime.metrics.clone(),
@@ -251,45 +284,31 @@ pub async fn run(config: HostConfig, manifests: Option<Vec<PathBuf>>) -> Result<
     tokio::spawn(apps.clone().sample_forever());
     tokio::spawn(admin.clone().serve(admin_listener));
 
-    // The apps load while the ingress listens: each serves once it is loaded,
-    // and a request for one still loading waits for it. Then the host follows
-    // the cluster, and is ready once caught up.
-    let node = crate::cluster::Node {
-        name: config.node_name.clone(),
-        address: config
-            .node_address
-            .clone()
-            .unwrap_or_else(|| ingress_addr.to_string()),
-    };
+    // Once every app is loaded: where each answers, then the cluster is
+    // followed, and the host is ready once caught up.
     let (load_failed, failed) = tokio::sync::oneshot::channel::<anyhow::Error>();
     {
-        let (runtime, apps, ingress, ready) = (
-            runtime.clone(),
-            apps.clone(),
-            ingress.clone(),
-            ready.clone(),
-        );
+        let (apps, ingress, ready) = (apps.clone(), ingress.clone(), ready.clone());
         tokio::spawn(async move {
-            let loaded = match fixed {
-                Some(manifests) => load_fixed(&runtime, &apps, manifests, ingress_addr).await,
-                None => apps.restore().await.map(|count| {
-                    tracing::info!("{count} deployed app(s) back in {:.0?}", started.elapsed());
-                    for app in ingress.router().apps() {
-                        say_routes(app, ingress_addr);
-                    }
-                }),
-            };
-            ingress.finish_loading();
-            if let Err(err) = loaded {
-                let _ = load_failed.send(err);
-                return;
+            if early.is_none() {
+                let loaded = loading
+                    .await
+                    .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the apps: {err}")));
+                ingress.finish_loading();
+                if let Err(err) = loaded {
+                    let _ = load_failed.send(err);
+                    return;
+                }
+                crate::cluster::start(&apps, node, &ready);
+                ready.set_loaded();
+            }
+            for app in ingress.router().apps() {
+                say_routes(app, ingress_addr);
             }
             if admin.caddy.is_some() {
                 // The deployed apps' routes, in case Caddy lost them (a no-op when unchanged).
                 let _ = admin.apply_routes().await;
             }
-            crate::cluster::start(&apps, node, &ready);
-            ready.set_loaded();
             let count = ingress.router().apps().len();
             say!(
                 "alorig-host: serving {count} app(s), loaded in {:.1?}",

@@ -101,7 +101,7 @@ impl Ingress {
         &self,
         host: &str,
         path: &str,
-        started: Instant,
+        started: &mut Instant,
     ) -> Result<Option<(Arc<App>, bool)>, ()> {
         let found = || {
             self.router
@@ -113,10 +113,12 @@ impl Ingress {
             return Ok(Some(found));
         }
         let mut changes = self.loading.subscribe();
-        let until = tokio::time::Instant::from_std(started + STARTING_WAIT);
+        let until = tokio::time::Instant::from_std(*started + STARTING_WAIT);
         // Marks the value seen before routing again: a change after this wakes us.
         while *changes.borrow_and_update() {
             if let Some(found) = found() {
+                // Its app's request deadline counts from now, not from the wait.
+                *started = Instant::now();
                 return Ok(Some(found));
             }
             if tokio::time::timeout_at(until, changes.changed())
@@ -136,12 +138,12 @@ impl Ingress {
         req: hyper::Request<Incoming>,
         cpu: &ConnectionCpu,
     ) -> invoke::Response {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let host = match strict::check(&req) {
             Ok(host) => host,
             Err(refused) => return refused,
         };
-        let Ok(mut app) = self.route(&host, req.uri().path(), started).await else {
+        let Ok(mut app) = self.route(&host, req.uri().path(), &mut started).await else {
             return invoke::overloaded("the host is still loading its apps, retry shortly\n");
         };
         if app.is_none() {
