@@ -29,6 +29,9 @@
 //! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files,cpu,redis`
 //! runs just those sections.
 
+// A benchmark whose setup fails has nothing to measure: it stops at the unwrap.
+#![allow(clippy::unwrap_used)]
+
 #[allow(dead_code)]
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
