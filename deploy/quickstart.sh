@@ -3,7 +3,7 @@
 #
 #   deploy/quickstart.sh          install what is missing, build, run the host with the eight Alorig deployments
 #   deploy/quickstart.sh demo     the same with the small reference apps (hello, store, AstroTiming)
-#   deploy/quickstart.sh test     install what is missing, build, run every test
+#   deploy/quickstart.sh test     install what is missing, check formatting and lints, build, run every test
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
 #
 # Installs only what is absent: the Rust target wasm32-wasip2 (rustup), from
@@ -46,6 +46,29 @@ install_missing() {
     say "installing ${packages[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  fi
+}
+
+# Formatting and lints, before the (long) build and tests: each fails with one
+# line saying what to run. Clippy checks the host's code, its unit tests, the
+# end-to-end tests (tests/e2e) and the benchmarks, with the [workspace.lints]
+# of Cargo.toml; it builds in check mode, in target/debug.
+check_style() {
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+      say "adding the Rust component $component"
+      rustup component add "$component"
+    fi
+  done
+  say "checking formatting (cargo fmt)"
+  if ! cargo fmt --all --check; then
+    echo "error: the code above is not formatted as rustfmt formats it; run: cargo fmt --all" >&2
+    exit 1
+  fi
+  say "checking lints (cargo clippy)"
+  if ! cargo clippy -p alorig-host --all-targets --locked -- -D warnings; then
+    echo "error: clippy found the problems above; fix them, then check with: cargo clippy -p alorig-host --all-targets --locked -- -D warnings" >&2
+    exit 1
   fi
 }
 
@@ -221,6 +244,7 @@ case "${1:-run}" in
     ;;
   test)
     install_missing
+    check_style
     build
     install_test_tools
     say "running the tests"

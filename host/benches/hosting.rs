@@ -16,18 +16,21 @@
 //! 9. host memory: the page through the accounting relays vs straight to the
 //!    servers, and host RSS after spikes with glibc's defaults vs the tuning;
 //! 10. the Alorig apps (Snapify, Site Builder, IGNY8) from their shipped
-//!    manifests: guest memory idle and at peak under load against the cap, host
-//!    RSS, req/s and p99 of each main page;
+//!     manifests: guest memory idle and at peak under load against the cap, host
+//!     RSS, req/s and p99 of each main page;
 //! 11. `[files]`: 1 MiB and 4 KiB files written and read through the guest vs
-//!    `std::fs` natively;
+//!     `std::fs` natively;
 //! 12. CPU fair share: a neighbour's throughput while an app spins, with the
-//!    guest pool off (the same run's baseline) and on; weights; an app alone;
-//!    CPU counted per app vs the process's.
+//!     guest pool off (the same run's baseline) and on; weights; an app alone;
+//!     CPU counted per app vs the process's.
 //! 13. one Redis GET through the host call vs the `redis` crate natively.
 //!
 //! Run: `./deploy/quickstart.sh bench` (or `cargo bench -p alorig-host --bench hosting`).
 //! `--quick` shortens each load run; `--only throughput,instantiation,density,deploy,jobs,page,websocket,python,host-memory,apps,files,cpu,redis`
 //! runs just those sections.
+
+// A benchmark whose setup fails has nothing to measure: it stops at the unwrap.
+#![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/harness.rs"]

@@ -2,44 +2,25 @@
 //! `app`. Handles are resolved once per app when it is loaded ([`AppMetrics`]),
 //! so recording on the request path is an atomic add, never a label lookup or a
 //! string format.
+//!
+//! This file is the registry: it declares and registers every family, once per
+//! process, and records the host-level series (deploys, versions, budget). The
+//! rest is split by who uses it:
+//! - `labels`: the label sets and reason/kind vocabularies capabilities name;
+//! - `app`: the app-level handles the request path records on;
+//! - `handles`: each capability's per-app handles (`PgMetrics`, `WsMetrics`, …);
+//! - `live`: the plain counters the dashboard and `status` read back;
+//! - `scrape`: what `/metrics` does when scraped (refresh, render).
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, OnceLock, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, Weak, atomic::AtomicU64},
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppLabel {
-    pub app: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppStatusLabel {
-    pub app: String,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppReasonLabel {
-    pub app: String,
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppDestinationLabel {
-    pub app: String,
-    /// The allow-list entry the request matched, or `denied`.
-    pub destination: String,
-    pub outcome: &'static str,
-}
 /// 0.5 ms .. ~16 s: from a cached hello to a slow report.
 pub(crate) const BUCKET_START: f64 = 0.0005;
 pub(crate) const BUCKETS: usize = 16;
@@ -52,22 +33,24 @@ pub(crate) fn duration_histogram() -> Histogram {
     ))
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeployLabel {
-    pub app: String,
-    /// `ok`, or the error code that refused the deploy (`budget_exceeded`, …).
-    pub result: String,
-}
-
+mod app;
 mod handles;
+mod labels;
 mod live;
+mod scrape;
 
+pub use app::AppMetrics;
 use handles::TimerFamilies;
 pub use handles::{
     AppOutcomeLabel, AppStateLabel, AppTimerLabel, FilesMetrics, PgMetrics, RedisMetrics,
     TimerMetrics, WsMetrics,
 };
+pub use labels::{
+    AppDestinationLabel, AppDirectionLabel, AppKindLabel, AppLabel, AppReasonLabel, AppStatusLabel,
+    DeployLabel, PgErrorKind, RedisErrorReason, RejectReason, TrapReason, WsDropReason,
+};
 pub use live::{LiveCounters, LiveSample};
+pub use scrape::{Refresh, resident_memory_bytes};
 
 pub(crate) type HistogramFamily = Family<AppLabel, Histogram, fn() -> Histogram>;
 
@@ -111,192 +94,6 @@ pub struct Metrics {
     live: Mutex<HashMap<String, Arc<LiveCounters>>>,
     /// Encoding borrows the registry; a mutex keeps concurrent scrapes simple.
     encode_lock: Mutex<()>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppDirectionLabel {
-    pub app: String,
-    /// `in` (from clients) or `out` (to clients).
-    pub direction: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppKindLabel {
-    pub app: String,
-    pub kind: &'static str,
-}
-
-/// Something that updates its gauges when `/metrics` is scraped.
-pub trait Refresh: Send + Sync {
-    fn refresh(&self);
-}
-
-/// Trap reasons (label `reason` of `alorig_app_traps_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrapReason {
-    MemoryLimit,
-    Deadline,
-    Trap,
-}
-
-impl TrapReason {
-    fn label(self) -> &'static str {
-        match self {
-            TrapReason::MemoryLimit => "memory_limit",
-            TrapReason::Deadline => "deadline",
-            TrapReason::Trap => "trap",
-        }
-    }
-}
-
-/// Rejection reasons (label `reason` of `alorig_app_rejected_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RejectReason {
-    MemoryBudget,
-    Concurrency,
-}
-
-impl RejectReason {
-    fn label(self) -> &'static str {
-        match self {
-            RejectReason::MemoryBudget => "memory_budget",
-            RejectReason::Concurrency => "concurrency",
-        }
-    }
-}
-
-/// Declares a label vocabulary: an enum whose variants index an array of
-/// handles resolved once per app (so `errors[PgErrorKind::Timeout]` reads as
-/// what it counts, and a new variant cannot be forgotten in the array).
-macro_rules! labels {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
-
-            pub fn label(self) -> &'static str {
-                match self { $($name::$variant => $label),+ }
-            }
-        }
-    };
-}
-
-labels! {
-    /// Kinds of `alorig_app_pg_errors_total`.
-    PgErrorKind {
-        Constraint => "constraint",
-        Unavailable => "unavailable",
-        Timeout => "timeout",
-        BadParameter => "bad_parameter",
-        TooLarge => "too_large",
-        Other => "other",
-    }
-}
-
-labels! {
-    /// Reasons of `alorig_app_redis_errors_total`.
-    RedisErrorReason {
-        WrongType => "wrong_type",
-        Unavailable => "unavailable",
-        Timeout => "timeout",
-        Invalid => "invalid",
-        Other => "other",
-    }
-}
-
-labels! {
-    /// Reasons of `alorig_app_ws_dropped_total`: why the host refused or dropped a connection.
-    WsDropReason {
-        MaxConnections => "max_connections",
-        MessageTooLarge => "message_too_large",
-        SlowConsumer => "slow_consumer",
-        SendTimeout => "send_timeout",
-        PingTimeout => "ping_timeout",
-    }
-}
-
-/// Status codes whose counter is resolved once, on first use; others go through
-/// the family each time.
-const COMMON_STATUSES: [u16; 8] = [200, 201, 204, 404, 413, 500, 503, 504];
-
-/// One app's metric handles.
-#[derive(Clone)]
-pub struct AppMetrics {
-    app: String,
-    pub memory: Gauge,
-    pub memory_peak: Gauge,
-    pub memory_limit: Gauge,
-    /// `alorig_app_host_memory_bytes`.
-    pub host_memory: Gauge,
-    /// `alorig_app_cpu_seconds_total`.
-    pub cpu_seconds: Counter<f64, AtomicU64>,
-    /// Guest plus host bytes, the counter [`crate::limits::MemoryBudget`] checks.
-    pub memory_charged: Gauge,
-    pub instances: Gauge,
-    requests_common: Arc<[OnceLock<Counter>; COMMON_STATUSES.len()]>,
-    requests: Family<AppStatusLabel, Counter>,
-    pub duration: Histogram,
-    traps: [Counter; 3],
-    rejected: [Counter; 2],
-    outbound: Family<AppDestinationLabel, Counter>,
-    pub live: Arc<LiveCounters>,
-}
-
-impl AppMetrics {
-    pub fn request(&self, status: u16, seconds: f64) {
-        let label = || AppStatusLabel {
-            app: self.app.clone(),
-            status,
-        };
-        match COMMON_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => {
-                self.requests_common[i]
-                    .get_or_init(|| self.requests.get_or_create_owned(&label()))
-                    .inc();
-            }
-            None => {
-                self.requests.get_or_create(&label()).inc();
-            }
-        }
-        self.duration.observe(seconds);
-        self.live.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 {
-            self.live.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let bucket = (0..BUCKETS)
-            .find(|&i| seconds <= BUCKET_START * 2f64.powi(i as i32))
-            .unwrap_or(BUCKETS);
-        self.live.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn trap(&self, reason: TrapReason) {
-        self.traps[reason as usize].inc();
-    }
-
-    pub fn rejected(&self, reason: RejectReason) {
-        self.rejected[reason as usize].inc();
-    }
-
-    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
-        self.rejected[reason as usize].get()
-    }
-
-    /// One outbound HTTP request: `outcome` is `ok`, `denied` or `error`.
-    pub fn outbound(&self, destination: &str, outcome: &'static str) {
-        let label = AppDestinationLabel {
-            app: self.app.clone(),
-            destination: destination.to_string(),
-            outcome,
-        };
-        self.outbound.get_or_create(&label).inc();
-    }
-
-    pub fn trap_count(&self, reason: TrapReason) -> u64 {
-        self.traps[reason as usize].get()
-    }
 }
 
 impl Metrics {
@@ -501,146 +298,6 @@ impl Metrics {
         }
     }
 
-    /// Resolves (or re-uses, across versions of the app) its handles.
-    pub fn app(&self, app: &str) -> AppMetrics {
-        let label = AppLabel {
-            app: app.to_string(),
-        };
-        let reason = |family: &Family<AppReasonLabel, Counter>, reason: &'static str| {
-            family.get_or_create_owned(&AppReasonLabel {
-                app: app.to_string(),
-                reason,
-            })
-        };
-        AppMetrics {
-            app: app.to_string(),
-            memory: self.memory.get_or_create_owned(&label),
-            memory_peak: self.memory_peak.get_or_create_owned(&label),
-            memory_limit: self.memory_limit.get_or_create_owned(&label),
-            host_memory: self.host_memory.get_or_create_owned(&label),
-            cpu_seconds: self.cpu.get_or_create_owned(&label),
-            memory_charged: self.memory_charged.get_or_create_owned(&label),
-            instances: self.instances.get_or_create_owned(&label),
-            requests_common: Arc::new(Default::default()),
-            requests: self.requests.clone(),
-            duration: self.duration.get_or_create_owned(&label),
-            traps: [
-                TrapReason::MemoryLimit,
-                TrapReason::Deadline,
-                TrapReason::Trap,
-            ]
-            .map(|r| reason(&self.traps, r.label())),
-            rejected: [RejectReason::MemoryBudget, RejectReason::Concurrency]
-                .map(|r| reason(&self.rejected, r.label())),
-            outbound: self.outbound.clone(),
-            live: self
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(app.to_string())
-                .or_default()
-                .clone(),
-        }
-    }
-
-    /// The app's `alorig_app_pg_*` handles.
-    pub fn postgres(&self, app: &str) -> PgMetrics {
-        let label = AppLabel {
-            app: app.to_string(),
-        };
-        PgMetrics {
-            connections: self.pg_connections.get_or_create_owned(&label),
-            idle: self.pg_idle.get_or_create_owned(&label),
-            waits: self.pg_waits.get_or_create_owned(&label),
-            queries: self.pg_queries.get_or_create_owned(&label),
-            errors: PgErrorKind::ALL.map(|kind| {
-                self.pg_errors.get_or_create_owned(&AppKindLabel {
-                    app: app.to_string(),
-                    kind: kind.label(),
-                })
-            }),
-        }
-    }
-
-    /// Refreshes `source`'s gauges at every scrape, for as long as it lives.
-    pub fn on_scrape(&self, source: Weak<dyn Refresh>) {
-        self.on_scrape
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(source);
-    }
-
-    /// Redis handles for an app with `[redis]` (apps without it get no series).
-    pub fn redis(&self, app: &str) -> RedisMetrics {
-        RedisMetrics {
-            commands: self.redis_commands.get_or_create_owned(&AppLabel {
-                app: app.to_string(),
-            }),
-            errors: RedisErrorReason::ALL.map(|reason| {
-                self.redis_errors.get_or_create_owned(&AppReasonLabel {
-                    app: app.to_string(),
-                    reason: reason.label(),
-                })
-            }),
-        }
-    }
-
-    /// The app's timer and job handles.
-    pub fn timers(&self, app: &str) -> TimerMetrics {
-        let f = &self.timers;
-        let state = |state| {
-            f.jobs.get_or_create_owned(&AppStateLabel {
-                app: app.to_string(),
-                state,
-            })
-        };
-        let label = AppLabel {
-            app: app.to_string(),
-        };
-        TimerMetrics {
-            app: app.to_string(),
-            timer_runs: f.timer_runs.clone(),
-            job_runs: f.job_runs.clone(),
-            queue: [state("pending"), state("running"), state("dead")],
-            job_latency: f.job_latency.get_or_create_owned(&label),
-            dead_letters: f.dead_letters.get_or_create_owned(&label),
-        }
-    }
-
-    /// `[files]` handles for an app with a files directory.
-    pub fn files(&self, app: &str) -> FilesMetrics {
-        let label = AppLabel {
-            app: app.to_string(),
-        };
-        FilesMetrics {
-            bytes: self.files_bytes.get_or_create_owned(&label),
-            limit: self.files_limit.get_or_create_owned(&label),
-        }
-    }
-
-    /// WebSocket handles for an app (resolved once per app version).
-    pub fn websocket(&self, app: &str) -> WsMetrics {
-        let direction = |direction| {
-            self.ws_messages.get_or_create_owned(&AppDirectionLabel {
-                app: app.to_string(),
-                direction,
-            })
-        };
-        WsMetrics {
-            connections: self.ws_connections.get_or_create_owned(&AppLabel {
-                app: app.to_string(),
-            }),
-            messages_in: direction("in"),
-            messages_out: direction("out"),
-            dropped: WsDropReason::ALL.map(|reason| {
-                self.ws_dropped.get_or_create_owned(&AppReasonLabel {
-                    app: app.to_string(),
-                    reason: reason.label(),
-                })
-            }),
-        }
-    }
-
     pub fn set_version(&self, app: &str, version: u32) {
         self.version
             .get_or_create(&AppLabel {
@@ -669,42 +326,10 @@ impl Metrics {
     pub fn set_host_budget(&self, bytes: u64) {
         self.host_budget.set(bytes as i64);
     }
-
-    /// The Prometheus text exposition of every series.
-    pub fn encode(&self) -> String {
-        self.host_rss.set(resident_memory_bytes() as i64);
-        self.on_scrape
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|source| match source.upgrade() {
-                Some(source) => {
-                    source.refresh();
-                    true
-                }
-                None => false,
-            });
-        let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
-    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The process's resident set size, from `/proc/self/statm` (0 elsewhere).
-pub fn resident_memory_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }

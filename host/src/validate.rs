@@ -18,12 +18,17 @@ const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
 /// Cheap checks on the raw bytes, before spending time compiling them.
 pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let path = path.display();
-    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+    // Reachable from the deploy API: the header is read without slicing, so a
+    // short upload is this error, never a panic.
+    let header = bytes
+        .first_chunk::<8>()
+        .filter(|h| h.starts_with(WASM_MAGIC));
+    let Some(&[_, _, _, _, v0, v1, v2, v3]) = header else {
         bail!(
             "{path}: not a WebAssembly component (the file does not start with the \\0asm header)"
         );
-    }
-    let version: [u8; 4] = bytes[4..8].try_into().expect("slice of 4");
+    };
+    let version = [v0, v1, v2, v3];
     if version == CORE_MODULE_VERSION {
         bail!(
             "{path}: is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
@@ -37,6 +42,13 @@ pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// One row of [`GRANTED_IMPORTS`].
+type GrantedImport = (
+    &'static str,
+    &'static str,
+    fn(&crate::config::Manifest) -> bool,
+);
+
 /// Imports that need a manifest grant to be linked at all, each with that grant:
 /// (WIT interface without version, the grant's name, whether the manifest grants it).
 /// A capability that needs a grant adds its row here.
@@ -46,7 +58,7 @@ pub fn check_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 /// crate's, Spin's), so importing it is not a grant. It is always linked, and each
 /// outgoing request is checked against `[outbound_http] allowed_hosts` at call time
 /// (`HttpRequestDenied` when nothing is granted); see [`warnings`].
-const GRANTED_IMPORTS: &[(&str, &str, fn(&crate::config::Manifest) -> bool)] = &[(
+const GRANTED_IMPORTS: &[GrantedImport] = &[(
     "alorig:host/websocket",
     "a [[routes]] entry with websocket = true",
     |m| m.routes.iter().any(|r| r.websocket),

@@ -12,6 +12,9 @@
 //! `cargo test --release -p alorig-host --test layers -- --nocapture` prints the
 //! graph; it also runs with the rest of the suite.
 
+// A test fails by panicking: unwrap is how it says "this must work".
+#![allow(clippy::unwrap_used)]
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,

@@ -130,13 +130,13 @@ impl MainRequest {
 fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> MainRequest {
     let user = i % 8;
     match app {
-        "psydge" if i % 2 == 0 => MainRequest {
+        "psydge" if i.is_multiple_of(2) => MainRequest {
             method: "POST",
             body: br#"{"symbol":"EURUSD","risk_pct":0.5}"#.to_vec(),
             ..MainRequest::get(format!("/api/v1/trades/u{user}"))
         },
         "psydge" => MainRequest::get(format!("/api/v1/gate/u{user}")),
-        "observer" if i % 2 == 0 => MainRequest {
+        "observer" if i.is_multiple_of(2) => MainRequest {
             method: "POST",
             body: format!(
                 r#"{{"text":"Load entry {i}: the evening was long and quiet.","emotion_tag":"calm"}}"#
@@ -146,14 +146,14 @@ fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> MainReque
         }
         .bearer(&tokens["observer"]),
         "observer" => MainRequest::get("/api/v1/observer/module/").bearer(&tokens["observer"]),
-        "astrotiming" if i % 2 == 0 => MainRequest::get(format!("/now?lat=51.5{user}&lon=-0.13")),
+        "astrotiming" if i.is_multiple_of(2) => MainRequest::get(format!("/now?lat=51.5{user}&lon=-0.13")),
         "astrotiming" => {
             let mut tqs = MainRequest::get("/v1/tqs?activity=commerce&lat=31.52&lon=74.36");
             tqs.headers.push(("x-api-key", tokens["astrotiming"].clone()));
             tqs
         }
         // The storefront the demo data set up, and its search.
-        "snapify" if i % 2 == 0 => MainRequest::get("/silk-house"),
+        "snapify" if i.is_multiple_of(2) => MainRequest::get("/silk-house"),
         "snapify" => MainRequest::get("/silk-house/search?q=dupata"),
         // A customer's published site, served by host.
         "sitebuilder" => MainRequest {
@@ -161,7 +161,7 @@ fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> MainReque
             ..MainRequest::get("/")
         },
         "igny8" | "igny8-staging" => MainRequest::get("/api/v1/system/status/"),
-        "asms" if i % 2 == 0 => MainRequest::get("/api/v1/schools").bearer("ho-admin-token"),
+        "asms" if i.is_multiple_of(2) => MainRequest::get("/api/v1/schools").bearer("ho-admin-token"),
         "asms" => MainRequest::get("/api/v1/schools").bearer("gulberg-principal-token"),
         other => panic!("{other}: no main request in the mixed load; add one"),
     }

@@ -12,6 +12,9 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 /// A stranger with no token, a wrong or mangled one, or the right one in the
 /// wrong place changes nothing; with the token, path tricks reach no other app.
+/// A request from someone without the token: what it tries, its path, its headers.
+type Stranger<'a> = (&'a str, String, Vec<(&'a str, String)>);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_refuses_every_token_trick_and_path_trick() {
     let data = tempfile::tempdir().unwrap();
@@ -31,7 +34,7 @@ async fn the_admin_api_refuses_every_token_trick_and_path_trick() {
         .await;
     assert_eq!(before.status, 200);
 
-    let strangers: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    let strangers: Vec<Stranger> = vec![
         ("no token", "/v1/apps/echo".into(), vec![]),
         (
             "empty bearer",

@@ -254,8 +254,10 @@ async fn the_front_door_refuses_what_rfc_9112_refuses() {
         ("malformed chunk size", b"POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), "400"),
         ("chunk longer than its size", b"POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n".to_vec(), "400"),
         // RFC 9112 6.3: a server may reject it or read it by Transfer-Encoding
-        // alone; hyper does the latter (so does Caddy in front): an empty body.
-        ("CL and TE together", b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(), "400|200"),
+        // alone; hyper does the latter (so does Caddy in front), so the echo app
+        // answers 200 with an empty body (the body is checked in the test above).
+        // Expecting exactly 200 catches a change of behaviour either way.
+        ("CL and TE together", b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(), "200"),
         ("two differing Content-Lengths", b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), "400"),
         ("obs-fold", b"GET / HTTP/1.1\r\nHost: echo.test\r\nX-A: a\r\n b\r\n\r\n".to_vec(), "400"),
         ("TE chunked, identity", b"POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n".to_vec(), "400"),
@@ -263,11 +265,10 @@ async fn the_front_door_refuses_what_rfc_9112_refuses() {
     let mut wrong = Vec::new();
     for (what, request, expected) in &cases {
         let answer = raw_answer(&host, request);
-        if !expected.split('|').any(|e| {
-            answer
-                .to_ascii_lowercase()
-                .starts_with(&format!("http/1.1 {e}").to_ascii_lowercase())
-        }) {
+        if !answer
+            .to_ascii_lowercase()
+            .starts_with(&format!("http/1.1 {expected}"))
+        {
             wrong.push(format!("{what}: expected {expected}, got {answer:?}"));
         }
         assert_eq!(

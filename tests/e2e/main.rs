@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `alorig-host` binary, real sockets, guests built
 //! from source. One module per area; each test starts its own host.
 
+// A test (and its harness) fails by panicking: unwrap is how it says "this must work".
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 mod load;
 mod postgres_server;

@@ -268,9 +268,9 @@ async fn psydge_climbs_violation_levels_locks_the_session_pushes_live_and_scores
             .with_ymd_and_hms(ny.year(), ny.month(), ny.day(), 17, 0, 0)
             .unwrap();
         if end <= ny {
-            end = end + chrono::Duration::days(1);
+            end += chrono::Duration::days(1);
         }
-        (end.timestamp_millis() - chrono::Utc::now().timestamp_millis()) as i64
+        end.timestamp_millis() - chrono::Utc::now().timestamp_millis()
     };
     assert!(
         (lock_ttl - day_end).abs() < 120_000,

@@ -1,4 +1,4 @@
-//! 5. Jobs through the durable queue on one host: `n` jobs enqueued by the
+//! Section 5: jobs through the durable queue on one host: `n` jobs enqueued by the
 //! guest in one request (`alorig:host/timers.schedule`, one INSERT each), then
 //! leased, run in a fresh instance and marked done; the clock runs from the
 //! enqueue request to the last job done, as the job store sees it. Two
@@ -6,12 +6,10 @@
 //! row into the app's database (a small real job). Last, the drain rate alone:
 //! `n` jobs enqueued to come due together, timed from that instant to the last done.
 
-#[allow(dead_code)]
-#[path = "../../../tests/e2e/postgres_server.rs"]
-mod postgres_server;
-
-use crate::harness::{Host, manifest};
-use postgres_server::PgServer;
+use crate::{
+    harness::{Host, manifest},
+    postgres_server::PgServer,
+};
 use sqlx::Connection as _;
 use std::time::{Duration, Instant};
 

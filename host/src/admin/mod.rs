@@ -18,11 +18,11 @@ pub mod token;
 use crate::{
     capabilities::timers::{JobsError, JobsReport, TimersHost},
     deploy::{ApiError, Apps, Upload},
-    ingress::invoke::{Response, plain},
+    ingress::invoke::{Response, host_response, plain},
     metrics::Metrics,
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
@@ -53,17 +53,14 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// limit, so the client sees the 413 instead of a reset connection.
 const DRAIN_PAST_LIMIT: u64 = 64 << 20;
 
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response {
-    hyper::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CACHE_CONTROL, "no-store")
-        .body(
-            Full::new(body.into())
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("static response parts are valid")
+/// An admin answer: never cached (versions and figures change under it).
+fn respond(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let mut response = host_response(status, content_type, body.into());
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn json_response(status: u16, value: &Value) -> Response {

@@ -101,8 +101,12 @@ fn imports(imports: &[String], interface: &str) -> bool {
         .any(|i| i.split('@').next() == Some(interface))
 }
 
-/// Interfaces that work only with a manifest section: (interface, the section).
-const SECTIONS: &[(&str, &str, fn(&Manifest) -> bool)] = &[
+/// An interface that works only with a manifest section: (interface, the
+/// section, whether the manifest has it).
+type SectionCheck = (&'static str, &'static str, fn(&Manifest) -> bool);
+
+/// Interfaces that work only with a manifest section.
+const SECTIONS: &[SectionCheck] = &[
     ("alorig:host/postgres", "[postgres] section", |m| {
         m.postgres.is_some()
     }),

@@ -21,9 +21,12 @@
 //! 4. `host/src/state.rs`: one typed field in `InstanceState`, built in
 //!    `InstanceState::new`, and one `add_to_linker` line with its projection;
 //! 5. its manifest section: a type in `config/manifest/sections.rs`, its
-//!    `*Toml` and its checks in `config/manifest.rs`;
-//! 6. its metric family, if any: a handle struct in `metrics/handles.rs` and
-//!    its registration in `metrics.rs` (label enums for its reasons);
+//!    `*Toml` (and a field in `ManifestToml`) in `config/manifest/raw.rs`, its
+//!    checks as one function in `config/manifest/validate.rs`, and a field in
+//!    `Manifest` plus one line in `Manifest::parse` in `config/manifest.rs`;
+//! 6. its metric family, if any: a handle struct and its `Metrics::<cap>`
+//!    resolver in `metrics/handles.rs`, the family's registration in
+//!    `metrics.rs`, and label enums for its reasons in `metrics/labels.rs`;
 //! 7. host-wide state, if any (a connection to a service): a field in
 //!    `runtime.rs` set from `config/host.rs`, and a field in [`LoadContext`];
 //! 8. a guest `components/test-<cap>-*` and its end-to-end module in

@@ -303,9 +303,9 @@ impl Shared {
         .execute(&mut *tx)
         .await
         .map_err(pg("put the new version in force"))?;
-        self.changed(&mut *tx, app, action, from, Some(version))
+        self.changed(&mut tx, app, action, from, Some(version))
             .await?;
-        self.prune(&mut *tx, app, version).await?;
+        self.prune(&mut tx, app, version).await?;
         tx.commit().await.map_err(write)?;
         Ok(version as u32)
     }
@@ -335,7 +335,7 @@ impl Shared {
             "PostgreSQL has no version {version} of {app}"
         );
         self.changed(
-            &mut *tx,
+            &mut tx,
             app,
             "rollback",
             from.and_then(|f| f.0),
@@ -369,7 +369,7 @@ impl Shared {
             .execute(&mut *tx)
             .await
             .map_err(pg("remove the app"))?;
-        self.changed(&mut *tx, app, "remove", from.and_then(|f| f.0), None)
+        self.changed(&mut tx, app, "remove", from.and_then(|f| f.0), None)
             .await?;
         sqlx::query(
             "DELETE FROM alorig_cluster.blobs b WHERE NOT EXISTS

@@ -76,7 +76,7 @@ pub async fn compile(exe: &Path, input: &Path, output: &Path) -> Result<()> {
         .trim();
     let last = last.strip_prefix("error: ").unwrap_or(last);
     if last.contains("memory allocation")
-        || (last.is_empty() && !output_status.status.code().is_some_and(|c| c == 1))
+        || (last.is_empty() && output_status.status.code().is_none_or(|c| c != 1))
     {
         bail!(
             "compiling needed more than the compiler's memory limit of {} (or the compiler was killed: {})",

@@ -28,10 +28,13 @@ const UNKNOWN_FOR: Duration = Duration::from_secs(10);
 /// names costs one app request each, never unbounded memory).
 const MAX_CACHED: usize = 10_000;
 
+/// One remembered answer: the owning app (or none), and when it expires.
+type Cached = (Option<Arc<str>>, Instant);
+
 #[derive(Default)]
 pub struct CustomDomains {
-    /// name → (owning app, when the answer expires)
-    cache: Mutex<HashMap<String, (Option<Arc<str>>, Instant)>>,
+    /// name → its remembered answer
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl CustomDomains {

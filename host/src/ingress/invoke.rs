@@ -291,15 +291,29 @@ async fn handle(
 
 /// A response the host itself gives.
 pub fn plain(status: u16, text: &'static str) -> Response {
-    hyper::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(
-            Full::new(Bytes::from_static(text.as_bytes()))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("static response parts are valid")
+    host_response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+/// A whole response built by the host (here and on the admin listener). It
+/// cannot fail: a status outside 100-999 would be a host bug, answered as 500
+/// rather than panicking the connection's task; `content_type` is a literal.
+pub fn host_response(status: u16, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = hyper::Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 /// The 503 text when the app's budget or concurrency has no room now.

@@ -4,7 +4,7 @@
 
 use crate::{app::App, config::manifest::HostPattern};
 use anyhow::{Result, bail};
-use std::{collections::HashMap, sync::Arc};
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 
 struct Entry {
     prefix: String,
@@ -74,11 +74,11 @@ impl Router {
             }
         }
         for entries in router.exact.values_mut() {
-            entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+            entries.sort_by_key(|e| Reverse(e.prefix.len()));
         }
         router
             .wildcard
-            .sort_by(|a, b| (b.1.prefix.len(), b.0.len()).cmp(&(a.1.prefix.len(), a.0.len())));
+            .sort_by_key(|(suffix, e)| Reverse((e.prefix.len(), suffix.len())));
         router.apps = apps;
         Ok(router)
     }

@@ -20,7 +20,7 @@
 //! | outbound response bodies | wasi-http | streamed to the guest with back-pressure, never buffered whole |
 //! | header maps (in/out) | hyper / wasi-http | hyper's 100 headers and 16 KiB+ head limit inbound; outbound headers live in guest-created `fields` resources (≤ 10 000 per instance) |
 //! | log lines (guest stdout/stderr) | `capabilities/wasi.rs` | written through as they come, not accumulated |
-//! | metric labels | `metrics.rs` | only app names, manifest entries (timers, outbound destinations) and fixed reasons: never guest strings |
+//! | metric labels | `metrics/labels.rs` | only app names, manifest entries (timers, outbound destinations) and fixed reasons: never guest strings |
 //! | job payloads | `capabilities/timers/worker.rs` | stored in PostgreSQL (≤ 1 MiB each, `max_pending` per app); charged while the job runs, a job that does not fit is rejected (`memory_budget`) and retried after its backoff |
 //! | timer arguments | `capabilities/timers/worker.rs` | the timer's name and time, from the manifest: not guest input |
 //! | Redis pub/sub messages (trigger) | `capabilities/redis/subscriber.rs` | charged on the wire by the relay, then while the handler runs (≤ 64 at once); one that does not fit is dropped with a warning |

@@ -1,11 +1,13 @@
 //! The per-app handles of each capability's series (`alorig_app_pg_*`,
 //! `alorig_app_redis_*`, `alorig_app_timer_*`/`job_*`, `alorig_app_ws_*`,
 //! `alorig_app_files_*`),
-//! resolved once per app version by [`super::Metrics`]; recording is an
+//! and the [`Metrics`] methods that resolve them, once per app version (each
+//! capability asks for its own when its app is loaded); recording is an
 //! atomic add on a handle, indexed by a named label enum, never a position.
 
 use super::{
-    AppLabel, HistogramFamily, PgErrorKind, RedisErrorReason, WsDropReason, duration_histogram,
+    AppDirectionLabel, AppKindLabel, AppLabel, AppReasonLabel, HistogramFamily, Metrics,
+    PgErrorKind, RedisErrorReason, WsDropReason, duration_histogram,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -165,5 +167,97 @@ impl WsMetrics {
     /// Counts one refused or dropped connection.
     pub fn dropped(&self, reason: WsDropReason) {
         self.dropped[reason as usize].inc();
+    }
+}
+
+impl Metrics {
+    /// The app's `alorig_app_pg_*` handles.
+    pub fn postgres(&self, app: &str) -> PgMetrics {
+        let label = AppLabel {
+            app: app.to_string(),
+        };
+        PgMetrics {
+            connections: self.pg_connections.get_or_create_owned(&label),
+            idle: self.pg_idle.get_or_create_owned(&label),
+            waits: self.pg_waits.get_or_create_owned(&label),
+            queries: self.pg_queries.get_or_create_owned(&label),
+            errors: PgErrorKind::ALL.map(|kind| {
+                self.pg_errors.get_or_create_owned(&AppKindLabel {
+                    app: app.to_string(),
+                    kind: kind.label(),
+                })
+            }),
+        }
+    }
+
+    /// Redis handles for an app with `[redis]` (apps without it get no series).
+    pub fn redis(&self, app: &str) -> RedisMetrics {
+        RedisMetrics {
+            commands: self.redis_commands.get_or_create_owned(&AppLabel {
+                app: app.to_string(),
+            }),
+            errors: RedisErrorReason::ALL.map(|reason| {
+                self.redis_errors.get_or_create_owned(&AppReasonLabel {
+                    app: app.to_string(),
+                    reason: reason.label(),
+                })
+            }),
+        }
+    }
+
+    /// The app's timer and job handles.
+    pub fn timers(&self, app: &str) -> TimerMetrics {
+        let f = &self.timers;
+        let state = |state| {
+            f.jobs.get_or_create_owned(&AppStateLabel {
+                app: app.to_string(),
+                state,
+            })
+        };
+        let label = AppLabel {
+            app: app.to_string(),
+        };
+        TimerMetrics {
+            app: app.to_string(),
+            timer_runs: f.timer_runs.clone(),
+            job_runs: f.job_runs.clone(),
+            queue: [state("pending"), state("running"), state("dead")],
+            job_latency: f.job_latency.get_or_create_owned(&label),
+            dead_letters: f.dead_letters.get_or_create_owned(&label),
+        }
+    }
+
+    /// `[files]` handles for an app with a files directory.
+    pub fn files(&self, app: &str) -> FilesMetrics {
+        let label = AppLabel {
+            app: app.to_string(),
+        };
+        FilesMetrics {
+            bytes: self.files_bytes.get_or_create_owned(&label),
+            limit: self.files_limit.get_or_create_owned(&label),
+        }
+    }
+
+    /// WebSocket handles for an app (resolved once per app version).
+    pub fn websocket(&self, app: &str) -> WsMetrics {
+        let direction = |direction| {
+            self.ws_messages.get_or_create_owned(&AppDirectionLabel {
+                app: app.to_string(),
+                direction,
+            })
+        };
+        WsMetrics {
+            connections: self.ws_connections.get_or_create_owned(&AppLabel {
+                app: app.to_string(),
+            }),
+            messages_in: direction("in"),
+            messages_out: direction("out"),
+            dropped: WsDropReason::ALL.map(|reason| {
+                self.ws_dropped.get_or_create_owned(&AppReasonLabel {
+                    app: app.to_string(),
+                    reason: reason.label(),
+                })
+            }),
+        }
     }
 }

@@ -58,13 +58,13 @@ impl Framing for PgFraming {
             let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
             // The previous message has been handed on whole: sqlx has it.
             charge.clear();
-            if len > SMALL {
-                if let Err(no_room) = charge.grow(len as u64 + 1) {
-                    return Err(error_response(&format!(
-                        "{TOO_LARGE_MARK} a {} from the server of {no_room}; select less (LIMIT, fewer or shorter columns)",
-                        kind(tag)
-                    )));
-                }
+            if len > SMALL
+                && let Err(no_room) = charge.grow(len as u64 + 1)
+            {
+                return Err(error_response(&format!(
+                    "{TOO_LARGE_MARK} a {} from the server of {no_room}; select less (LIMIT, fewer or shorter columns)",
+                    kind(tag)
+                )));
             }
             out.extend_from_slice(&self.header);
             self.body_left = len.saturating_sub(4);

@@ -164,16 +164,17 @@ impl PostgresHost {
             }
             return read_secret(&password_file);
         }
-        if let Some((owner,)) = &owner {
-            if owner != role && owner.starts_with("alorig_") {
-                bail!(
-                    "{}",
-                    at(&format!(
-                        "database {} already belongs to another app ({owner})",
-                        pg.database
-                    ))
-                );
-            }
+        if let Some((owner,)) = &owner
+            && owner != role
+            && owner.starts_with("alorig_")
+        {
+            bail!(
+                "{}",
+                at(&format!(
+                    "database {} already belongs to another app ({owner})",
+                    pg.database
+                ))
+            );
         }
         let password = match &self.sealer {
             // This host's own password (a data dir joining a cluster) is

@@ -115,7 +115,14 @@ async fn run<T: Send + 'static>(
                 }
                 None => break ABNORMAL,
             },
-            () = async { handler.as_mut().expect("polled only while running").await }, if handler.is_some() => {
+            // The precondition keeps this branch from being polled without a
+            // handler; if it ever were, it waits instead of panicking the loop.
+            () = async {
+                match handler.as_mut() {
+                    Some(running) => running.await,
+                    None => std::future::pending().await,
+                }
+            }, if handler.is_some() => {
                 handler = None;
                 // The client's frames waited while the handler ran: not its silence.
                 answered = true;

@@ -1,5 +1,7 @@
 //! The validated types of the manifest's capability sections, each next to
 //! its defaults; `Manifest::parse` builds them from the `*Toml` structs.
+//! Non-zero defaults are written `const { NonZeroU32::new(n).unwrap() }`:
+//! checked when compiling, so parsing a manifest cannot panic on them.
 
 use super::{ByteSize, Duration, HostPattern, NonZeroU32};
 use serde::Deserialize;
@@ -49,7 +51,7 @@ impl Default for OutboundHttp {
         Self {
             allowed: Vec::new(),
             timeout: Duration::from_secs(30),
-            max_concurrency: NonZeroU32::new(16).unwrap(),
+            max_concurrency: const { NonZeroU32::new(16).unwrap() },
             max_response: ByteSize::mib(16),
         }
     }
@@ -129,10 +131,10 @@ pub struct WebSocket {
 impl Default for WebSocket {
     fn default() -> Self {
         Self {
-            max_connections: NonZeroU32::new(10_000).unwrap(),
+            max_connections: const { NonZeroU32::new(10_000).unwrap() },
             max_message: ByteSize(64 * 1024),
             ping_interval: Duration::from_secs(30),
-            send_queue: NonZeroU32::new(64).unwrap(),
+            send_queue: const { NonZeroU32::new(64).unwrap() },
             send_timeout: Duration::from_secs(10),
         }
     }
@@ -148,6 +150,9 @@ pub struct Timer {
     pub timeout: Duration,
 }
 
+// Built once per timer at load and never moved on a hot path: boxing the
+// cron expression would only add an indirection to every match on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Schedule {
     /// Five cron fields, interpreted in `timezone` with its DST rules.
