@@ -108,10 +108,7 @@ fn check_route(method: &Method, path: &str) {
         }
         Route::NotFound => assert!(!path.starts_with("/v1/")),
         page => {
-            let (_, exact) = open
-                .iter()
-                .find(|(r, _)| *r == page)
-                .expect("an open page");
+            let (_, exact) = open.iter().find(|(r, _)| *r == page).expect("an open page");
             assert_eq!(*method, Method::GET);
             assert_eq!(path, *exact);
         }

@@ -4,13 +4,13 @@
 //! Caddyfile tokens, and renders a Caddyfile with balanced braces.
 #![no_main]
 
+use alorig_host::caddyfile::Options;
 use alorig_host::config::{
     Manifest,
     manifest::HostPattern,
     units::{MAX_DURATION, MAX_SIZE},
 };
 use libfuzzer_sys::fuzz_target;
-use alorig_host::caddyfile::Options;
 use std::{path::Path, sync::LazyLock};
 
 fuzz_target!(|text: &str| {

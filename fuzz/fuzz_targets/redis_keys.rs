@@ -38,8 +38,14 @@ static APP: LazyLock<RedisApp> = LazyLock::new(|| {
         Default::default(),
         Default::default(),
     ));
-    RedisApp::new(&host, "app-a", &config, Metrics::new().redis("app-a"), budget)
-        .expect("the fuzz app's Redis")
+    RedisApp::new(
+        &host,
+        "app-a",
+        &config,
+        Metrics::new().redis("app-a"),
+        budget,
+    )
+    .expect("the fuzz app's Redis")
 });
 
 /// A guest command, as arbitrary data (mirrors `wit/redis.wit`'s `command`).
@@ -168,7 +174,14 @@ struct Input {
 /// The calls of `wit/redis.wit` that are not `command`s, with the arguments
 /// after the key that the host sends for them.
 const KEY_CALLS: &[&str] = &[
-    "PTTL", "SISMEMBER", "SCARD", "LPOP", "RPOP", "LLEN", "ZSCORE", "ZCARD",
+    "PTTL",
+    "SISMEMBER",
+    "SCARD",
+    "LPOP",
+    "RPOP",
+    "LLEN",
+    "ZSCORE",
+    "ZCARD",
 ];
 
 fuzz_target!(|input: Input| {
@@ -222,7 +235,10 @@ fuzz_target!(|input: Input| {
     let channel = app.channel(key);
     assert_eq!(channel, full(key));
     assert_eq!(app.strip_prefix(&channel), Some(key.as_bytes()));
-    assert_eq!(app.strip_prefix(member), member.strip_prefix(PREFIX.as_bytes()));
+    assert_eq!(
+        app.strip_prefix(member),
+        member.strip_prefix(PREFIX.as_bytes())
+    );
 });
 
 fn full(key: &str) -> Vec<u8> {
@@ -303,7 +319,11 @@ fn check_command(cmd: &Cmd, args: &[Vec<u8>]) {
             assert_eq!(args[2], f.as_bytes());
             assert_eq!(int(&args[3]), Some(*d));
         }
-        Cmd::Sadd(_, m) | Cmd::Srem(_, m) | Cmd::Rpush(_, m) | Cmd::Lpush(_, m) | Cmd::Zrem(_, m) => {
+        Cmd::Sadd(_, m)
+        | Cmd::Srem(_, m)
+        | Cmd::Rpush(_, m)
+        | Cmd::Lpush(_, m)
+        | Cmd::Zrem(_, m) => {
             assert_eq!(&args[2..], m.as_slice());
         }
         Cmd::Lrange(_, a, b) => {
@@ -331,9 +351,17 @@ fn check_command(cmd: &Cmd, args: &[Vec<u8>]) {
 /// Whole RESP commands (arrays of bulk strings), the only thing the bytes may hold.
 fn parse_commands(mut bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
     fn line<'a>(bytes: &mut &'a [u8], tag: u8) -> usize {
-        assert_eq!(bytes.first(), Some(&tag), "{:?}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            bytes.first(),
+            Some(&tag),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
         let end = bytes.windows(2).position(|w| w == b"\r\n").expect("CRLF");
-        let n = std::str::from_utf8(&bytes[1..end]).unwrap().parse().unwrap();
+        let n = std::str::from_utf8(&bytes[1..end])
+            .unwrap()
+            .parse()
+            .unwrap();
         *bytes = &bytes[end + 2..];
         n
     }
