@@ -22,11 +22,11 @@ use crate::{
     ingress::invoke::{Response, plain},
     metrics::Metrics,
 };
-use request::{Api, Route};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use request::{Api, Route};
 use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;

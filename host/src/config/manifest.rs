@@ -456,7 +456,11 @@ impl Manifest {
         let mut routes = Vec::new();
         for (i, route) in raw.routes.into_iter().enumerate() {
             let path = route.path.unwrap_or_else(|| "/".to_string());
-            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            if !path.starts_with('/')
+                || path.contains(|c: char| {
+                    "?#{}\"'\\".contains(c) || c.is_whitespace() || c.is_control()
+                })
+            {
                 bail!(
                     "{}: {path:?} must be a path starting with /",
                     at(&format!("routes[{i}].path"))

@@ -148,8 +148,12 @@ fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
             Ok(i) => (i as i16).to_be_bytes().to_vec(),
             Err(e) => return Some(Err(e)),
         },
-        (INT4, v) | (OID, v) => match range(int(v)?, i32::MIN.into(), i32::MAX.into(), "int4") {
+        (INT4, v) => match range(int(v)?, i32::MIN.into(), i32::MAX.into(), "int4") {
             Ok(i) => (i as i32).to_be_bytes().to_vec(),
+            Err(e) => return Some(Err(e)),
+        },
+        (OID, v) => match range(int(v)?, 0, u32::MAX.into(), "oid") {
+            Ok(i) => (i as u32).to_be_bytes().to_vec(),
             Err(e) => return Some(Err(e)),
         },
         (INT8, v) => int(v)?.to_be_bytes().to_vec(),
@@ -659,6 +663,20 @@ mod tests {
             numeric_from_binary(&numeric_to_binary("NaN").unwrap()).unwrap(),
             "NaN"
         );
+    }
+
+    /// Found by the `postgres_codec` fuzz target: an oid is unsigned, so -16127
+    /// was sent as oid 4294951169 (and 3000000000 refused as out of int4 range).
+    #[test]
+    fn an_oid_parameter_is_unsigned_and_never_wraps() {
+        let sent = |v: i64| encode_scalar(&Value::Int64(v), OID).unwrap();
+        assert!(sent(-16127).is_err());
+        assert_eq!(sent(3_000_000_000).unwrap(), 3_000_000_000u32.to_be_bytes());
+        assert!(sent(1 << 32).is_err());
+        match Decoder::Oid.decode(&sent(4_294_967_295).unwrap()).unwrap() {
+            Value::Int64(v) => assert_eq!(v, 4_294_967_295),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
