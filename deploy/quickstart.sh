@@ -3,7 +3,8 @@
 #
 #   deploy/quickstart.sh          install what is missing, build, run the host with the eight Alorig deployments
 #   deploy/quickstart.sh demo     the same with the small reference apps (hello, store, AstroTiming)
-#   deploy/quickstart.sh test     install what is missing, check formatting and lints, build, run every test
+#   deploy/quickstart.sh test     install what is missing, check formatting and lints, build, run every test, then the fuzz targets 60 s each
+#   deploy/quickstart.sh fuzz     the fuzz targets alone (FUZZ_SECONDS=3600 for long runs)
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
 #
 # Installs only what is absent: the Rust target wasm32-wasip2 (rustup), from
@@ -249,6 +250,12 @@ case "${1:-run}" in
     install_test_tools
     say "running the tests"
     cargo test --release --locked -p alorig-host
+    # Every fuzz target for 60 s; a crash fails the test command (fuzz/run.sh
+    # names the target and the input). Four at a time on CI's 2 cores, so each
+    # gets about half a core for its minute: the CI budget (fuzz/README.md).
+    say "running the fuzz targets (60 s each, ${FUZZ_JOBS:-4} at a time)"
+    install_fuzz_tools
+    FUZZ_JOBS="${FUZZ_JOBS:-4}" fuzz/run.sh
     ;;
   fuzz)
     # Every fuzz target for FUZZ_SECONDS (default 60) each, two at a time.

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod history;
+pub mod request;
 pub mod token;
 
 use crate::{
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use request::{Api, Route};
 use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -73,42 +75,30 @@ fn error(err: &ApiError) -> Response {
     json_response(err.status, &err.to_json())
 }
 
-/// Same length and same bytes, in time that depends only on the length.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 impl Admin {
     async fn handle(&self, req: hyper::Request<Incoming>) -> Response {
         let path = req.uri().path().to_string();
-        match (req.method(), path.as_str()) {
-            (&http::Method::GET, "/healthz") => {
+        let api = match request::route(req.method(), &path) {
+            Route::Healthz => {
                 return match self.ready.waiting_for() {
                     None => plain(200, "ok\n"),
                     Some(doing) => respond(503, "text/plain; charset=utf-8", format!("{doing}\n")),
                 };
             }
-            (&http::Method::GET, "/metrics") => {
+            Route::Metrics => {
                 return respond(
                     200,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     self.metrics.encode(),
                 );
             }
-            (&http::Method::GET, "/") => {
+            Route::Dashboard => {
                 return respond(200, "text/html; charset=utf-8", self.dashboard_page());
             }
-            (&http::Method::GET, "/dashboard.json") => {
-                return json_response(200, &self.dashboard_figures());
-            }
+            Route::DashboardFigures => return json_response(200, &self.dashboard_figures()),
             // Caddy's on-demand TLS `ask`: it cannot send a token, and the answer
             // only says whether a name is served (loopback listener).
-            (&http::Method::GET, "/v1/tls/allowed") => {
+            Route::TlsAllowed => {
                 let domain = req
                     .uri()
                     .query()
@@ -127,25 +117,23 @@ impl Admin {
                     plain(404, "no app serves this domain\n")
                 };
             }
-            _ => {}
-        }
-        let Some(rest) = path.strip_prefix("/v1/") else {
-            return plain(404, "not found\n");
+            Route::NotFound => return plain(404, "not found\n"),
+            Route::Api(api) => api,
         };
-        if !self.authorized(&req) {
+        if !request::authorized(req.headers(), &self.token) {
             return error(&ApiError::new(
                 401,
                 "unauthorized",
                 "missing or wrong admin token (Authorization: Bearer …; see <data_dir>/admin.token)",
             ));
         }
-        let segments: Vec<&str> = rest.split('/').collect();
+        let rest = &path["/v1/".len()..];
         let method = req.method().clone();
-        let result = match (req.method().clone(), segments.as_slice()) {
-            (http::Method::GET, ["apps"]) => Ok((200, self.apps.list())),
-            (http::Method::GET, ["cluster"]) => self.cluster().await.map(|v| (200, v)),
-            (http::Method::GET, ["apps", app]) => self.apps.get(app).map(|v| (200, v)),
-            (http::Method::PUT, ["apps", app]) => {
+        let result = match api {
+            Api::ListApps => Ok((200, self.apps.list())),
+            Api::Cluster => self.cluster().await.map(|v| (200, v)),
+            Api::App(app) => self.apps.get(app).map(|v| (200, v)),
+            Api::Deploy(app) => {
                 let app = app.to_string();
                 match self.read_upload(app.clone(), req).await {
                     Ok(upload) => {
@@ -162,21 +150,18 @@ impl Admin {
                     }
                 }
             }
-            (http::Method::POST, ["apps", app, "rollback"]) => {
-                let app = app.to_string();
-                match read_small_json(req).await {
-                    Ok(body) => match rollback_target(&body) {
-                        Ok(to) => self.apps.rollback(&app, to).await.map(|v| (200, v)),
-                        Err(err) => Err(err),
-                    },
+            Api::Rollback(app) => match read_small_body(req).await {
+                Ok(body) => match request::rollback_body(&body) {
+                    Ok(to) => self.apps.rollback(app, to).await.map(|v| (200, v)),
                     Err(err) => Err(err),
-                }
-            }
-            (http::Method::GET, ["apps", app, "jobs"]) => match self.apps.get(app) {
+                },
+                Err(err) => Err(err),
+            },
+            Api::Jobs(app) => match self.apps.get(app) {
                 Ok(_) => jobs_json(app, self.timers.jobs(app).await).map(|v| (200, v)),
                 Err(err) => Err(err),
             },
-            (http::Method::GET, ["apps", app, "logs"]) => {
+            Api::Logs(app) => {
                 let logs = crate::logs::global();
                 if self.apps.get(app).is_err() && !logs.knows(app) {
                     Err(ApiError::new(
@@ -200,37 +185,30 @@ impl Admin {
                     ))
                 }
             }
-            (http::Method::DELETE, ["apps", app]) => {
-                let app = app.to_string();
+            Api::Remove(app) => {
                 // `?purge=true`: its [files] directory goes too.
                 let purge = req
                     .uri()
                     .query()
                     .is_some_and(|q| q.split('&').any(|kv| kv == "purge=true" || kv == "purge=1"));
-                self.apps.remove(&app, purge).await.map(|v| (200, v))
+                self.apps.remove(app, purge).await.map(|v| (200, v))
             }
-            (_, ["apps"] | ["apps", _] | ["apps", _, "rollback" | "jobs" | "logs"]) => {
-                Err(ApiError::new(
-                    405,
-                    "method_not_allowed",
-                    format!("{} is not allowed on /v1/{rest}", req.method()),
-                ))
-            }
-            _ => Err(ApiError::new(
+            Api::MethodNotAllowed => Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on /v1/{rest}"),
+            )),
+            Api::NotFound => Err(ApiError::new(
                 404,
                 "not_found",
                 format!("no admin API route /v1/{rest}"),
             )),
         };
-        let changes_routes = matches!(
-            (method, segments.as_slice()),
-            (http::Method::PUT, ["apps", _])
-                | (http::Method::POST, ["apps", _, "rollback"])
-                | (http::Method::DELETE, ["apps", _])
-        );
         match result {
             Ok((status, mut value)) => {
-                if changes_routes && let Err(err) = self.apply_routes().await {
+                if api.changes_routes()
+                    && let Err(err) = self.apply_routes().await
+                {
                     let warning = Value::String(format!("{err:#}"));
                     match value.get_mut("warnings").and_then(Value::as_array_mut) {
                         Some(warnings) => warnings.push(warning),
@@ -273,17 +251,6 @@ impl Admin {
             .map(|d| d.app.manifest.clone())
             .collect();
         caddy.routes_changed(&manifests).await.map(|_| ())
-    }
-
-    fn authorized<B>(&self, req: &hyper::Request<B>) -> bool {
-        let given = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        !self.token.is_empty() && same_secret(given.as_bytes(), self.token.as_bytes())
     }
 
     async fn read_upload(
@@ -435,34 +402,6 @@ async fn drain(body: &mut Incoming, mut budget: u64) {
     }
 }
 
-/// The body of `POST /v1/apps/{app}/rollback`: `{}` (the version before) or
-/// `{"to": N}` with N a version number; anything else is a 400, never a guess.
-fn rollback_target(body: &Value) -> Result<Option<u32>, ApiError> {
-    let bad = |why: &str| {
-        ApiError::new(
-            400,
-            "bad_request",
-            format!("rollback body: {why}; expected {{}} or {{\"to\": <version>}}"),
-        )
-    };
-    let Some(object) = body.as_object() else {
-        return Err(bad("not a JSON object"));
-    };
-    if let Some(key) = object.keys().find(|k| k.as_str() != "to") {
-        return Err(bad(&format!("unknown field {key:?}")));
-    }
-    match object.get("to") {
-        None => Ok(None),
-        Some(to) => match to.as_u64().and_then(|v| u32::try_from(v).ok()) {
-            Some(version) => Ok(Some(version)),
-            None => Err(bad(&format!(
-                "\"to\" is {to}, not a version number (0 to {})",
-                u32::MAX
-            ))),
-        },
-    }
-}
-
 /// Renders the jobs report (or why there is none) for the admin API.
 fn jobs_json(app: &str, report: Result<JobsReport, JobsError>) -> Result<Value, ApiError> {
     match report {
@@ -474,8 +413,9 @@ fn jobs_json(app: &str, report: Result<JobsReport, JobsError>) -> Result<Value, 
     }
 }
 
-async fn read_small_json(req: hyper::Request<Incoming>) -> Result<Value, ApiError> {
-    let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+/// A small request body, read whole (the rollback body).
+async fn read_small_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
+    Ok(http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
         .await
         .map_err(|_| {
@@ -485,48 +425,5 @@ async fn read_small_json(req: hyper::Request<Incoming>) -> Result<Value, ApiErro
                 "the request body is larger than 64KiB or was cut off",
             )
         })?
-        .to_bytes();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(400, "bad_request", format!("the body is not JSON: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_rollback_target_is_a_version_number_or_nothing() {
-        use serde_json::json;
-        assert_eq!(super::rollback_target(&json!({})).unwrap(), None);
-        assert_eq!(super::rollback_target(&json!({"to": 3})).unwrap(), Some(3));
-        assert_eq!(
-            super::rollback_target(&json!({"to": 4294967295u64})).unwrap(),
-            Some(u32::MAX)
-        );
-        for bad in [
-            json!({"to": 4294967297u64}),
-            json!({"to": -1}),
-            json!({"to": "1"}),
-            json!({"to": 1.5}),
-            json!([1, 2]),
-            json!({"too": 3}),
-            json!(null),
-            json!({"to": null}),
-        ] {
-            assert_eq!(
-                super::rollback_target(&bad).unwrap_err().status,
-                400,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(super::same_secret(b"abc", b"abc"));
-        assert!(!super::same_secret(b"abd", b"abc"));
-        assert!(!super::same_secret(b"ab", b"abc"));
-        assert!(!super::same_secret(b"", b"abc"));
-    }
+        .to_bytes())
 }

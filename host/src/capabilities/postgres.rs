@@ -29,7 +29,7 @@
 //! as a `too-large` error before it is buffered, never as a host allocation
 //! spike or a guest trap.
 
-mod codec;
+pub mod codec;
 mod guard;
 mod provision;
 mod query;

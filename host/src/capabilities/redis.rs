@@ -68,9 +68,9 @@ pub mod trigger {
     });
 }
 
-use generated::alorig::host::redis::{
-    self as wit, Command, Error, KeyTtl, Reply, SetCondition, SetOptions,
-};
+use generated::alorig::host::redis::{self as wit, KeyTtl, Reply};
+/// A guest's typed command and its errors (public for the `redis_keys` fuzz target).
+pub use generated::alorig::host::redis::{Command, Error, SetCondition, SetOptions};
 
 /// The fully qualified name a component imports the interface under.
 pub const INTERFACE: &str = "alorig:host/redis@0.1.0";
@@ -250,29 +250,56 @@ impl RedisApp {
         key: &str,
         rest: &[&[u8]],
     ) -> Result<T, Error> {
+        self.run(&self.key_command(name, key, rest)?).await
+    }
+
+    /// `name`, the prefixed key, then `rest` (the calls that are not a [`Command`]).
+    fn key_command(&self, name: &str, key: &str, rest: &[&[u8]]) -> Result<redis::Cmd, Error> {
         let mut cmd = redis::cmd(name);
         cmd.arg(self.key(key)?);
         for arg in rest {
             cmd.arg(*arg);
         }
-        self.run(&cmd).await
+        Ok(cmd)
     }
 
     async fn pipeline(&self, commands: Vec<Command>, atomic: bool) -> Result<Vec<Reply>, Error> {
+        Ok(self
+            .run_pipeline(&self.pipe(&commands, atomic)?)
+            .await?
+            .into_iter()
+            .map(reply)
+            .collect())
+    }
+
+    fn pipe(&self, commands: &[Command], atomic: bool) -> Result<redis::Pipeline, Error> {
         non_empty(commands.len())?;
         let mut pipe = redis::pipe();
         if atomic {
             pipe.atomic();
         }
-        for command in &commands {
+        for command in commands {
             pipe.add_command(self.command(command)?);
         }
-        Ok(self
-            .run_pipeline(&pipe)
-            .await?
-            .into_iter()
-            .map(reply)
-            .collect())
+        Ok(pipe)
+    }
+
+    /// The bytes a pipeline of guest commands sends to Redis (`MULTI` … `EXEC`
+    /// around it when atomic), or its refusal: what the `redis_keys` fuzz target
+    /// (`fuzz/`) checks stays under the prefix.
+    pub fn packed_pipeline(&self, commands: &[Command], atomic: bool) -> Result<Vec<u8>, Error> {
+        Ok(self.pipe(commands, atomic)?.get_packed_pipeline())
+    }
+
+    /// The bytes one of the calls that are not a [`Command`] (`PTTL`, `SISMEMBER`,
+    /// …) sends, for the same fuzz target.
+    pub fn packed_key_command(
+        &self,
+        name: &'static str,
+        key: &str,
+        rest: &[&[u8]],
+    ) -> Result<Vec<u8>, Error> {
+        Ok(self.key_command(name, key, rest)?.get_packed_command())
     }
 
     /// The full channel name for a subscription, as Redis sees it.

@@ -100,6 +100,20 @@ mod tests {
     use super::numeric::{numeric_from_binary, numeric_to_binary};
     use super::*;
 
+    /// Found by the `postgres_codec` fuzz target: an oid is unsigned, so -16127
+    /// was sent as oid 4294951169 (and 3000000000 refused as out of int4 range).
+    #[test]
+    fn an_oid_parameter_is_unsigned_and_never_wraps() {
+        let sent = |v: i64| super::encode::encode_scalar(&Value::Int64(v), OID).unwrap();
+        assert!(sent(-16127).is_err());
+        assert_eq!(sent(3_000_000_000).unwrap(), 3_000_000_000u32.to_be_bytes());
+        assert!(sent(1 << 32).is_err());
+        match Decoder::Oid.decode(&sent(4_294_967_295).unwrap()).unwrap() {
+            Value::Int64(v) => assert_eq!(v, 4_294_967_295),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn numerics_round_trip_through_the_binary_form() {
         for text in [

@@ -167,3 +167,31 @@ fn route_prefixes_are_normalized() {
     assert_eq!(normalize_prefix("/api/"), "/api");
     assert_eq!(normalize_prefix("/"), "/");
 }
+
+/// Found with the `manifest` fuzz target's oracle: a route path is written into
+/// the Caddyfile as it is, so a newline, brace or blank in it could close the
+/// app's site block and open one of the manifest author's (here, a public site
+/// proxying to the host's admin listener). Refused like a static site's path.
+#[test]
+fn route_paths_cannot_write_caddyfile_syntax() {
+    for path in [
+        "/a{",
+        "/a}",
+        "/a\\n}\\nevil.test\\t{\\nreverse_proxy\\t127.0.0.1:9090\\n}",
+        "/a\\tb",
+        "/a\\\"b",
+        "/a'b",
+        "/a\\\\b",
+        "/a\\u0000",
+    ] {
+        let text = format!(
+            "name = \"a\"\ncomponent = \"a.wasm\"\n[[routes]]\nhost = \"a.test\"\npath = \"{path}\"\n"
+        );
+        let err = parse(&text).expect_err(path).to_string();
+        assert!(
+            err.contains("must be a path starting with /"),
+            "{path}: {err}"
+        );
+    }
+    assert!(parse("name = \"a\"\ncomponent = \"a.wasm\"\n[[routes]]\nhost = \"a.test\"\npath = \"/api/v1-x_y.z~\"\n").is_ok());
+}

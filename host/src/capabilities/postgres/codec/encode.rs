@@ -75,7 +75,7 @@ fn mismatch(value: &Value, target: &PgTypeInfo) -> String {
 }
 
 /// `None`: the value cannot become this type; `Some(Err)`: it could, but is malformed.
-fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
+pub(super) fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
     use Value as V;
     let int = |v: &Value| -> Option<i64> {
         match *v {
@@ -98,8 +98,12 @@ fn encode_scalar(value: &Value, oid: u32) -> Option<Result<Vec<u8>, String>> {
             Ok(i) => (i as i16).to_be_bytes().to_vec(),
             Err(e) => return Some(Err(e)),
         },
-        (INT4, v) | (OID, v) => match range(int(v)?, i32::MIN.into(), i32::MAX.into(), "int4") {
+        (INT4, v) => match range(int(v)?, i32::MIN.into(), i32::MAX.into(), "int4") {
             Ok(i) => (i as i32).to_be_bytes().to_vec(),
+            Err(e) => return Some(Err(e)),
+        },
+        (OID, v) => match range(int(v)?, 0, u32::MAX.into(), "oid") {
+            Ok(i) => (i as u32).to_be_bytes().to_vec(),
             Err(e) => return Some(Err(e)),
         },
         (INT8, v) => int(v)?.to_be_bytes().to_vec(),
