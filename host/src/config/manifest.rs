@@ -349,6 +349,7 @@ struct OutboundToml {
 #[serde(deny_unknown_fields)]
 struct WebSocketToml {
     max_connections: Option<NonZeroU32>,
+    max_connections_per: Option<LimitScope>,
     max_message: Option<ByteSize>,
     ping_interval: Option<HumanDuration>,
     send_queue: Option<NonZeroU32>,
@@ -613,6 +614,7 @@ impl Manifest {
             if let Some(n) = raw.max_connections {
                 websocket.max_connections = n;
             }
+            websocket.max_connections_per = raw.max_connections_per.unwrap_or_default();
             if let Some(size) = raw.max_message {
                 if size.bytes() < 16 || size.bytes() > MAX_WEBSOCKET_MESSAGE.bytes() {
                     bail!(
