@@ -98,6 +98,7 @@ pub struct Metrics {
     files_limit: Family<AppLabel, Gauge>,
     pg_connections: Family<AppLabel, Gauge>,
     pg_idle: Family<AppLabel, Gauge>,
+    pg_pool_max: Family<AppLabel, Gauge>,
     pg_waits: Family<AppLabel, Counter>,
     pg_queries: Family<AppLabel, Counter>,
     pg_errors: Family<AppKindLabel, Counter>,
@@ -324,6 +325,7 @@ impl Metrics {
         let files_limit = Family::<AppLabel, Gauge>::default();
         let pg_connections = Family::<AppLabel, Gauge>::default();
         let pg_idle = Family::<AppLabel, Gauge>::default();
+        let pg_pool_max = Family::<AppLabel, Gauge>::default();
         let pg_waits = Family::<AppLabel, Counter>::default();
         let pg_queries = Family::<AppLabel, Counter>::default();
         let pg_errors = Family::<AppKindLabel, Counter>::default();
@@ -390,6 +392,11 @@ impl Metrics {
             "alorig_app_pg_connections_idle",
             "Idle PostgreSQL connections in the app's pool",
             pg_idle.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_connections_max",
+            "The app's pool size on this host: its share of postgres.max_connections among the hosts up",
+            pg_pool_max.clone(),
         );
         registry.register(
             "alorig_app_pg_waits",
@@ -493,6 +500,7 @@ impl Metrics {
             files_limit,
             pg_connections,
             pg_idle,
+            pg_pool_max,
             pg_waits,
             pg_queries,
             pg_errors,
@@ -551,6 +559,7 @@ impl Metrics {
         PgMetrics {
             connections: self.pg_connections.get_or_create_owned(&label),
             idle: self.pg_idle.get_or_create_owned(&label),
+            pool_max: self.pg_pool_max.get_or_create_owned(&label),
             waits: self.pg_waits.get_or_create_owned(&label),
             queries: self.pg_queries.get_or_create_owned(&label),
             errors: PgErrorKind::ALL.map(|kind| {

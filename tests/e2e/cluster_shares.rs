@@ -1,9 +1,14 @@
 //! What an app is allowed in all, shared out among the hosts of a cluster:
 //! `[websocket] max_connections` counted across two hosts through a real Redis
-//! (and a SIGKILLed host's connections ceasing to count).
+//! (and a SIGKILLed host's connections ceasing to count), and each host's
+//! PostgreSQL pool sized from the number of hosts up, against a real
+//! PostgreSQL: 1, 2 and 3 hosts, then one killed and one stopped.
 
 use crate::{
+    cluster::{node, wait_ready},
+    deploy::deploy_ok,
     harness::{Host, manifest},
+    postgres_server::PgServer,
     redis_server::RedisServer,
     websocket::Ws,
 };
@@ -123,4 +128,155 @@ async fn websocket_max_connections_holds_across_two_hosts_and_a_killed_hosts_con
         lapsed >= Duration::from_secs(5),
         "the dead host's connections stopped counting before their leases could lapse"
     );
+}
+
+/// Each host's `alorig_app_pg_connections_max` for app `p`, in host order.
+async fn pool_sizes(hosts: &[&Host]) -> Vec<u32> {
+    let mut sizes = Vec::new();
+    for host in hosts {
+        sizes.push(
+            host.metric("alorig_app_pg_connections_max", "app=\"p\"")
+                .await as u32,
+        );
+    }
+    sizes
+}
+
+/// Polls until the hosts' pool sizes are `want`; how long it took.
+async fn pools_become(hosts: &[&Host], want: &[u32], limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let seen = pool_sizes(hosts).await;
+        if seen == want {
+            return started.elapsed();
+        }
+        if started.elapsed() > limit {
+            let logs: Vec<String> = hosts.iter().map(|h| h.log()).collect();
+            panic!(
+                "after {limit:?} the pools are {seen:?}, not {want:?}:\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sessions of the app's role on the server, read behind the hosts' back.
+async fn sessions(admin: &sqlx::PgPool) -> i64 {
+    sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM pg_stat_activity WHERE usename = 'alorig_p'")
+        .fetch_one(admin)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Waits until the role has no session: every pool rebuilt at a new size
+/// closed its old connections.
+async fn no_sessions(admin: &sqlx::PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = sessions(admin).await;
+        if open == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{open} sessions left open by the old pools");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `n` one-second statements at once on each host; the most sessions
+/// the app's role had on the server meanwhile.
+async fn most_sessions_under_load(hosts: &[&Host], admin: &sqlx::PgPool, n: usize) -> i64 {
+    let mut load = Vec::new();
+    for host in hosts {
+        for _ in 0..n {
+            load.push(host.request("POST", "p.test", "/query", b"SELECT 1 FROM pg_sleep(1)".to_vec()));
+        }
+    }
+    let load = futures::future::join_all(load);
+    tokio::pin!(load);
+    let mut most = 0;
+    let replies = loop {
+        tokio::select! {
+            replies = &mut load => break replies,
+            () = tokio::time::sleep(Duration::from_millis(50)) => most = most.max(sessions(admin).await),
+        }
+    };
+    for reply in replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_hosts_pool_is_its_share_of_max_connections_among_the_hosts_up() {
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let admin = sqlx::PgPool::connect(&pg.admin_url()).await.unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let manifests = tempfile::tempdir().unwrap();
+    let path = manifests.path().join("p.toml");
+    std::fs::write(
+        &path,
+        manifest(
+            "p",
+            "test-postgres",
+            "[postgres]\ndatabase = \"p_db\"\nmax_connections = 7\nstatement_timeout = \"10s\"\n\
+             [resources]\nrequest_timeout = \"30s\"\n[[routes]]\nhost = \"p.test\"",
+        ),
+    )
+    .unwrap();
+    let limit = Duration::from_secs(30);
+
+    let one = node(&pg, &redis, dirs[0].path(), "host-1");
+    wait_ready(&one).await;
+    deploy_ok(&one, path.to_str().unwrap(), &[]);
+    pools_become(&[&one], &[7], limit).await;
+    let alone = most_sessions_under_load(&[&one], &admin, 10).await;
+
+    let two = node(&pg, &redis, dirs[1].path(), "host-2");
+    wait_ready(&two).await;
+    let took = pools_become(&[&one, &two], &[4, 3], limit).await;
+    eprintln!("host 2 up: pools [4, 3] {took:.2?} after it was ready");
+    no_sessions(&admin).await;
+    let with_two = most_sessions_under_load(&[&one, &two], &admin, 10).await;
+
+    let three = node(&pg, &redis, dirs[2].path(), "host-3");
+    wait_ready(&three).await;
+    let took = pools_become(&[&one, &two, &three], &[3, 2, 2], limit).await;
+    eprintln!("host 3 up: pools [3, 2, 2] {took:.2?} after it was ready");
+    no_sessions(&admin).await;
+    let with_three = most_sessions_under_load(&[&one, &two, &three], &admin, 10).await;
+    let (role_limit,): (i32,) =
+        sqlx::query_as("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'alorig_p'")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    eprintln!(
+        "max_connections = 7: most sessions of the role under load with 1/2/3 hosts: {alone}/{with_two}/{with_three}; role CONNECTION LIMIT {role_limit}"
+    );
+    assert!(
+        alone <= 7 && with_two <= 7 && with_three <= 7,
+        "{alone}/{with_two}/{with_three}"
+    );
+    // Each pool was full under that load: the shares are used, not only set.
+    assert!(alone >= 7 && with_two >= 7 && with_three >= 7, "{alone}/{with_two}/{with_three}");
+    assert_eq!(role_limit, 8);
+
+    // SIGKILL: host 3's share comes back once its heartbeat row is 10 s old.
+    three.kill();
+    let took = pools_become(&[&one, &two], &[4, 3], limit).await;
+    eprintln!("host 3 SIGKILLed: pools [4, 3] again {took:.2?} later");
+    assert!(took >= Duration::from_secs(5), "{took:?}: before its row could age");
+
+    // A graceful stop marks host 2's row stopped: its share comes back at once.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(two.pid() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let took = pools_become(&[&one], &[7], limit).await;
+    eprintln!("host 2 stopped: pool [7] {took:.2?} later");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    drop(two);
 }

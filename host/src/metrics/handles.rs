@@ -41,6 +41,8 @@ pub struct FilesMetrics {
 pub struct PgMetrics {
     pub connections: Gauge,
     pub idle: Gauge,
+    /// This host's share of the app's `max_connections`.
+    pub pool_max: Gauge,
     pub waits: Counter,
     pub queries: Counter,
     pub(super) errors: [Counter; PgErrorKind::ALL.len()],
