@@ -81,6 +81,7 @@ pub struct Metrics {
     files_limit: Family<AppLabel, Gauge>,
     pg_connections: Family<AppLabel, Gauge>,
     pg_idle: Family<AppLabel, Gauge>,
+    pg_pool_max: Family<AppLabel, Gauge>,
     pg_waits: Family<AppLabel, Counter>,
     pg_queries: Family<AppLabel, Counter>,
     pg_errors: Family<AppKindLabel, Counter>,
@@ -121,6 +122,7 @@ impl Metrics {
         let files_limit = Family::<AppLabel, Gauge>::default();
         let pg_connections = Family::<AppLabel, Gauge>::default();
         let pg_idle = Family::<AppLabel, Gauge>::default();
+        let pg_pool_max = Family::<AppLabel, Gauge>::default();
         let pg_waits = Family::<AppLabel, Counter>::default();
         let pg_queries = Family::<AppLabel, Counter>::default();
         let pg_errors = Family::<AppKindLabel, Counter>::default();
@@ -187,6 +189,11 @@ impl Metrics {
             "alorig_app_pg_connections_idle",
             "Idle PostgreSQL connections in the app's pool",
             pg_idle.clone(),
+        );
+        registry.register(
+            "alorig_app_pg_connections_max",
+            "The app's pool size on this host: its share of postgres.max_connections among the hosts up",
+            pg_pool_max.clone(),
         );
         registry.register(
             "alorig_app_pg_waits",
@@ -290,6 +297,7 @@ impl Metrics {
             files_limit,
             pg_connections,
             pg_idle,
+            pg_pool_max,
             pg_waits,
             pg_queries,
             pg_errors,

@@ -22,7 +22,7 @@ use std::{
 const CLUSTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 /// A host of the cluster: `serve` on its own data dir, named `node`.
-fn node(pg: &PgServer, redis: &RedisServer, data: &Path, node: &str) -> Host {
+pub fn node(pg: &PgServer, redis: &RedisServer, data: &Path, node: &str) -> Host {
     Host::serve_full(
         data,
         &format!("node_name = \"{node}\""),
@@ -41,7 +41,7 @@ async fn healthz(host: &Host) -> u16 {
 }
 
 /// Waits until `/healthz` says the host caught up with the cluster.
-async fn wait_ready(host: &Host) {
+pub async fn wait_ready(host: &Host) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while healthz(host).await != 200 {
         assert!(

@@ -17,6 +17,7 @@ mod caddy;
 mod cli;
 mod cluster;
 mod cluster_kubernetes;
+mod cluster_shares;
 mod cpu;
 mod deploy;
 mod escape;

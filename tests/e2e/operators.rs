@@ -152,10 +152,9 @@ async fn status_apps_and_metrics_show_memory_rates_errors_and_versions() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
-    let (host, _data, _dir) = host_with_traffic().await;
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
+/// The installed Chromium.
+fn chromium() -> &'static str {
+    ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| {
             std::process::Command::new(b)
@@ -163,9 +162,12 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .expect("Chromium is needed for this test (deploy/quickstart.sh installs it)");
-    let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(browser)
+        .expect("Chromium is needed for this test (deploy/quickstart.sh installs it)")
+}
+
+/// The dashboard of `host` as headless Chromium renders it (the DOM after its script ran).
+fn rendered_dashboard(host: &Host, profile: &std::path::Path) -> String {
+    let out = std::process::Command::new(chromium())
         .args([
             "--headless",
             "--no-sandbox",
@@ -173,26 +175,38 @@ async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
             "--disable-dev-shm-usage",
             "--no-first-run",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--virtual-time-budget=3000", "--dump-dom"])
         .arg(format!("http://{}/", host.admin))
         .output()
         .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && dom.contains("<tbody id=\"apps\">"),
         "chromium: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    dom
+}
+
+/// The DOM's `<tr>` whose attribute `attr` is `value`.
+fn dom_row(dom: &str, attr: &str, value: &str) -> String {
+    let start = dom
+        .find(&format!("{attr}=\"{value}\""))
+        .unwrap_or_else(|| panic!("no row with {attr}={value}: {dom}"));
+    let end = dom[start..].find("</tr>").unwrap() + start;
+    dom[start..end].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_renders_apps_and_memory_bars_in_headless_chromium() {
+    let (host, _data, _dir) = host_with_traffic().await;
+    let browser = chromium();
+    let profile = tempfile::tempdir().unwrap();
+    let dom = rendered_dashboard(&host, profile.path());
 
     // Rows are built by the page's script, one per app, with a memory bar.
-    let row = |app: &str| {
-        let start = dom
-            .find(&format!("data-app=\"{app}\""))
-            .unwrap_or_else(|| panic!("no row for {app}: {dom}"));
-        let end = dom[start..].find("</tr>").unwrap() + start;
-        dom[start..end].to_string()
-    };
+    let row = |app: &str| dom_row(&dom, "data-app", app);
     let echo = row("echo");
     let percent: f64 = echo
         .split("data-percent=\"")
@@ -317,4 +331,111 @@ async fn top_refreshes_the_status_table() {
         "top did not refresh: {text}"
     );
     assert!(text.contains("echo "), "{text}");
+}
+
+/// Two hosts sharing PostgreSQL and Redis: the dashboard of either shows both
+/// hosts' rows — their apps, versions and memory, as `status --cluster` does —
+/// in `/dashboard.json`, in the served HTML, and rendered by Chromium; a host
+/// that is killed shows as gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_every_host_of_the_cluster() {
+    use crate::{
+        cluster::{node, wait_ready},
+        postgres_server::PgServer,
+        redis_server::RedisServer,
+    };
+    use std::time::Instant;
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = node(&pg, &redis, d1.path(), "host-1");
+    let two = node(&pg, &redis, d2.path(), "host-2");
+    wait_ready(&one).await;
+    wait_ready(&two).await;
+    let manifests = tempfile::tempdir().unwrap();
+    let echo = manifests.path().join("echo.toml");
+    std::fs::write(
+        &echo,
+        echo_manifest("echo", "echo.test", "1", "[resources]\nmemory = \"64MiB\""),
+    )
+    .unwrap();
+    deploy_ok(&one, echo.to_str().unwrap(), &[]);
+
+    // Until both heartbeats (every 2 s) carry echo v1.
+    async fn figures(host: &Host) -> Value {
+        let reply = host
+            .admin_request("GET", "/dashboard.json", &[], Vec::new())
+            .await;
+        serde_json::from_str(&reply.text()).unwrap()
+    }
+    let echo_on = |figures: &Value, node: &str| -> Option<Value> {
+        figures["cluster"]["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_name"] == node)?["apps"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "echo")
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen = figures(&two).await;
+        if ["host-1", "host-2"]
+            .iter()
+            .all(|n| echo_on(&seen, n).is_some_and(|a| a["version"] == 1))
+        {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "{seen:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let nodes = seen["cluster"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{seen:#}");
+    for n in nodes {
+        assert_eq!(n["state"], "up", "{n}");
+        assert_eq!(n["self"], n["node_name"] == "host-2", "{n}");
+        let app = echo_on(&seen, n["node_name"].as_str().unwrap()).unwrap();
+        assert_eq!(app["memory_limit_bytes"], 64 << 20, "{n}");
+        assert!(app["memory_bytes"].as_u64().is_some(), "{n}");
+        assert!(n["memory_budget_bytes"].as_u64().unwrap() > 0, "{n}");
+    }
+    assert_eq!(nodes[0]["address"], one.ingress.to_string());
+
+    // The page as served carries the same figures, and Chromium draws a row
+    // per host with its apps, versions and memory.
+    let html = one.admin_request("GET", "/", &[], Vec::new()).await.text();
+    assert!(
+        html.contains("\"node_name\":\"host-2\"") && html.contains("id=\"nodes\""),
+        "{html}"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let dom = rendered_dashboard(&one, profile.path());
+    for (name, this) in [("host-1", true), ("host-2", false)] {
+        let row = dom_row(&dom, "data-node", name);
+        assert!(row.contains("data-state=\"up\""), "{row}");
+        assert_eq!(row.contains("(this host)"), this, "{row}");
+        assert!(row.contains("echo v1 · "), "{row}");
+        assert!(row.contains(" / 64.0 MiB"), "{row}");
+        assert!(row.contains("resident "), "{row}");
+    }
+    assert!(!dom.contains("id=\"cluster\" hidden"), "the section is shown");
+
+    // A killed host shows as gone once its row is 10 s old.
+    two.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = figures(&one).await;
+        let state = seen["cluster"]["nodes"][1]["state"].clone();
+        if state == "gone" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{seen:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dom = rendered_dashboard(&one, profile.path());
+    assert!(
+        dom_row(&dom, "data-node", "host-2").contains("data-state=\"gone\""),
+        "{dom}"
+    );
 }

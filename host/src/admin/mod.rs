@@ -1,6 +1,8 @@
 //! The admin listener (loopback by default). `/healthz`, `/metrics`, the
 //! dashboard page `/` and its figures `/dashboard.json` need no token: they show
-//! what `/metrics` already shows (names, memory, rates, versions), nothing secret.
+//! what `/metrics` already shows (names, memory, rates, versions), and in a
+//! cluster every host's heartbeat row (name, address, apps, versions, memory),
+//! nothing secret.
 //! Everything under `/v1` needs `Authorization: Bearer <token>`, compared in
 //! constant time — except `GET /v1/tls/allowed?domain=`, Caddy's on-demand TLS
 //! question (200/404), which Caddy asks without credentials. Errors are `{"error": {"code": …, "message": …}}`.
@@ -93,9 +95,15 @@ impl Admin {
                 );
             }
             Route::Dashboard => {
-                return respond(200, "text/html; charset=utf-8", self.dashboard_page());
+                return respond(
+                    200,
+                    "text/html; charset=utf-8",
+                    self.dashboard_page().await,
+                );
             }
-            Route::DashboardFigures => return json_response(200, &self.dashboard_figures()),
+            Route::DashboardFigures => {
+                return json_response(200, &self.dashboard_figures().await);
+            }
             // Caddy's on-demand TLS `ask`: it cannot send a token, and the answer
             // only says whether a name is served (loopback listener).
             Route::TlsAllowed => {
@@ -321,7 +329,7 @@ impl Admin {
         })
     }
 
-    fn dashboard_figures(&self) -> Value {
+    async fn dashboard_figures(&self) -> Value {
         let apps: Vec<Value> = self
             .apps
             .list()
@@ -358,14 +366,32 @@ impl Admin {
             "memory_budget_bytes": self.apps.memory_budget(),
             "resident_memory_bytes": crate::metrics::resident_memory_bytes(),
             "apps": apps,
+            "cluster": self.dashboard_cluster().await,
         })
+    }
+
+    /// Every host's row (`GET /v1/cluster`'s, what `status --cluster` shows),
+    /// `null` for a host on its own, or `{"error": …}` when PostgreSQL does
+    /// not answer — the page still shows this host's own figures then.
+    async fn dashboard_cluster(&self) -> Value {
+        const WAIT: Duration = Duration::from_secs(2);
+        let Some(shared) = self.apps.shared() else {
+            return Value::Null;
+        };
+        match tokio::time::timeout(WAIT, crate::cluster::nodes::list(shared)).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(err)) => {
+                json!({ "error": format!("cannot read the hosts' rows from PostgreSQL: {err:#}") })
+            }
+            Err(_) => json!({ "error": format!("PostgreSQL did not answer within {WAIT:?}") }),
+        }
     }
 
     /// The page, with the first figures embedded so it shows them before its
     /// first refresh (and without JavaScript fetches at all, in a DOM dump).
-    fn dashboard_page(&self) -> String {
-        let figures =
-            serde_json::to_string(&self.dashboard_figures()).unwrap_or_else(|_| "{}".into());
+    async fn dashboard_page(&self) -> String {
+        let figures = serde_json::to_string(&self.dashboard_figures().await)
+            .unwrap_or_else(|_| "{}".into());
         // `</` cannot appear inside the script element.
         DASHBOARD.replace("/*FIGURES*/null", &figures.replace("</", "<\\/"))
     }

@@ -34,6 +34,7 @@ mod guard;
 mod provision;
 mod query;
 mod secrets;
+mod share;
 
 pub use provision::{PostgresHost, role_name};
 pub use query::PostgresApp;

@@ -3,8 +3,9 @@
 //!
 //! A route with `websocket = true` upgrades in the ingress
 //! (`ingress/websocket.rs` checks the handshake and answers HTTP); here
-//! [`open`] checks the app's `[websocket] max_connections`, registers the
-//! connection, then runs the app's `on-open` in a fresh instance *before* the
+//! [`open`] checks the app's `[websocket] max_connections` (on this host, then,
+//! with `max_connections_per = "cluster"` and Redis, across hosts: `leases.rs`),
+//! registers the connection, then runs the app's `on-open` in a fresh instance *before* the
 //! ingress answers 101 — an `error` refuses the connection. Each later message runs `on-message`, and the end
 //! of the connection `on-close`, each in a fresh instance like every trigger
 //! (`crate::trigger`): the app's concurrency permit, memory budget and request
@@ -21,6 +22,8 @@
 
 mod connection;
 mod fanout;
+mod leases;
+mod routing;
 pub mod hub;
 mod wire;
 
@@ -316,7 +319,8 @@ async fn run_event<T: Send + 'static>(
 /// Why a connection was not opened.
 #[derive(Debug)]
 pub enum Refused {
-    /// The app is at its `[websocket] max_connections` on this host.
+    /// The app is at its `[websocket] max_connections`: on this host, or
+    /// (`max_connections_per = "cluster"`) on all hosts together.
     MaxConnections,
     /// `on-open` did not say yes: how it ended (an `error` is the app's refusal).
     Open(Outcome),
@@ -381,6 +385,14 @@ pub async fn open<T: Send + 'static>(
         ws.limits.send_queue.get() as usize,
         ws.budget.clone(),
     );
+    if ws.limits.max_connections_per == manifest::LimitScope::Cluster
+        && !ws.hub.lease(&ws.name, seq, ws.limits.max_connections.get()).await
+    {
+        ws.hub.remove(seq).await;
+        ws.metrics.connections.dec();
+        ws.metrics.dropped(WsDropReason::MaxConnections);
+        return Err(Refused::MaxConnections);
+    }
     let request = OpenRequest {
         connection: id.clone(),
         path: handshake.path,

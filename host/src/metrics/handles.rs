@@ -43,6 +43,8 @@ pub struct FilesMetrics {
 pub struct PgMetrics {
     pub connections: Gauge,
     pub idle: Gauge,
+    /// This host's share of the app's `max_connections`.
+    pub pool_max: Gauge,
     pub waits: Counter,
     pub queries: Counter,
     pub(super) errors: [Counter; PgErrorKind::ALL.len()],
@@ -179,6 +181,7 @@ impl Metrics {
         PgMetrics {
             connections: self.pg_connections.get_or_create_owned(&label),
             idle: self.pg_idle.get_or_create_owned(&label),
+            pool_max: self.pg_pool_max.get_or_create_owned(&label),
             waits: self.pg_waits.get_or_create_owned(&label),
             queries: self.pg_queries.get_or_create_owned(&label),
             errors: PgErrorKind::ALL.map(|kind| {

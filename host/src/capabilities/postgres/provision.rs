@@ -32,6 +32,9 @@ pub struct PostgresHost {
     sealer: Option<super::secrets::Sealer>,
     /// This host's `node_name` (not counted twice among the hosts up).
     node: String,
+    /// Where this host stands among the hosts up, recounted while apps use
+    /// it ([`super::share`]); made at the first app's load.
+    standing: tokio::sync::OnceCell<tokio::sync::watch::Receiver<super::share::Standing>>,
 }
 
 impl PostgresHost {
@@ -56,15 +59,37 @@ impl PostgresHost {
             configured_limit: max_connections,
             sealer: None,
             node: String::new(),
+            standing: tokio::sync::OnceCell::new(),
         })
     }
 
     /// One host of several: with `key`, the apps' passwords are shared sealed
-    /// in PostgreSQL and each role's connection limit counts every host up.
+    /// in PostgreSQL, and each app's `max_connections` is shared out among
+    /// the hosts up ([`super::share`]).
     pub fn with_cluster(mut self, key: Option<&crate::config::ClusterKey>, node: &str) -> Self {
         self.sealer = key.map(super::secrets::Sealer::new);
         self.node = node.to_string();
         self
+    }
+
+    /// Where this host stands among the hosts up (alone without a cluster
+    /// key): counted now at the first call, then every few seconds for as long
+    /// as an app's pool follows it.
+    pub(super) async fn standing(&self) -> tokio::sync::watch::Receiver<super::share::Standing> {
+        use super::share::{Standing, count, recount};
+        if self.sealer.is_none() {
+            return tokio::sync::watch::channel(Standing::ALONE).1;
+        }
+        self.standing
+            .get_or_init(|| async {
+                // Before any host has written its row: alone, until the recount.
+                let now = count(&self.admin, &self.node).await.unwrap_or(Standing::ALONE);
+                let (tx, rx) = tokio::sync::watch::channel(now);
+                tokio::spawn(recount(self.admin.clone(), self.node.clone(), tx));
+                rx
+            })
+            .await
+            .clone()
     }
 
     /// The most connections all apps together may hold: `postgres_max_connections`,
@@ -118,6 +143,11 @@ impl PostgresHost {
         source: &str,
     ) -> Result<String> {
         let at = |what: &str| format!("{source}: postgres: {what}");
+        // The hosts' pools share max_connections out, at least one each
+        // (`share.rs`); one more for a pool being rebuilt at a new size.
+        // (Counted before taking an admin connection: the count needs one.)
+        let hosts = self.standing().await.borrow().hosts;
+        let limit = pg.max_connections.get().max(hosts) + 1;
         let mut admin = self
             .admin
             .acquire()
@@ -140,12 +170,6 @@ impl PostgresHost {
         .fetch_optional(&mut *admin)
         .await?;
         let password_file = self.secrets_dir.join(format!("{role}.password"));
-        // Every host holds a pool of up to max_connections for the app.
-        let hosts = match &self.sealer {
-            Some(_) => super::secrets::live_hosts(&mut admin, &self.node).await,
-            None => 1,
-        };
-        let limit = pg.max_connections.get() * hosts + 1;
         let qrole = quote_ident(role);
         let qdb = quote_ident(&pg.database);
 

@@ -5,9 +5,10 @@
 //! headroom, and sqlx errors turned into what a guest can act on.
 
 use super::{
-    CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, SUSPECT_WINDOW, TIMEOUT_SLACK,
+    CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, TIMEOUT_SLACK,
     Value, codec, describe, guard,
     provision::{PostgresHost, role_name},
+    share::{PoolRecipe, SharedPool},
 };
 use crate::limits::{MemoryBudget, host_memory::HostCharge, relay::Relay};
 use crate::{
@@ -19,7 +20,7 @@ use futures::TryStreamExt as _;
 use sqlx::{
     Arguments as _, Column as _, ConnectOptions as _, Either, Executor as _, Row as _,
     Statement as _, TypeInfo as _,
-    postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions},
+    postgres::{PgArguments, PgConnection},
 };
 use std::{
     future::Future,
@@ -36,8 +37,8 @@ pub struct PostgresApp {
     app: Arc<str>,
     role: String,
     database: String,
-    pool: PgPool,
-    max_connections: u32,
+    /// Sized to this host's share of the app's `max_connections` ([`share`]).
+    pool: Arc<SharedPool>,
     timeout: Duration,
     host: Arc<PostgresHost>,
     metrics: PgMetrics,
@@ -85,33 +86,23 @@ impl PostgresApp {
             .options([("statement_timeout", timeout_ms.as_str())])
             .disable_statement_logging();
         let last_failure = Arc::new(AtomicU64::new(0));
-        let suspect = last_failure.clone();
-        let pool = PgPoolOptions::new()
-            .max_connections(pg.max_connections.get())
-            .min_connections(0)
-            .acquire_timeout(pg.statement_timeout.max(Duration::from_secs(1)))
-            .idle_timeout(Duration::from_secs(300))
-            // A ping per acquire would double the latency of a one-row query;
-            // pinging only while connections are suspect recovers from restarts.
-            .test_before_acquire(false)
-            .before_acquire(move |conn, _meta| {
-                let suspect = suspect.clone();
-                Box::pin(async move {
-                    let since = now_ms().saturating_sub(suspect.load(Ordering::Relaxed));
-                    if since < SUSPECT_WINDOW.as_millis() as u64 {
-                        use sqlx::Connection as _;
-                        return Ok(conn.ping().await.is_ok());
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_lazy_with(options);
+        let recipe = PoolRecipe {
+            options,
+            acquire_timeout: pg.statement_timeout.max(Duration::from_secs(1)),
+            suspect: last_failure.clone(),
+        };
+        let pool = SharedPool::new(
+            app.clone(),
+            recipe,
+            pg.max_connections.get(),
+            host.standing().await,
+            metrics.pool_max.clone(),
+        );
         Ok(Self {
             app: app.clone(),
             role,
             database: pg.database.clone(),
             pool,
-            max_connections: pg.max_connections.get(),
             timeout: pg.statement_timeout,
             host,
             metrics,
@@ -123,8 +114,9 @@ impl PostgresApp {
 
     /// Updates the pool gauges (also called at every scrape).
     pub fn refresh_gauges(&self) {
-        self.metrics.connections.set(i64::from(self.pool.size()));
-        self.metrics.idle.set(self.pool.num_idle() as i64);
+        let pool = self.pool.get();
+        self.metrics.connections.set(i64::from(pool.size()));
+        self.metrics.idle.set(pool.num_idle() as i64);
     }
 
     /// Closes the pool: used when the app is unloaded.
@@ -135,7 +127,8 @@ impl PostgresApp {
     pub(super) async fn acquire(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
-        if self.pool.num_idle() == 0 && self.pool.size() >= self.max_connections {
+        let pool = self.pool.get();
+        if pool.num_idle() == 0 && pool.size() >= self.pool.size() {
             self.metrics.waits.inc();
         }
         let conn = self.pool.acquire().await.map_err(|e| self.fail(e));
@@ -144,7 +137,8 @@ impl PostgresApp {
     }
 
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, Error> {
-        if self.pool.num_idle() == 0 && self.pool.size() >= self.max_connections {
+        let pool = self.pool.get();
+        if pool.num_idle() == 0 && pool.size() >= self.pool.size() {
             self.metrics.waits.inc();
         }
         let tx = self.pool.begin().await.map_err(|e| self.fail(e));
@@ -407,7 +401,7 @@ pub(super) fn transaction_control(sql: &str) -> Option<String> {
     })
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

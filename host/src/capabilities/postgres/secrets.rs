@@ -3,10 +3,6 @@
 //! host as `cluster_key`, the role's name bound in as associated data) in
 //! `alorig_cluster.secrets` of the `postgres_url` database. PostgreSQL holds
 //! only ciphertext; a host given another key cannot open them and says so.
-//!
-//! Also here: how many hosts are up (their heartbeat rows), which sizes each
-//! app role's `CONNECTION LIMIT` (every host holds its own pool of the app's
-//! `max_connections`).
 
 use crate::config::ClusterKey;
 use aes_gcm::{
@@ -112,20 +108,6 @@ pub(super) async fn shared_secret(
     };
     tx.commit().await?;
     Ok(secret)
-}
-
-/// Hosts up now by their heartbeat rows (`crate::cluster::nodes`), this one
-/// counted whether or not its row is written yet; 1 without the table.
-pub(super) async fn live_hosts(admin: &mut PgConnection, node: &str) -> u32 {
-    // Fails (and counts none) before any host has written the table.
-    let others: Result<(i64,), _> = sqlx::query_as(
-        "SELECT count(*) FROM alorig_cluster.nodes WHERE node_name <> $1 AND stopped_at IS NULL
-         AND last_seen > now() - interval '10 seconds'",
-    )
-    .bind(node)
-    .fetch_one(&mut *admin)
-    .await;
-    1 + others.map_or(0, |(n,)| n.max(0) as u32)
 }
 
 #[cfg(test)]

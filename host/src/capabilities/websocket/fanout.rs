@@ -1,6 +1,7 @@
 //! The cross-host side of the hub: the host's own Redis connection (not an
 //! app's ACL user) carrying group channels `alorig:ws:<app>:<group>` and each
-//! host's `alorig:ws-host:<host id>` channel, re-subscribed after Redis restarts.
+//! host's `alorig:ws-host:<host id>` channel, re-subscribed after Redis restarts;
+//! and the connection leases that make `max_connections` cluster-wide (`leases.rs`).
 
 use super::{Error, hub::Hub};
 use redis::{AsyncCommands as _, aio::ConnectionManager};
@@ -38,6 +39,9 @@ pub(super) struct Fanout {
     behind: AtomicBool,
     /// The connection to Redis broke: every subscription is made again.
     lost: AtomicBool,
+    /// Puts lease changes in order (`leases.rs`): a renewal never re-adds a
+    /// lease released while it ran.
+    pub(super) leases: tokio::sync::Mutex<()>,
 }
 
 impl Fanout {
@@ -81,7 +85,9 @@ impl Fanout {
             subscribed: Default::default(),
             behind: AtomicBool::new(true),
             lost: AtomicBool::new(false),
+            leases: Default::default(),
         };
+        super::leases::keep_renewing(hub.clone());
         // Keeps the subscriptions what the registry wants, retrying while Redis is away.
         let host = host_channel(host_id);
         tokio::spawn(async move {
@@ -153,7 +159,7 @@ impl Fanout {
         .await
     }
 
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
+    pub(super) async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,

@@ -6,8 +6,9 @@
 //! (`connection.rs`), which drains the queue.
 //!
 //! Ids are `<host id>-<n>`: the host id (16 random hex digits, new at every
-//! start) tells every host where a connection lives. Another app's id is as
-//! unknown as a closed one (`closed`).
+//! start) tells every host where a connection lives (`routing.rs` acts on a
+//! connection here or forwards to its host). Another app's id is as unknown as
+//! a closed one (`closed`).
 //!
 //! Across hosts (`fanout.rs`, `wire.rs`; with the host config's `redis_url`, through the host's own
 //! Redis connection, not an app's ACL user):
@@ -22,8 +23,9 @@
 
 use super::{
     Error,
-    fanout::{Fanout, GROUP_CHANNEL, group_channel, host_channel},
-    wire::{Op, decode_group, decode_op, encode_group, encode_op},
+    fanout::{Fanout, group_channel, host_channel},
+    leases::ADMIT_WAIT,
+    wire::encode_group,
 };
 use crate::{
     limits::{
@@ -95,13 +97,13 @@ impl Conn {
     }
 
     /// Charges and queues one message; one the budget cannot hold is `invalid`.
-    fn push_message(&self, message: Message) -> Result<(), Error> {
+    pub(super) fn push_message(&self, message: Message) -> Result<(), Error> {
         let charge = self.charge(&message).map_err(too_much)?;
         self.push(Outgoing::Message(message, charge))
     }
 
     /// Queues a message; a full queue means the client is not reading: dropped.
-    fn push(&self, item: Outgoing) -> Result<(), Error> {
+    pub(super) fn push(&self, item: Outgoing) -> Result<(), Error> {
         match self.tx.try_send(item) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -122,6 +124,9 @@ struct Entry {
     conn: Arc<Conn>,
     /// The group channels (`alorig:ws:<app>:<group>`) it is in.
     groups: Vec<Box<str>>,
+    /// It holds a place under its app's cluster-wide `max_connections`
+    /// (`leases.rs`), given back when it is removed.
+    leased: bool,
 }
 
 #[derive(Default)]
@@ -138,13 +143,7 @@ pub struct Hub {
     redis_url: Mutex<Option<String>>,
     /// Made at the first connection when the host has a `redis_url`.
     fanout: OnceLock<Option<Fanout>>,
-    me: Weak<Hub>,
-}
-
-/// A parsed connection id.
-enum Target {
-    Local(u64),
-    Remote { host: String, seq: u64 },
+    pub(super) me: Weak<Hub>,
 }
 
 impl Hub {
@@ -196,9 +195,50 @@ impl Hub {
             Entry {
                 conn: conn.clone(),
                 groups: Vec::new(),
+                leased: false,
             },
         );
-        (format!("{}-{seq}", self.host_id), seq, conn, rx)
+        (self.id(seq), seq, conn, rx)
+    }
+
+    /// The id guests know local connection `seq` by.
+    fn id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.host_id)
+    }
+
+    /// Takes a place for the new connection `seq` of `app` under a
+    /// cluster-wide `max` (`leases.rs`); false when every host's connections
+    /// together are at it. Without Redis the count on this host (checked
+    /// before) is all there is; with Redis not answering within
+    /// [`ADMIT_WAIT`], too — and the connection is counted in the cluster
+    /// again by the renewal once Redis is back.
+    pub async fn lease(&self, app: &str, seq: u64, max: u32) -> bool {
+        let Some(fanout) = self.fanout() else {
+            return true;
+        };
+        match tokio::time::timeout(ADMIT_WAIT, fanout.admit(app, &self.id(seq), max)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return false,
+            Ok(Err(_)) | Err(_) => tracing::warn!(
+                app,
+                fault = "dependency",
+                "WebSocket max_connections counted on this host only: Redis is unavailable"
+            ),
+        }
+        if let Some(entry) = self.registry().conns.get_mut(&seq) {
+            entry.leased = true;
+        }
+        true
+    }
+
+    /// This host's connections that hold a cluster-wide place: (app, id).
+    pub(super) fn leased(&self) -> Vec<(String, String)> {
+        self.registry()
+            .conns
+            .iter()
+            .filter(|(_, entry)| entry.leased)
+            .map(|(seq, entry)| (entry.conn.app.to_string(), self.id(*seq)))
+            .collect()
     }
 
     /// With Redis: waits until this host listens on its own channel, so that
@@ -214,14 +254,16 @@ impl Hub {
     }
 
     /// Forgets a connection: it leaves all its groups (and the host stops
-    /// listening to a group's channel it was the last local member of).
+    /// listening to a group's channel it was the last local member of), and
+    /// gives back its place under a cluster-wide `max_connections`.
     pub async fn remove(&self, seq: u64) {
-        let emptied: Vec<Box<str>> = {
+        let (emptied, leased): (Vec<Box<str>>, Option<Arc<str>>) = {
             let mut registry = self.registry();
             let Some(entry) = registry.conns.remove(&seq) else {
                 return;
             };
-            entry
+            let leased = entry.leased.then(|| entry.conn.app.clone());
+            let emptied: Vec<Box<str>> = entry
                 .groups
                 .into_iter()
                 .filter(|channel| {
@@ -236,11 +278,17 @@ impl Hub {
                     }
                     empty
                 })
-                .collect()
+                .collect();
+            (emptied, leased)
         };
         if let Some(fanout) = self.fanout() {
             for channel in emptied {
                 let _ = fanout.sync(self, &channel).await;
+            }
+            // Not answered in time: the lease lapses by itself.
+            if let Some(app) = leased {
+                let id = self.id(seq);
+                let _ = tokio::time::timeout(ADMIT_WAIT, fanout.release(&app, &id)).await;
             }
         }
     }
@@ -254,66 +302,15 @@ impl Hub {
         self.len() == 0
     }
 
-    fn target(&self, id: &str) -> Result<Target, Error> {
-        let (host, seq) = id.split_once('-').ok_or(Error::Closed)?;
-        let seq: u64 = seq.parse().map_err(|_| Error::Closed)?;
-        if host == self.host_id {
-            Ok(Target::Local(seq))
-        } else if host.len() == self.host_id.len() && host.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Target::Remote {
-                host: host.to_string(),
-                seq,
-            })
-        } else {
-            Err(Error::Closed)
-        }
-    }
-
     /// The local connection `seq`, if it is `app`'s.
-    fn local(&self, app: &str, seq: u64) -> Result<Arc<Conn>, Error> {
+    pub(super) fn local(&self, app: &str, seq: u64) -> Result<Arc<Conn>, Error> {
         match self.registry().conns.get(&seq) {
             Some(entry) if &*entry.conn.app == app => Ok(entry.conn.clone()),
             _ => Err(Error::Closed),
         }
     }
 
-    pub async fn send(&self, app: &str, id: &str, message: Message) -> Result<(), Error> {
-        match self.target(id)? {
-            Target::Local(seq) => self.local(app, seq)?.push_message(message),
-            Target::Remote { host, seq } => self.forward(&host, Op::Send(message), app, seq).await,
-        }
-    }
-
-    pub async fn close(&self, app: &str, id: &str, code: u16, reason: String) -> Result<(), Error> {
-        match self.target(id)? {
-            Target::Local(seq) => self.local(app, seq)?.push(Outgoing::Close(code, reason)),
-            Target::Remote { host, seq } => {
-                self.forward(&host, Op::Close(code, reason), app, seq).await
-            }
-        }
-    }
-
-    pub async fn join(&self, app: &str, id: &str, group: &str) -> Result<(), Error> {
-        match self.target(id)? {
-            Target::Local(seq) => self.join_local(app, seq, group).await,
-            Target::Remote { host, seq } => {
-                self.forward(&host, Op::Join(group.to_string()), app, seq)
-                    .await
-            }
-        }
-    }
-
-    pub async fn leave(&self, app: &str, id: &str, group: &str) -> Result<(), Error> {
-        match self.target(id)? {
-            Target::Local(seq) => self.leave_local(app, seq, group).await,
-            Target::Remote { host, seq } => {
-                self.forward(&host, Op::Leave(group.to_string()), app, seq)
-                    .await
-            }
-        }
-    }
-
-    async fn join_local(&self, app: &str, seq: u64, group: &str) -> Result<(), Error> {
+    pub(super) async fn join_local(&self, app: &str, seq: u64, group: &str) -> Result<(), Error> {
         let channel: Box<str> = group_channel(app, group).into();
         let first = {
             let mut registry = self.registry();
@@ -337,7 +334,7 @@ impl Hub {
         }
     }
 
-    async fn leave_local(&self, app: &str, seq: u64, group: &str) -> Result<(), Error> {
+    pub(super) async fn leave_local(&self, app: &str, seq: u64, group: &str) -> Result<(), Error> {
         let channel = group_channel(app, group);
         let emptied = {
             let mut registry = self.registry();
@@ -382,7 +379,7 @@ impl Hub {
     /// once to their app's budget (the copies share its bytes). A member whose
     /// queue is full is dropped (slow consumer); the others are not held up.
     /// A message the budget cannot hold reaches no member.
-    fn deliver_local(&self, channel: &str, message: &Message) -> Result<(), NoRoom> {
+    pub(super) fn deliver_local(&self, channel: &str, message: &Message) -> Result<(), NoRoom> {
         let registry = self.registry();
         let Some(members) = registry.groups.get(channel) else {
             return Ok(());
@@ -403,7 +400,7 @@ impl Hub {
     /// A group message from another host that this host's members cannot
     /// queue within their app's budget: rather than miss it unseen, they are
     /// dropped like slow consumers (a client reconnects and catches up).
-    fn deliver_remote(&self, channel: &str, message: &Message) {
+    pub(super) fn deliver_remote(&self, channel: &str, message: &Message) {
         if self.deliver_local(channel, message).is_err() {
             let registry = self.registry();
             for seq in registry.groups.get(channel).into_iter().flatten() {
@@ -420,63 +417,6 @@ impl Hub {
             .groups
             .get(group_channel(app, group).as_str())
             .map_or(0, HashSet::len)
-    }
-
-    /// An operation on a connection held by another host, through its channel.
-    async fn forward(&self, host: &str, op: Op, app: &str, seq: u64) -> Result<(), Error> {
-        let fanout = self.fanout().ok_or(Error::Closed)?;
-        let receivers = fanout
-            .publish(&host_channel(host), encode_op(&op, app, seq))
-            .await?;
-        // No host listening on that channel: the host, and so the connection, is gone.
-        if receivers == 0 {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Applies what arrived on one of this host's channels.
-    pub(super) fn dispatch(&self, channel: &[u8], payload: &[u8]) {
-        let Ok(channel) = std::str::from_utf8(channel) else {
-            return;
-        };
-        if channel.starts_with(GROUP_CHANNEL) {
-            if let Some((origin, message)) = decode_group(payload)
-                && origin != self.host_id.as_bytes()
-            {
-                self.deliver_remote(channel, &message);
-            }
-        } else if channel == host_channel(&self.host_id) {
-            let Some((op, app, seq)) = decode_op(payload) else {
-                return;
-            };
-            match op {
-                Op::Send(message) => {
-                    if let Ok(conn) = self.local(&app, seq)
-                        && let Err(Error::Invalid(_)) = conn.push_message(message)
-                    {
-                        conn.kill(WsDropReason::SlowConsumer);
-                    }
-                }
-                Op::Close(code, reason) => {
-                    if let Ok(conn) = self.local(&app, seq) {
-                        let _ = conn.push(Outgoing::Close(code, reason));
-                    }
-                }
-                // Joins wait for Redis: off the Redis reader's path.
-                Op::Join(group) => {
-                    if let Some(hub) = self.me.upgrade() {
-                        tokio::spawn(async move { hub.join_local(&app, seq, &group).await });
-                    }
-                }
-                Op::Leave(group) => {
-                    if let Some(hub) = self.me.upgrade() {
-                        tokio::spawn(async move { hub.leave_local(&app, seq, &group).await });
-                    }
-                }
-            }
-        }
     }
 
     /// The Redis fan-out, made on first use when the host has a `redis_url`.

@@ -160,6 +160,7 @@ pub(super) struct OutboundToml {
 #[serde(deny_unknown_fields)]
 pub(super) struct WebSocketToml {
     pub(super) max_connections: Option<NonZeroU32>,
+    pub(super) max_connections_per: Option<super::sections::LimitScope>,
     pub(super) max_message: Option<ByteSize>,
     pub(super) ping_interval: Option<HumanDuration>,
     pub(super) send_queue: Option<NonZeroU32>,

@@ -114,8 +114,11 @@ impl AllowedOrigin {
 /// `[websocket]`: what one app's WebSocket connections may cost the host.
 #[derive(Clone, Debug)]
 pub struct WebSocket {
-    /// Open connections of the app on this host; past it an upgrade gets 503.
+    /// Open connections of the app; past it an upgrade gets 503.
     pub max_connections: NonZeroU32,
+    /// Whether `max_connections` counts the app's connections on all hosts of
+    /// the cluster together (through Redis) or on each host alone.
+    pub max_connections_per: LimitScope,
     /// Largest message (either way); a client sending more is closed with 1009.
     pub max_message: ByteSize,
     /// The host pings each client this often; one that has not answered (sent
@@ -132,12 +135,25 @@ impl Default for WebSocket {
     fn default() -> Self {
         Self {
             max_connections: const { NonZeroU32::new(10_000).unwrap() },
+            max_connections_per: LimitScope::Cluster,
             max_message: ByteSize(64 * 1024),
             ping_interval: Duration::from_secs(30),
             send_queue: const { NonZeroU32::new(64).unwrap() },
             send_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// `max_connections_per`: what a limit counts. `cluster` (the default): every
+/// host sharing the host config's `redis_url` together, so adding a host does
+/// not multiply the limit; a host without Redis is a cluster of one. `host`:
+/// each host on its own (a bound on one machine's sockets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitScope {
+    #[default]
+    Cluster,
+    Host,
 }
 
 #[derive(Clone, Debug)]

@@ -143,6 +143,12 @@ fn websocket_limits_have_defaults_and_take_the_manifest() {
     let m = parse("name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
     assert_eq!(m.websocket.max_connections.get(), 10_000);
     assert_eq!(m.websocket.max_message, ByteSize(64 * 1024));
+    assert_eq!(m.websocket.max_connections_per, LimitScope::Cluster);
+    let per_host = parse(
+        "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_connections_per = \"host\"\n",
+    )
+    .unwrap();
+    assert_eq!(per_host.websocket.max_connections_per, LimitScope::Host);
     let m = parse(
         "name = \"a\"\ncomponent = \"a.wasm\"\n[websocket]\nmax_connections = 5\nmax_message = \"1KiB\"\nping_interval = \"250ms\"\nsend_queue = 8\nsend_timeout = \"1s\"\n",
     )

@@ -263,6 +263,7 @@ pub(super) fn websocket(raw: Option<WebSocketToml>, memory: ByteSize, at: At) ->
         if let Some(n) = raw.max_connections {
             websocket.max_connections = n;
         }
+        websocket.max_connections_per = raw.max_connections_per.unwrap_or_default();
         if let Some(size) = raw.max_message {
             if size.bytes() < 16 || size.bytes() > MAX_WEBSOCKET_MESSAGE.bytes() {
                 bail!(
