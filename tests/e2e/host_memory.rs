@@ -573,7 +573,14 @@ async fn huge_inbound_and_outbound_bodies_cost_the_host_at_most_the_apps_budget(
     for (i, answer) in inbound.iter().enumerate() {
         match i % 3 {
             0 => assert_eq!(answer, &format!("200 {BODY}"), "a drained request body"),
-            1 => assert!(answer.starts_with("500") || answer.starts_with("503"), "a held request body: {answer}"),
+            // The guest traps at its ceiling while the client may still be
+            // sending: a 500, or a broken pipe when the host closed first.
+            1 => assert!(
+                answer.starts_with("500")
+                    || answer.starts_with("503")
+                    || answer.contains("BodyWrite"),
+                "a held request body: {answer}"
+            ),
             // The host answers and closes without reading the rest: the
             // client gets the answer, or a broken pipe if it was still sending.
             _ => assert!(
