@@ -3,7 +3,10 @@
 //! stdout and stderr (target `guest`), and what the host says about the app's
 //! requests, jobs, timers and connections (traps, deadlines, refusals) — into a
 //! bounded ring per app: at most [`LINES_PER_APP`] lines of at most
-//! [`MAX_LINE`] bytes, so an app that logs without end costs a fixed amount.
+//! [`MAX_LINE`] bytes, so an app that logs without end costs a fixed amount
+//! (about 8 MiB per app at worst, not charged to its budget). A removed
+//! app's ring stays until the host restarts, so its last lines can still be
+//! read: one ring per app name deployed since the start.
 //!
 //! The admin API serves them (`GET /v1/apps/{app}/logs?since=SECS&after=SEQ`);
 //! `--follow` asks again for the lines after the last sequence number it saw.
@@ -63,6 +66,10 @@ impl Logs {
             text.truncate(cut);
             text.push('…');
         }
+        // The line was formatted into a growing buffer (a cut 16 KiB guest line
+        // keeps its 16 KiB or more of capacity): keep only its bytes, so that
+        // the ring's bound holds in memory, not just in characters.
+        text.shrink_to_fit();
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -221,6 +228,14 @@ mod tests {
                 <= MAX_LINE + 3
         );
         assert!(logs.knows("b") && !logs.knows("c"));
+        // A cut line keeps only its bytes, not the buffer it was formatted in.
+        let mut formatted = String::with_capacity(64 << 10);
+        formatted.push_str(&"y".repeat(16 << 10));
+        logs.push("b".into(), "INFO", "stdout".into(), formatted);
+        let inner = logs.inner.lock().unwrap();
+        let kept = &inner.apps["b"].back().unwrap().text;
+        assert!(kept.capacity() <= MAX_LINE + 3, "{}", kept.capacity());
+        drop(inner);
         assert_eq!(parse_since("10m"), Some(600));
         assert_eq!(parse_since("10"), None);
         assert_eq!(parse_since("3x"), None);

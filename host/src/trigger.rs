@@ -113,8 +113,18 @@ pub fn deadline_passed() -> Outcome {
     )
 }
 
+/// Longest handler error the host keeps (in logs and the job store's
+/// `last_error`): the guest chooses the text, so its size is bounded here.
+pub const MAX_ERROR: usize = 1024;
+
+/// The first line of a guest's error text, cut at [`MAX_ERROR`] bytes.
 pub fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
+    let line = text.lines().next().unwrap_or("");
+    let mut cut = line.len().min(MAX_ERROR);
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &line[..cut]
 }
 
 /// What a trigger needs from one version of an app, whatever its store holds.
@@ -283,5 +293,14 @@ mod tests {
             Fault::Operator
         );
         assert_eq!(Outcome::Error("no".into()).fault(), Fault::Guest);
+    }
+
+    #[test]
+    fn a_guest_error_is_kept_to_one_bounded_line() {
+        assert_eq!(first_line("bad input\nat line 2"), "bad input");
+        let long = "é".repeat(MAX_ERROR);
+        let kept = first_line(&long);
+        assert!(kept.len() <= MAX_ERROR && kept.len() > MAX_ERROR - 2);
+        assert!(long.starts_with(kept));
     }
 }

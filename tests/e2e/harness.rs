@@ -384,6 +384,27 @@ impl Host {
         Reply::read(resp).await
     }
 
+    /// Like [`Host::request`], but a request that fails (connection reset,
+    /// closed before the answer) is an `Err` with the reason, not a panic.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ingress))
+            .header("host", host)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        match self.client.request(req).await {
+            Ok(resp) => Ok(Reply::read(resp).await),
+            Err(err) => Err(format!("{err:?}")),
+        }
+    }
+
     pub async fn get(&self, host: &str, path: &str) -> Reply {
         self.request("GET", host, path, Vec::new()).await
     }

@@ -7,6 +7,8 @@
 //! address in X-Forwarded-For). For instance reuse: `/count` answers how many requests this instance has
 //! served, `/panic` traps, `/hoard?mib=N` keeps N more MiB for the instance's life.
 //! `/big?mib=N` answers N MiB (for clients that never read their response).
+//! `/drain` reads the request body 64 KiB at a time, keeping none of it, and
+//! answers its length (a body larger than the guest's memory flows through).
 
 use guest_kit::wasip2;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
@@ -37,6 +39,30 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
             guest_kit::respond(out, 200, "application/octet-stream", &vec![b'x'; mib << 20]);
+        } else if path == "/drain" {
+            let body = request.consume().expect("request body is consumed once");
+            let mut len = 0usize;
+            let read = {
+                let mut stream = body.stream().expect("body stream is taken once");
+                let mut chunk = vec![0u8; 64 << 10];
+                loop {
+                    match std::io::Read::read(&mut stream, &mut chunk) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => len += n,
+                        Err(err) => break Err(err),
+                    }
+                }
+            };
+            match read {
+                Ok(()) => {
+                    wasip2::http::types::IncomingBody::finish(body);
+                    guest_kit::respond(out, 200, "text/plain", len.to_string().as_bytes());
+                }
+                Err(err) => {
+                    let text = format!("body after {len} bytes: {err}");
+                    guest_kit::respond(out, 500, "text/plain", text.as_bytes());
+                }
+            }
         } else if let Some(name) = path.strip_prefix("/env/") {
             match std::env::var(name) {
                 Ok(value) => guest_kit::respond(out, 200, "text/plain", value.as_bytes()),

@@ -1,7 +1,9 @@
 //! `/fetch?url=U` sends `GET U` through `wasi:http/outgoing-handler` and answers
 //! `status=N bytes=M`, or `error=…` with the error the host gave. `/follow?url=U`
 //! does the same but follows one redirect itself, as guests must (the host never
-//! follows redirects for them).
+//! follows redirects for them). `/drain?url=U` reads the response body 64 KiB
+//! at a time and keeps none of it (a body larger than the guest's memory flows
+//! through the host), answering the same.
 
 use guest_kit::wasip2;
 use std::io::Read as _;
@@ -12,7 +14,7 @@ use wasip2::http::{
 
 struct Outbound;
 
-fn fetch(url: &str) -> Result<(u16, Option<String>, usize), String> {
+fn fetch(url: &str, hold: bool) -> Result<(u16, Option<String>, usize), String> {
     let (scheme, rest) = url.split_once("://").ok_or("url needs a scheme")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -45,25 +47,37 @@ fn fetch(url: &str) -> Result<(u16, Option<String>, usize), String> {
         .first()
         .map(|v| String::from_utf8_lossy(v).into_owned());
     let body = response.consume().map_err(|_| "body taken twice")?;
-    let mut bytes = Vec::new();
-    let read = body
-        .stream()
-        .map_err(|_| "stream taken twice")?
-        .read_to_end(&mut bytes);
-    if let Err(err) = read {
-        return Err(format!("body: {err}"));
-    }
-    Ok((status, location, bytes.len()))
+    let mut stream = body.stream().map_err(|_| "stream taken twice")?;
+    let len = if hold {
+        let mut bytes = Vec::new();
+        stream
+            .read_to_end(&mut bytes)
+            .map_err(|err| format!("body: {err}"))?;
+        bytes.len()
+    } else {
+        let mut chunk = vec![0u8; 64 << 10];
+        let mut len = 0;
+        loop {
+            match std::io::Read::read(&mut stream, &mut chunk) {
+                Ok(0) => break len,
+                Ok(n) => len += n,
+                Err(err) => return Err(format!("body after {len} bytes: {err}")),
+            }
+        }
+    };
+    Ok((status, location, len))
 }
 
 impl wasip2::exports::http::incoming_handler::Guest for Outbound {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let url = guest_kit::query_param(&request, "url").unwrap_or_default();
-        let mut result = fetch(&url);
-        if guest_kit::path(&request) == "/follow"
+        let path = guest_kit::path(&request);
+        let hold = path != "/drain";
+        let mut result = fetch(&url, hold);
+        if path == "/follow"
             && let Ok((300..=399, Some(location), _)) = &result
         {
-            result = fetch(&location.clone());
+            result = fetch(&location.clone(), hold);
         }
         let text = match result {
             Ok((status, _, bytes)) => format!("status={status} bytes={bytes}"),

@@ -14,7 +14,8 @@
 //!   the middle of every arena) when the resident size has grown since the
 //!   last trim, at most every [`TRIM_EVERY`].
 //!
-//! Measured against the defaults and against jemalloc in BENCHMARKS.md.
+//! Measured against glibc's defaults in BENCHMARKS.md (section 9 of the
+//! suite); jemalloc was not measured.
 //! `ALORIG_ALLOCATOR=default` leaves glibc's defaults (for that comparison).
 
 use std::time::Duration;

@@ -9,24 +9,35 @@
 //!
 //! # Audit: host allocations driven by guest input, and their bound
 //!
+//! "Charged" means held against the app's `memory` (refused when it does not
+//! fit); "bounded" means a fixed ceiling that is *not* charged. Sizes of
+//! hyper's buffers are its defaults: a connection's read buffer grows to at
+//! most 408 KiB (8 KiB + 100 × 4 KiB), and a head may hold 100 headers.
+//!
 //! | what | where | bound |
 //! |---|---|---|
-//! | PostgreSQL messages from the server (rows, notices) | `capabilities/postgres/guard.rs` | each message over 8 KiB charged before it is forwarded; a message that does not fit is cut off unread (`too-large`) |
-//! | PostgreSQL result rows converted for the guest | `capabilities/postgres.rs` | charged row by row for the call; also within the instance's headroom |
-//! | PostgreSQL parameters, SQL text | `capabilities/postgres.rs` | copied from guest memory: at most `instance_memory` per call, one call per instance at a time |
-//! | Redis replies | `capabilities/redis_guard.rs` | charged on the wire in 64 KiB steps before redis-rs reads them; a value that does not fit is replaced by an error (`invalid`) and dropped unread by the client, the connection kept |
-//! | request bodies | `ingress/body.rs` | streamed to the guest; `max_body` per request |
-//! | response bodies | `ingress/body.rs` | buffered only up to 64 KiB (coalescing), then streamed with back-pressure |
-//! | outbound response bodies | wasi-http | streamed to the guest with back-pressure, never buffered whole |
-//! | header maps (in/out) | hyper / wasi-http | hyper's 100 headers and 16 KiB+ head limit inbound; outbound headers live in guest-created `fields` resources (≤ 10 000 per instance) |
-//! | log lines (guest stdout/stderr) | `capabilities/wasi.rs` | written through as they come, not accumulated |
-//! | metric labels | `metrics/labels.rs` | only app names, manifest entries (timers, outbound destinations) and fixed reasons: never guest strings |
-//! | job payloads | `capabilities/timers/worker.rs` | stored in PostgreSQL (≤ 1 MiB each, `max_pending` per app); charged while the job runs, a job that does not fit is rejected (`memory_budget`) and retried after its backoff |
+//! | PostgreSQL messages from the server (rows, notices) | `capabilities/postgres/guard.rs` | charged: each message over 8 KiB before it is forwarded, in the relay's 64 KiB chunks; a message that does not fit is cut off unread (`too-large`) |
+//! | PostgreSQL result rows converted for the guest | `capabilities/postgres/query.rs` | charged row by row for the call; also refused past the instance's headroom |
+//! | PostgreSQL parameters, SQL text | `capabilities/postgres.rs` | lifted from guest memory: at most `instance_memory` per call, one call per instance at a time |
+//! | Redis replies | `capabilities/redis_guard.rs` | charged on the wire in 64 KiB steps before redis-rs reads them (protocol lines ≤ 64 KiB); a value that does not fit is replaced by an error (`invalid`) and dropped unread by the client, the connection kept |
+//! | Redis command arguments | `capabilities/redis.rs` | lifted from guest memory: at most `instance_memory` per call |
+//! | request bodies | `ingress/body.rs`, wasi-http | streamed: read from the client only as the guest reads, one hyper frame (≤ 408 KiB) held at a time; `max_body` caps the total; a body the guest never reads is never read |
+//! | response bodies | wasi-http's outgoing body, `ingress/body.rs` | bounded: two chunks of ≤ 1 MiB (wasi-http's channel) per body, ≤ 64 KiB more while coalescing; the guest's writes wait for the client (`write_timeout`) |
+//! | outbound request bodies | wasi-http's outgoing body | bounded as response bodies: two 1 MiB chunks per body |
+//! | outbound response bodies | `capabilities/outbound_http.rs` | streamed: one frame (≤ 408 KiB) at a time as the guest reads; `max_response` total; ≤ `[outbound_http] max_concurrency` (16) in flight per app |
+//! | inbound header maps | `ingress/strict.rs` | bounded: a head ≤ `MAX_HEAD_BYTES` (144 KiB) and 100 headers, per request |
+//! | outbound response heads | hyper's client | bounded: 100 headers within the 408 KiB read buffer, per outbound request |
+//! | header maps the guest builds (`fields`) | wasi-http | bounded, not charged: each ≤ 128 KiB (wasi-http's field size limit) and ≤ 10,000 resources of any kind per instance (`state.rs`) — about 1.2 GiB per instance at worst, a gap that only charging wasi-http's resources would close |
+//! | guest stdout/stderr | `capabilities/wasi.rs`, `logs.rs` | bounded: a partial line ≤ 16 KiB per stream per instance; each app's ring ≤ 2,000 lines of ≤ 4 KiB (their capacity too), ~8 MiB per app, kept for removed apps until restart; not charged |
+//! | handler error text (jobs, triggers, WebSocket events) | `trigger.rs` | bounded: its first line, cut at 1 KiB, is what the host keeps (logs, the job store's `last_error`) |
+//! | metric labels | `metrics/labels.rs` | only app names, manifest entries (timers, outbound destinations), fixed reasons and the response status (a `u16` the guest chooses: at most ~900 series per app): never guest strings |
+//! | job payloads | `capabilities/timers.rs`, `timers/worker.rs` | ≤ 1 MiB each (name ≤ 256 B), `max_pending` per app, stored in PostgreSQL; charged while the job runs, a job that does not fit is rejected (`memory_budget`) and retried after its backoff |
+//! | job store rows read back | `capabilities/timers/store.rs` | claimed rows ≤ the worker's free slots (≤ min(`max_concurrency`, 64)) of ≤ 1 MiB + 256 B, read before they are charged; the admin listing reads the payload's length, not the payload |
 //! | timer arguments | `capabilities/timers/worker.rs` | the timer's name and time, from the manifest: not guest input |
 //! | Redis pub/sub messages (trigger) | `capabilities/redis/subscriber.rs` | charged on the wire by the relay, then while the handler runs (≤ 64 at once); one that does not fit is dropped with a warning |
-//! | WebSocket send queues | `capabilities/websocket/hub.rs` | `send_queue` messages of ≤ `max_message` per connection; each queued message charged until written (a group message once for all its copies); a send that does not fit is `invalid` |
-//! | deploy uploads | `deploy/upload.rs` | streamed to a file; at most two at once |
-//! | compiling a component | `engine/compile_child.rs` | in a child process with an address-space and time limit |
+//! | WebSocket send queues | `capabilities/websocket/hub.rs` | charged: `send_queue` (64) messages of ≤ `max_message` (64 KiB) per connection; each queued message charged until written (a group message once for all its copies); a send that does not fit is `invalid` |
+//! | deploy uploads | `deploy/upload.rs` | streamed to a file; at most two at once; manifest ≤ 1 MiB |
+//! | compiling a component | `engine/compile_child.rs` | in a child process with a 4 GiB address-space and 300 s limit |
 
 use super::MemoryBudget;
 use std::sync::Arc;
