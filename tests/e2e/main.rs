@@ -18,6 +18,7 @@ mod cpu;
 mod deploy;
 mod escape;
 mod files;
+mod guest_faults;
 mod host_memory;
 mod igny8;
 mod ingress;

@@ -1,7 +1,9 @@
 //! `/fetch?url=U` sends `GET U` through `wasi:http/outgoing-handler` and answers
 //! `status=N bytes=M`, or `error=…` with the error the host gave. `/follow?url=U`
 //! does the same but follows one redirect itself, as guests must (the host never
-//! follows redirects for them).
+//! follows redirects for them). `/flood?url=U&n=N` sends N such requests one
+//! after another as fast as the host lets it and answers `ok=A failed=B` and the
+//! first error (a guest hammering its outbound grant).
 
 use guest_kit::wasip2;
 use std::io::Read as _;
@@ -59,6 +61,26 @@ fn fetch(url: &str) -> Result<(u16, Option<String>, usize), String> {
 impl wasip2::exports::http::incoming_handler::Guest for Outbound {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let url = guest_kit::query_param(&request, "url").unwrap_or_default();
+        if guest_kit::path(&request) == "/flood" {
+            let n: usize = guest_kit::query_param(&request, "n")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            let (mut ok, mut failed, mut first) = (0, 0, String::new());
+            for _ in 0..n {
+                match fetch(&url) {
+                    Ok(_) => ok += 1,
+                    Err(err) => {
+                        failed += 1;
+                        if first.is_empty() {
+                            first = err;
+                        }
+                    }
+                }
+            }
+            let text = format!("ok={ok} failed={failed} first_error={first}");
+            guest_kit::respond(out, 200, "text/plain", text.as_bytes());
+            return;
+        }
         let mut result = fetch(&url);
         if guest_kit::path(&request) == "/follow"
             && let Ok((300..=399, Some(location), _)) = &result
