@@ -5,6 +5,7 @@
 #   deploy/quickstart.sh demo     the same with the small reference apps (hello, store, AstroTiming)
 #   deploy/quickstart.sh test     install what is missing, build, run every test
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
+#   deploy/quickstart.sh soak     install what is missing, build, run the soak (SOAK_MINUTES, default 20)
 #
 # Installs only what is absent: the Rust target wasm32-wasip2 (rustup), from
 # the distribution's packages PostgreSQL, Redis, Caddy, wrk, Chromium (headless,
@@ -238,8 +239,17 @@ case "${1:-run}" in
     build
     cargo bench --locked -p alorig-host --bench hosting -- "${@:2}"
     ;;
+  soak)
+    # Every Alorig app under a mixed load with a guest fault a minute and a
+    # deploy every SOAK_DEPLOY_EVERY (3) minutes, for SOAK_MINUTES (20); its
+    # figures go in RELIABILITY.md ("Soak").
+    install_missing
+    build
+    say "running the soak for ${SOAK_MINUTES:-20} minutes"
+    cargo test --release --locked -p alorig-host --test e2e -- --ignored --nocapture soak::
+    ;;
   *)
-    echo "usage: deploy/quickstart.sh [run|demo|test|fuzz|bench]" >&2
+    echo "usage: deploy/quickstart.sh [run|demo|test|fuzz|bench|soak]" >&2
     exit 2
     ;;
 esac

@@ -37,6 +37,7 @@ mod sandbox;
 mod seeds;
 mod sitebuilder;
 mod snapify;
+mod soak;
 mod supply_chain;
 mod timers;
 mod websocket;
