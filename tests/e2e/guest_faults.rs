@@ -675,7 +675,7 @@ async fn a_redis_call_flood_ends_at_its_deadline_and_spares_the_neighbour() {
         &Req::get("calmkv.test", "/get?k=6b"),
         16 * MIB,
         fire(&host, 4, 4, |_| {
-            Req::get("flood.test", "/bench?n=2000000&k=6b")
+            Req::get("flood.test", "/bench?n=500000&k=6b")
         }),
     )
     .await;
