@@ -6,6 +6,7 @@
 #   deploy/quickstart.sh test     install what is missing, check formatting and lints, build, run every test, then the fuzz targets 60 s each
 #   deploy/quickstart.sh fuzz     the fuzz targets alone (FUZZ_SECONDS=3600 for long runs)
 #   deploy/quickstart.sh bench    install what is missing, build, run the benchmarks
+#   deploy/quickstart.sh soak     install what is missing, build, run the soak (SOAK_MINUTES, default 20)
 #
 # Installs only what is absent: the Rust target wasm32-wasip2 (rustup), from
 # the distribution's packages PostgreSQL, Redis, Caddy, wrk, Chromium (headless,
@@ -269,8 +270,17 @@ case "${1:-run}" in
     build
     cargo bench --locked -p alorig-host --bench hosting -- "${@:2}"
     ;;
+  soak)
+    # Every Alorig app under a mixed load with a guest fault a minute and a
+    # deploy every SOAK_DEPLOY_EVERY (3) minutes, for SOAK_MINUTES (20); its
+    # figures go in RELIABILITY.md ("Soak").
+    install_missing
+    build
+    say "running the soak for ${SOAK_MINUTES:-20} minutes"
+    cargo test --release --locked -p alorig-host --test e2e -- --ignored --nocapture soak::
+    ;;
   *)
-    echo "usage: deploy/quickstart.sh [run|demo|test|fuzz|bench]" >&2
+    echo "usage: deploy/quickstart.sh [run|demo|test|fuzz|bench|soak]" >&2
     exit 2
     ;;
 esac

@@ -21,10 +21,10 @@ use std::{
 };
 
 /// One deployable manifest: its name, text (component made absolute, test edits), first route host.
-struct App {
-    name: String,
-    text: String,
-    host: String,
+pub struct App {
+    pub name: String,
+    pub text: String,
+    pub host: String,
 }
 
 fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -99,13 +99,13 @@ fn mib(bytes: f64) -> String {
 
 /// One request of the mixed load: each app's main page or API call, which must
 /// answer 2xx.
-struct MainRequest {
-    method: &'static str,
+pub struct MainRequest {
+    pub method: &'static str,
     /// Where it goes when not to the app's first route (a tenant site).
-    host: Option<&'static str>,
-    path: String,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
+    pub host: Option<&'static str>,
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
 }
 
 impl MainRequest {
@@ -127,7 +127,7 @@ impl MainRequest {
 }
 
 /// The `i`th request of the mixed load to `app`: its main paths, in turn.
-fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> MainRequest {
+pub fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> MainRequest {
     let user = i % 8;
     match app {
         "psydge" if i.is_multiple_of(2) => MainRequest {
@@ -167,75 +167,68 @@ fn main_request(app: &str, i: u64, tokens: &BTreeMap<&str, String>) -> MainReque
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
+/// How [`all_apps`] starts the host.
+pub enum Start {
+    /// `alorig-host up` with every manifest: fixed, unversioned.
+    Up,
+    /// `alorig-host serve`, then each manifest deployed through the CLI (so
+    /// they can be deployed again).
+    Serve,
+}
+
+/// Every deployable Alorig app on one host (plus `extra` manifests), with the
+/// data each main path shows already set up. The host is the first field, so
+/// it stops before the PostgreSQL and Redis it uses.
+pub struct AllApps {
+    pub host: Host,
+    pub apps: Vec<App>,
+    pub skipped: Vec<String>,
+    pub tokens: BTreeMap<&'static str, String>,
+    /// With [`Start::Serve`]: each app's manifest file, to deploy it again.
+    pub manifest_files: BTreeMap<String, String>,
+    pub pg: PgServer,
+    pub redis: RedisServer,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn all_apps(start: Start, extra: &[(&str, String)]) -> AllApps {
     let pg = PgServer::start();
     let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
     let (apps, skipped, secrets) = deployable();
-    for s in &skipped {
-        eprintln!("not deployed: {s}");
-    }
-    let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-    for mine in [
-        "igny8",
-        "igny8-staging",
-        "psydge",
-        "snapify",
-        "sitebuilder",
-        "observer",
-        "astrotiming",
-        "asms",
-    ] {
-        assert!(
-            names.contains(&mine),
-            "{mine} is not deployable: {skipped:?}"
-        );
-    }
     let host_toml = std::fs::read_to_string(workspace_root().join("deploy/host.toml")).unwrap();
     let budget = value_of(&host_toml, "memory_budget").unwrap();
-    let manifests: Vec<(&str, String)> = apps
+    let mut manifests: Vec<(&str, String)> = apps
         .iter()
         .map(|a| (a.name.as_str(), a.text.clone()))
         .collect();
+    manifests.extend(extra.iter().cloned());
     let mut envs: Vec<(&str, &str)> = secrets
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let admin = pg.admin_url();
     envs.push(("ALORIG_POSTGRES_URL", &admin));
-    let host = Host::up_full(
-        &manifests,
-        &format!(
-            "memory_budget = \"{budget}\"\nredis_url = \"{}\"",
-            redis.url()
-        ),
-        &envs,
+    let host_toml = format!(
+        "memory_budget = \"{budget}\"\nredis_url = \"{}\"",
+        redis.url()
     );
-
-    // status --json: every app, its memory against its cap.
-    let (code, out, err) = host.cli(&["status", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let listed: Vec<&str> = status
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    for app in &apps {
-        assert!(
-            listed.contains(&app.name.as_str()),
-            "{} missing from status: {out}",
-            app.name
-        );
-    }
-    for a in status.as_array().unwrap() {
-        let (used, cap) = (
-            a["memory_bytes"].as_f64().unwrap(),
-            a["memory_limit_bytes"].as_f64().unwrap(),
-        );
-        assert!(cap > 0.0 && used <= cap, "{}: {used} of {cap}", a["name"]);
-    }
+    let mut manifest_files = BTreeMap::new();
+    let host = match start {
+        Start::Up => Host::up_full(&manifests, &host_toml, &envs),
+        Start::Serve => {
+            let host = Host::serve_full(&dir.path().join("data"), &host_toml, &envs);
+            for (name, text) in &manifests {
+                let path = dir.path().join(format!("{name}.toml"));
+                std::fs::write(&path, text).unwrap();
+                let path = path.display().to_string();
+                let (code, _, err) = host.cli(&["deploy", &path, "--yes"]);
+                assert_eq!(code, 0, "deploying {name}: {err}");
+                manifest_files.insert(name.to_string(), path);
+            }
+            host
+        }
+    };
 
     // Each app's data for its main path.
     let site = |name: &str| {
@@ -315,6 +308,76 @@ async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
             .unwrap()
             .to_string(),
     );
+
+    AllApps {
+        host,
+        apps,
+        skipped,
+        tokens,
+        manifest_files,
+        pg,
+        redis,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_alorig_apps_run_at_once_within_their_caps_under_a_mixed_load() {
+    // Named, not `..`: the servers and the folder must live as long as the host.
+    let AllApps {
+        host,
+        apps,
+        skipped,
+        tokens,
+        manifest_files: _,
+        pg: _pg,
+        redis: _redis,
+        dir: _dir,
+    } = all_apps(Start::Up, &[]).await;
+    for s in &skipped {
+        eprintln!("not deployed: {s}");
+    }
+    let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    for mine in [
+        "igny8",
+        "igny8-staging",
+        "psydge",
+        "snapify",
+        "sitebuilder",
+        "observer",
+        "astrotiming",
+        "asms",
+    ] {
+        assert!(
+            names.contains(&mine),
+            "{mine} is not deployable: {skipped:?}"
+        );
+    }
+
+    // status --json: every app, its memory against its cap.
+    let (code, out, err) = host.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listed: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for app in &apps {
+        assert!(
+            listed.contains(&app.name.as_str()),
+            "{} missing from status: {out}",
+            app.name
+        );
+    }
+    for a in status.as_array().unwrap() {
+        let (used, cap) = (
+            a["memory_bytes"].as_f64().unwrap(),
+            a["memory_limit_bytes"].as_f64().unwrap(),
+        );
+        assert!(cap > 0.0 && used <= cap, "{}: {used} of {cap}", a["name"]);
+    }
 
     let metrics = host.metrics().await;
     let idle: BTreeMap<String, f64> = apps

@@ -9,9 +9,15 @@
 //! `/big?mib=N` answers N MiB (for clients that never read their response).
 //! `/drain` reads the request body 64 KiB at a time, keeping none of it, and
 //! answers its length (a body larger than the guest's memory flows through).
+//! `/stream?mib=N` answers N MiB written 64 KiB at a time (a huge response the
+//! guest never holds), and `/unread` answers at once without reading the
+//! request body (for large uploads to a guest that ignores them).
 
 use guest_kit::wasip2;
-use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+use std::io::Write as _;
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Echo;
 
@@ -63,6 +69,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
                     guest_kit::respond(out, 500, "text/plain", text.as_bytes());
                 }
             }
+        } else if path == "/stream" {
+            let mib: usize = guest_kit::query_param(&request, "mib")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            stream(out, mib);
+        } else if path == "/unread" {
+            guest_kit::respond(out, 200, "text/plain", b"answered without reading the body");
         } else if let Some(name) = path.strip_prefix("/env/") {
             match std::env::var(name) {
                 Ok(value) => guest_kit::respond(out, 200, "text/plain", value.as_bytes()),
@@ -104,6 +117,26 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
             guest_kit::respond(out, 200, "application/octet-stream", &body);
         }
     }
+}
+
+/// Answers `mib` MiB of `x`, one 64 KiB chunk after another from one buffer.
+fn stream(out: ResponseOutparam, mib: usize) {
+    let headers = Fields::new();
+    let _ = headers.append("content-type", b"application/octet-stream");
+    let resp = OutgoingResponse::new(headers);
+    let outgoing = resp.body().expect("response body is taken once");
+    ResponseOutparam::set(out, Ok(resp));
+    let mut body = outgoing.write().expect("body stream is taken once");
+    let chunk = vec![b'x'; 64 << 10];
+    for _ in 0..mib * 16 {
+        // A client that went away ends the stream; nothing more to do.
+        if body.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    let _ = body.flush();
+    drop(body);
+    let _ = OutgoingBody::finish(outgoing, None);
 }
 
 wasip2::http::proxy::export!(Echo with_types_in wasip2);

@@ -4,6 +4,9 @@
 //! follows redirects for them). `/drain?url=U` reads the response body 64 KiB
 //! at a time and keeps none of it (a body larger than the guest's memory flows
 //! through the host), answering the same.
+//! `/flood?url=U&n=N` sends N such requests one
+//! after another as fast as the host lets it and answers `ok=A failed=B` and the
+//! first error (a guest hammering its outbound grant).
 
 use guest_kit::wasip2;
 use std::io::Read as _;
@@ -72,6 +75,26 @@ impl wasip2::exports::http::incoming_handler::Guest for Outbound {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let url = guest_kit::query_param(&request, "url").unwrap_or_default();
         let path = guest_kit::path(&request);
+        if path == "/flood" {
+            let n: usize = guest_kit::query_param(&request, "n")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            let (mut ok, mut failed, mut first) = (0, 0, String::new());
+            for _ in 0..n {
+                match fetch(&url, false) {
+                    Ok(_) => ok += 1,
+                    Err(err) => {
+                        failed += 1;
+                        if first.is_empty() {
+                            first = err;
+                        }
+                    }
+                }
+            }
+            let text = format!("ok={ok} failed={failed} first_error={first}");
+            guest_kit::respond(out, 200, "text/plain", text.as_bytes());
+            return;
+        }
         let hold = path != "/drain";
         let mut result = fetch(&url, hold);
         if path == "/follow"
