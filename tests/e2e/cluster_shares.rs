@@ -76,7 +76,11 @@ async fn websocket_max_connections_holds_across_two_hosts_and_a_killed_hosts_con
     // `c` counts across the cluster (the default), `h` on each host alone.
     let apps = [
         ws_manifest("c", "c.test", "max_connections = 3"),
-        ws_manifest("h", "h.test", "max_connections = 1\nmax_connections_per = \"host\""),
+        ws_manifest(
+            "h",
+            "h.test",
+            "max_connections = 1\nmax_connections_per = \"host\"",
+        ),
     ];
     let apps: Vec<(&str, String)> = apps.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     let one = Host::up_with(&apps, &host_toml);
@@ -114,7 +118,11 @@ async fn websocket_max_connections_holds_across_two_hosts_and_a_killed_hosts_con
     two.kill();
     drop((b1, b2));
     let killed = Instant::now();
-    assert_eq!(refused(&one, "c.test").await, 503, "the places lapsed at once");
+    assert_eq!(
+        refused(&one, "c.test").await,
+        503,
+        "the places lapsed at once"
+    );
     let (_c3, _) = accepted_within(&one, "c.test", Duration::from_secs(20)).await;
     let lapsed = killed.elapsed();
     // The two leases were renewed together but taken at different times:
@@ -179,7 +187,10 @@ async fn no_sessions(admin: &sqlx::PgPool) {
         if open == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "{open} sessions left open by the old pools");
+        assert!(
+            Instant::now() < deadline,
+            "{open} sessions left open by the old pools"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -190,7 +201,12 @@ async fn most_sessions_under_load(hosts: &[&Host], admin: &sqlx::PgPool, n: usiz
     let mut load = Vec::new();
     for host in hosts {
         for _ in 0..n {
-            load.push(host.request("POST", "p.test", "/query", b"SELECT 1 FROM pg_sleep(1)".to_vec()));
+            load.push(host.request(
+                "POST",
+                "p.test",
+                "/query",
+                b"SELECT 1 FROM pg_sleep(1)".to_vec(),
+            ));
         }
     }
     let load = futures::future::join_all(load);
@@ -260,14 +276,20 @@ async fn each_hosts_pool_is_its_share_of_max_connections_among_the_hosts_up() {
         "{alone}/{with_two}/{with_three}"
     );
     // Each pool was full under that load: the shares are used, not only set.
-    assert!(alone >= 7 && with_two >= 7 && with_three >= 7, "{alone}/{with_two}/{with_three}");
+    assert!(
+        alone >= 7 && with_two >= 7 && with_three >= 7,
+        "{alone}/{with_two}/{with_three}"
+    );
     assert_eq!(role_limit, 8);
 
     // SIGKILL: host 3's share comes back once its heartbeat row is 10 s old.
     three.kill();
     let took = pools_become(&[&one, &two], &[4, 3], limit).await;
     eprintln!("host 3 SIGKILLed: pools [4, 3] again {took:.2?} later");
-    assert!(took >= Duration::from_secs(5), "{took:?}: before its row could age");
+    assert!(
+        took >= Duration::from_secs(5),
+        "{took:?}: before its row could age"
+    );
 
     // A graceful stop marks host 2's row stopped: its share comes back at once.
     rustix::process::kill_process(

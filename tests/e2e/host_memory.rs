@@ -441,8 +441,14 @@ fn huge_upstream(len: u64) -> u16 {
             std::thread::spawn(move || {
                 let mut request = [0u8; 4096];
                 let read = stream.read(&mut request).unwrap_or(0);
-                let len = if request[..read].starts_with(b"GET /small") { 1000 } else { len };
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+                let len = if request[..read].starts_with(b"GET /small") {
+                    1000
+                } else {
+                    len
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                );
                 if stream.write_all(head.as_bytes()).is_err() {
                     return;
                 }
@@ -506,7 +512,9 @@ async fn huge_inbound_and_outbound_bodies_cost_the_host_at_most_the_apps_budget(
     ]);
     let pid = host.pid();
     // Warm every app (instances, the outbound path), then measure idle.
-    let warm = host.request("POST", "sink.test", "/drain", vec![1; 1 << 20]).await;
+    let warm = host
+        .request("POST", "sink.test", "/drain", vec![1; 1 << 20])
+        .await;
     assert_eq!(
         (warm.status, warm.body.len()),
         (200, 7),
@@ -514,9 +522,12 @@ async fn huge_inbound_and_outbound_bodies_cost_the_host_at_most_the_apps_budget(
         &warm.text()[..warm.text().len().min(100)]
     );
     assert_eq!(
-        host.get("fetcher.test", &format!("/drain?url=http://127.0.0.1:{port}/small"))
-            .await
-            .text(),
+        host.get(
+            "fetcher.test",
+            &format!("/drain?url=http://127.0.0.1:{port}/small")
+        )
+        .await
+        .text(),
         "status=200 bytes=1000"
     );
     let alone = neighbour_alone(&host, Duration::from_secs(2)).await;
@@ -591,7 +602,11 @@ async fn huge_inbound_and_outbound_bodies_cost_the_host_at_most_the_apps_budget(
     }
     for (i, answer) in outbound.iter().enumerate() {
         if i % 2 == 0 {
-            assert_eq!(answer, &format!("200 status=200 bytes={RESPONSE}"), "a drained response body");
+            assert_eq!(
+                answer,
+                &format!("200 status=200 bytes={RESPONSE}"),
+                "a drained response body"
+            );
         } else {
             // The guest's own allocation fails: it traps (500), or its read
             // reports the failure and it says so (`error=body: out of memory`).
@@ -606,7 +621,7 @@ async fn huge_inbound_and_outbound_bodies_cost_the_host_at_most_the_apps_budget(
     // Two apps' caps (their guests' own memory is host memory too) plus
     // 32 MiB of slack (socket buffers, hyper's read buffers, allocator).
     assert!(
-        peak <= idle + (2 * 24 << 20) + (32 << 20),
+        peak <= idle + ((2 * 24) << 20) + (32 << 20),
         "peak {:.1} MiB over idle",
         (peak as f64 - idle as f64) / MIB
     );

@@ -419,7 +419,10 @@ async fn the_dashboard_shows_every_host_of_the_cluster() {
         assert!(row.contains(" / 64.0 MiB"), "{row}");
         assert!(row.contains("resident "), "{row}");
     }
-    assert!(!dom.contains("id=\"cluster\" hidden"), "the section is shown");
+    assert!(
+        !dom.contains("id=\"cluster\" hidden"),
+        "the section is shown"
+    );
 
     // A killed host shows as gone once its row is 10 s old.
     two.kill();

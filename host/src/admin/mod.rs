@@ -95,11 +95,7 @@ impl Admin {
                 );
             }
             Route::Dashboard => {
-                return respond(
-                    200,
-                    "text/html; charset=utf-8",
-                    self.dashboard_page().await,
-                );
+                return respond(200, "text/html; charset=utf-8", self.dashboard_page().await);
             }
             Route::DashboardFigures => {
                 return json_response(200, &self.dashboard_figures().await);
@@ -390,8 +386,8 @@ impl Admin {
     /// The page, with the first figures embedded so it shows them before its
     /// first refresh (and without JavaScript fetches at all, in a DOM dump).
     async fn dashboard_page(&self) -> String {
-        let figures = serde_json::to_string(&self.dashboard_figures().await)
-            .unwrap_or_else(|_| "{}".into());
+        let figures =
+            serde_json::to_string(&self.dashboard_figures().await).unwrap_or_else(|_| "{}".into());
         // `</` cannot appear inside the script element.
         DASHBOARD.replace("/*FIGURES*/null", &figures.replace("</", "<\\/"))
     }

@@ -22,9 +22,9 @@
 
 mod connection;
 mod fanout;
+pub mod hub;
 mod leases;
 mod routing;
-pub mod hub;
 mod wire;
 
 use crate::{
@@ -386,7 +386,10 @@ pub async fn open<T: Send + 'static>(
         ws.budget.clone(),
     );
     if ws.limits.max_connections_per == manifest::LimitScope::Cluster
-        && !ws.hub.lease(&ws.name, seq, ws.limits.max_connections.get()).await
+        && !ws
+            .hub
+            .lease(&ws.name, seq, ws.limits.max_connections.get())
+            .await
     {
         ws.hub.remove(seq).await;
         ws.metrics.connections.dec();

@@ -83,7 +83,9 @@ impl PostgresHost {
         self.standing
             .get_or_init(|| async {
                 // Before any host has written its row: alone, until the recount.
-                let now = count(&self.admin, &self.node).await.unwrap_or(Standing::ALONE);
+                let now = count(&self.admin, &self.node)
+                    .await
+                    .unwrap_or(Standing::ALONE);
                 let (tx, rx) = tokio::sync::watch::channel(now);
                 tokio::spawn(recount(self.admin.clone(), self.node.clone(), tx));
                 rx

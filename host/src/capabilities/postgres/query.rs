@@ -5,8 +5,8 @@
 //! headroom, and sqlx errors turned into what a guest can act on.
 
 use super::{
-    CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, TIMEOUT_SLACK,
-    Value, codec, describe, guard,
+    CANCEL_GRACE, Column, ConstraintInfo, Error, ErrorInfo, RowSet, TIMEOUT_SLACK, Value, codec,
+    describe, guard,
     provision::{PostgresHost, role_name},
     share::{PoolRecipe, SharedPool},
 };

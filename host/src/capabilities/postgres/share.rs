@@ -112,7 +112,8 @@ impl PoolRecipe {
             .before_acquire(move |conn, _meta| {
                 let suspect = suspect.clone();
                 Box::pin(async move {
-                    let since = super::query::now_ms().saturating_sub(suspect.load(Ordering::Relaxed));
+                    let since =
+                        super::query::now_ms().saturating_sub(suspect.load(Ordering::Relaxed));
                     if since < super::SUSPECT_WINDOW.as_millis() as u64 {
                         use sqlx::Connection as _;
                         return Ok(conn.ping().await.is_ok());

@@ -82,9 +82,8 @@ pub(super) fn routes(raw: Vec<RouteToml>, at: At) -> Result<Vec<Route>> {
         // Written into the Caddyfile as it is: nothing that could end its
         // block or line (the fuzz target `manifest` checks it).
         if !path.starts_with('/')
-            || path.contains(|c: char| {
-                "?#{}\"'\\".contains(c) || c.is_whitespace() || c.is_control()
-            })
+            || path
+                .contains(|c: char| "?#{}\"'\\".contains(c) || c.is_whitespace() || c.is_control())
         {
             bail!(
                 "{}: {path:?} must be a path starting with /",
