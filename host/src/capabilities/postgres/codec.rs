@@ -19,6 +19,7 @@ mod numeric;
 
 pub use decode::Decoder;
 pub use encode::encode;
+pub use numeric::numeric_from_binary;
 
 // Type OIDs from PostgreSQL's pg_type.dat (stable for built-in types).
 const BOOL: u32 = 16;
