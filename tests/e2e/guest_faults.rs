@@ -756,16 +756,19 @@ async fn a_job_flood_stops_at_max_pending_and_the_neighbours_job_still_runs() {
             .status,
         200
     );
-    // Four guests each scheduling (no-op) jobs as fast as they can, 100,000
-    // asked, until the app's max_pending refuses more (or, when scheduling
-    // slows under the contention, the request's deadline ends one first).
+    // Four guests each scheduling jobs as fast as they can, 100,000 asked,
+    // until the app's max_pending refuses more (or, when scheduling slows
+    // under the contention, the request's deadline ends one first). The jobs
+    // are due in ten minutes, so the queue fills whatever the worker's pace:
+    // no-op jobs due at once were drained as fast as four guests scheduled
+    // them on a quicker machine, and max_pending was never reached.
     let figures = beside_neighbour(
         "job flood (4 guests scheduling until max_pending = 500)",
         &host,
         &calm_req(),
         32 * MIB,
         fire(&host, 4, 4, |_| {
-            Req::post("jobs.test", "/enqueue?n=100000", "noop")
+            Req::post("jobs.test", "/enqueue?n=100000&after_ms=600000", "noop")
         }),
     )
     .await;
@@ -777,7 +780,16 @@ async fn a_job_flood_stops_at_max_pending_and_the_neighbours_job_still_runs() {
         figures.statuses().contains_key(&500),
         "max_pending never refused"
     );
-    // Another app's job, scheduled behind A's 2,000, still runs.
+    // The limit held under four schedulers at once: exactly 500 are pending.
+    let mut jobs_db = sqlx::PgConnection::connect(&pg.admin_url()).await.unwrap();
+    let (pending,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM alorig_jobs.jobs WHERE app = 'jobs' AND state = 'pending'",
+    )
+    .fetch_one(&mut jobs_db)
+    .await
+    .unwrap();
+    assert_eq!(pending, 500, "pending jobs of the flooding app");
+    // Another app's job, scheduled behind A's 500 pending, still runs.
     let scheduled = Instant::now();
     let ids = host
         .request("POST", "calmjob.test", "/enqueue?n=1", vec![])

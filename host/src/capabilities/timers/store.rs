@@ -205,6 +205,16 @@ impl JobStore {
         if let Some(id) = existing().await? {
             return Ok(Scheduled::Existing(id));
         }
+        // The count and the insert under one per-app lock, taken in its own
+        // statement: a statement's snapshot predates a lock it waits for, so
+        // concurrent schedulers would otherwise each count 499 and all insert.
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('alorig_jobs.pending:' || $1, 0))",
+        )
+        .bind(app)
+        .execute(&mut *tx)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO alorig_jobs.jobs (app, name, payload, run_at, idempotency_key)
              SELECT $1, $2, $3, $4, $5
@@ -217,8 +227,9 @@ impl JobStore {
         .bind(run_at)
         .bind(key)
         .bind(i64::from(max_pending))
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         match inserted {
             Some(row) => Ok(Scheduled::New(row.get(0))),
             // Lost a race on the same key, or the queue is full.
