@@ -19,7 +19,8 @@ started=$(date +%s)
 # (cargo-fuzz's default is 1): the cold build of wasmtime and sqlx with coverage
 # instrumentation is most of this step's time in CI, and a somewhat slower
 # execution costs a minute-long run little.
-cargo +nightly fuzz build -O -s none --debug-assertions --codegen-units 16
+BUILD_FLAGS=(-O -s none --debug-assertions --codegen-units 16)
+cargo +nightly fuzz build "${BUILD_FLAGS[@]}"
 built=$(date +%s)
 echo "fuzz: built in $((built - started)) s"
 
@@ -61,7 +62,7 @@ if [ ${#failed[@]} -gt 0 ]; then
     input=$(grep -o 'Test unit written to .*' "logs/$target.log" | tail -n 1 | sed 's/Test unit written to //')
     if [ -n "$input" ]; then
       echo "  input: fuzz/$input" >&2
-      echo "  reproduce: cd fuzz && cargo +nightly fuzz run $target -O -s none --debug-assertions --codegen-units 16 $input" >&2
+      echo "  reproduce: cd fuzz && cargo +nightly fuzz run $target ${BUILD_FLAGS[*]} $input" >&2
     fi
     echo "  the crash (fuzz/logs/$target.log):" >&2
     grep -m 1 -A 12 -E "panicked at|==[0-9]+== ERROR|ERROR: libFuzzer" "logs/$target.log" >&2 ||
